@@ -1,0 +1,88 @@
+"""The estimator interface every model follows, and the top-n selection they share.
+
+As in scikit-learn: hyperparameters are stored by ``__init__`` unchanged, ``fit`` returns
+``self`` and sets attributes ending in ``_``. As in ``implicit``: queries take internal
+indices and return ``(ids, scores)`` arrays sorted by descending score, never containing the
+query item. A model hands its learned state out as named arrays (``to_arrays``) and is
+rebuilt from them (``from_arrays``); it never reads or writes a file itself.
+"""
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ..errors import NotFittedError
+
+ModelT = TypeVar("ModelT", bound="Recommender")
+Ranking = tuple[NDArray[np.int64], NDArray[np.float32]]
+
+
+class Recommender(ABC):
+    """Base class: parameters in the constructor, learned state in ``*_`` attributes."""
+
+    @abstractmethod
+    def fit(self: ModelT, user_items: sp.csr_matrix) -> ModelT:
+        """Learn from a rows x items CSR matrix (rows are customers or orders); return self."""
+
+    @abstractmethod
+    def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
+        """Items most related to ``item_idx``, best first, without ``item_idx`` itself."""
+
+    @abstractmethod
+    def recommend(
+        self, user_idx: int, user_row: sp.csr_matrix, n: int = 10, exclude_seen: bool = True
+    ) -> Ranking:
+        """Items for one row (``user_row``: 1 x items), excluding its items when ``exclude_seen``."""
+
+    @abstractmethod
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """The learned state as named numpy arrays (no objects), for ``artifacts`` to save."""
+
+    @classmethod
+    def from_arrays(cls: type[ModelT], arrays: dict[str, NDArray[Any]], **params: Any) -> ModelT:
+        """Rebuild a fitted model from ``to_arrays`` output (arrays may be memory-mapped)."""
+        model = cls(**params)
+        for name, value in arrays.items():
+            setattr(model, name + "_", value)
+        model._check_fitted()
+        return model
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters by name, as scikit-learn's ``get_params``."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def _check_fitted(self) -> None:
+        if not any(name.endswith("_") and not name.startswith("_") for name in vars(self)):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+
+
+def top_n(scores: NDArray[np.floating], n: int, exclude: NDArray[np.integer] | None = None) -> Ranking:
+    """Indices of the ``n`` highest finite scores, best first, ties broken by lower index.
+
+    A partial sort (``argpartition``) keeps this O(items) rather than O(items log items).
+    Scores of excluded indices and non-positive scores are never returned.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None and len(exclude):
+        scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > n:
+        kept = np.argpartition(-scores[candidates], n - 1)[:n]
+        threshold = scores[candidates[kept]].min()
+        candidates = candidates[scores[candidates] >= threshold]
+    order = np.lexsort((candidates, -scores[candidates]))[:n]
+    best = candidates[order]
+    return best.astype(np.int64), scores[best]
+
+
+def check_csr(matrix: sp.spmatrix, name: str = "user_items") -> sp.csr_matrix:
+    """Models take CSR float32 and say so when given anything else (as ``implicit`` does)."""
+    if not sp.issparse(matrix) or matrix.format != "csr":
+        raise ValueError(f"{name} needs to be a CSR sparse matrix")
+    return matrix.astype(np.float32) if matrix.dtype != np.float32 else matrix

@@ -1,0 +1,281 @@
+"""Versioned model directories on disk: the only module that reads or writes model files.
+
+One training run writes ``<models_dir>/<version>/``: one ``.npy`` file per array (so the
+server can memory-map it), and ``manifest.json`` with the version, parameters, data
+fingerprint, cleaning report and the SHA-256 of every file. The run is written into a
+hidden temporary directory, fsynced, renamed into place, verified, and only then promoted
+by atomically replacing the ``current`` symlink. A run that fails or is killed at any point
+leaves ``current`` pointing at the previous, complete version. Loading never unpickles.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "current"
+_TMP_PREFIX = ".tmp-"
+_VERSION_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+_VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
+_ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, verified model version: its manifest and its (memory-mapped) arrays."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    arrays: dict[str, NDArray[Any]]
+
+
+def save(
+    models_dir: str | Path,
+    arrays: dict[str, NDArray[Any]],
+    manifest: dict[str, Any],
+    keep_versions: int = 5,
+) -> Path:
+    """Write a new version, verify it, promote it to ``current`` and prune old versions.
+
+    Parameters
+    ----------
+    models_dir : directory holding the versions and the ``current`` link (created if missing).
+    arrays : name -> array; names are ``[A-Za-z0-9_.]+``; object arrays are refused.
+    manifest : JSON-serialisable metadata; ``version``, ``created_at``, ``schema_version``
+        and ``files`` are filled in here.
+    keep_versions : versions kept on disk, the current one included.
+
+    Returns
+    -------
+    Path of the promoted version directory.
+
+    Raises
+    ------
+    ArtifactError
+        The write or the verification failed; nothing was promoted and the temporary
+        directory is removed.
+    """
+    models_dir = Path(models_dir)
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"{models_dir}: cannot create models directory: {exc.strerror}") from None
+    _remove_stale_temporaries(models_dir)
+    version = _new_version(models_dir)
+    staging = models_dir / f"{_TMP_PREFIX}{version}-{os.getpid()}"
+    try:
+        staging.mkdir()
+        files = {}
+        for name, array in arrays.items():
+            files[name + ".npy"] = _write_array(staging / (name + ".npy"), name, array)
+        document = {
+            **manifest,
+            "schema_version": SCHEMA_VERSION,
+            "version": version,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
+        }
+        _write_durably(staging / MANIFEST, json.dumps(document, indent=2, sort_keys=True).encode())
+        _fsync_directory(staging)
+        final = models_dir / version
+        os.rename(staging, final)
+        _fsync_directory(models_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArtifactError(f"{models_dir}: cannot write model version {version}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    load(final)
+    promote(models_dir, version)
+    prune(models_dir, keep_versions)
+    logger.info("saved and promoted model version %s (%d arrays)", version, len(arrays))
+    return final
+
+
+def promote(models_dir: str | Path, version: str) -> None:
+    """Point ``current`` at ``version`` atomically (symlink written aside, then ``os.replace``)."""
+    models_dir = Path(models_dir)
+    if not (models_dir / version / MANIFEST).is_file():
+        raise ArtifactError(f"{models_dir / version}: not a complete model version")
+    pointer = models_dir / f"{_TMP_PREFIX}{CURRENT}-{os.getpid()}"
+    pointer.unlink(missing_ok=True)
+    os.symlink(version, pointer)
+    os.replace(pointer, models_dir / CURRENT)
+    _fsync_directory(models_dir)
+
+
+def current_version(models_dir: str | Path) -> str | None:
+    """The version ``current`` points at, or None when no model has been promoted."""
+    try:
+        return os.readlink(Path(models_dir) / CURRENT)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ArtifactError(f"{Path(models_dir) / CURRENT}: unreadable: {exc.strerror}") from None
+
+
+def versions(models_dir: str | Path) -> list[str]:
+    """Complete versions on disk, oldest first."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        entry.name for entry in models_dir.iterdir()
+        if _VERSION_PATTERN.match(entry.name) and (entry / MANIFEST).is_file()
+    )
+
+
+def prune(models_dir: str | Path, keep_versions: int) -> list[str]:
+    """Delete the oldest versions beyond ``keep_versions``; never the current one."""
+    current = current_version(models_dir)
+    candidates = [v for v in versions(models_dir) if v != current]
+    surplus = len(candidates) - (keep_versions - (1 if current else 0))
+    removed = candidates[: max(0, surplus)]
+    for version in removed:
+        shutil.rmtree(Path(models_dir) / version, ignore_errors=True)
+        logger.info("pruned old model version %s", version)
+    return removed
+
+
+def load_current(models_dir: str | Path) -> Artifact:
+    """Load the version ``current`` points at; ``ArtifactError`` if there is none or it is broken."""
+    version = current_version(models_dir)
+    if version is None:
+        raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
+    return load(Path(models_dir) / version)
+
+
+def load(path: str | Path) -> Artifact:
+    """Load and verify one version directory; arrays are memory-mapped read-only.
+
+    Raises
+    ------
+    ArtifactError
+        Missing or unreadable manifest, unknown schema version, a missing file, a checksum,
+        dtype or shape that does not match the manifest.
+    """
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no {MANIFEST}") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path / MANIFEST}: unreadable: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"{path / MANIFEST}: unsupported schema_version (expected {SCHEMA_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{path / MANIFEST}: no file list")
+    arrays = {}
+    for filename, expected in files.items():
+        file_path = path / filename
+        if not _ARRAY_NAME.match(filename.removesuffix(".npy")) or not filename.endswith(".npy"):
+            raise ArtifactError(f"{path / MANIFEST}: bad file name {filename!r}")
+        try:
+            digest = _sha256(file_path)
+        except OSError as exc:
+            raise ArtifactError(f"{file_path}: cannot read: {exc.strerror}") from None
+        if digest != expected.get("sha256"):
+            raise ArtifactError(f"{file_path}: checksum mismatch (file changed or corrupted)")
+        try:
+            array = np.load(file_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{file_path}: not a valid array: {exc}") from None
+        if list(array.shape) != expected.get("shape") or array.dtype.str != expected.get("dtype"):
+            raise ArtifactError(f"{file_path}: shape or dtype differs from the manifest")
+        arrays[filename.removesuffix(".npy")] = array
+    return Artifact(version=str(manifest.get("version", path.name)), path=path, manifest=manifest, arrays=arrays)
+
+
+def _write_array(path: Path, name: str, array: NDArray[Any]) -> dict[str, Any]:
+    if not _ARRAY_NAME.match(name):
+        raise ArtifactError(f"array name {name!r}: only letters, digits, '_' and '.' are allowed")
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ArtifactError(f"array {name!r}: object arrays cannot be saved without pickle")
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {"sha256": _sha256(path), "shape": list(array.shape), "dtype": array.dtype.str,
+            "bytes": path.stat().st_size}
+
+
+def _write_durably(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _new_version(models_dir: Path) -> str:
+    """A UTC timestamp to the microsecond, later than every version ever written here.
+
+    Versions sort by name in the order they were made, even when the clock steps back or
+    two runs finish within the same microsecond, so a pruned name is never reused.
+    """
+    moment = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    names = [entry.name.removeprefix(_TMP_PREFIX).rsplit("-", 1)[0] for entry in models_dir.iterdir()]
+    existing = [dt.datetime.strptime(name, _VERSION_FORMAT) for name in names if _VERSION_PATTERN.match(name)]
+    latest_pointer = current_version(models_dir)
+    if latest_pointer and _VERSION_PATTERN.match(latest_pointer):
+        existing.append(dt.datetime.strptime(latest_pointer, _VERSION_FORMAT))
+    if existing and moment <= max(existing):
+        moment = max(existing) + dt.timedelta(microseconds=1)
+    return moment.strftime(_VERSION_FORMAT)
+
+
+def _remove_stale_temporaries(models_dir: Path) -> None:
+    """Remove staging directories of runs that died (their process no longer exists)."""
+    for entry in models_dir.glob(_TMP_PREFIX + "*"):
+        pid = entry.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+            logger.info("removed %s left by an interrupted run", entry.name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,216 @@
+"""Configuration: the one place that reads configuration files and the environment.
+
+Values are resolved in this order, later ones winning: the dataclass defaults, an optional
+TOML file (``[train]`` / ``[serve]`` tables), ``RECO_*`` environment variables (for example
+``RECO_MODELS_DIR``), then explicit overrides (command-line options, a test's mapping).
+Every value is validated once, here, and a bad one raises ``ConfigError`` naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+ENV_PREFIX = "RECO_"
+SIMILARITIES = ("cosine", "bm25", "tfidf")
+WEIGHTINGS = ("binary", "count", "log")
+FORMATS = ("auto", "csv", "parquet", "baskets")
+PRESETS = ("auto", "generic", "online_retail")
+FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name")
+
+# Codes that are not products in common shop exports (postage, fees, charity, adjustments).
+# Short codes that a real catalog may use as product ids ("M", "D") are only excluded by the
+# preset of the export that uses them (``data.loading.PRESET_EXCLUDED_ITEMS``).
+DEFAULT_EXCLUDED_ITEMS = (
+    "POST", "DOT", "C2", "CRUK", "PADS", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; see ``train.py --help`` for each option."""
+
+    data: Path = Path("data/online_retail.parquet")
+    models_dir: Path = Path("models")
+    format: str = "auto"
+    preset: str = "auto"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    catalog: Path | None = None
+    encoding: str = "utf-8"
+    similarity: str = "cosine"
+    neighbours: int = 50
+    min_support: int = 3
+    min_pair_support: int = 2
+    weighting: str = "binary"
+    excluded_items: tuple[str, ...] = DEFAULT_EXCLUDED_ITEMS
+    item_pattern: str | None = None
+    cancel_prefix: str = "C"
+    drop_zero_price: bool = True
+    future_tolerance_days: float = 1.0
+    keep_versions: int = 5
+    num_threads: int = 0
+
+    def validate(self) -> TrainConfig:
+        _choice("format", self.format, FORMATS)
+        _choice("preset", self.preset, PRESETS)
+        _choice("similarity", self.similarity, SIMILARITIES)
+        _choice("weighting", self.weighting, WEIGHTINGS)
+        for name in ("neighbours", "min_support", "min_pair_support", "keep_versions"):
+            _at_least(name, getattr(self, name), 1)
+        _at_least("num_threads", self.num_threads, 0)
+        if self.neighbours > 1000:
+            raise ConfigError(f"neighbours: at most 1000, got {self.neighbours}")
+        if self.future_tolerance_days < 0:
+            raise ConfigError("future_tolerance_days: must not be negative")
+        for key, column in self.columns.items():
+            if key not in FIELDS:
+                raise ConfigError(f"columns: unknown field {key!r} (known: {', '.join(FIELDS)})")
+            if not isinstance(column, str) or not column:
+                raise ConfigError(f"columns.{key}: must be a column name")
+        return self
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of the HTTP server."""
+
+    models_dir: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_k: int = 10
+    max_k: int = 100
+    max_id_length: int = 128
+    reload_interval: float = 2.0
+    workers: int = 2
+    threads: int = 4
+
+    def validate(self) -> ServeConfig:
+        _at_least("port", self.port, 1)
+        if self.port > 65535:
+            raise ConfigError(f"port: at most 65535, got {self.port}")
+        for name in ("default_k", "max_k", "max_id_length", "workers", "threads"):
+            _at_least(name, getattr(self, name), 1)
+        if self.default_k > self.max_k:
+            raise ConfigError("default_k: must not exceed max_k")
+        if self.reload_interval < 0:
+            raise ConfigError("reload_interval: must not be negative")
+        return self
+
+
+ConfigT = TypeVar("ConfigT", TrainConfig, ServeConfig)
+
+
+def load_config(
+    cls: type[ConfigT],
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ConfigT:
+    """Build a validated config: defaults, then file, then ``RECO_*`` environment, then overrides.
+
+    Parameters
+    ----------
+    cls : TrainConfig or ServeConfig
+    config_file : path of a TOML file, optional; ``RECO_CONFIG`` names one when this is None.
+    overrides : values that win over everything (command-line options); None values are ignored.
+    environ : the environment to read (``os.environ`` by default; tests pass their own).
+
+    Raises
+    ------
+    ConfigError
+        A file that cannot be read, an unknown key, or a value of the wrong type or range.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    section = "train" if cls is TrainConfig else "serve"
+    if config_file:
+        values.update(_read_toml(Path(config_file), section))
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name in names:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}")
+    kwargs = {f.name: _coerce(f, values[f.name]) for f in dataclasses.fields(cls) if f.name in values}
+    return cls(**kwargs).validate()
+
+
+def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Parse ``user_id=CustomerID,item_id=StockCode`` into a field-to-column mapping."""
+    if spec is None or spec == "":
+        return {}
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    mapping = {}
+    for part in str(spec).split(","):
+        key, sep, column = part.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ConfigError(f"columns: expected FIELD=COLUMN, got {part!r}")
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
+def _read_toml(path: Path, section: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    table = document.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{section}] must be a table")
+    return table
+
+
+def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
+    name, kind = spec.name, str(spec.type)
+    if name == "columns":
+        return parse_columns(value)
+    try:
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind.startswith("Path"):
+            return None if value in ("", None) else Path(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return lowered in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind.startswith("str | None"):
+            return None if value in ("", None) else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: invalid value {value!r} (expected {kind})") from None
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _at_least(name: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")

@@ -1,0 +1,100 @@
+"""From cleaned purchases to the interaction matrices the models fit on.
+
+Two views of the same log share one item axis: ``user_items`` (customers x items: who
+bought what) and ``order_items`` (orders x items: what was bought together). Both are CSR
+float32, as ``implicit`` expects.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .idmap import IdMap
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Interactions:
+    """The matrices of one log and the id maps of their axes."""
+
+    item_ids: IdMap
+    user_ids: IdMap
+    user_items: sp.csr_matrix
+    order_items: sp.csr_matrix
+    n_orders: int
+
+    @property
+    def item_customers(self) -> NDArray[np.int64]:
+        """Number of distinct customers who bought each item."""
+        return np.diff(self.user_items.tocsc().indptr).astype(np.int64)
+
+    @property
+    def item_orders(self) -> NDArray[np.int64]:
+        """Number of distinct orders containing each item."""
+        return np.diff(self.order_items.tocsc().indptr).astype(np.int64)
+
+
+def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
+    """Build ``user_items`` and ``order_items`` from a cleaned purchase frame.
+
+    Parameters
+    ----------
+    purchases : output of ``clean``; ``user_id`` may be NA (guest lines count for baskets only).
+    weighting : value of a customer x item cell: ``binary`` (1), ``count`` (number of
+        purchase lines) or ``log`` (1 + log of that count).
+
+    Notes
+    -----
+    Orders are the ``order_id`` column; where a log has none, a customer's purchases with
+    the same timestamp form one order.
+    """
+    item_codes, item_values = pd.factorize(purchases["item_id"], sort=True)
+    item_ids = IdMap(np.asarray(item_values, dtype=np.str_))
+    n_items = len(item_ids)
+
+    known = purchases["user_id"].notna().to_numpy()
+    user_codes, user_values = pd.factorize(purchases["user_id"][known], sort=True)
+    user_ids = IdMap(np.asarray(user_values, dtype=np.str_))
+    counts = sp.csr_matrix(
+        (np.ones(len(user_codes), dtype=np.float32), (user_codes, item_codes[known])),
+        shape=(len(user_ids), n_items),
+    )
+    counts.sum_duplicates()
+    user_items = _weight(counts, weighting)
+
+    order_key = _order_keys(purchases)
+    has_order = order_key.notna().to_numpy()
+    order_codes, order_values = pd.factorize(order_key[has_order])
+    order_items = sp.csr_matrix(
+        (np.ones(len(order_codes), dtype=np.float32), (order_codes, item_codes[has_order])),
+        shape=(len(order_values), n_items),
+    )
+    order_items.sum_duplicates()
+    order_items.data[:] = 1.0
+    logger.info(
+        "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
+        user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
+    )
+    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values))
+
+
+def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
+    weighted = counts.astype(np.float32)
+    if weighting == "binary":
+        weighted.data[:] = 1.0
+    elif weighting == "log":
+        weighted.data = (1.0 + np.log(weighted.data)).astype(np.float32)
+    return weighted
+
+
+def _order_keys(purchases: pd.DataFrame) -> pd.Series:
+    orders = purchases["order_id"]
+    if orders.notna().any() or "timestamp" not in purchases:
+        return orders
+    return purchases["user_id"] + "|" + purchases["timestamp"].astype("string")

@@ -1,0 +1,39 @@
+"""Every exception and warning class of the package; nothing else defines them.
+
+The entry points map these to exit codes (``train.py``) and HTTP statuses (the server),
+so a caller can tell bad input (``DataError``, ``ConfigError``) from a broken model
+(``ArtifactError``) without parsing messages.
+"""
+from __future__ import annotations
+
+
+class RecommenderError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class DataError(RecommenderError, ValueError):
+    """The input log is unusable: missing file, unreadable, missing column, empty after cleaning."""
+
+
+class ConfigError(RecommenderError, ValueError):
+    """A parameter or configuration value is invalid; the message names it."""
+
+
+class ArtifactError(RecommenderError):
+    """A model directory is missing, incomplete, corrupted or of an unknown schema."""
+
+
+class NotFittedError(RecommenderError, ValueError, AttributeError):
+    """A model was queried before ``fit`` (as scikit-learn's ``NotFittedError``)."""
+
+
+class UnknownItemError(RecommenderError, KeyError):
+    """An external item id that the model has never seen."""
+
+
+class UnknownUserError(RecommenderError, KeyError):
+    """An external user id that the model has never seen."""
+
+
+class DataWarning(UserWarning):
+    """Rows were dropped or values coerced while reading a log."""

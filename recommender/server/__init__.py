@@ -1,0 +1,49 @@
+"""The Flask application factory (``create_app``), as in Flask's tutorial app.
+
+Production: ``gunicorn 'recommender.server:create_app()'``. The factory reads the server
+configuration once (``config.load_config``), loads the current model into
+``app.extensions["recommender"]`` and registers one blueprint per resource.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from ..config import ServeConfig, load_config
+from ..service import ModelHolder
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app.
+
+    Parameters
+    ----------
+    test_config : lower-case keys override ``ServeConfig`` fields (``models_dir``, ``max_k``,
+        ...); upper-case keys go to Flask's own config (``TESTING``).
+    """
+    test_config = dict(test_config or {})
+    serve_config = load_config(
+        ServeConfig, overrides={key: value for key, value in test_config.items() if key.islower()}
+    )
+    app = Flask(__name__)
+    app.config.from_mapping(
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=1 << 20,
+        **{key: value for key, value in test_config.items() if key.isupper()},
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["recommender_config"] = serve_config
+    app.extensions["recommender"] = ModelHolder(serve_config.models_dir, serve_config.reload_interval)
+
+    from . import errors, health, items, model
+
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(model.bp)
+    app.register_blueprint(items.bp)
+    return app

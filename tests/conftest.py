@@ -1,0 +1,71 @@
+"""Shared fixtures: hand-written logs whose answers are worked out in the tests, a trained model, the app."""
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+from recommender import training
+from recommender.config import TrainConfig, load_config
+from recommender.server import create_app
+
+threadpool_limits(limits=1, user_api="blas")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_LOG = ROOT / "data" / "online_retail.parquet"
+PYTHON = sys.executable
+
+# Customers: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
+# Buyers: A 3, B 4, C 2, D 1. Orders: o1 {A,B}, o2 {A,B,C}, o3 {B,C}, o4 {A}, o5 {B}, o6 {D}.
+TINY_LOG = """user_id,item_id,timestamp,quantity,order_id,price,name
+u1,A,2024-01-01T10:00:00,1,o1,2.00,Apple
+u1,B,2024-01-01T10:00:00,2,o1,1.00,Banana
+u2,A,2024-01-02T10:00:00,1,o2,2.00,Apple
+u2,B,2024-01-02T10:00:00,1,o2,1.00,Banana
+u2,C,2024-01-02T10:00:00,1,o2,3.00,Cherry
+u3,B,2024-01-03T10:00:00,1,o3,1.00,Banana
+u3,C,2024-01-03T10:00:00,1,o3,3.50,Cherry
+u4,A,2024-01-04T10:00:00,1,o4,2.00,Apple
+u4,B,2024-01-05T10:00:00,1,o5,1.25,Banana
+u5,D,2024-01-06T10:00:00,1,o6,9.00,Durian
+"""
+
+
+@pytest.fixture
+def tiny_log(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    path.write_text(TINY_LOG)
+    return path
+
+
+def tiny_config(data: Path, models_dir: Path, **overrides: object) -> TrainConfig:
+    """Config for the tiny log: every item with 2+ buyers gets neighbours; one shared buyer suffices."""
+    values = {"data": data, "models_dir": models_dir, "min_support": 2, "min_pair_support": 1,
+              "num_threads": 1, **overrides}
+    return load_config(TrainConfig, overrides=values, environ={})
+
+
+@pytest.fixture
+def trained_models(tiny_log: Path, tmp_path: Path) -> Path:
+    models_dir = tmp_path / "models"
+    training.run(tiny_config(tiny_log, models_dir))
+    return models_dir
+
+
+@pytest.fixture
+def app(trained_models: Path):
+    return create_app({"TESTING": True, "models_dir": trained_models, "reload_interval": 0})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,77 @@
+"""Train on a slice of the shipped log in a subprocess, serve it with gunicorn, query it over HTTP."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import PYTHON, ROOT, SHIPPED_LOG, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_train_then_serve_also_bought(tmp_path: Path) -> None:
+    # December 2010 of the shipped log, as CSV (the other input path), messy lines included.
+    log = pd.read_parquet(SHIPPED_LOG)
+    log[log["InvoiceDate"] < "2011-01-01"].to_csv(tmp_path / "december.csv", index=False)
+    models = tmp_path / "models"
+    trained = subprocess.run(
+        [PYTHON, "train.py", "--data", str(tmp_path / "december.csv"), "--models-dir", str(models)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((models / "current" / "manifest.json").read_text())
+    cleaning = manifest["cleaning"]
+    assert cleaning["dropped"]["return_or_cancellation"] > 0 and cleaning["dropped"]["duplicate"] > 0
+    assert cleaning["rows_read"] == cleaning["rows_kept"] + sum(cleaning["rejected"].values()) + sum(
+        cleaning["dropped"].values()
+    )
+
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(base + "/ready")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
+            time.sleep(0.2)
+        status, body = get(base + "/v1/items/85123A/also-bought?k=10")
+        assert status == 200
+        assert body["item"]["name"] == "WHITE HANGING HEART T-LIGHT HOLDER"
+        assert body["strategy"] == "item-knn"
+        recommendations = body["recommendations"]
+        assert len(recommendations) == 10
+        assert all(r["name"] and r["item_id"] != "85123A" for r in recommendations)
+        assert recommendations[0]["source"] == "item-knn" and recommendations[0]["bought_both"] >= 2
+        scores = [r["score"] for r in recommendations if r["source"] == "item-knn"]
+        assert scores == sorted(scores, reverse=True)
+        assert get(base + "/v1/items/85123A/bought-together?k=3")[1]["basis"] == "orders"
+        assert get(base + "/v1/items/85123A/also-bought?k=0")[0] == 400
+        assert get(base + "/v1/model")[1]["version"] == (models / "current").readlink().name
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0]
+    assert server.returncode == 0, output

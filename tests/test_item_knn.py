@@ -1,0 +1,106 @@
+"""ItemKNN and Popular against answers worked out by hand, and the contract every model keeps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommender.algorithms import ItemKNN, Popular
+from recommender.algorithms.base import top_n
+from recommender.errors import NotFittedError
+
+# Customers x items A, B, C, D: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
+USER_ITEMS = sp.csr_matrix(np.array(
+    [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32
+))
+A, B, C, D = range(4)
+# Cosine on binary columns: shared buyers / sqrt(buyers_i * buyers_j); A 3, B 4, C 2 buyers.
+COS_AB, COS_AC, COS_BC = 3 / np.sqrt(12), 1 / np.sqrt(6), 2 / np.sqrt(8)
+
+
+def fit(**params) -> ItemKNN:
+    return ItemKNN(**{"min_support": 2, "min_pair_support": 1, "num_threads": 1, **params}).fit(USER_ITEMS)
+
+
+def test_cosine_neighbours_scores_and_shared_buyers_by_hand() -> None:
+    model = fit(neighbours=3)
+    assert model.neighbour_ids_.tolist() == [[B, C, -1], [A, C, -1], [B, A, -1], [-1, -1, -1]]
+    np.testing.assert_allclose(
+        model.neighbour_scores_,
+        [[COS_AB, COS_AC, 0], [COS_AB, COS_BC, 0], [COS_BC, COS_AC, 0], [0, 0, 0]], rtol=1e-6,
+    )
+    assert model.neighbour_support_.tolist() == [[3, 1, 0], [3, 2, 0], [2, 1, 0], [0, 0, 0]]
+    assert model.item_support_.tolist() == [3, 4, 2, 1]
+
+
+def test_top_k_truncates_to_the_best() -> None:
+    assert fit(neighbours=1).neighbour_ids_.ravel().tolist() == [B, A, B, -1]
+
+
+def test_minimum_pair_support_drops_single_coincidences() -> None:
+    model = fit(neighbours=3, min_pair_support=2)
+    assert model.neighbour_ids_.tolist() == [[B, -1, -1], [A, C, -1], [B, -1, -1], [-1, -1, -1]]
+
+
+def test_minimum_support_silences_rare_items_both_ways() -> None:
+    model = fit(neighbours=3, min_support=3)  # C has only 2 buyers
+    assert model.neighbour_ids_.tolist() == [[B, -1, -1], [A, -1, -1], [-1, -1, -1], [-1, -1, -1]]
+
+
+def test_similar_items_and_recommend() -> None:
+    model = fit(neighbours=3)
+    ids, scores = model.similar_items(A, n=5)
+    assert ids.tolist() == [B, C]
+    np.testing.assert_allclose(scores, [COS_AB, COS_AC], rtol=1e-6)
+    assert model.similar_items(D)[0].tolist() == []
+    assert model.similar_items(99)[0].tolist() == []
+    # u3 holds B and C: A scores cos(B,A) + cos(C,A); B and C themselves are excluded.
+    ids, scores = model.recommend(2, USER_ITEMS[2], n=5)
+    assert ids.tolist() == [A]
+    np.testing.assert_allclose(scores, [COS_AB + COS_AC], rtol=1e-6)
+    # Without exclusion, B gets cos(C,B) from C and C gets cos(B,C) from B: a tie, lower index first.
+    ids, scores = model.recommend(2, USER_ITEMS[2], n=5, exclude_seen=False)
+    assert ids.tolist() == [A, B, C]
+    np.testing.assert_allclose(scores, [COS_AB + COS_AC, COS_BC, COS_BC], rtol=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["bm25", "tfidf"])
+def test_other_similarities_keep_the_same_shape(similarity: str) -> None:
+    model = fit(neighbours=2, similarity=similarity)
+    assert model.neighbour_ids_.shape == (4, 2)
+    assert model.neighbour_ids_[A, 0] == B and model.neighbour_ids_[D, 0] == -1
+    assert (np.diff(model.neighbour_scores_, axis=1) <= 0).all()
+
+
+def test_popular_by_hand() -> None:
+    model = Popular().fit(USER_ITEMS)
+    assert model.popularity_.tolist() == [3, 4, 2, 1]
+    assert model.similar_items(B, n=3)[0].tolist() == [A, C, D]
+    assert model.recommend(0, USER_ITEMS[0], n=3)[0].tolist() == [C, D]
+
+
+@pytest.mark.parametrize("make", [lambda: ItemKNN(num_threads=1, min_support=1, min_pair_support=1), Popular])
+def test_model_contract(make) -> None:
+    with pytest.raises(NotFittedError):
+        make().similar_items(0)
+    model = make()
+    assert model.fit(USER_ITEMS) is model
+    for item in range(4):
+        ids, scores = model.similar_items(item, n=3)
+        assert item not in ids.tolist()
+        assert (np.diff(scores) <= 0).all()
+    rebuilt = type(model).from_arrays(model.to_arrays(), **model.get_params())
+    for user in range(5):
+        ids, scores = model.recommend(user, USER_ITEMS[user], n=3)
+        again, again_scores = rebuilt.recommend(user, USER_ITEMS[user], n=3)
+        assert ids.tolist() == again.tolist() and np.allclose(scores, again_scores)
+        assert not set(ids.tolist()) & set(USER_ITEMS[user].indices.tolist())
+    with pytest.raises(ValueError, match="CSR"):
+        make().fit(USER_ITEMS.toarray())
+
+
+def test_top_n_partial_sort_and_ties() -> None:
+    scores = np.array([0.5, 2.0, 0.5, 0.0, 3.0, -1.0])
+    assert top_n(scores, 3)[0].tolist() == [4, 1, 0]
+    assert top_n(scores, 10)[0].tolist() == [4, 1, 0, 2]  # zero and negative scores never returned
+    assert top_n(scores, 2, exclude=np.array([4]))[0].tolist() == [1, 0]

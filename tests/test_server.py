@@ -1,0 +1,147 @@
+"""The HTTP API through Flask's test client, on a model trained on the tiny hand-made log."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from recommender import artifacts, training
+from recommender.server import create_app
+
+from conftest import tiny_config
+
+COS_AB, COS_AC = 3 / math.sqrt(12), 1 / math.sqrt(6)
+
+
+def test_also_bought_by_hand(client) -> None:
+    response = client.get("/v1/items/A/also-bought?k=2")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["item"] == {"item_id": "A", "name": "Apple", "price": 2.0, "known": True}
+    assert body["strategy"] == "item-knn" and body["basis"] == "customers"
+    assert body["model_version"] == client.get("/v1/model").get_json()["version"]
+    first, second = body["recommendations"]
+    assert (first["item_id"], first["name"], first["price"], first["bought_both"]) == ("B", "Banana", 1.25, 3)
+    assert first["score"] == pytest.approx(COS_AB, abs=1e-6)
+    assert (second["item_id"], second["bought_both"]) == ("C", 1)
+    assert second["score"] == pytest.approx(COS_AC, abs=1e-6)
+    assert {first["source"], second["source"]} == {"item-knn"}
+
+
+def test_short_lists_are_topped_up_with_popular_items_and_say_so(client) -> None:
+    body = client.get("/v1/items/A/also-bought?k=10").get_json()
+    assert [(r["item_id"], r["source"]) for r in body["recommendations"]] == [
+        ("B", "item-knn"), ("C", "item-knn"), ("D", "popular")
+    ]
+    assert body["recommendations"][2]["score"] is None
+
+
+def test_default_k_is_ten(client) -> None:
+    assert len(client.get("/v1/items/A/also-bought").get_json()["recommendations"]) == 3  # only 3 others exist
+
+
+def test_bought_together_uses_orders(client) -> None:
+    body = client.get("/v1/items/A/bought-together?k=2").get_json()
+    assert body["basis"] == "orders" and body["strategy"] == "item-knn"
+    # Orders: A in 3 (o1, o2, o4), B in 4, both in 2 -> 2 / sqrt(12).
+    assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [("B", 2), ("C", 1)]
+    assert body["recommendations"][0]["score"] == pytest.approx(2 / math.sqrt(12), abs=1e-6)
+
+
+def test_items_with_too_few_buyers_fall_back_to_popular(client) -> None:
+    body = client.get("/v1/items/D/also-bought?k=3").get_json()
+    assert body["strategy"] == "popular" and body["fallback_reason"] == "too_few_buyers"
+    assert [r["item_id"] for r in body["recommendations"]] == ["B", "A", "C"]
+
+
+def test_unknown_items_fall_back_to_popular(client) -> None:
+    response = client.get("/v1/items/NOPE/also-bought?k=2")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["item"] == {"item_id": "NOPE", "known": False}
+    assert body["fallback_reason"] == "unknown_item"
+    assert [r["item_id"] for r in body["recommendations"]] == ["B", "A"]
+
+
+@pytest.mark.parametrize(
+    "url, status, message",
+    [
+        ("/v1/items/A/also-bought?k=0", 400, "k: must be between 1 and 100"),
+        ("/v1/items/A/also-bought?k=101", 400, "k: must be between 1 and 100"),
+        ("/v1/items/A/also-bought?k=ten", 400, "k: must be an integer"),
+        ("/v1/items/A/also-bought?k=1.5", 400, "k: must be an integer"),
+        ("/v1/items/A/also-bought?k=", 400, "k: must be an integer"),
+        ("/v1/items/A/also-bought?k=99999999999999999999", 400, "k: must be an integer"),
+        ("/v1/items/A/bought-together?k=1&k=2", 400, "k: given 2 times"),
+        ("/v1/items/" + "x" * 129 + "/also-bought", 400, "item_id: must be 1 to 128 characters"),
+        ("/v1/items/A%01B/also-bought", 400, "item_id: contains control characters"),
+        ("/v1/items/A/nothing", 404, "not found"),
+        ("/nowhere", 404, "not found"),
+    ],
+)
+def test_bad_requests_get_json_errors(client, url: str, status: int, message: str) -> None:
+    response = client.get(url)
+    assert response.status_code == status
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert message in error["message"] and error["code"]
+
+
+def test_wrong_method_is_a_json_405(client) -> None:
+    response = client.post("/v1/items/A/also-bought")
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_model_info_and_health(client) -> None:
+    info = client.get("/v1/model").get_json()
+    assert info["counts"]["customers"] == 5 and info["counts"]["items"] == 4
+    assert info["counts"]["orders"] == 6
+    assert len(info["data_fingerprint"]) == 64
+    assert info["cleaning"]["rows_read"] == 10 and info["cleaning"]["rows_kept"] == 10
+    assert set(info["components"]) == {"also_bought", "bought_together", "popular"}
+    assert client.get("/health").get_json() == {"status": "ok"}
+    assert client.get("/ready").get_json()["model_version"] == info["version"]
+
+
+def test_no_model_yet_is_503_but_alive(tmp_path: Path) -> None:
+    client = create_app({"models_dir": tmp_path / "empty"}).test_client()
+    assert client.get("/health").status_code == 200
+    for url in ("/ready", "/v1/model", "/v1/items/A/also-bought"):
+        response = client.get(url)
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "no_model"
+
+
+def test_a_new_version_is_picked_up_and_a_broken_one_refused(trained_models: Path, tiny_log: Path, client) -> None:
+    first = client.get("/v1/model").get_json()["version"]
+    second = training.run(tiny_config(tiny_log, trained_models, neighbours=1)).name
+    assert client.get("/v1/model").get_json()["version"] == second
+    assert len(client.get("/v1/items/A/also-bought?k=3").get_json()["recommendations"]) == 3
+    # A third version corrupted after promotion: refused, the second keeps serving.
+    third = training.run(tiny_config(tiny_log, trained_models)).name
+    scores = trained_models / third / "also_bought.neighbour_scores.npy"
+    scores.write_bytes(scores.read_bytes()[:-4] + b"\x00\x00\x80\x7f")
+    assert artifacts.current_version(trained_models) == third
+    assert client.get("/v1/model").get_json()["version"] == second
+    assert len(client.get("/v1/items/A/also-bought?k=3").get_json()["recommendations"]) == 3
+    # A process starting now finds nothing valid to serve: 503 with a reason, not a crash.
+    fresh = create_app({"models_dir": trained_models}).test_client()
+    assert fresh.get("/ready").status_code == 503
+    assert fresh.get("/health").status_code == 200
+    # Rolling back by pointing current at a good version is picked up again.
+    artifacts.promote(trained_models, first)
+    assert client.get("/v1/model").get_json()["version"] == first
+    assert first < second < third
+
+
+def test_unexpected_errors_are_json_without_details(client, monkeypatch) -> None:
+    service = client.application.extensions["recommender"].get()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals at /srv/app.py")
+
+    monkeypatch.setattr(service, "item_neighbours", broken)
+    response = client.get("/v1/items/A/also-bought")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error; see the server log"}}
