@@ -145,3 +145,29 @@ def test_unexpected_errors_are_json_without_details(client, monkeypatch) -> None
     response = client.get("/v1/items/A/also-bought")
     assert response.status_code == 500
     assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error; see the server log"}}
+
+
+def test_catalog_file_overrides_names_and_prices(tiny_log: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("item_id,name,price\nB,Organic banana,0.99\nZZ,Not sold,1\n")
+    models = tmp_path / "catalogued"
+    training.run(tiny_config(tiny_log, models, catalog=catalog))
+    client = create_app({"models_dir": models}).test_client()
+    first = client.get("/v1/items/A/also-bought?k=1").get_json()["recommendations"][0]
+    assert (first["item_id"], first["name"], first["price"]) == ("B", "Organic banana", 0.99)
+    assert client.get("/v1/items/ZZ/also-bought").get_json()["item"]["known"] is False
+
+
+def test_basket_only_log_serves_both_endpoints_from_orders(tmp_path: Path) -> None:
+    baskets = tmp_path / "baskets.csv"
+    baskets.write_text("milk,bread\nmilk,bread,eggs\nbread,eggs\nmilk\nbeer\n")
+    models = tmp_path / "baskets"
+    training.run(tiny_config(baskets, models, format="baskets"))
+    client = create_app({"models_dir": models}).test_client()
+    for endpoint in ("also-bought", "bought-together"):
+        body = client.get(f"/v1/items/milk/{endpoint}?k=2").get_json()
+        assert body["basis"] == "orders" and body["strategy"] == "item-knn"
+        # milk in 3 baskets, bread in 3, both in 2: 2/3; eggs in 2, with milk in 1: 1/sqrt(6).
+        assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [("bread", 2), ("eggs", 1)]
+        assert body["recommendations"][0]["score"] == pytest.approx(2 / 3, abs=1e-6)
+    assert client.get("/v1/model").get_json()["counts"]["customers"] == 0
