@@ -6,37 +6,54 @@ field or option), 1 anything else (a one-line message; ``--verbose`` adds the tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FORMATS, PRESETS, SIMILARITIES, WEIGHTINGS, ServeConfig, TrainConfig, load_config
+from .config import ServeConfig, TrainConfig, load_config
 from .errors import ConfigError, DataError, RecommenderError
 
 logger = logging.getLogger("recommender")
 
 
+TRAIN_HELP = {
+    "data": "purchase log: CSV (plain or gzip), Parquet, or baskets file",
+    "models_dir": "where model versions and the 'current' link live",
+    "format": "input format: auto, csv, parquet, baskets",
+    "preset": "column names preset: auto, generic, online_retail",
+    "columns": "column mapping, e.g. user_id=cust,item_id=sku,timestamp=ts",
+    "catalog": "CSV/Parquet with item_id and optional name, price, category, available",
+    "encoding": "text encoding of CSV input",
+    "similarity": "item-to-item similarity: cosine, bm25, tfidf",
+    "neighbours": "neighbours kept per item (K)",
+    "min_support": "minimum buyers for an item to get neighbours",
+    "min_pair_support": "minimum shared buyers for two items to be neighbours",
+    "weighting": "customer x item cell value for item-to-item: binary, count, log",
+    "excluded_items": "comma-separated non-product codes to drop",
+    "item_pattern": "regular expression that product ids must match",
+    "include_activity": "activity database (SQLite) whose recorded purchases join the log",
+    "als_confidence": "ALS confidence weighting: binary, log, bm25",
+    "trending_half_life_days": "age at which a sale counts half for trending items",
+    "keep_versions": "model versions kept on disk",
+    "num_threads": "threads for implicit (0 = all cores)",
+}
+SERVE_HELP = {
+    "models_dir": "directory with the 'current' model link",
+    "host": "address to listen on",
+    "workers": "gunicorn worker processes",
+    "threads": "threads per gunicorn worker",
+    "activity_db": "SQLite file of the activity store (events, wish lists)",
+    "customers_file": "CSV with id,name: customers greeted by name",
+    "blend_weight": "share of ALS in blended recommendations (0..1)",
+}
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``train.py``: train on a purchase log and promote the new model version."""
-    parser = argparse.ArgumentParser(prog="train.py", description=train_main.__doc__)
-    parser.add_argument("--data", help="purchase log: CSV (plain or gzip), Parquet, or baskets file")
-    parser.add_argument("--models-dir", help="where model versions and the 'current' link live")
-    parser.add_argument("--config", help="TOML file with a [train] table")
-    parser.add_argument("--format", choices=FORMATS, help="input format (default: auto)")
-    parser.add_argument("--preset", choices=PRESETS, help="column names preset (default: auto)")
-    parser.add_argument("--columns", help="column mapping, e.g. user_id=cust,item_id=sku,timestamp=ts")
-    parser.add_argument("--catalog", help="CSV/Parquet with item_id and optional name, price")
-    parser.add_argument("--encoding", help="text encoding of CSV input (default utf-8)")
-    parser.add_argument("--similarity", choices=SIMILARITIES, help="item-to-item similarity")
-    parser.add_argument("--neighbours", type=int, help="neighbours kept per item (K)")
-    parser.add_argument("--min-support", type=int, help="minimum buyers for an item to get neighbours")
-    parser.add_argument("--min-pair-support", type=int, help="minimum shared buyers for two items to be neighbours")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, help="customer x item cell value")
-    parser.add_argument("--item-pattern", help="regular expression that product ids must match")
-    parser.add_argument("--keep-versions", type=int, help="model versions kept on disk")
-    parser.add_argument("--num-threads", type=int, help="threads for implicit (0 = all cores)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser = argparse.ArgumentParser(prog="train.py", description="Train on a purchase log and promote the new model version.")
+    _add_config_options(parser, TrainConfig, TRAIN_HELP, "train")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
 
@@ -45,8 +62,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
         from . import training
 
-        overrides = {key: value for key, value in vars(args).items() if key not in ("config", "verbose")}
-        config = load_config(TrainConfig, args.config, overrides)
+        config = load_config(TrainConfig, args.config, _overrides(args))
         with threadpool_limits(limits=1, user_api="blas"):
             path = training.run(config)
         print(f"trained model version {path.name} in {config.models_dir}")
@@ -56,22 +72,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
     """``serve.py``: serve the current model over HTTP (gunicorn; ``--dev`` for Flask's server)."""
-    parser = argparse.ArgumentParser(prog="serve.py", description=serve_main.__doc__)
-    parser.add_argument("--models-dir", help="directory with the 'current' model link")
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, help="threads per gunicorn worker")
-    parser.add_argument("--config", help="TOML file with a [serve] table")
+    parser = argparse.ArgumentParser(prog="serve.py", description="Serve the current model over HTTP.")
+    _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
     parser.add_argument("--dev", action="store_true", help="Flask's development server (not for production)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
 
     def work() -> None:
-        overrides = {k: v for k, v in vars(args).items() if k not in ("config", "dev", "verbose")}
-        config = load_config(ServeConfig, args.config, overrides)
-        app_config = {key: value for key, value in vars(config).items()}
+        config = load_config(ServeConfig, args.config, _overrides(args))
+        app_config = dict(vars(config))
         if args.dev:
             from .server import create_app
 
@@ -80,6 +89,31 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             _run_gunicorn(config, app_config)
 
     return _guarded(work, args.verbose)
+
+
+def _add_config_options(
+    parser: argparse.ArgumentParser, cls: type, help_texts: dict[str, str], section: str
+) -> None:
+    """One ``--option`` per config field, so every setting can be given on the command line.
+
+    Values stay strings here; ``load_config`` converts and validates them with the same
+    messages as for files and environment variables.
+    """
+    parser.add_argument("--config", help=f"TOML file with a [{section}] table")
+    for spec in dataclasses.fields(cls):
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        text = f"{help_texts.get(spec.name, spec.name.replace('_', ' '))} (default: {shown or 'none'})"
+        if str(spec.type) == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=spec.name, default=None, metavar=spec.name.upper(), help=text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key not in ("config", "verbose", "dev")}
 
 
 def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:

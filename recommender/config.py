@@ -20,6 +20,7 @@ from .errors import ConfigError
 ENV_PREFIX = "RECO_"
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 WEIGHTINGS = ("binary", "count", "log")
+CONFIDENCES = ("binary", "log", "bm25")
 FORMATS = ("auto", "csv", "parquet", "baskets")
 PRESETS = ("auto", "generic", "online_retail")
 FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name")
@@ -55,13 +56,27 @@ class TrainConfig:
     future_tolerance_days: float = 1.0
     keep_versions: int = 5
     num_threads: int = 0
+    als_factors: int = 64
+    als_regularization: float = 0.05
+    als_alpha: float = 1.0
+    als_iterations: int = 15
+    als_confidence: str = "binary"
+    use_gpu: bool = False
+    random_state: int = 42
+    trending_half_life_days: float = 30.0
+    include_activity: Path | None = None
 
     def validate(self) -> TrainConfig:
         _choice("format", self.format, FORMATS)
         _choice("preset", self.preset, PRESETS)
         _choice("similarity", self.similarity, SIMILARITIES)
         _choice("weighting", self.weighting, WEIGHTINGS)
-        for name in ("neighbours", "min_support", "min_pair_support", "keep_versions"):
+        _choice("als_confidence", self.als_confidence, CONFIDENCES)
+        for name in ("als_regularization", "als_alpha", "trending_half_life_days"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
+                     "als_iterations"):
             _at_least(name, getattr(self, name), 1)
         _at_least("num_threads", self.num_threads, 0)
         if self.neighbours > 1000:
@@ -86,16 +101,31 @@ class ServeConfig:
     default_k: int = 10
     max_k: int = 100
     max_id_length: int = 128
+    max_items: int = 100
+    max_events: int = 1000
+    max_body_bytes: int = 1 << 20
     reload_interval: float = 2.0
     workers: int = 2
     threads: int = 4
+    activity_db: Path = Path("var/activity.sqlite3")
+    history_limit: int = 200
+    history_days: float = 90.0
+    activity_half_life_hours: float = 72.0
+    blend_weight: float = 0.5
+    customers_file: Path | None = None
 
     def validate(self) -> ServeConfig:
         _at_least("port", self.port, 1)
         if self.port > 65535:
             raise ConfigError(f"port: at most 65535, got {self.port}")
-        for name in ("default_k", "max_k", "max_id_length", "workers", "threads"):
+        for name in ("default_k", "max_k", "max_id_length", "workers", "threads", "max_items", "max_events",
+                     "max_body_bytes", "history_limit"):
             _at_least(name, getattr(self, name), 1)
+        for name in ("history_days", "activity_half_life_hours"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 <= self.blend_weight <= 1:
+            raise ConfigError(f"blend_weight: must be between 0 and 1, got {self.blend_weight}")
         if self.default_k > self.max_k:
             raise ConfigError("default_k: must not exceed max_k")
         if self.reload_interval < 0:

@@ -1,8 +1,14 @@
 """RecommendationService: a loaded model version answering in external ids, with fallbacks.
 
 Built once per model version from an ``artifacts.Artifact``; everything a request needs
-(id dict, names as Python strings, the popularity ranking) is prepared here so that a
-request only indexes arrays. Imports no pandas and knows nothing of HTTP.
+(id dicts, names as Python strings, the neighbour matrix, the trending ranking, ALS factors)
+is prepared here so that a request does one or two BLAS calls and a partial sort. Imports
+no pandas and knows nothing of HTTP.
+
+Strategies, as each response names them:
+``item-knn`` (item-to-item neighbours), ``als`` (matrix factorisation alone), ``blend``
+(both, each scaled to its maximum and mixed by ``blend_weight``), ``popular`` (time-decayed
+popularity, the fallback when nothing personal is known).
 """
 from __future__ import annotations
 
@@ -10,19 +16,51 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from . import artifacts
+from .activity import Event
+from .algorithms.als import ALS
+from .algorithms.base import top_n
 from .data.idmap import IdMap
 from .errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 
-_POPULAR_DEPTH = 1000
+_POPULAR_DEPTH = 2000
+# How much one event says about what a shopper wants, by type.
+TYPE_WEIGHTS = {"view": 1.0, "cart": 2.0, "wishlist": 2.0, "purchase": 3.0}
+EVENT_VERBS = {"view": "viewed", "cart": "added to cart", "wishlist": "wished for", "purchase": "bought"}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Business filters, applied before the top-k cut so that k results come back when k qualify."""
+
+    exclude: frozenset[str] = frozenset()
+    available_only: bool = False
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    max_per_category: int | None = None
+
+
+@dataclass
+class Ranked:
+    """A ranking in internal indices, before it is turned into JSON."""
+
+    items: list[int] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    reasons: list[int] = field(default_factory=list)
+    strategy: str = "popular"
 
 
 class NeighbourTable:
@@ -34,27 +72,65 @@ class NeighbourTable:
         self.support = arrays[f"{prefix}.neighbour_support"]
         self.basis = basis
 
+    def matrix(self) -> sp.csr_matrix:
+        """The table as an items x items CSR matrix (row: item, columns: its neighbours)."""
+        n_items, k = self.ids.shape
+        valid = np.asarray(self.ids) >= 0
+        rows = np.broadcast_to(np.arange(n_items)[:, None], (n_items, k))[valid]
+        return sp.csr_matrix(
+            (np.asarray(self.scores)[valid], (rows, np.asarray(self.ids)[valid])), shape=(n_items, n_items)
+        )
+
 
 class RecommendationService:
-    """Answers for one model version; read-only and safe to share between threads."""
+    """Answers for one model version; read-only and safe to share between threads.
 
-    def __init__(self, artifact: artifacts.Artifact) -> None:
+    Parameters
+    ----------
+    artifact : a loaded, verified model version.
+    blend_weight : share of ALS in a blend (the rest is item-to-item), 0..1.
+    activity_half_life_hours : an event this old counts half as much as one just now.
+    """
+
+    def __init__(
+        self, artifact: artifacts.Artifact, blend_weight: float = 0.5, activity_half_life_hours: float = 72.0
+    ) -> None:
         arrays = artifact.arrays
+        self.blend_weight = blend_weight
+        self.activity_half_life_hours = activity_half_life_hours
         try:
             self.version = artifact.version
             self.manifest = artifact.manifest
-            self.items = IdMap(arrays["item_ids"])
-            self.names: list[str] = arrays["catalog.names"].tolist()
-            self.prices: list[float | None] = [
-                None if math.isnan(price) else round(price, 2) for price in arrays["catalog.prices"].tolist()
-            ]
             components = artifact.manifest.get("components", {})
+            self.items = IdMap(arrays["item_ids"])
+            self.users = IdMap(arrays["user_ids"])
+            self.names: list[str] = arrays["catalog.names"].tolist()
+            self.prices_array = np.asarray(arrays["catalog.prices"], dtype=np.float64)
+            self.prices: list[float | None] = [
+                None if math.isnan(price) else round(price, 2) for price in self.prices_array.tolist()
+            ]
+            self.categories = np.asarray(arrays["catalog.categories"])
+            self.category_names: list[str] = self.categories.tolist()
+            self.available = np.asarray(arrays["catalog.available"], dtype=bool)
             self.tables = {
                 name: NeighbourTable(arrays, name, components[name]["basis"])
                 for name in ("also_bought", "bought_together") if name in components
             }
-            popularity = np.asarray(arrays["popular.popularity"])
-            self.popular_ranking = np.lexsort((np.arange(len(popularity)), -popularity))[:_POPULAR_DEPTH]
+            self.user_items = sp.csr_matrix(
+                (np.ones(len(arrays["user_items.indices"]), dtype=np.float32), arrays["user_items.indices"],
+                 arrays["user_items.indptr"]),
+                shape=(len(self.users), len(self.items)),
+            )
+            trending = np.asarray(arrays["trending.popularity"])
+            self.trending_ranking = np.lexsort((np.arange(len(trending)), -trending))[:_POPULAR_DEPTH]
+            self.als: ALS | None = None
+            if "als" in components:
+                params = {k: components["als"][k] for k in ("regularization", "alpha")}
+                self.als = ALS.from_arrays(
+                    {"user_factors": arrays["als.user_factors"], "item_factors": arrays["als.item_factors"]},
+                    **params,
+                )
+                self.als.gram()
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{artifact.path}: incomplete model: {exc}") from None
         n_items = len(self.items)
@@ -63,41 +139,152 @@ class RecommendationService:
                 raise ArtifactError(f"{artifact.path}: neighbour table does not match the item list")
         if not self.tables:
             raise ArtifactError(f"{artifact.path}: model has no item-to-item component")
+        # Personal scores use neighbours over customers where there are customers, else over orders.
+        self.personal_table = self.tables.get("also_bought") or self.tables["bought_together"]
+        self.knn_matrix = self.personal_table.matrix()
 
-    def item_neighbours(self, component: str, item_id: str, k: int) -> dict[str, Any]:
+    # ----------------------------------------------------------------- item pages
+    def item_neighbours(
+        self, component: str, item_id: str, k: int, filters: Filters = Filters()
+    ) -> dict[str, Any]:
         """Top-k neighbours of an item from ``also_bought`` or ``bought_together``.
 
         Falls back to the other component when a log had no customers, and tops the list
-        up with popular items when the item has fewer than k neighbours (or none, or is
-        unknown); ``strategy`` and each entry's ``source`` say which is which.
+        up with popular items when the item has fewer than k neighbours that pass the
+        filters (or none, or is unknown); ``strategy`` and each entry's ``source`` say which.
         """
         table = self.tables.get(component) or next(iter(self.tables.values()))
         item_idx = self.items.index(item_id, missing="none")
-        recommendations: list[dict[str, Any]] = []
+        allowed = self._allowed(filters, exclude_idx=() if item_idx is None else (item_idx,))
+        ranked = Ranked(strategy="item-knn")
+        support: dict[int, int] = {}
         fallback = None
         if item_idx is None:
             fallback = "unknown_item"
         else:
-            ids = table.ids[item_idx]
-            valid = ids >= 0
-            for neighbour, score, support in zip(
-                ids[valid][:k].tolist(), table.scores[item_idx][valid][:k].tolist(),
-                table.support[item_idx][valid][:k].tolist(),
-            ):
-                recommendations.append(self._entry(neighbour, score, "item-knn", bought_both=support))
-            if not recommendations:
+            ids = np.asarray(table.ids[item_idx])
+            keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
+            kept_ids = ids[keep].tolist()
+            scores = dict(zip(kept_ids, np.asarray(table.scores[item_idx])[keep].tolist()))
+            support = dict(zip(kept_ids, np.asarray(table.support[item_idx])[keep].tolist()))
+            for item in self._diversify(kept_ids, k, filters):
+                ranked.items.append(item)
+                ranked.scores.append(scores[item])
+                ranked.sources.append("item-knn")
+            if not ranked.items:
                 fallback = "too_few_buyers"
-        self._fill_popular(recommendations, k, exclude=set() if item_idx is None else {item_idx})
-        response: dict[str, Any] = {
-            "item": self._item(item_idx, item_id),
-            "strategy": "item-knn" if fallback is None else "popular",
-            "basis": table.basis,
-            "model_version": self.version,
-            "recommendations": recommendations,
-        }
+        self._fill_popular(ranked, k, allowed, filters)
+        if fallback:
+            ranked.strategy = "popular"
+        response = self._response(ranked, extra={"bought_both": support})
+        response = {"item": self._item(item_idx, item_id), "basis": table.basis, **response}
         if fallback:
             response["fallback_reason"] = fallback
         return response
+
+    # ----------------------------------------------------------------- customers
+    def for_user(
+        self,
+        user_id: str,
+        k: int,
+        filters: Filters = Filters(),
+        exclude_purchased: bool = True,
+        recent: Sequence[Event] = (),
+    ) -> dict[str, Any]:
+        """Personal picks: ALS for a customer in the model, blended with the neighbours of
+        their purchases; a shopper the model has not seen is folded in from ``recent``
+        activity; one with neither gets trending items (``strategy: popular``)."""
+        user_idx = self.users.index(user_id, missing="none")
+        owned = self._owned(user_idx, recent)
+        if user_idx is not None:
+            history = self.user_items[user_idx].indices
+            weights = np.ones(len(history))
+            vector = self.als.user_factors_[user_idx] if self.als is not None else None
+        else:
+            history, weights = self._activity_weights(recent)
+            vector = self.als.fold_in(history, weights) if self.als is not None and len(history) else None
+        exclude = owned if exclude_purchased else np.empty(0, dtype=np.int64)
+        ranked = self._rank(history, weights, vector, k, filters, exclude)
+        response = self._response(ranked)
+        if not len(history):
+            response["fallback_reason"] = "new_customer"
+        response["known_customer"] = user_idx is not None
+        return response
+
+    def for_items(
+        self,
+        item_ids: Sequence[str],
+        k: int,
+        filters: Filters = Filters(),
+        weights: Sequence[float] | None = None,
+        exclude_idx: NDArray[np.int64] | None = None,
+    ) -> dict[str, Any]:
+        """Recommendations from a list of items (a cart, a wish list): ALS fold-in blended
+        with the items' neighbours; each result names the listed item that led to it."""
+        indices = self.items.indices(item_ids)
+        known = indices >= 0
+        history = indices[known]
+        history_weights = np.ones(len(history)) if weights is None else np.asarray(weights, dtype=float)[known]
+        vector = self.als.fold_in(history, history_weights) if self.als is not None and len(history) else None
+        exclude = history if exclude_idx is None else np.union1d(history, exclude_idx)
+        ranked = self._rank(history, history_weights, vector, k, filters, exclude)
+        response = self._response(ranked)
+        response["unknown_items"] = [item for item, ok in zip(item_ids, known.tolist()) if not ok]
+        if not len(history):
+            response["fallback_reason"] = "no_known_items"
+        return response
+
+    def for_wishlist(
+        self, user_id: str, wished: Sequence[str], recent: Sequence[Event], k: int, filters: Filters = Filters()
+    ) -> dict[str, Any]:
+        """What customers who wanted these items also bought, without the wish list itself
+        and without what the shopper already bought; ``because`` names the wished item."""
+        owned = self._owned(self.users.index(user_id, missing="none"), recent)
+        response = self.for_items(wished, k, filters, exclude_idx=owned)
+        response.pop("unknown_items", None)
+        if not wished:
+            response["fallback_reason"] = "empty_wishlist"
+        return response
+
+    def page_you_made(
+        self, user_id: str, recent: Sequence[Event], k: int, filters: Filters = Filters()
+    ) -> dict[str, Any]:
+        """Recommendations from a shopper's recent activity, grouped by the item that led to them.
+
+        Events weigh by type (``TYPE_WEIGHTS``) and recency (half-life
+        ``activity_half_life_hours``). Items already bought (in the model or since) and the
+        items of the activity itself are not recommended.
+        """
+        user_idx = self.users.index(user_id, missing="none")
+        history, weights = self._activity_weights(recent)
+        if not len(history):
+            response = self.for_user(user_id, k, filters, recent=recent)
+            response["fallback_reason"] = "no_recent_activity"
+            response["groups"] = []
+            return response
+        vector = self.als.fold_in(history, weights) if self.als is not None else None
+        exclude = np.union1d(self._owned(user_idx, recent), history)
+        ranked = self._rank(history, weights, vector, k, filters, exclude)
+        response = self._response(ranked)
+        last_event = {}
+        for event in recent:  # newest first: keep each item's latest event
+            last_event.setdefault(event.item_id, event)
+        groups: dict[int, dict[str, Any]] = {}
+        for entry, reason in zip(response["recommendations"], ranked.reasons):
+            if reason < 0:
+                continue
+            event = last_event[self.items.ids_[reason]]
+            entry["because"]["event"] = event.type
+            entry["because"]["text"] = f"because you {EVENT_VERBS[event.type]} {self.names[reason] or event.item_id}"
+            group = groups.setdefault(reason, {"because": entry["because"], "recommendations": []})
+            group["recommendations"].append({key: v for key, v in entry.items() if key != "because"})
+        response["groups"] = list(groups.values())
+        response["known_customer"] = user_idx is not None
+        return response
+
+    def purchased(self, user_id: str) -> bool:
+        """Whether the model was trained on purchases of this customer."""
+        return self.users.index(user_id, missing="none") is not None
 
     def info(self) -> dict[str, Any]:
         """What a caller may want to know about the loaded model (no file paths)."""
@@ -112,24 +299,165 @@ class RecommendationService:
             "training_seconds": manifest.get("training_seconds"),
         }
 
-    def _fill_popular(self, recommendations: list[dict[str, Any]], k: int, exclude: set[int]) -> None:
-        taken = exclude | {self.items.index(entry["item_id"]) for entry in recommendations}
-        for item_idx in self.popular_ranking.tolist():
-            if len(recommendations) >= k:
-                break
-            if item_idx not in taken:
-                recommendations.append(self._entry(item_idx, None, "popular"))
+    # ----------------------------------------------------------------- internals
+    def _rank(
+        self,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        vector: NDArray[np.float32] | None,
+        k: int,
+        filters: Filters,
+        exclude: NDArray[np.int64],
+    ) -> Ranked:
+        """Blend, filter, cut to k, top up with trending items, and find each result's reason."""
+        allowed = self._allowed(filters, exclude_idx=exclude)
+        scores, strategy = self._scores(history, weights, vector)
+        ranked = Ranked(strategy=strategy)
+        if scores is not None:
+            masked = np.where(allowed, scores, -np.inf)
+            depth = k if filters.max_per_category is None else min(len(masked), 10 * k + 50)
+            candidates, _ = top_n(masked, depth, positive_only=strategy == "item-knn")
+            chosen = self._diversify(candidates.tolist(), k, filters)
+            ranked.items = chosen
+            ranked.scores = [float(scores[i]) for i in chosen]
+            ranked.sources = [strategy] * len(chosen)
+        self._fill_popular(ranked, k, allowed, filters)
+        ranked.reasons = self._reasons(history, weights, ranked.items)
+        return ranked
 
-    def _entry(self, item_idx: int, score: float | None, source: str, **extra: Any) -> dict[str, Any]:
-        entry = {
-            "item_id": str(self.items.ids_[item_idx]),
-            "name": self.names[item_idx],
-            "price": self.prices[item_idx],
-            "score": None if score is None else round(float(score), 6),
-            "source": source,
-        }
-        entry.update(extra)
-        return entry
+    def _scores(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None
+    ) -> tuple[NDArray[np.float64] | None, str]:
+        knn = None
+        if len(history):
+            row = sp.csr_matrix(
+                (np.asarray(weights, dtype=np.float32), (np.zeros(len(history), dtype=np.int64), history)),
+                shape=(1, len(self.items)),
+            )
+            knn = (row @ self.knn_matrix).toarray().ravel().astype(np.float64)
+            if not knn.max() > 0:
+                knn = None
+        als = None
+        if vector is not None and self.als is not None and np.any(vector):
+            als = (self.als.item_factors_ @ vector).astype(np.float64)
+        if knn is None and als is None:
+            return None, "popular"
+        if als is None:
+            return knn, "item-knn"
+        if knn is None:
+            return als, "als"
+        scale = np.abs(als).max() or 1.0
+        return self.blend_weight * als / scale + (1 - self.blend_weight) * knn / knn.max(), "blend"
+
+    def _reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
+        """For each chosen item, the history item that contributed most (-1 when none did).
+
+        The item-to-item contribution decides; where there is none, the history item whose
+        ALS factors are closest does.
+        """
+        if not len(history) or not chosen:
+            return [-1] * len(chosen)
+        columns = np.asarray(chosen)
+        contribution = self.knn_matrix[history][:, columns].toarray() * np.asarray(weights)[:, None]
+        best = contribution.argmax(axis=0)
+        found = contribution.max(axis=0) > 0
+        if self.als is not None:
+            factors = self.als.item_factors_
+            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
+            best = np.where(found, best, closest)
+            found[:] = True
+        return np.where(found, history[best], -1).tolist()
+
+    def _allowed(self, filters: Filters, exclude_idx: Sequence[int] | NDArray[np.int64] = ()) -> NDArray[np.bool_]:
+        allowed = np.ones(len(self.items), dtype=bool)
+        if filters.available_only:
+            allowed &= self.available
+        if filters.category is not None:
+            allowed &= self.categories == filters.category
+        if filters.min_price is not None:
+            allowed &= self.prices_array >= filters.min_price
+        if filters.max_price is not None:
+            allowed &= self.prices_array <= filters.max_price
+        if filters.exclude:
+            excluded = self.items.indices(filters.exclude)
+            allowed[excluded[excluded >= 0]] = False
+        if len(exclude_idx):
+            allowed[np.asarray(exclude_idx, dtype=np.int64)] = False
+        return allowed
+
+    def _diversify(self, candidates: list[int], k: int, filters: Filters) -> list[int]:
+        """The first k candidates, at most ``max_per_category`` from one category.
+
+        A sequential greedy pick by nature; it walks only the candidates already ranked.
+        """
+        if filters.max_per_category is None:
+            return candidates[:k]
+        chosen: list[int] = []
+        per_category: dict[str, int] = {}
+        for item in candidates:
+            category = self.category_names[item]
+            if per_category.get(category, 0) < filters.max_per_category:
+                per_category[category] = per_category.get(category, 0) + 1
+                chosen.append(item)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    def _fill_popular(self, ranked: Ranked, k: int, allowed: NDArray[np.bool_], filters: Filters) -> None:
+        """Top a short ranking up with trending items that pass the same filters."""
+        if len(ranked.items) >= k:
+            return
+        taken = set(ranked.items)
+        candidates = [i for i in self.trending_ranking[allowed[self.trending_ranking]].tolist() if i not in taken]
+        if filters.max_per_category is not None:
+            candidates = self._diversify(ranked.items + candidates, len(ranked.items) + len(candidates), filters)
+            candidates = [i for i in candidates if i not in taken]
+        for item in candidates[: k - len(ranked.items)]:
+            ranked.items.append(item)
+            ranked.scores.append(None)
+            ranked.sources.append("popular")
+
+    def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
+        """Items a shopper bought: in the model's data, and through the API since."""
+        owned = self.user_items[user_idx].indices.astype(np.int64) if user_idx is not None else np.empty(0, np.int64)
+        bought = self.items.indices([e.item_id for e in recent if e.type == "purchase"])
+        return np.union1d(owned, bought[bought >= 0])
+
+    def _activity_weights(
+        self, recent: Sequence[Event], now: float | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Known items of recent events, each weighted by type and recency (summed per item)."""
+        now = time.time() if now is None else now
+        weights: dict[int, float] = {}
+        for event in recent:
+            item_idx = self.items.index(event.item_id, missing="none")
+            if item_idx is None:
+                continue
+            age_hours = max(0.0, now - event.timestamp) / 3600.0
+            weight = TYPE_WEIGHTS[event.type] * 0.5 ** (age_hours / self.activity_half_life_hours)
+            weights[item_idx] = weights.get(item_idx, 0.0) + weight
+        history = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
+        return history, np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+
+    def _response(self, ranked: Ranked, extra: dict[str, dict[int, Any]] | None = None) -> dict[str, Any]:
+        recommendations = []
+        reasons = ranked.reasons or [-1] * len(ranked.items)
+        for item, score, source, reason in zip(ranked.items, ranked.scores, ranked.sources, reasons):
+            entry: dict[str, Any] = {
+                "item_id": str(self.items.ids_[item]),
+                "name": self.names[item],
+                "price": self.prices[item],
+                "score": None if score is None else round(score, 6),
+                "source": source,
+            }
+            for key, values in (extra or {}).items():
+                if item in values:
+                    entry[key] = values[item]
+            if reason >= 0:
+                entry["because"] = {"item_id": str(self.items.ids_[reason]), "name": self.names[reason]}
+            recommendations.append(entry)
+        strategy = ranked.strategy if any(s != "popular" for s in ranked.sources) else "popular"
+        return {"strategy": strategy, "model_version": self.version, "recommendations": recommendations}
 
     def _item(self, item_idx: int | None, item_id: str) -> dict[str, Any]:
         if item_idx is None:
@@ -145,9 +473,10 @@ class ModelHolder:
     to load is logged and skipped, and the old one keeps serving.
     """
 
-    def __init__(self, models_dir: str | Path, reload_interval: float = 2.0) -> None:
+    def __init__(self, models_dir: str | Path, reload_interval: float = 2.0, **service_options: Any) -> None:
         self.models_dir = Path(models_dir)
         self.reload_interval = reload_interval
+        self.service_options = service_options
         self.service: RecommendationService | None = None
         self.last_error: str | None = None
         self._rejected_version: str | None = None
@@ -178,7 +507,8 @@ class ModelHolder:
             if version in (loaded, self._rejected_version):
                 return
             try:
-                self.service = RecommendationService(artifacts.load(self.models_dir / version))
+                artifact = artifacts.load(self.models_dir / version)
+                self.service = RecommendationService(artifact, **self.service_options)
                 self.last_error = None
                 logger.info("serving model version %s", version)
             except ArtifactError as exc:

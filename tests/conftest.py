@@ -55,9 +55,20 @@ def trained_models(tiny_log: Path, tmp_path: Path) -> Path:
     return models_dir
 
 
+def make_app(models_dir: Path, activity_db: Path, **settings: object):
+    """An app on ``models_dir`` whose activity store is a real SQLite file at ``activity_db``."""
+    return create_app({"TESTING": True, "models_dir": models_dir, "activity_db": activity_db,
+                       "reload_interval": 0, **settings})
+
+
 @pytest.fixture
-def app(trained_models: Path):
-    return create_app({"TESTING": True, "models_dir": trained_models, "reload_interval": 0})
+def activity_db(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "activity.sqlite3"
+
+
+@pytest.fixture
+def app(trained_models: Path, activity_db: Path):
+    return make_app(trained_models, activity_db)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_bad_options_exit_2(models_dir: Path, tiny_log: Path) -> None:
     result = train("--data", str(tiny_log), "--models-dir", str(models_dir), "--neighbours", "0")
     assert result.returncode == 2 and result.stderr.strip().endswith("error: neighbours: must be at least 1, got 0")
     result = train("--similarity", "jaccard")
-    assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert result.returncode == 2 and "error: similarity: must be one of cosine, bm25, tfidf" in result.stderr
 
 
 def test_a_shops_own_column_names_by_mapping(tmp_path: Path) -> None:

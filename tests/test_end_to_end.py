@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -43,8 +45,10 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
     )
 
     port = free_port()
+    activity_db = tmp_path / "activity.sqlite3"
     server = subprocess.Popen(
-        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "1"],
+        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "2",
+         "--activity-db", str(activity_db)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -71,6 +75,27 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
         assert get(base + "/v1/items/85123A/bought-together?k=3")[1]["basis"] == "orders"
         assert get(base + "/v1/items/85123A/also-bought?k=0")[0] == 400
         assert get(base + "/v1/model")[1]["version"] == (models / "current").readlink().name
+
+        # Personal picks for a customer of the slice, and events from many clients at once,
+        # spread over both gunicorn workers: every acknowledged event is in the database.
+        customer = str(int(log[log["InvoiceDate"] < "2011-01-01"]["CustomerID"].dropna().iloc[0]))
+        status, body = get(f"{base}/v1/users/{customer}/recommendations?k=5")
+        assert status == 200 and body["strategy"] == "blend" and len(body["recommendations"]) == 5
+
+        def send(batch: int) -> int:
+            events = [{"user_id": f"shopper{batch % 7}", "item_id": "85123A", "type": "view"} for _ in range(5)]
+            request = urllib.request.Request(base + "/v1/events", data=json.dumps({"events": events}).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(send, range(120)))
+        assert statuses == [201] * 120
+        with sqlite3.connect(activity_db) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 120 * 5
+        status, body = get(f"{base}/v1/users/shopper1/page-you-made?k=3")
+        assert status == 200 and body["groups"][0]["because"]["item_id"] == "85123A"
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=30)[0]

@@ -44,6 +44,14 @@ def test_gzip_csv_semicolons_and_a_column_mapping(tmp_path: Path) -> None:
     assert log["item_id"].tolist() == ["X-1", "00042"]
 
 
+def test_integer_ids_written_as_floats_lose_the_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "exported.csv"
+    path.write_text("CustomerID,StockCode\n17850.0,85123A\n,71053\n13047.0,1.0\n")
+    log = read_log(path)
+    assert log["user_id"].tolist()[::2] == ["17850", "13047"]
+    assert log["item_id"].tolist() == ["85123A", "71053", "1.0"]  # not every item id has that shape
+
+
 def test_baskets_format(tmp_path: Path) -> None:
     path = tmp_path / "baskets.csv"
     path.write_text("milk,bread\nbeer\n\nmilk, eggs ,bread\n")

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from recommender import artifacts, training
-from recommender.server import create_app
 
-from conftest import tiny_config
+from conftest import make_app, tiny_config
 
 COS_AB, COS_AC = 3 / math.sqrt(12), 1 / math.sqrt(6)
 
@@ -99,13 +98,13 @@ def test_model_info_and_health(client) -> None:
     assert info["counts"]["orders"] == 6
     assert len(info["data_fingerprint"]) == 64
     assert info["cleaning"]["rows_read"] == 10 and info["cleaning"]["rows_kept"] == 10
-    assert set(info["components"]) == {"also_bought", "bought_together", "popular"}
+    assert set(info["components"]) == {"also_bought", "bought_together", "als", "popular", "trending"}
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").get_json()["model_version"] == info["version"]
 
 
 def test_no_model_yet_is_503_but_alive(tmp_path: Path) -> None:
-    client = create_app({"models_dir": tmp_path / "empty"}).test_client()
+    client = make_app(tmp_path / "empty", tmp_path / "activity.sqlite3").test_client()
     assert client.get("/health").status_code == 200
     for url in ("/ready", "/v1/model", "/v1/items/A/also-bought"):
         response = client.get(url)
@@ -126,7 +125,7 @@ def test_a_new_version_is_picked_up_and_a_broken_one_refused(trained_models: Pat
     assert client.get("/v1/model").get_json()["version"] == second
     assert len(client.get("/v1/items/A/also-bought?k=3").get_json()["recommendations"]) == 3
     # A process starting now finds nothing valid to serve: 503 with a reason, not a crash.
-    fresh = create_app({"models_dir": trained_models}).test_client()
+    fresh = make_app(trained_models, trained_models.parent / "fresh.sqlite3").test_client()
     assert fresh.get("/ready").status_code == 503
     assert fresh.get("/health").status_code == 200
     # Rolling back by pointing current at a good version is picked up again.
@@ -152,7 +151,7 @@ def test_catalog_file_overrides_names_and_prices(tiny_log: Path, tmp_path: Path)
     catalog.write_text("item_id,name,price\nB,Organic banana,0.99\nZZ,Not sold,1\n")
     models = tmp_path / "catalogued"
     training.run(tiny_config(tiny_log, models, catalog=catalog))
-    client = create_app({"models_dir": models}).test_client()
+    client = make_app(models, tmp_path / "activity.sqlite3").test_client()
     first = client.get("/v1/items/A/also-bought?k=1").get_json()["recommendations"][0]
     assert (first["item_id"], first["name"], first["price"]) == ("B", "Organic banana", 0.99)
     assert client.get("/v1/items/ZZ/also-bought").get_json()["item"]["known"] is False
@@ -163,7 +162,7 @@ def test_basket_only_log_serves_both_endpoints_from_orders(tmp_path: Path) -> No
     baskets.write_text("milk,bread\nmilk,bread,eggs\nbread,eggs\nmilk\nbeer\n")
     models = tmp_path / "baskets"
     training.run(tiny_config(baskets, models, format="baskets"))
-    client = create_app({"models_dir": models}).test_client()
+    client = make_app(models, tmp_path / "activity.sqlite3").test_client()
     for endpoint in ("also-bought", "bought-together"):
         body = client.get(f"/v1/items/milk/{endpoint}?k=2").get_json()
         assert body["basis"] == "orders" and body["strategy"] == "item-knn"

@@ -62,16 +62,22 @@ class Recommender(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
 
 
-def top_n(scores: NDArray[np.floating], n: int, exclude: NDArray[np.integer] | None = None) -> Ranking:
+def top_n(
+    scores: NDArray[np.floating],
+    n: int,
+    exclude: NDArray[np.integer] | None = None,
+    positive_only: bool = True,
+) -> Ranking:
     """Indices of the ``n`` highest finite scores, best first, ties broken by lower index.
 
     A partial sort (``argpartition``) keeps this O(items) rather than O(items log items).
-    Scores of excluded indices and non-positive scores are never returned.
+    Excluded indices and -inf scores are never returned, nor (with ``positive_only``, for
+    similarity sums where 0 means "no evidence") scores of 0 or less.
     """
     scores = np.array(scores, dtype=np.float32, copy=True)
     if exclude is not None and len(exclude):
         scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
-    candidates = np.flatnonzero(scores > 0)
+    candidates = np.flatnonzero(scores > 0) if positive_only else np.flatnonzero(np.isfinite(scores))
     if len(candidates) > n:
         kept = np.argpartition(-scores[candidates], n - 1)[:n]
         threshold = scores[candidates[kept]].min()

@@ -14,15 +14,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, TFIDFRecommender
-from implicit.utils import ParameterWarning
 from numpy.typing import NDArray
 
 from .base import Ranking, Recommender, check_csr, top_n
 
 logger = logging.getLogger(__name__)
 
-_IMPLICIT_MODELS = {"cosine": CosineRecommender, "bm25": BM25Recommender, "tfidf": TFIDFRecommender}
+_IMPLICIT_MODELS = {"cosine": "CosineRecommender", "bm25": "BM25Recommender", "tfidf": "TFIDFRecommender"}
 # Bound on the entries of one block of the co-occurrence product, to bound memory.
 _BLOCK_ENTRIES = 4_000_000
 
@@ -68,7 +66,12 @@ class ItemKNN(Recommender):
         present.data[:] = 1.0
         item_support = np.diff(present.tocsc().indptr).astype(np.int32)
 
-        model = _IMPLICIT_MODELS[self.similarity](K=2 * self.neighbours + 1, num_threads=self.num_threads)
+        # Imported here so that the server, which only reads the fitted tables, never loads implicit.
+        from implicit import nearest_neighbours
+        from implicit.utils import ParameterWarning
+
+        backend = getattr(nearest_neighbours, _IMPLICIT_MODELS[self.similarity])
+        model = backend(K=2 * self.neighbours + 1, num_threads=self.num_threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ParameterWarning)
             model.fit(user_items, show_progress=False)

@@ -11,11 +11,12 @@ from .base import Ranking, Recommender, check_csr, top_n
 
 
 class Popular(Recommender):
-    """Items ranked by the number of rows (customers or orders) that contain them.
+    """Items ranked by the sum of their column: on a binary matrix, the number of rows
+    (customers or orders) that contain them; on a recency-weighted one, "trending".
 
     Attributes
     ----------
-    popularity_ : float32 (n_items,), rows containing each item.
+    popularity_ : float32 (n_items,), column sums.
     """
 
     def __init__(self) -> None:
@@ -23,7 +24,7 @@ class Popular(Recommender):
 
     def fit(self, user_items: sp.csr_matrix) -> Popular:
         user_items = check_csr(user_items)
-        self.popularity_ = np.diff(user_items.tocsc().indptr).astype(np.float32)
+        self.popularity_ = np.asarray(user_items.sum(axis=0), dtype=np.float32).ravel()
         return self
 
     def similar_items(self, item_idx: int, n: int = 10) -> Ranking:

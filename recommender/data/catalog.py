@@ -18,7 +18,9 @@ def build_catalog(
 
     Returns
     -------
-    ``{"names": <U array, "prices": float32 array (NaN when unknown)}``, both of length n_items.
+    ``names`` (<U, "" when unknown), ``prices`` (float32, NaN when unknown), ``categories``
+    (<U, "" when unknown) and ``available`` (bool, True unless the catalog says otherwise),
+    each of length n_items.
     """
     ordered = purchases.sort_values("timestamp", kind="stable") if "timestamp" in purchases else purchases
     latest = pd.DataFrame(index=pd.Index(item_ids.ids_, name="item_id"))
@@ -31,12 +33,21 @@ def build_catalog(
         latest["price"] = ordered.dropna(subset=["price"]).groupby("item_id", observed=True)["price"].last()
     if override is not None:
         extra = override.set_index("item_id").reindex(latest.index)
-        for column in ("name", "price"):
+        for column in ("name", "price", "category", "available"):
             if column in extra:
                 latest[column] = extra[column].combine_first(latest[column]) if column in latest else extra[column]
     names = latest["name"].astype("string").fillna("") if "name" in latest else pd.Series("", index=latest.index)
     prices = pd.to_numeric(latest["price"], errors="coerce") if "price" in latest else pd.Series(np.nan, index=latest.index)
+    categories = (
+        latest["category"].astype("string").fillna("") if "category" in latest else pd.Series("", index=latest.index)
+    )
+    available = (
+        latest["available"].astype("boolean").fillna(True) if "available" in latest
+        else pd.Series(True, index=latest.index)
+    )
     return {
         "names": np.asarray(names.to_numpy(dtype=str), dtype=np.str_),
         "prices": prices.to_numpy(dtype=np.float32, na_value=np.nan),
+        "categories": np.asarray(categories.to_numpy(dtype=str), dtype=np.str_),
+        "available": available.to_numpy(dtype=bool),
     }

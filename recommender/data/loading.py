@@ -128,13 +128,22 @@ def resolve_columns(
 
 
 def to_id_strings(values: pd.Series) -> pd.Series:
-    """Turn an id column into stripped strings; floats that hold integers lose their ``.0``."""
+    """Turn an id column into stripped strings; integer ids stored as floats lose their ``.0``.
+
+    A column of customer ids with gaps becomes float in pandas and is then written to CSV as
+    "17850.0"; when every id of a column has that shape, the ``.0`` is an artefact, not a part
+    of the id, and "17850.0" in one export must match 17850 in another.
+    """
     if pd.api.types.is_float_dtype(values):
         present = values.dropna()
         if (present % 1 == 0).all():
             values = values.astype("Int64")
     strings = values.astype("string").str.strip()
-    return strings.mask(strings == "")
+    strings = strings.mask(strings == "")
+    present = strings.dropna()
+    if len(present) and present.str.fullmatch(r"\d+\.0").all():
+        strings = strings.str.removesuffix(".0")
+    return strings
 
 
 def fingerprint(path: str | Path) -> str:
@@ -147,7 +156,8 @@ def fingerprint(path: str | Path) -> str:
 
 
 def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a catalog file (CSV or Parquet) with ``item_id`` and optional ``name``, ``price`` columns."""
+    """Read a catalog file (CSV or Parquet): ``item_id`` and optional ``name``, ``price``,
+    ``category`` and ``available`` (true/false, 1/0, yes/no) columns."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: catalog file not found")
@@ -163,6 +173,16 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         catalog["name"] = raw["name"].astype("string").str.strip()
     if "price" in raw:
         catalog["price"] = pd.to_numeric(raw["price"], errors="coerce")
+    if "category" in raw:
+        catalog["category"] = raw["category"].astype("string").str.strip()
+    if "available" in raw:
+        text = raw["available"].astype("string").str.strip().str.lower()
+        truth = {"true": True, "1": True, "yes": True, "y": True, "false": False, "0": False, "no": False, "n": False}
+        available = text.map(truth)
+        bad = available.isna() & text.notna()
+        if bad.any():
+            raise DataError(f"{path}: column 'available' has {int(bad.sum())} values that are not true/false")
+        catalog["available"] = available.fillna(True).astype(bool)
     return catalog.dropna(subset=["item_id"]).drop_duplicates("item_id", keep="last")
 
 

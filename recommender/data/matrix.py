@@ -28,6 +28,8 @@ class Interactions:
     user_items: sp.csr_matrix
     order_items: sp.csr_matrix
     n_orders: int
+    user_counts: sp.csr_matrix
+    recency: sp.csr_matrix
 
     @property
     def item_customers(self) -> NDArray[np.int64]:
@@ -40,14 +42,24 @@ class Interactions:
         return np.diff(self.order_items.tocsc().indptr).astype(np.int64)
 
 
-def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
-    """Build ``user_items`` and ``order_items`` from a cleaned purchase frame.
+def build_interactions(
+    purchases: pd.DataFrame, weighting: str = "binary", half_life_days: float = 30.0
+) -> Interactions:
+    """Build the interaction matrices from a cleaned purchase frame.
 
     Parameters
     ----------
     purchases : output of ``clean``; ``user_id`` may be NA (guest lines count for baskets only).
-    weighting : value of a customer x item cell: ``binary`` (1), ``count`` (number of
+    weighting : value of a ``user_items`` cell: ``binary`` (1), ``count`` (number of
         purchase lines) or ``log`` (1 + log of that count).
+    half_life_days : for ``recency``: a purchase this many days before the log's last one
+        weighs half as much as one on the last day.
+
+    Returns
+    -------
+    Interactions with ``user_items`` (weighted), ``user_counts`` (purchase lines per customer
+    and item), ``recency`` (rows x items, the recency weight of the latest purchase; rows are
+    customers, or orders for a log without customers) and ``order_items`` (binary).
 
     Notes
     -----
@@ -77,11 +89,33 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     )
     order_items.sum_duplicates()
     order_items.data[:] = 1.0
+    if len(user_ids):
+        recency = _recency(purchases[known], user_codes, item_codes[known], counts.shape, half_life_days)
+    else:
+        recency = _recency(purchases[has_order], order_codes, item_codes[has_order], order_items.shape, half_life_days)
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
         user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
     )
-    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values))
+    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency)
+
+
+def _recency(
+    rows: pd.DataFrame, row_codes: NDArray[np.intp], item_codes: NDArray[np.intp],
+    shape: tuple[int, int], half_life_days: float,
+) -> sp.csr_matrix:
+    """Per (row, item), ``0.5 ** (age / half_life)`` of the latest purchase; 1 without timestamps."""
+    if "timestamp" in rows and len(rows):
+        times = rows["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+        age_days = (times.max() - times) / 86400.0
+        weights = np.power(0.5, age_days / half_life_days).astype(np.float32)
+    else:
+        weights = np.ones(len(rows), dtype=np.float32)
+    # Repeat purchases of an item by one customer count once, at their latest (largest) weight.
+    order = np.lexsort((weights, item_codes, row_codes))
+    last = np.r_[np.diff(row_codes[order]) != 0, True] | np.r_[np.diff(item_codes[order]) != 0, True]
+    keep = order[last]
+    return sp.csr_matrix((weights[keep], (row_codes[keep], item_codes[keep])), shape=shape)
 
 
 def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:

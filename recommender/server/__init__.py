@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from ..config import ServeConfig, load_config
+from ..customers import read_customers
 from ..service import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -32,18 +33,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app = Flask(__name__)
     app.config.from_mapping(
-        JSON_SORT_KEYS=False,
-        MAX_CONTENT_LENGTH=1 << 20,
+        MAX_CONTENT_LENGTH=serve_config.max_body_bytes,
         **{key: value for key, value in test_config.items() if key.isupper()},
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["recommender_config"] = serve_config
-    app.extensions["recommender"] = ModelHolder(serve_config.models_dir, serve_config.reload_interval)
+    app.extensions["recommender"] = ModelHolder(
+        serve_config.models_dir, serve_config.reload_interval,
+        blend_weight=serve_config.blend_weight, activity_half_life_hours=serve_config.activity_half_life_hours,
+    )
+    app.extensions["recommender_customers"] = (
+        read_customers(serve_config.customers_file) if serve_config.customers_file else {}
+    )
 
-    from . import errors, health, items, model
+    from . import errors, events, health, items, model, recommendations, stores, users
 
     errors.init_app(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(model.bp)
-    app.register_blueprint(items.bp)
+    stores.init_app(app)
+    for blueprint in (health.bp, model.bp, items.bp, users.bp, events.bp, recommendations.bp):
+        app.register_blueprint(blueprint)
     return app

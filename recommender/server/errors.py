@@ -12,19 +12,22 @@ logger = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error a view raises to answer with ``status`` and a machine-readable ``code``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: list[dict] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_response(status: int, code: str, message: str, details: list[dict] | None = None) -> tuple[Response, int]:
+    error: dict = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return jsonify({"error": error}), status
 
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> tuple[Response, int]:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.details)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> tuple[Response, int]:

@@ -1,42 +1,179 @@
-"""Validation of request parameters shared by the views; each failure is a 400 naming the field."""
+"""Validation of request input shared by the views; each failure is a 400 naming the field."""
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
+from typing import Any
 
 from flask import current_app, request
 
+from ..activity import EVENT_TYPES, Event
+from ..config import ServeConfig
+from ..service import Filters
 from .errors import ApiError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
-def query_int(name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter in ``[low, high]``; given once at most."""
+def config() -> ServeConfig:
+    return current_app.extensions["recommender_config"]
+
+
+def bad(field: str, message: str) -> ApiError:
+    return ApiError(400, "bad_parameter", f"{field}: {message}")
+
+
+def query_value(name: str) -> str | None:
+    """A query parameter given at most once (a repeated one is ambiguous, so it is refused)."""
     values = request.args.getlist(name)
-    if not values:
-        return default
     if len(values) > 1:
-        raise ApiError(400, "bad_parameter", f"{name}: given {len(values)} times, expected once")
-    raw = values[0].strip()
-    if not re.fullmatch(r"[+-]?\d{1,9}", raw):
-        raise ApiError(400, "bad_parameter", f"{name}: must be an integer, got {values[0][:20]!r}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise ApiError(400, "bad_parameter", f"{name}: must be between {low} and {high}, got {value}")
+        raise bad(name, f"given {len(values)} times, expected once")
+    return values[0] if values else None
+
+
+def query_int(name: str, default: int | None, low: int, high: int) -> int | None:
+    """An integer query parameter in ``[low, high]``."""
+    raw = query_value(name)
+    return default if raw is None else parse_int(name, raw, low, high)
+
+
+def parse_int(name: str, raw: Any, low: int, high: int) -> int:
+    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d{1,9}\s*", raw):
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        shown = raw[:20] if isinstance(raw, str) else type(raw).__name__
+        raise bad(name, f"must be an integer, got {shown!r}")
+    if not low <= raw <= high:
+        raise bad(name, f"must be between {low} and {high}, got {raw}")
+    return raw
+
+
+def parse_float(name: str, raw: Any) -> float:
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise bad(name, f"must be a number, got {raw[:20]!r}") from None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise bad(name, "must be a finite number")
+    return float(raw)
+
+
+def parse_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise bad(name, "must be true or false")
+
+
+def k_param(raw: Any = None) -> int:
+    """``k``: how many recommendations, 1..max_k (from the query string unless given)."""
+    if raw is not None:
+        return parse_int("k", raw, 1, config().max_k)
+    value = query_int("k", config().default_k, 1, config().max_k)
+    assert value is not None
     return value
 
 
-def k_param() -> int:
-    """The ``k`` query parameter: how many recommendations, 1..max_k."""
-    config = current_app.extensions["recommender_config"]
-    return query_int("k", config.default_k, 1, config.max_k)
-
-
-def check_id(name: str, value: str) -> str:
-    """An external id from the URL: not empty, not too long, no control characters."""
-    limit = current_app.extensions["recommender_config"].max_id_length
+def check_id(name: str, value: Any) -> str:
+    """An external id: a string of 1..max_id_length characters without control characters."""
+    limit = config().max_id_length
+    if not isinstance(value, str):
+        raise bad(name, f"must be a string, got {type(value).__name__}")
     if not value or len(value) > limit:
-        raise ApiError(400, "bad_parameter", f"{name}: must be 1 to {limit} characters")
+        raise bad(name, f"must be 1 to {limit} characters")
     if _CONTROL.search(value):
-        raise ApiError(400, "bad_parameter", f"{name}: contains control characters")
+        raise bad(name, "contains control characters")
+    return value
+
+
+def id_list(name: str, values: Any) -> list[str]:
+    """A list of ids, at most ``max_items`` long."""
+    if isinstance(values, str):
+        values = [part for part in values.split(",") if part != ""]
+    if not isinstance(values, list):
+        raise bad(name, "must be a list of ids")
+    if len(values) > config().max_items:
+        raise bad(name, f"at most {config().max_items} items, got {len(values)}")
+    return [check_id(f"{name}[{position}]", value) for position, value in enumerate(values)]
+
+
+def filters(source: dict[str, Any] | None = None) -> Filters:
+    """Business filters from a JSON body, or from the query string when ``source`` is None."""
+    def get(name: str) -> Any:
+        return query_value(name) if source is None else source.get(name)
+
+    values: dict[str, Any] = {}
+    if (raw := get("exclude")) is not None:
+        values["exclude"] = frozenset(id_list("exclude", raw))
+    if (raw := get("available")) is not None:
+        values["available_only"] = parse_bool("available", raw)
+    if (raw := get("category")) is not None:
+        values["category"] = check_id("category", raw)
+    for name in ("min_price", "max_price"):
+        if (raw := get(name)) is not None:
+            values[name] = parse_float(name, raw)
+    if (raw := get("max_per_category")) is not None:
+        values["max_per_category"] = parse_int("max_per_category", raw, 1, config().max_k)
+    return Filters(**values)
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON, or a 400 saying it is not."""
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise ApiError(400, "bad_body", "body: must be valid JSON (UTF-8)")
+    return body
+
+
+def parse_events(body: Any, now: float) -> list[Event]:
+    """Validate a batch of events; a 400 lists every bad event by index, so nothing is half-written."""
+    events = body.get("events") if isinstance(body, dict) else body
+    if not isinstance(events, list) or not events:
+        raise ApiError(400, "bad_body", "events: must be a non-empty list of events")
+    if len(events) > config().max_events:
+        raise ApiError(400, "bad_body", f"events: at most {config().max_events} per batch, got {len(events)}")
+    parsed, problems = [], []
+    for position, raw in enumerate(events):
+        try:
+            parsed.append(_event(raw, now))
+        except ApiError as error:
+            problems.append({"index": position, "message": error.message})
+    if problems:
+        raise ApiError(400, "bad_events", f"{len(problems)} of {len(events)} events are invalid; none were stored",
+                       details=problems)
+    return parsed
+
+
+def _event(raw: Any, now: float) -> Event:
+    if not isinstance(raw, dict):
+        raise bad("event", "must be an object")
+    unknown = set(raw) - {"user_id", "item_id", "type", "timestamp"}
+    if unknown:
+        raise bad(sorted(unknown)[0], "unknown field")
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise bad("type", f"must be one of {', '.join(EVENT_TYPES)}")
+    timestamp = now if raw.get("timestamp") is None else _timestamp(raw["timestamp"])
+    if timestamp > now + 86400:
+        raise bad("timestamp", "more than a day in the future")
+    return Event(check_id("user_id", raw.get("user_id")), check_id("item_id", raw.get("item_id")), kind, timestamp)
+
+
+def _timestamp(raw: Any) -> float:
+    """ISO 8601 (a time without zone is UTC) or seconds since the epoch."""
+    if isinstance(raw, str):
+        try:
+            moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise bad("timestamp", "must be ISO 8601 or seconds since the epoch") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.timestamp()
+    value = parse_float("timestamp", raw)
+    if value < 0:
+        raise bad("timestamp", "must not be negative")
     return value

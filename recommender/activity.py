@@ -1,0 +1,187 @@
+"""The activity store: what shoppers do between trainings (events) and their wish lists.
+
+All SQL of the package lives here, behind ``ActivityStore``, so that a shop that outgrows
+SQLite can put another database behind the same methods. SQLite runs in WAL mode with
+``synchronous=FULL``: a write is on disk before the call returns, readers never block the
+writer, and several gunicorn workers (processes) can write to one file, serialised by
+SQLite's lock (``busy_timeout`` waits for it instead of failing).
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES = ("view", "cart", "wishlist", "purchase")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('view', 'cart', 'wishlist', 'purchase')),
+    ts REAL NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts);
+CREATE INDEX IF NOT EXISTS events_by_type ON events (type, ts);
+CREATE TABLE IF NOT EXISTS wishlist (
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (user_id, item_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a shopper did; ``timestamp`` in seconds since the epoch (UTC)."""
+
+    user_id: str
+    item_id: str
+    type: str
+    timestamp: float
+
+
+class ActivityStore:
+    """Events and wish lists in one SQLite file.
+
+    Parameters
+    ----------
+    path : the database file; its directory is created if missing.
+    history_limit : events kept per shopper (the newest).
+    history_days : events older than this are deleted.
+    """
+
+    def __init__(self, path: str | Path, history_limit: int = 200, history_days: float = 90.0) -> None:
+        self.path = Path(path)
+        self.history_limit = history_limit
+        self.history_days = history_days
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise ConfigError(f"activity_db: cannot open {self.path.name}: {exc}") from None
+            connection.execute("PRAGMA busy_timeout = 30000")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            self._connection = connection
+        return self._connection
+
+    def create_schema(self) -> None:
+        """Create the tables if they do not exist (safe to run from every worker)."""
+        self.connection.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
+        """Store a batch in one transaction (all or nothing), then prune those shoppers' history."""
+        now = time.time() if now is None else now
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",
+                [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in events],
+            )
+            self._prune_users(connection, {e.user_id for e in events}, now)
+        return len(events)
+
+    def recent_events(self, user_id: str, limit: int | None = None, now: float | None = None) -> list[Event]:
+        """A shopper's events within the history window, newest first."""
+        cutoff = (time.time() if now is None else now) - self.history_days * 86400
+        rows = self.connection.execute(
+            "SELECT user_id, item_id, type, ts FROM events WHERE user_id = ? AND ts >= ? "
+            "ORDER BY ts DESC, id DESC LIMIT ?",
+            (user_id, cutoff, limit or self.history_limit),
+        ).fetchall()
+        return [Event(*row) for row in rows]
+
+    def purchases(self, since: float | None = None) -> list[Event]:
+        """Purchase events (all shoppers), oldest first: what the nightly training adds to its log."""
+        rows = self.connection.execute(
+            "SELECT user_id, item_id, type, ts FROM events WHERE type = 'purchase' AND ts >= ? ORDER BY ts, id",
+            (since or 0.0,),
+        ).fetchall()
+        return [Event(*row) for row in rows]
+
+    def add_to_wishlist(self, user_id: str, item_id: str, now: float | None = None) -> bool:
+        """Add an item; True if it was not there yet. Also recorded as a ``wishlist`` event."""
+        now = time.time() if now is None else now
+        with self._transaction() as connection:
+            created = connection.execute(
+                "INSERT OR IGNORE INTO wishlist (user_id, item_id, added_at) VALUES (?, ?, ?)",
+                (user_id, item_id, now),
+            ).rowcount == 1
+            if created:
+                connection.execute(
+                    "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, 'wishlist', ?, ?)",
+                    (user_id, item_id, now, now),
+                )
+                self._prune_users(connection, {user_id}, now)
+        return created
+
+    def remove_from_wishlist(self, user_id: str, item_id: str) -> bool:
+        """Remove an item; True if it was there."""
+        with self._transaction() as connection:
+            return connection.execute(
+                "DELETE FROM wishlist WHERE user_id = ? AND item_id = ?", (user_id, item_id)
+            ).rowcount == 1
+
+    def wishlist(self, user_id: str) -> list[tuple[str, float]]:
+        """``(item_id, added_at)`` of a shopper's wish list, most recently added first."""
+        return self.connection.execute(
+            "SELECT item_id, added_at FROM wishlist WHERE user_id = ? ORDER BY added_at DESC, item_id",
+            (user_id,),
+        ).fetchall()
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete every event outside the history window (age and per-shopper count)."""
+        now = time.time() if now is None else now
+        with self._transaction() as connection:
+            users = [row[0] for row in connection.execute("SELECT DISTINCT user_id FROM events")]
+            return self._prune_users(connection, set(users), now)
+
+    def count_events(self) -> int:
+        return int(self.connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def _prune_users(self, connection: sqlite3.Connection, users: Iterable[str], now: float) -> int:
+        cutoff = now - self.history_days * 86400
+        removed = 0
+        for user_id in users:  # a batch touches few shoppers; each delete uses the (user_id, ts) index
+            removed += connection.execute(
+                "DELETE FROM events WHERE user_id = ? AND (ts < ? OR id NOT IN ("
+                "SELECT id FROM events WHERE user_id = ? ORDER BY ts DESC, id DESC LIMIT ?))",
+                (user_id, cutoff, user_id, self.history_limit),
+            ).rowcount
+        return removed
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.connection)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error: nothing is half-written."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")

@@ -1,0 +1,70 @@
+"""Customer pages: personal picks, the wish list and its recommendations, the page you made."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from .params import check_id, filters, k_param, parse_bool, query_value
+from .stores import activity_store, current_service
+
+bp = Blueprint("users", __name__, url_prefix="/v1/users")
+
+
+@bp.get("/<user_id>/recommendations")
+def recommendations(user_id: str) -> Response:
+    """Personal picks; ``exclude_purchased=false`` keeps items the customer already bought."""
+    user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    raw = query_value("exclude_purchased")
+    exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
+    recent = activity_store().recent_events(user_id)
+    response = current_service().for_user(user_id, k, chosen, exclude_purchased, recent)
+    return jsonify({"user_id": user_id, **response})
+
+
+@bp.get("/<user_id>/wishlist")
+def wishlist(user_id: str) -> Response:
+    user_id = check_id("user_id", user_id)
+    service = current_app.extensions["recommender"].get()
+    items = []
+    for item_id, added_at in activity_store().wishlist(user_id):
+        entry = {"item_id": item_id, "added_at": added_at}
+        item_idx = service.items.index(item_id, missing="none") if service else None
+        if item_idx is not None:
+            entry.update(name=service.names[item_idx], price=service.prices[item_idx])
+        items.append(entry)
+    return jsonify({"user_id": user_id, "items": items})
+
+
+@bp.put("/<user_id>/wishlist/<item_id>")
+def add_to_wishlist(user_id: str, item_id: str) -> tuple[Response, int]:
+    """201 when added, 200 when it was already there."""
+    user_id, item_id = check_id("user_id", user_id), check_id("item_id", item_id)
+    created = activity_store().add_to_wishlist(user_id, item_id)
+    return jsonify({"user_id": user_id, "item_id": item_id, "added": created}), 201 if created else 200
+
+
+@bp.delete("/<user_id>/wishlist/<item_id>")
+def remove_from_wishlist(user_id: str, item_id: str) -> tuple[str, int]:
+    """204 whether or not it was there, so a retried request is harmless."""
+    activity_store().remove_from_wishlist(check_id("user_id", user_id), check_id("item_id", item_id))
+    return "", 204
+
+
+@bp.get("/<user_id>/wishlist/recommendations")
+def wishlist_recommendations(user_id: str) -> Response:
+    """What customers who wanted these items also bought; not the wish list, not past purchases."""
+    user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    store = activity_store()
+    wished = [item_id for item_id, _ in store.wishlist(user_id)]
+    response = current_service().for_wishlist(user_id, wished, store.recent_events(user_id), k, chosen)
+    return jsonify({"user_id": user_id, "wishlist": wished, **response})
+
+
+@bp.get("/<user_id>/page-you-made")
+def page_you_made(user_id: str) -> Response:
+    """Recommendations from recent views, carts, wishes and purchases, grouped by what led to them."""
+    user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    recent = activity_store().recent_events(user_id)
+    response = current_service().page_you_made(user_id, recent, k, chosen)
+    name = current_app.extensions["recommender_customers"].get(user_id)
+    greeting = {"greeting": f"Hello, {name}"} if name else {}
+    return jsonify({"user_id": user_id, **greeting, **response})
