@@ -34,6 +34,7 @@ _TMP_PREFIX = ".tmp-"
 _VERSION_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+_DOCUMENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def save(
     arrays: dict[str, NDArray[Any]],
     manifest: dict[str, Any],
     keep_versions: int = 5,
+    documents: dict[str, bytes] | None = None,
+    promote_it: bool = True,
 ) -> Path:
     """Write a new version, verify it, promote it to ``current`` and prune old versions.
 
@@ -61,6 +64,9 @@ def save(
     manifest : JSON-serialisable metadata; ``version``, ``created_at``, ``schema_version``
         and ``files`` are filled in here.
     keep_versions : versions kept on disk, the current one included.
+    documents : other files of the version (``evaluation.json``, ``report.html``), checksummed too.
+    promote_it : False writes and verifies the version without promoting it (a refused run
+        stays on disk for inspection until pruned).
 
     Returns
     -------
@@ -85,12 +91,19 @@ def save(
         files = {}
         for name, array in arrays.items():
             files[name + ".npy"] = _write_array(staging / (name + ".npy"), name, array)
+        extra = {}
+        for name, payload in (documents or {}).items():
+            if not _DOCUMENT_NAME.match(name) or name == MANIFEST:
+                raise ArtifactError(f"document name {name!r}: expected a plain file name")
+            _write_durably(staging / name, payload)
+            extra[name] = {"sha256": _sha256(staging / name), "bytes": len(payload)}
         document = {
             **manifest,
             "schema_version": SCHEMA_VERSION,
             "version": version,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "files": files,
+            "documents": extra,
         }
         _write_durably(staging / MANIFEST, json.dumps(document, indent=2, sort_keys=True).encode())
         _fsync_directory(staging)
@@ -104,9 +117,11 @@ def save(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     load(final)
-    promote(models_dir, version)
+    if promote_it:
+        promote(models_dir, version)
     prune(models_dir, keep_versions)
-    logger.info("saved and promoted model version %s (%d arrays)", version, len(arrays))
+    logger.info("saved %s model version %s (%d arrays)", "and promoted" if promote_it else "(not promoted)",
+                version, len(arrays))
     return final
 
 
@@ -120,6 +135,25 @@ def promote(models_dir: str | Path, version: str) -> None:
     os.symlink(version, pointer)
     os.replace(pointer, models_dir / CURRENT)
     _fsync_directory(models_dir)
+
+
+def read_document(models_dir: str | Path, version: str, name: str) -> bytes | None:
+    """A document of a version (``report.html``, ``evaluation.json``), or None if it has none."""
+    if not _VERSION_PATTERN.match(version) or not _DOCUMENT_NAME.match(name):
+        return None
+    try:
+        return (Path(models_dir) / version / name).read_bytes()
+    except OSError:
+        return None
+
+
+def read_manifest(models_dir: str | Path, version: str) -> dict[str, Any] | None:
+    """The manifest of a version without loading its arrays, or None."""
+    payload = read_document(models_dir, version, MANIFEST)
+    try:
+        return json.loads(payload) if payload else None
+    except ValueError:
+        return None
 
 
 def current_version(models_dir: str | Path) -> str | None:
@@ -202,6 +236,14 @@ def load(path: str | Path) -> Artifact:
         if list(array.shape) != expected.get("shape") or array.dtype.str != expected.get("dtype"):
             raise ArtifactError(f"{file_path}: shape or dtype differs from the manifest")
         arrays[filename.removesuffix(".npy")] = array
+    for name, expected in (manifest.get("documents") or {}).items():
+        if not _DOCUMENT_NAME.match(name):
+            raise ArtifactError(f"{path / MANIFEST}: bad document name {name!r}")
+        try:
+            if _sha256(path / name) != expected.get("sha256"):
+                raise ArtifactError(f"{path / name}: checksum mismatch (file changed or corrupted)")
+        except OSError as exc:
+            raise ArtifactError(f"{path / name}: cannot read: {exc.strerror}") from None
     return Artifact(version=str(manifest.get("version", path.name)), path=path, manifest=manifest, arrays=arrays)
 
 

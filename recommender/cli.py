@@ -1,7 +1,8 @@
 """Command lines of ``train.py`` and ``serve.py``: parse options, configure logging, map errors to exit codes.
 
 Exit codes: 0 success, 2 bad input or configuration (a one-line message naming the file,
-field or option), 1 anything else (a one-line message; ``--verbose`` adds the traceback).
+field or option), 3 a new model refused by the promotion gate, 1 anything else (a one-line
+message; ``--verbose`` adds the traceback).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import ServeConfig, TrainConfig, load_config
-from .errors import ConfigError, DataError, RecommenderError
+from .errors import ConfigError, DataError, GateRefusedError, RecommenderError
 
 logger = logging.getLogger("recommender")
 
@@ -46,7 +47,6 @@ SERVE_HELP = {
     "threads": "threads per gunicorn worker",
     "activity_db": "SQLite file of the activity store (events, wish lists)",
     "customers_file": "CSV with id,name: customers greeted by name",
-    "blend_weight": "share of ALS in blended recommendations (0..1)",
 }
 
 
@@ -141,6 +141,9 @@ def _guarded(work: Any, verbose: bool) -> int:
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except GateRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
     except RecommenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -65,6 +65,14 @@ class TrainConfig:
     random_state: int = 42
     trending_half_life_days: float = 30.0
     include_activity: Path | None = None
+    evaluate: bool = True
+    test_days: float = 30.0
+    eval_k: int = 10
+    max_eval_users: int = 5000
+    ease_max_items: int = 8000
+    jobs: int = 2
+    gate_tolerance: float = 0.05
+    force: bool = False
 
     def validate(self) -> TrainConfig:
         _choice("format", self.format, FORMATS)
@@ -75,8 +83,12 @@ class TrainConfig:
         for name in ("als_regularization", "als_alpha", "trending_half_life_days"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 <= self.gate_tolerance < 1:
+            raise ConfigError(f"gate_tolerance: must be in [0, 1), got {self.gate_tolerance}")
+        if not self.test_days > 0:
+            raise ConfigError(f"test_days: must be positive, got {self.test_days}")
         for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
-                     "als_iterations"):
+                     "als_iterations", "eval_k", "max_eval_users", "ease_max_items", "jobs"):
             _at_least(name, getattr(self, name), 1)
         _at_least("num_threads", self.num_threads, 0)
         if self.neighbours > 1000:
@@ -111,7 +123,6 @@ class ServeConfig:
     history_limit: int = 200
     history_days: float = 90.0
     activity_half_life_hours: float = 72.0
-    blend_weight: float = 0.5
     customers_file: Path | None = None
 
     def validate(self) -> ServeConfig:
@@ -124,8 +135,7 @@ class ServeConfig:
         for name in ("history_days", "activity_half_life_hours"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if not 0 <= self.blend_weight <= 1:
-            raise ConfigError(f"blend_weight: must be between 0 and 1, got {self.blend_weight}")
+
         if self.default_k > self.max_k:
             raise ConfigError("default_k: must not exceed max_k")
         if self.reload_interval < 0:

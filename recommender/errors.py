@@ -23,6 +23,14 @@ class ArtifactError(RecommenderError):
     """A model directory is missing, incomplete, corrupted or of an unknown schema."""
 
 
+class ModelSkippedError(RecommenderError):
+    """A model cannot be fitted at this scale (say, EASE on a catalog too large to invert)."""
+
+
+class GateRefusedError(RecommenderError):
+    """A new model measured worse than the one serving; it was kept on disk but not promoted."""
+
+
 class NotFittedError(RecommenderError, ValueError, AttributeError):
     """A model was queried before ``fit`` (as scikit-learn's ``NotFittedError``)."""
 

@@ -7,8 +7,9 @@ no pandas and knows nothing of HTTP.
 
 Strategies, as each response names them:
 ``item-knn`` (item-to-item neighbours), ``als`` (matrix factorisation alone), ``blend``
-(both, each scaled to its maximum and mixed by ``blend_weight``), ``popular`` (time-decayed
-popularity, the fallback when nothing personal is known).
+(both, plus trending, mixed by ``algorithms.blend.blend_scores`` with the weights the training
+run chose and stored in the manifest), ``popular`` (time-decayed popularity, the fallback
+when nothing personal is known).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from . import artifacts
 from .activity import Event
 from .algorithms.als import ALS
 from .algorithms.base import top_n
+from .algorithms.blend import blend_scores
+from .algorithms.neighbours import table_matrix
 from .data.idmap import IdMap
 from .errors import ArtifactError
 
@@ -74,12 +77,7 @@ class NeighbourTable:
 
     def matrix(self) -> sp.csr_matrix:
         """The table as an items x items CSR matrix (row: item, columns: its neighbours)."""
-        n_items, k = self.ids.shape
-        valid = np.asarray(self.ids) >= 0
-        rows = np.broadcast_to(np.arange(n_items)[:, None], (n_items, k))[valid]
-        return sp.csr_matrix(
-            (np.asarray(self.scores)[valid], (rows, np.asarray(self.ids)[valid])), shape=(n_items, n_items)
-        )
+        return table_matrix(self.ids, self.scores)
 
 
 class RecommendationService:
@@ -88,15 +86,11 @@ class RecommendationService:
     Parameters
     ----------
     artifact : a loaded, verified model version.
-    blend_weight : share of ALS in a blend (the rest is item-to-item), 0..1.
     activity_half_life_hours : an event this old counts half as much as one just now.
     """
 
-    def __init__(
-        self, artifact: artifacts.Artifact, blend_weight: float = 0.5, activity_half_life_hours: float = 72.0
-    ) -> None:
+    def __init__(self, artifact: artifacts.Artifact, activity_half_life_hours: float = 72.0) -> None:
         arrays = artifact.arrays
-        self.blend_weight = blend_weight
         self.activity_half_life_hours = activity_half_life_hours
         try:
             self.version = artifact.version
@@ -121,8 +115,12 @@ class RecommendationService:
                  arrays["user_items.indptr"]),
                 shape=(len(self.users), len(self.items)),
             )
-            trending = np.asarray(arrays["trending.popularity"])
+            trending = np.asarray(arrays["trending.popularity"], dtype=np.float64)
             self.trending_ranking = np.lexsort((np.arange(len(trending)), -trending))[:_POPULAR_DEPTH]
+            self.trend = trending / trending.max() if trending.max() > 0 else trending
+            blend = artifact.manifest.get("blend") or {}
+            self.als_weight = float(blend.get("als_weight", 0.5)) if "als" in components else 0.0
+            self.trend_weight = float(blend.get("trend_weight", 0.0))
             self.als: ALS | None = None
             if "als" in components:
                 params = {k: components["als"][k] for k in ("regularization", "alpha")}
@@ -139,8 +137,12 @@ class RecommendationService:
                 raise ArtifactError(f"{artifact.path}: neighbour table does not match the item list")
         if not self.tables:
             raise ArtifactError(f"{artifact.path}: model has no item-to-item component")
-        # Personal scores use neighbours over customers where there are customers, else over orders.
-        self.personal_table = self.tables.get("also_bought") or self.tables["bought_together"]
+        # Personal scores use the item-to-item model the training run chose ("personal"); a
+        # model without one uses the neighbours over customers, else over orders.
+        if "personal" in components:
+            self.personal_table = NeighbourTable(arrays, "personal", components["personal"]["basis"])
+        else:
+            self.personal_table = self.tables.get("also_bought") or self.tables["bought_together"]
         self.knn_matrix = self.personal_table.matrix()
 
     # ----------------------------------------------------------------- item pages
@@ -316,7 +318,7 @@ class RecommendationService:
         if scores is not None:
             masked = np.where(allowed, scores, -np.inf)
             depth = k if filters.max_per_category is None else min(len(masked), 10 * k + 50)
-            candidates, _ = top_n(masked, depth, positive_only=strategy == "item-knn")
+            candidates, _ = top_n(masked, depth, positive_only=False)
             chosen = self._diversify(candidates.tolist(), k, filters)
             ranked.items = chosen
             ranked.scores = [float(scores[i]) for i in chosen]
@@ -334,20 +336,16 @@ class RecommendationService:
                 (np.asarray(weights, dtype=np.float32), (np.zeros(len(history), dtype=np.int64), history)),
                 shape=(1, len(self.items)),
             )
-            knn = (row @ self.knn_matrix).toarray().ravel().astype(np.float64)
-            if not knn.max() > 0:
+            knn = (row @ self.knn_matrix).toarray().ravel()
+            if not np.any(knn):
                 knn = None
         als = None
-        if vector is not None and self.als is not None and np.any(vector):
-            als = (self.als.item_factors_ @ vector).astype(np.float64)
+        if vector is not None and self.als is not None and self.als_weight > 0 and np.any(vector):
+            als = self.als.item_factors_ @ vector
         if knn is None and als is None:
             return None, "popular"
-        if als is None:
-            return knn, "item-knn"
-        if knn is None:
-            return als, "als"
-        scale = np.abs(als).max() or 1.0
-        return self.blend_weight * als / scale + (1 - self.blend_weight) * knn / knn.max(), "blend"
+        strategy = "blend" if knn is not None and als is not None else ("item-knn" if als is None else "als")
+        return blend_scores(knn, als, self.trend, self.als_weight, self.trend_weight), strategy
 
     def _reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
         """For each chosen item, the history item that contributed most (-1 when none did).

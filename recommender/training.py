@@ -1,13 +1,17 @@
-"""One training run: read, clean, build matrices, fit, save a new model version.
+"""One training run: read, clean, evaluate and choose, fit, save, gate, promote.
 
 ``run`` is what ``train.py`` and ``make train`` call. It either promotes a complete, verified
-model version or raises, leaving the current model untouched.
+model version, or writes it without promoting (refused by the gate, exit code 3), or raises
+before writing anything; in every case the current model keeps serving until a better one
+is promoted.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,21 +20,22 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from . import artifacts
+from . import artifacts, report
 from .activity import ActivityStore
 from .algorithms import ALS, ItemKNN, Popular
 from .config import TrainConfig
-from .errors import DataError
 from .data.catalog import build_catalog
 from .data.cleaning import CleaningRules, clean
-from .data.loading import PRESET_EXCLUDED_ITEMS, fingerprint, read_catalog, read_log
-from .data.matrix import build_interactions
+from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
+from .data.matrix import build_interactions, trending_weights
+from .errors import DataError, GateRefusedError
+from .model_selection import BlendChoice, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
 
 
 def run(config: TrainConfig) -> Path:
-    """Train every model on ``config.data`` and promote the result; return the version directory.
+    """Train on ``config.data`` and promote the result if it passes the gate; return its directory.
 
     Raises
     ------
@@ -38,81 +43,167 @@ def run(config: TrainConfig) -> Path:
         The log (or catalog) is unusable; the message names the file and the problem.
     ArtifactError
         The model could not be written; the current model is untouched.
+    GateRefusedError
+        The new model measured worse than the current one beyond ``gate_tolerance`` (and
+        ``force`` was not set); it is on disk, not promoted.
     """
     started = time.perf_counter()
+    purchases, report_of_cleaning = load_purchases(config)
+    interactions = build_interactions(purchases, config.weighting, config.trending_half_life_days)
+    has_customers = interactions.user_items.nnz > 0
+
+    current_version = artifacts.current_version(config.models_dir)
+    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    current_blend = (current_manifest or {}).get("blend")
+    evaluation: dict[str, Any] = {}
+    notes: list[str] = []
+    choice = default_choice(len(interactions.item_ids), config, has_customers)
+    if config.evaluate:
+        try:
+            selection = select_and_evaluate(purchases, config, current_blend)
+            choice, evaluation, notes = selection.choice, selection.evaluation, selection.notes
+        except DataError as exc:
+            notes.append(f"not evaluated: {exc}")
+            logger.warning("not evaluated (%s); using the default blend", exc)
+    else:
+        notes.append("not evaluated (--no-evaluate); using the default blend")
+
+    arrays, components = fit_components(interactions, purchases, config, choice)
+    gate = _gate(evaluation, current_version, current_blend is not None, config)
+    catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
+    catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
+    arrays.update(_prefixed("catalog", catalog))
+    manifest = {
+        "components": components,
+        "blend": asdict(choice) if has_customers else {**asdict(choice), "als_weight": 0.0},
+        "params": _jsonable(vars(config)),
+        "data": {"path": str(config.data), "sha256": fingerprint(config.data)},
+        "cleaning": report_of_cleaning,
+        "counts": {
+            "customers": len(interactions.user_ids),
+            "items": len(interactions.item_ids),
+            "orders": interactions.n_orders,
+            "customer_item_pairs": int(interactions.user_items.nnz),
+            "purchase_lines": report_of_cleaning["rows_kept"],
+        },
+        "evaluation": _headline(evaluation),
+        "gate": gate,
+        "notes": notes,
+        "libraries": {name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
+        "training_seconds": round(time.perf_counter() - started, 3),
+    }
+    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": str(config.data),
+               "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
+               "notes": notes, "cleaning": report_of_cleaning, "version": "(this run)"}
+    documents = {
+        "evaluation.json": json.dumps(evaluation, indent=2, sort_keys=False).encode(),
+        "report.html": report.render(evaluation, summary),
+    }
+    promote_it = gate["status"] != "refused"
+    path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions, documents, promote_it)
+    logger.info("training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
+    if not promote_it:
+        raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}; {current_version} keeps serving "
+                               f"(see {path / 'report.html'}; --force overrides)")
+    return path
+
+
+def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read and clean the log (plus purchases recorded through the API, if asked)."""
     log = read_log(config.data, config.format, config.preset, config.columns, config.encoding)
     if config.include_activity:
         log = _with_activity_purchases(log, config.include_activity)
+    preset = log.attrs.get("preset", "")
     rules = CleaningRules(
-        excluded_items=config.excluded_items + PRESET_EXCLUDED_ITEMS.get(log.attrs.get("preset", ""), ()),
-        item_pattern=config.item_pattern,
+        excluded_items=config.excluded_items + PRESET_EXCLUDED_ITEMS.get(preset, ()),
+        item_pattern=config.item_pattern or PRESET_ITEM_PATTERNS.get(preset),
         cancel_prefix=config.cancel_prefix,
         drop_zero_price=config.drop_zero_price,
         future_tolerance_days=config.future_tolerance_days,
     )
-    purchases, report = clean(log, rules, source=str(config.data))
-    interactions = build_interactions(purchases, config.weighting, config.trending_half_life_days)
-    catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
-    catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
+    purchases, cleaning = clean(log, rules, source=str(config.data))
+    return purchases, cleaning.to_dict()
 
-    knn_params = dict(
-        similarity=config.similarity,
-        neighbours=config.neighbours,
-        min_support=config.min_support,
-        min_pair_support=config.min_pair_support,
-        num_threads=config.num_threads,
-    )
+
+def fit_components(
+    interactions: Any, purchases: pd.DataFrame, config: TrainConfig, choice: BlendChoice
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    """Fit every model the server needs on all the data; return their arrays and descriptions."""
+    knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
+                      min_pair_support=config.min_pair_support, num_threads=config.num_threads)
     arrays: dict[str, NDArray[Any]] = {
         "item_ids": interactions.item_ids.ids_,
         "user_ids": interactions.user_ids.ids_,
         "user_items.indptr": interactions.user_items.indptr.astype(np.int64),
         "user_items.indices": interactions.user_items.indices.astype(np.int32),
-        **_prefixed("catalog", catalog),
     }
     components: dict[str, Any] = {}
     has_customers = interactions.user_items.nnz > 0
+    basis_matrix = interactions.user_items if has_customers else interactions.order_items
+    basis = "customers" if has_customers else "orders"
     if has_customers:
         also_bought = ItemKNN(**knn_params).fit(interactions.user_items)
         arrays.update(_prefixed("also_bought", also_bought.to_arrays()))
-        components["also_bought"] = {"model": "item_knn", "basis": "customers", **also_bought.get_params()}
+        components["also_bought"] = {"model": "item_knn", "basis": basis, **also_bought.get_params()}
         als = ALS(
             factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
             iterations=config.als_iterations, confidence=config.als_confidence,
             random_state=config.random_state, num_threads=config.num_threads, use_gpu=config.use_gpu,
         ).fit(interactions.user_counts)
         arrays.update(_prefixed("als", als.to_arrays()))
-        components["als"] = {"model": "als", "basis": "customers", **als.get_params()}
+        components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
         arrays.update(_prefixed("bought_together", bought_together.to_arrays()))
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
-    popularity_basis = interactions.user_items if has_customers else interactions.order_items
-    basis = "customers" if has_customers else "orders"
-    popularity_basis = popularity_basis.copy()
-    popularity_basis.data[:] = 1.0
-    arrays.update(_prefixed("popular", Popular().fit(popularity_basis).to_arrays()))
-    arrays.update(_prefixed("trending", Popular().fit(interactions.recency).to_arrays()))
+    personal = choice.build_item_model(config.num_threads).fit(_binary(basis_matrix))
+    arrays.update(_prefixed("personal", personal.to_arrays()))
+    components["personal"] = {"model": choice.item_model, "basis": basis, **personal.get_params()}
+    arrays.update(_prefixed("popular", Popular().fit(_binary(basis_matrix)).to_arrays()))
+    trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
+    arrays.update(_prefixed("trending", Popular().fit(trending).to_arrays()))
     components["popular"] = {"model": "popular", "basis": basis}
-    components["trending"] = {"model": "popular", "basis": basis, "half_life_days": config.trending_half_life_days}
+    components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
+    return arrays, components
 
-    manifest = {
-        "components": components,
-        "params": _jsonable(vars(config)),
-        "data": {"path": str(config.data), "sha256": fingerprint(config.data)},
-        "cleaning": report.to_dict(),
-        "counts": {
-            "customers": len(interactions.user_ids),
-            "items": len(interactions.item_ids),
-            "orders": interactions.n_orders,
-            "customer_item_pairs": int(interactions.user_items.nnz),
-            "purchase_lines": report.rows_kept,
-        },
-        "libraries": {name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
-        "training_seconds": round(time.perf_counter() - started, 3),
+
+def _gate(evaluation: dict[str, Any], current_version: str | None, current_has_blend: bool,
+          config: TrainConfig) -> dict[str, Any]:
+    """Promote only if the headline metric is not worse than the current model's (same test period)."""
+    if current_version is None:
+        return {"status": "promoted", "reason": "first model"}
+    new, old = evaluation.get("headline_value"), evaluation.get("current_headline_value")
+    if new is None or old is None:
+        reason = "not evaluated" if new is None else "the current model has no comparable blend"
+        return {"status": "promoted", "reason": f"gate not applied: {reason}"}
+    floor = old * (1 - config.gate_tolerance)
+    detail = {"metric": f"ndcg@{config.eval_k}", "new": round(new, 5), "current": round(old, 5),
+              "current_version": current_version, "tolerance": config.gate_tolerance}
+    if new >= floor:
+        return {"status": "promoted", **detail}
+    reason = (f"ndcg@{config.eval_k} {new:.4f} is more than {config.gate_tolerance:.0%} below the current "
+              f"model's {old:.4f} on the same test period")
+    if config.force:
+        logger.warning("promotion forced (--force) although %s", reason)
+        return {"status": "forced", "reason": reason, **detail}
+    return {"status": "refused", "reason": reason, **detail}
+
+
+def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    models = evaluation.get("models", {})
+    return {
+        "headline": evaluation.get("headline"),
+        "value": evaluation.get("headline_value"),
+        "k": evaluation.get("k"),
+        "shipped": evaluation.get("shipped"),
+        "ndcg_by_model": {name: round(values["ndcg"], 5) for name, values in models.items()},
     }
-    path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions)
-    logger.info("training finished in %.1fs: %s", time.perf_counter() - started, path)
-    return path
+
+
+def _binary(matrix: Any) -> Any:
+    matrix = matrix.copy()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
@@ -135,8 +226,8 @@ def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
         "quantity": 1.0,
         "order_id": pd.array([f"api:{e.user_id}:{int(e.timestamp)}" for e in events], dtype="string"),
     })
-    combined = pd.concat([log, recorded[[c for c in recorded.columns if c in log.columns or c in ("user_id", "item_id")]]],
-                         ignore_index=True)
+    keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
+    combined = pd.concat([log, recorded[keep]], ignore_index=True)
     combined.attrs.update(log.attrs)
     logger.info("added %d purchases from the activity store %s", len(events), database)
     return combined
@@ -157,6 +248,3 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
             value = dict(value)
         out[key] = value
     return out
-
-
-__all__ = ["run"]

@@ -57,8 +57,12 @@ class Recommender(ABC):
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
 
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` (or ``from_arrays``) has set learned attributes."""
+        return any(name.endswith("_") and not name.startswith("_") for name in vars(self))
+
     def _check_fitted(self) -> None:
-        if not any(name.endswith("_") and not name.startswith("_") for name in vars(self)):
+        if not self.is_fitted():
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
 
 

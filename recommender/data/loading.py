@@ -34,6 +34,9 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 # Non-product codes particular to one export: Manual, Discount, Samples, Bad-debt adjustment.
 PRESET_EXCLUDED_ITEMS: dict[str, tuple[str, ...]] = {"online_retail": ("M", "m", "D", "S", "B")}
+# Product codes of the Online Retail export: five digits and up to two letters (drops gift
+# vouchers, DCGS specials and the fee codes that the list above misses).
+PRESET_ITEM_PATTERNS: dict[str, str] = {"online_retail": r"\d{5}[A-Za-z]{0,2}"}
 ID_FIELDS = ("user_id", "item_id", "order_id")
 _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -106,8 +109,12 @@ def resolve_columns(
     Returns the preset used and the field-to-column mapping.
     """
     if preset == "auto":
-        matching = [name for name, mapping in PRESETS.items() if {**mapping, **overrides}["item_id"] in available]
-        preset = matching[-1] if matching else "generic"
+        # The preset whose own column names the file uses most (fields mapped explicitly do not
+        # count); a tie, or no match at all, means the generic names.
+        def matched(name: str) -> int:
+            return sum(1 for f, column in PRESETS[name].items() if f not in overrides and column in available)
+
+        preset = max(PRESETS, key=matched)
     mapping = {**PRESETS[preset], **overrides}
     for field, column in overrides.items():
         if column not in available:

@@ -30,6 +30,7 @@ class Interactions:
     n_orders: int
     user_counts: sp.csr_matrix
     recency: sp.csr_matrix
+    purchase_age: sp.csr_matrix
 
     @property
     def item_customers(self) -> NDArray[np.int64]:
@@ -90,32 +91,42 @@ def build_interactions(
     order_items.sum_duplicates()
     order_items.data[:] = 1.0
     if len(user_ids):
-        recency = _recency(purchases[known], user_codes, item_codes[known], counts.shape, half_life_days)
+        purchase_age = _purchase_age(purchases[known], user_codes, item_codes[known], counts.shape)
     else:
-        recency = _recency(purchases[has_order], order_codes, item_codes[has_order], order_items.shape, half_life_days)
+        purchase_age = _purchase_age(purchases[has_order], order_codes, item_codes[has_order], order_items.shape)
+    recency = trending_weights(purchase_age, half_life_days)
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
         user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
     )
-    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency)
+    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency, purchase_age)
 
 
-def _recency(
-    rows: pd.DataFrame, row_codes: NDArray[np.intp], item_codes: NDArray[np.intp],
-    shape: tuple[int, int], half_life_days: float,
+def trending_weights(purchase_age: sp.csr_matrix, half_life_days: float) -> sp.csr_matrix:
+    """``0.5 ** (age / half_life)`` of each (row, item)'s latest purchase (see ``purchase_age``)."""
+    weights = purchase_age.copy()
+    weights.data = np.power(0.5, (weights.data - 1.0) / half_life_days).astype(np.float32)
+    return weights
+
+
+def _purchase_age(
+    rows: pd.DataFrame, row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]
 ) -> sp.csr_matrix:
-    """Per (row, item), ``0.5 ** (age / half_life)`` of the latest purchase; 1 without timestamps."""
+    """Per (row, item), 1 + the age in days of the latest purchase, relative to the log's last one.
+
+    Stored plus one so that a purchase on the last day is not an explicit zero (which sparse
+    matrices drop); without timestamps every age is 0.
+    """
     if "timestamp" in rows and len(rows):
         times = rows["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
-        age_days = (times.max() - times) / 86400.0
-        weights = np.power(0.5, age_days / half_life_days).astype(np.float32)
+        ages = (times.max() - times) / 86400.0
     else:
-        weights = np.ones(len(rows), dtype=np.float32)
-    # Repeat purchases of an item by one customer count once, at their latest (largest) weight.
-    order = np.lexsort((weights, item_codes, row_codes))
+        ages = np.zeros(len(rows))
+    # Repeat purchases of an item by one customer count once, at their latest (smallest) age.
+    order = np.lexsort((-ages, item_codes, row_codes))
     last = np.r_[np.diff(row_codes[order]) != 0, True] | np.r_[np.diff(item_codes[order]) != 0, True]
     keep = order[last]
-    return sp.csr_matrix((weights[keep], (row_codes[keep], item_codes[keep])), shape=shape)
+    return sp.csr_matrix(((1.0 + ages[keep]).astype(np.float32), (row_codes[keep], item_codes[keep])), shape=shape)
 
 
 def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:

@@ -40,7 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["recommender_config"] = serve_config
     app.extensions["recommender"] = ModelHolder(
         serve_config.models_dir, serve_config.reload_interval,
-        blend_weight=serve_config.blend_weight, activity_half_life_hours=serve_config.activity_half_life_hours,
+        activity_half_life_hours=serve_config.activity_half_life_hours,
     )
     app.extensions["recommender_customers"] = (
         read_customers(serve_config.customers_file) if serve_config.customers_file else {}

@@ -1,0 +1,175 @@
+"""What every item-to-item model shares: dense top-K neighbour tables and how they are used.
+
+A subclass only says how to score item pairs (``_candidate_pairs``); this base keeps the
+best K per item, drops items and pairs with too little support to be more than noise, and
+records for every neighbour how many rows (customers or orders) contain both items, so that
+any item-to-item answer can say "57 customers bought both".
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .base import Ranking, Recommender, check_csr, top_n
+
+logger = logging.getLogger(__name__)
+
+# Bound on the entries of one dense block of an items x items computation, to bound memory.
+BLOCK_ENTRIES = 4_000_000
+Pairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
+
+
+class NeighbourModel(Recommender):
+    """Base of item-to-item models; subclasses implement ``_candidate_pairs``.
+
+    Parameters (common to all)
+    --------------------------
+    neighbours : K, neighbours kept per item.
+    min_support : items in fewer rows than this get no neighbours and are nobody's neighbour.
+    min_pair_support : a pair must share at least this many rows to be neighbours.
+
+    Attributes
+    ----------
+    neighbour_ids_ : int32 (n_items, K), -1 where an item has fewer than K neighbours.
+    neighbour_scores_ : float32 (n_items, K), descending per row.
+    neighbour_support_ : int32 (n_items, K), rows containing both items.
+    item_support_ : int32 (n_items,), rows containing each item.
+    """
+
+    neighbours: int
+    min_support: int
+    min_pair_support: int
+
+    @abstractmethod
+    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
+        """Scored item pairs (row item, neighbour item, score), at least the best K per row."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def fit(self, user_items: sp.csr_matrix) -> NeighbourModel:
+        user_items = check_csr(user_items)
+        started = time.perf_counter()
+        n_items = user_items.shape[1]
+        present = user_items.copy()
+        present.data[:] = 1.0
+        item_support = np.diff(present.tocsc().indptr).astype(np.int32)
+        rows, cols, scores = self._candidate_pairs(user_items, present)
+        eligible = item_support >= self.min_support
+        keep = (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
+        rows, cols, scores = rows[keep], cols[keep], scores[keep]
+        support = pair_support(present, rows, cols)
+        strong = support >= self.min_pair_support
+        rows, cols, scores, support = rows[strong], cols[strong], scores[strong], support[strong]
+
+        order = np.lexsort((cols, -scores, rows))
+        rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+        kept = rank < self.neighbours
+        shape = (n_items, self.neighbours)
+        self.neighbour_ids_ = np.full(shape, -1, dtype=np.int32)
+        self.neighbour_scores_ = np.zeros(shape, dtype=np.float32)
+        self.neighbour_support_ = np.zeros(shape, dtype=np.int32)
+        at = (rows[kept], rank[kept])
+        self.neighbour_ids_[at] = cols[kept]
+        self.neighbour_scores_[at] = scores[kept]
+        self.neighbour_support_[at] = support[kept]
+        self.item_support_ = item_support
+        self.__dict__.pop("_neighbour_matrix", None)
+        logger.info(
+            "%s (K=%d) on %d x %d: %d items with neighbours, %d pairs, %.2fs",
+            self.describe(), self.neighbours, *user_items.shape,
+            int((self.neighbour_ids_[:, 0] >= 0).sum()), int(kept.sum()), time.perf_counter() - started,
+        )
+        return self
+
+    def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
+        self._check_fitted()
+        if not 0 <= item_idx < len(self.neighbour_ids_):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        ids = self.neighbour_ids_[item_idx]
+        valid = ids >= 0
+        return ids[valid][:n].astype(np.int64), self.neighbour_scores_[item_idx][valid][:n]
+
+    def recommend(
+        self, user_idx: int, user_row: sp.csr_matrix, n: int = 10, exclude_seen: bool = True
+    ) -> Ranking:
+        """Sum the neighbour scores of the row's items (weighted by the row's values)."""
+        self._check_fitted()
+        scores = np.asarray((user_row @ self.neighbour_matrix()).todense()).ravel()
+        return top_n(scores, n, user_row.indices if exclude_seen else None)
+
+    def score_rows(self, user_items: sp.csr_matrix) -> NDArray[np.float32]:
+        """Scores of every item for a batch of rows: ``user_items @ neighbour_matrix`` (dense)."""
+        return (user_items @ self.neighbour_matrix()).toarray()
+
+    def neighbour_matrix(self) -> sp.csr_matrix:
+        """The neighbour table as an items x items CSR matrix (built once, then cached)."""
+        cached = self.__dict__.get("_neighbour_matrix")
+        if cached is None:
+            cached = self._neighbour_matrix = table_matrix(self.neighbour_ids_, self.neighbour_scores_)
+        return cached
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        self._check_fitted()
+        return {
+            "neighbour_ids": self.neighbour_ids_,
+            "neighbour_scores": self.neighbour_scores_,
+            "neighbour_support": self.neighbour_support_,
+            "item_support": self.item_support_,
+        }
+
+
+def table_matrix(ids: NDArray[np.integer], scores: NDArray[np.floating]) -> sp.csr_matrix:
+    """A dense top-K table (-1 padded) as an items x items CSR matrix."""
+    ids, scores = np.asarray(ids), np.asarray(scores)
+    n_items, k = ids.shape
+    valid = ids >= 0
+    rows = np.broadcast_to(np.arange(n_items)[:, None], (n_items, k))[valid]
+    return sp.csr_matrix((scores[valid].astype(np.float32), (rows, ids[valid])), shape=(n_items, n_items))
+
+
+def top_per_row(block: NDArray[np.floating], first_row: int, k: int) -> Pairs:
+    """The k largest entries of each row of a dense block (rows numbered from ``first_row``)."""
+    k = min(k, block.shape[1])
+    cols = np.argpartition(-block, k - 1, axis=1)[:, :k]
+    scores = np.take_along_axis(block, cols, axis=1)
+    rows = np.broadcast_to(np.arange(first_row, first_row + len(block))[:, None], cols.shape)
+    return rows.ravel().astype(np.int64), cols.ravel().astype(np.int64), scores.ravel().astype(np.float32)
+
+
+def row_blocks(n_rows: int, n_columns: int) -> range:
+    """Starts of row blocks whose dense size stays under ``BLOCK_ENTRIES``."""
+    return range(0, n_rows, max(1, BLOCK_ENTRIES // max(1, n_columns)))
+
+
+def pair_support(present: sp.csr_matrix, rows: NDArray[np.integer], cols: NDArray[np.integer]) -> NDArray[np.int32]:
+    """For each pair (rows[i], cols[i]) of items, the number of matrix rows containing both.
+
+    Computed block by block as ``present.T[block] @ present`` so that memory stays bounded
+    however many customers there are.
+    """
+    support = np.zeros(len(rows), dtype=np.int32)
+    if not len(rows):
+        return support
+    item_rows = present.T.tocsr()
+    by_item = present.tocsc()
+    n_items = item_rows.shape[0]
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = row_blocks(n_items, n_items)
+    for start in starts:
+        stop = start + starts.step
+        lo, hi = np.searchsorted(sorted_rows, [start, stop])
+        if lo == hi:
+            continue
+        product = (item_rows[start:stop] @ by_item).tocsr()
+        picked = order[lo:hi]
+        support[picked] = np.asarray(product[rows[picked] - start, cols[picked]]).ravel()
+    return support

@@ -1,0 +1,113 @@
+"""The evaluation report: one self-contained HTML page (plots embedded as PNG) per model version."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+METRIC_COLUMNS = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty")
+
+
+def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
+    """HTML for ``evaluation`` (from ``model_selection``) and a summary of the training run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    models = evaluation.get("models", {})
+    k = evaluation.get("k", 10)
+    sections = [f"<h1>Model {html.escape(str(summary.get('version', '')))}</h1>"]
+    sections.append(_definition_list({
+        "trained": summary.get("created_at"),
+        "data": summary.get("data"),
+        "shipped recommender": evaluation.get("shipped"),
+        f"headline (NDCG@{k}) on the test period": _fmt(evaluation.get("headline_value")),
+        "gate": summary.get("gate"),
+    }))
+    for note in summary.get("notes", []):
+        sections.append(f"<p class=note>{html.escape(note)}</p>")
+    if models:
+        sections.append(f"<h2>Test period: every model at K={k}</h2>")
+        sections.append(_definition_list(evaluation.get("protocol", {})))
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(values.get(m))}</td>" for m in METRIC_COLUMNS)
+            + "</tr>" for name, values in models.items()
+        )
+        header = "".join(f"<th>{m}@{k}</th>" for m in METRIC_COLUMNS[:-2]) + "<th>coverage</th><th>novelty (mean pop. rank)</th>"
+        sections.append(f"<table><tr><th>model</th>{header}</tr>{rows}</table>")
+        names = list(models)
+        figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 1.5))
+        for axis, metric in zip(axes, ("ndcg", "hit_rate")):
+            axis.barh(names, [models[n][metric] for n in names], color=["#c0392b" if n.startswith("shipped") else "#7f8c8d" for n in names])
+            axis.set_title(f"{metric} @ {k} by model")
+            axis.invert_yaxis()
+        axes[1].set_yticklabels([])
+        sections.append(_figure(figure, plt))
+        figure, axes = plt.subplots(1, 2, figsize=(13, 4))
+        for name in names:
+            by_k = models[name].get("by_k", {})
+            cuts = [int(c) for c in by_k]
+            axes[0].plot(cuts, [by_k[str(c)]["ndcg"] for c in cuts], marker="o", label=name)
+            axes[1].plot(cuts, [by_k[str(c)]["recall"] for c in cuts], marker="o", label=name)
+        axes[0].set_title("NDCG by K")
+        axes[1].set_title("recall by K")
+        axes[1].legend(fontsize=7, loc="upper left")
+        sections.append(_figure(figure, plt))
+        figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 1.5))
+        axes[0].barh(names, [models[n]["novelty"] for n in names], color="#2980b9")
+        axes[0].set_title("popularity rank of recommended items (mean; higher = less obvious)")
+        axes[0].invert_yaxis()
+        axes[1].barh(names, [models[n]["coverage"] for n in names], color="#27ae60")
+        axes[1].set_title(f"catalog coverage of the top {k}")
+        axes[1].invert_yaxis()
+        axes[1].set_yticklabels([])
+        sections.append(_figure(figure, plt))
+    item_to_item = evaluation.get("item_to_item")
+    if item_to_item:
+        sections.append("<h2>Item pages</h2><p>" + html.escape(item_to_item.get("task", "")) + "</p>")
+        rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_fmt(v['hit_rate'])}</td><td>{_fmt(v['ndcg'])}</td>"
+                       f"<td>{_fmt(v['mrr'])}</td><td>{v['pairs']}</td></tr>"
+                       for name, v in item_to_item.items() if isinstance(v, dict))
+        sections.append(f"<table><tr><th>model</th><th>hit rate@{k}</th><th>NDCG@{k}</th><th>MRR</th><th>pairs</th></tr>{rows}</table>")
+    validation = evaluation.get("validation")
+    if validation:
+        sections.append("<h2>How the shipped blend was chosen</h2>")
+        sections.append("<p>Tuned on a validation period carved from the training period (never the test period): "
+                        "item-to-item models alone first, then the two best blended with ALS and with trending "
+                        "(time-decayed popularity) at several weights and half-lives. Chosen: "
+                        f"<b>{html.escape(str(validation.get('chosen')))}</b>.</p>")
+        sections.append(_definition_list({k2: v for k2, v in validation.items() if k2 not in ("search", "chosen")}))
+        rows = "".join(f"<tr><td>{html.escape(r['config'])}</td><td>{_fmt(r['ndcg'])}</td></tr>" for r in validation.get("search", []))
+        sections.append(f"<table><tr><th>configuration (validation)</th><th>NDCG@{k}</th></tr>{rows}</table>")
+    cleaning = summary.get("cleaning")
+    if cleaning:
+        sections.append("<h2>Cleaning</h2>" + _definition_list({**{k2: v for k2, v in cleaning.items() if not isinstance(v, dict)},
+                                                                **cleaning.get("rejected", {}), **cleaning.get("dropped", {})}))
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:13px}"
+             "th:first-child{text-align:left}.note{background:#fff3cd;padding:6px}img{max-width:100%}")
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>Evaluation {html.escape(str(summary.get('version')))}"
+            f"</title><style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    return page.encode("utf-8")
+
+
+def _figure(figure: Any, plt: Any) -> str:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _definition_list(values: dict[str, Any]) -> str:
+    items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                    for k, v in values.items() if v is not None)
+    return f"<table>{items}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:.0f}"
+    return html.escape(str(value)) if value is not None else ""
