@@ -10,7 +10,12 @@ TRAIN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run install train serve serve-dev test clean
+ACTIVITY_DB ?= var/activity.sqlite3
+SERVER_URL ?= http://$(HOST):$(PORT)
+EXPORT ?= exports/recommendations.csv
+K ?= 10
+
+.PHONY: run install train evaluate nightly export serve serve-dev test clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -28,11 +33,28 @@ install: $(VENV)/.installed
 train: install
 	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' $(TRAIN_ARGS)
 
+## Train and evaluate without promoting: the report is in the new version's report.html.
+evaluate: install
+	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --evaluate --no-promote $(TRAIN_ARGS)
+
+## What cron runs: new purchases in, evaluate, gate, promote, server reload, prune.
+nightly: install
+	$(BIN)/python -m recommender nightly --data '$(DATA)' --models-dir '$(MODELS_DIR)' \
+		--include-activity '$(ACTIVITY_DB)' --server-url '$(SERVER_URL)' $(TRAIN_ARGS)
+
+## Each customer's top K for an e-mail campaign (CSV; EXPORT=file.jsonl for JSON Lines).
+export: install
+	mkdir -p "$$(dirname '$(EXPORT)')"
+	$(BIN)/python -m recommender export --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' \
+		--out '$(EXPORT)' --k '$(K)' --format $(if $(filter %.jsonl,$(EXPORT)),jsonl,csv)
+
 serve: install
-	$(BIN)/python serve.py --host '$(HOST)' --port '$(PORT)' --models-dir '$(MODELS_DIR)' $(SERVE_ARGS)
+	$(BIN)/python serve.py --host '$(HOST)' --port '$(PORT)' --models-dir '$(MODELS_DIR)' \
+		--activity-db '$(ACTIVITY_DB)' $(SERVE_ARGS)
 
 serve-dev: install
-	$(BIN)/python serve.py --dev --host '$(HOST)' --port '$(PORT)' --models-dir '$(MODELS_DIR)' $(SERVE_ARGS)
+	$(BIN)/python serve.py --dev --host '$(HOST)' --port '$(PORT)' --models-dir '$(MODELS_DIR)' \
+		--activity-db '$(ACTIVITY_DB)' $(SERVE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -31,6 +31,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts);
 CREATE INDEX IF NOT EXISTS events_by_type ON events (type, ts);
+CREATE TABLE IF NOT EXISTS suppressed (
+    user_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS wishlist (
     user_id TEXT NOT NULL,
     item_id TEXT NOT NULL,
@@ -154,6 +159,13 @@ class ActivityStore:
         with self._transaction() as connection:
             users = [row[0] for row in connection.execute("SELECT DISTINCT user_id FROM events")]
             return self._prune_users(connection, set(users), now)
+
+    def suppressed(self) -> list[str]:
+        """Ids of customers who asked to be forgotten or opted out through the API."""
+        try:
+            return [row[0] for row in self.connection.execute("SELECT user_id FROM suppressed")]
+        except sqlite3.OperationalError:  # a store created before the table existed
+            return []
 
     def count_events(self) -> int:
         return int(self.connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -1,7 +1,7 @@
 """Command lines of ``train.py`` and ``serve.py``: parse options, configure logging, map errors to exit codes.
 
 Exit codes: 0 success, 2 bad input or configuration (a one-line message naming the file,
-field or option), 3 a new model refused by the promotion gate, 1 anything else (a one-line
+field or option), 3 a new model refused by the promotion gate, 75 another nightly run holds the lock, 1 anything else (a one-line
 message; ``--verbose`` adds the traceback).
 """
 from __future__ import annotations
@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import ServeConfig, TrainConfig, load_config
-from .errors import ConfigError, DataError, GateRefusedError, RecommenderError
+from .errors import ConfigError, DataError, GateRefusedError, NightlyBusyError, RecommenderError
 
 logger = logging.getLogger("recommender")
 
@@ -91,6 +92,72 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     return _guarded(work, args.verbose)
 
 
+def nightly_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recommender nightly``: the unattended retrain (see ``recommender.nightly``)."""
+    parser = argparse.ArgumentParser(prog="python -m recommender nightly",
+                                     description="Ingest, train, evaluate, gate, promote, reload, prune.")
+    _add_config_options(parser, TrainConfig, TRAIN_HELP, "train")
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    def work() -> None:
+        from . import nightly
+
+        config = load_config(TrainConfig, args.config, _overrides(args))
+        result = nightly.run(config)
+        print(" ".join(f"{key}={value}" for key, value in result.items()))
+
+    return _guarded(work, args.verbose)
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recommender export``: each customer's top picks for an e-mail campaign."""
+    parser = argparse.ArgumentParser(prog="python -m recommender export",
+                                     description="Write every customer's top-k recommendations to CSV or JSON Lines.")
+    parser.add_argument("--out", required=True, help="output file, or - for standard output")
+    parser.add_argument("--k", default="10", help="recommendations per customer (default 10)")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    parser.add_argument("--jobs", default="2", help="parallel batches (default 2)")
+    _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    def work() -> None:
+        from . import artifacts, export
+        from .customers import read_customers
+        from .service import RecommendationService
+
+        overrides = {k: v for k, v in _overrides(args).items() if k not in ("out", "k", "format", "jobs")}
+        config = load_config(ServeConfig, args.config, overrides)
+        k, jobs = _positive_int("k", args.k), _positive_int("jobs", args.jobs)
+        service = RecommendationService(artifacts.load_current(config.models_dir))
+        excluded = read_customers(config.customers_file).opted_out | _forgotten(config)
+        counts = export.export(service, args.out, k, args.format, excluded, jobs=jobs)
+        print(f"exported {counts['customers']} customers ({counts['skipped']} opted out or forgotten) to {args.out}",
+              file=sys.stderr)
+
+    return _guarded(work, args.verbose)
+
+
+def _forgotten(config: ServeConfig) -> frozenset[str]:
+    """Customers whose data must not be used (the activity store's suppression list, if any)."""
+    from .activity import ActivityStore
+
+    if not Path(config.activity_db).is_file():
+        return frozenset()
+    store = ActivityStore(config.activity_db)
+    try:
+        return frozenset(store.suppressed())
+    finally:
+        store.close()
+
+
+def _positive_int(name: str, raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}: must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def _add_config_options(
     parser: argparse.ArgumentParser, cls: type, help_texts: dict[str, str], section: str
 ) -> None:
@@ -144,6 +211,9 @@ def _guarded(work: Any, verbose: bool) -> int:
     except GateRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 3
+    except NightlyBusyError as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return 75
     except RecommenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -73,6 +73,9 @@ class TrainConfig:
     jobs: int = 2
     gate_tolerance: float = 0.05
     force: bool = False
+    promote: bool = True
+    event_retention_days: float = 90.0
+    server_url: str | None = None
 
     def validate(self) -> TrainConfig:
         _choice("format", self.format, FORMATS)

@@ -1,27 +1,49 @@
-"""The optional customers file (``id,name``): who to greet by name on the page they made.
+"""The optional customers file: names to greet customers by, and who opted out.
 
-Read with the standard ``csv`` module (the server never imports pandas). Held in memory
-as a dict: a shop's customer list is small next to its purchase log.
+CSV with ``id`` (or ``user_id``, ``customer_id``) and ``name``, and optionally ``opted_out``
+(true/false): an opted-out customer gets no personal recommendations and no export rows.
+Read with the standard ``csv`` module (the server never imports pandas) and held in memory:
+a shop's customer list is small next to its purchase log.
 """
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
 
+_TRUE = {"1", "true", "yes", "y"}
 
-def read_customers(path: str | Path) -> dict[str, str]:
-    """``{customer id: name}``; raises ``ConfigError`` naming the file when it is unusable."""
+
+@dataclass(frozen=True)
+class Customers:
+    names: dict[str, str] = field(default_factory=dict)
+    opted_out: frozenset[str] = frozenset()
+
+
+def read_customers(path: str | Path | None) -> Customers:
+    """Read the customers file; ``ConfigError`` naming the file when it is unusable."""
+    if path is None:
+        return Customers()
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
             id_field = next((f for f in ("id", "user_id", "customer_id") if f in fields), None)
-            if id_field is None or "name" not in fields:
-                raise ConfigError(f"{path}: customers file needs 'id' and 'name' columns, has {fields}")
-            return {row[id_field].strip(): (row["name"] or "").strip() for row in reader if row.get(id_field)}
+            if id_field is None:
+                raise ConfigError(f"{path}: customers file needs an 'id' column, has {fields}")
+            names, opted_out = {}, set()
+            for row in reader:
+                customer = (row.get(id_field) or "").strip()
+                if not customer:
+                    continue
+                if row.get("name"):
+                    names[customer] = row["name"].strip()
+                if (row.get("opted_out") or "").strip().lower() in _TRUE:
+                    opted_out.add(customer)
+            return Customers(names, frozenset(opted_out))
     except FileNotFoundError:
         raise ConfigError(f"{path}: customers file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -31,6 +31,10 @@ class GateRefusedError(RecommenderError):
     """A new model measured worse than the one serving; it was kept on disk but not promoted."""
 
 
+class NightlyBusyError(RecommenderError):
+    """Another nightly run holds the lock."""
+
+
 class NotFittedError(RecommenderError, ValueError, AttributeError):
     """A model was queried before ``fit`` (as scikit-learn's ``NotFittedError``)."""
 

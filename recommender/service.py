@@ -284,6 +284,26 @@ class RecommendationService:
         response["known_customer"] = user_idx is not None
         return response
 
+    def batch_for_users(self, user_indices: NDArray[np.int64], k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Top-k items for many known customers at once, as ``for_user`` ranks them (same blend,
+        purchases excluded), with matrix products over the batch instead of a loop.
+
+        Returns (n, k) item indices (-1 where fewer qualify) and their scores.
+        """
+        rows = self.user_items[user_indices]
+        item_scores = (rows @ self.knn_matrix).toarray()
+        als_scores = self.als.user_factors_[user_indices] @ self.als.item_factors_.T if self.als is not None else None
+        scores = blend_scores(item_scores, als_scores, self.trend, self.als_weight, self.trend_weight)
+        if scores is None:
+            scores = np.tile(self.trend, (len(user_indices), 1))
+        scores[rows.nonzero()] = -np.inf
+        k = min(k, scores.shape[1])
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best_scores = np.take_along_axis(scores, best, axis=1)
+        order = np.lexsort((best, -best_scores), axis=1)
+        best, best_scores = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
+        return np.where(np.isfinite(best_scores), best, -1), best_scores
+
     def purchased(self, user_id: str) -> bool:
         """Whether the model was trained on purchases of this customer."""
         return self.users.index(user_id, missing="none") is not None

@@ -69,6 +69,7 @@ def run(config: TrainConfig) -> Path:
         notes.append("not evaluated (--no-evaluate); using the default blend")
 
     arrays, components = fit_components(interactions, purchases, config, choice)
+    signature = data_signature(config)
     gate = _gate(evaluation, current_version, current_blend is not None, config)
     catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
@@ -77,7 +78,7 @@ def run(config: TrainConfig) -> Path:
         "components": components,
         "blend": asdict(choice) if has_customers else {**asdict(choice), "als_weight": 0.0},
         "params": _jsonable(vars(config)),
-        "data": {"path": str(config.data), "sha256": fingerprint(config.data)},
+        "data": {"path": str(config.data), "sha256": signature["log_sha256"], "signature": signature},
         "cleaning": report_of_cleaning,
         "counts": {
             "customers": len(interactions.user_ids),
@@ -99,10 +100,12 @@ def run(config: TrainConfig) -> Path:
         "evaluation.json": json.dumps(evaluation, indent=2, sort_keys=False).encode(),
         "report.html": report.render(evaluation, summary),
     }
-    promote_it = gate["status"] != "refused"
+    if not config.promote:
+        gate = {**gate, "status": "not promoted", "reason": "--no-promote (evaluation run)"}
+    promote_it = gate["status"] not in ("refused", "not promoted")
     path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions, documents, promote_it)
     logger.info("training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
-    if not promote_it:
+    if gate["status"] == "refused":
         raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}; {current_version} keeps serving "
                                f"(see {path / 'report.html'}; --force overrides)")
     return path
@@ -165,6 +168,21 @@ def fit_components(
     components["popular"] = {"model": "popular", "basis": basis}
     components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
     return arrays, components
+
+
+def data_signature(config: TrainConfig) -> dict[str, Any]:
+    """What the training input is: the log's SHA-256 and the activity store's purchases, so the
+    nightly job can tell that nothing changed."""
+    signature: dict[str, Any] = {"log_sha256": fingerprint(config.data)}
+    if config.include_activity and Path(config.include_activity).is_file():
+        store = ActivityStore(config.include_activity)
+        try:
+            purchases = store.purchases()
+        finally:
+            store.close()
+        signature["activity_purchases"] = len(purchases)
+        signature["activity_latest"] = max((e.timestamp for e in purchases), default=None)
+    return signature
 
 
 def _gate(evaluation: dict[str, Any], current_version: str | None, current_has_blend: bool,

@@ -42,9 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         serve_config.models_dir, serve_config.reload_interval,
         activity_half_life_hours=serve_config.activity_half_life_hours,
     )
-    app.extensions["recommender_customers"] = (
-        read_customers(serve_config.customers_file) if serve_config.customers_file else {}
-    )
+    app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
 
     from . import errors, events, health, items, model, recommendations, stores, users
 

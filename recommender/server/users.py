@@ -65,6 +65,6 @@ def page_you_made(user_id: str) -> Response:
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
     recent = activity_store().recent_events(user_id)
     response = current_service().page_you_made(user_id, recent, k, chosen)
-    name = current_app.extensions["recommender_customers"].get(user_id)
+    name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}
     return jsonify({"user_id": user_id, **greeting, **response})
