@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from .algorithms import ALS, EASE, Cooccurrence, ItemKNN, NeighbourModel, RP3beta
 from .algorithms.blend import blend_scores
 from .config import TrainConfig
-from .data.matrix import Interactions, build_interactions, trending_weights
+from .data.matrix import Interactions, binarize, build_interactions, trending_weights
 from .data.split import basket_split, temporal_split
 from .errors import DataError, ModelSkippedError
 from .evaluation import HeldOut, next_item_metrics, ranking_metrics, top_k
@@ -188,7 +188,7 @@ def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig,
         shape=(len(rows), len(interactions.item_ids)),
     )
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
-    held_out = HeldOut(rows, _binary(interactions.user_items[rows]), targets,
+    held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets,
                        n_targets[rows].to_numpy(dtype=np.int64), popularity)
     description = {
         "split": "temporal", "train_until": f"{cutoff:%Y-%m-%d %H:%M}",
@@ -214,7 +214,7 @@ def _basket_fold(train: pd.DataFrame, queries: list[list[str]], hidden: list[str
             target_rows.append(number)
             targets_cols.append(target)
     shape = (len(queries), len(lookup))
-    seen = _binary(sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape))
+    seen = binarize(sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape))
     targets = sp.csr_matrix((np.ones(len(target_rows), dtype=np.float32), (target_rows, targets_cols)), shape=shape)
     popularity = np.diff(interactions.order_items.tocsc().indptr).astype(np.float64)
     held_out = HeldOut(np.arange(len(queries), dtype=np.int64), seen, targets,
@@ -222,12 +222,6 @@ def _basket_fold(train: pd.DataFrame, queries: list[list[str]], hidden: list[str
     description = {"split": "baskets", "train_baskets": interactions.n_orders, "test_baskets": len(queries),
                    "task": "find the one hidden item of a basket from the rest"}
     return Fold(interactions, held_out, description, basket=True, purchases=train)
-
-
-def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    matrix = matrix.copy()
-    matrix.data[:] = 1.0
-    return matrix
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -378,7 +372,7 @@ def _baselines(fold: Fold, config: TrainConfig) -> dict[str, dict[str, Any]]:
     from implicit.utils import ParameterWarning
     from threadpoolctl import threadpool_limits
 
-    matrix = _binary(fold.fit_matrix)
+    matrix = binarize(fold.fit_matrix)
     results = {"baseline: popularity": _metrics(fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)),
                                                 config)}
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):

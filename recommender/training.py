@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data.catalog import build_catalog
 from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
-from .data.matrix import build_interactions, trending_weights
+from .data.matrix import binarize, build_interactions, trending_weights
 from .errors import DataError, GateRefusedError
 from .model_selection import BlendChoice, default_choice, select_and_evaluate
 
@@ -159,10 +159,10 @@ def fit_components(
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
         arrays.update(_prefixed("bought_together", bought_together.to_arrays()))
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
-    personal = choice.build_item_model(config.num_threads).fit(_binary(basis_matrix))
+    personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix))
     arrays.update(_prefixed("personal", personal.to_arrays()))
     components["personal"] = {"model": choice.item_model, "basis": basis, **personal.get_params()}
-    arrays.update(_prefixed("popular", Popular().fit(_binary(basis_matrix)).to_arrays()))
+    arrays.update(_prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
     arrays.update(_prefixed("trending", Popular().fit(trending).to_arrays()))
     components["popular"] = {"model": "popular", "basis": basis}
@@ -216,12 +216,6 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
         "shipped": evaluation.get("shipped"),
         "ndcg_by_model": {name: round(values["ndcg"], 5) for name, values in models.items()},
     }
-
-
-def _binary(matrix: Any) -> Any:
-    matrix = matrix.copy()
-    matrix.data[:] = 1.0
-    return matrix
 
 
 def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:

@@ -102,6 +102,13 @@ def build_interactions(
     return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency, purchase_age)
 
 
+def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """A copy with every stored value set to 1 (who bought what, not how much)."""
+    matrix = matrix.copy()
+    matrix.data[:] = 1.0
+    return matrix
+
+
 def trending_weights(purchase_age: sp.csr_matrix, half_life_days: float) -> sp.csr_matrix:
     """``0.5 ** (age / half_life)`` of each (row, item)'s latest purchase (see ``purchase_age``)."""
     weights = purchase_age.copy()
