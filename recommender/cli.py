@@ -47,7 +47,8 @@ SERVE_HELP = {
     "workers": "gunicorn worker processes",
     "threads": "threads per gunicorn worker",
     "activity_db": "SQLite file of the activity store (events, wish lists)",
-    "customers_file": "CSV with id,name: customers greeted by name",
+    "customers_file": "CSV with id,name[,opted_out]: greetings and opt-outs",
+    "request_log": "where the JSON line of each request goes: - for stderr, a file, or empty for none",
 }
 
 
@@ -85,6 +86,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         if args.dev:
             from .server import create_app
 
+            _configure_request_log(config.request_log)
             create_app(app_config).run(host=config.host, port=config.port, debug=False, threaded=True)
         else:
             _run_gunicorn(config, app_config)
@@ -184,9 +186,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
+    """gunicorn with the app loaded in each worker; metrics shared through a fresh directory."""
+    import os
+    import tempfile
+
+    metrics_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
+    # prometheus_client decides at import whether it runs in multiprocess mode: set it first.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from gunicorn.app.base import BaseApplication
 
     from .server import create_app
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -195,11 +209,18 @@ def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             self.cfg.set("threads", config.threads)
             self.cfg.set("worker_class", "gthread" if config.threads > 1 else "sync")
             self.cfg.set("accesslog", None)
+            self.cfg.set("child_exit", child_exit)
+            self.cfg.set("post_fork", lambda server, worker: _configure_request_log(config.request_log))
 
         def load(self) -> Any:
             return create_app(app_config)
 
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _guarded(work: Any, verbose: bool) -> int:
@@ -234,3 +255,28 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    requests = logging.getLogger("recommender.requests")
+    requests.propagate = False
+    requests.setLevel(logging.WARNING)
+
+
+def _configure_request_log(request_log: str | None) -> None:
+    """The server's per-request JSON lines go through a queue (a request only enqueues its
+    line; a background thread writes it) to ``request_log`` ("-" = stderr), or nowhere when
+    it is empty. Called in each server process (gunicorn: after the worker forks, since a
+    thread does not survive a fork)."""
+    if not request_log:
+        return
+    requests = logging.getLogger("recommender.requests")
+    import atexit
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+
+    output = logging.StreamHandler(sys.stderr) if request_log == "-" else logging.FileHandler(request_log)
+    output.setFormatter(logging.Formatter("%(message)s"))
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(lines, output)
+    requests.addHandler(QueueHandler(lines))
+    requests.setLevel(logging.INFO)
+    listener.start()
+    atexit.register(listener.stop)

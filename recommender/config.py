@@ -120,13 +120,14 @@ class ServeConfig:
     max_events: int = 1000
     max_body_bytes: int = 1 << 20
     reload_interval: float = 2.0
-    workers: int = 2
+    workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 1))
     threads: int = 4
     activity_db: Path = Path("var/activity.sqlite3")
     history_limit: int = 200
     history_days: float = 90.0
     activity_half_life_hours: float = 72.0
     customers_file: Path | None = None
+    request_log: str | None = "-"
 
     def validate(self) -> ServeConfig:
         _at_least("port", self.port, 1)

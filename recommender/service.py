@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,7 @@ class RecommendationService:
                 name: NeighbourTable(arrays, name, components[name]["basis"])
                 for name in ("also_bought", "bought_together") if name in components
             }
-            self.user_items = sp.csr_matrix(
-                (np.ones(len(arrays["user_items.indices"]), dtype=np.float32), arrays["user_items.indices"],
-                 arrays["user_items.indptr"]),
-                shape=(len(self.users), len(self.items)),
-            )
+            self.user_items = _shared_csr(arrays, "user_items", (len(self.users), len(self.items)))
             trending = np.asarray(arrays["trending.popularity"], dtype=np.float64)
             self.trending_ranking = np.lexsort((np.arange(len(trending)), -trending))[:_POPULAR_DEPTH]
             self.trend = trending / trending.max() if trending.max() > 0 else trending
@@ -143,7 +139,10 @@ class RecommendationService:
             self.personal_table = NeighbourTable(arrays, "personal", components["personal"]["basis"])
         else:
             self.personal_table = self.tables.get("also_bought") or self.tables["bought_together"]
-        self.knn_matrix = self.personal_table.matrix()
+        if "personal.matrix.data" in arrays:
+            self.knn_matrix = _shared_csr(arrays, "personal.matrix", (n_items, n_items))
+        else:
+            self.knn_matrix = self.personal_table.matrix()
 
     # ----------------------------------------------------------------- item pages
     def item_neighbours(
@@ -483,6 +482,17 @@ class RecommendationService:
         return {"item_id": item_id, "name": self.names[item_idx], "price": self.prices[item_idx], "known": True}
 
 
+def _shared_csr(arrays: dict[str, NDArray[Any]], prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A CSR matrix over memory-mapped arrays, without copying them (all workers share the pages)."""
+    matrix = sp.csr_matrix(shape, dtype=np.float32)
+    matrix.data, matrix.indices, matrix.indptr = (
+        arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]
+    )
+    if matrix.indptr[-1] != len(matrix.indices) or len(matrix.indptr) != shape[0] + 1:
+        raise ValueError(f"{prefix}: inconsistent sparse arrays")
+    return matrix
+
+
 class ModelHolder:
     """Keeps the service of the version ``current`` points at, reloading when it changes.
 
@@ -491,8 +501,12 @@ class ModelHolder:
     to load is logged and skipped, and the old one keeps serving.
     """
 
-    def __init__(self, models_dir: str | Path, reload_interval: float = 2.0, **service_options: Any) -> None:
+    def __init__(
+        self, models_dir: str | Path, reload_interval: float = 2.0,
+        on_load: Callable[[str, str | None], None] | None = None, **service_options: Any,
+    ) -> None:
         self.models_dir = Path(models_dir)
+        self.on_load = on_load
         self.reload_interval = reload_interval
         self.service_options = service_options
         self.service: RecommendationService | None = None
@@ -529,6 +543,8 @@ class ModelHolder:
                 self.service = RecommendationService(artifact, **self.service_options)
                 self.last_error = None
                 logger.info("serving model version %s", version)
+                if self.on_load is not None:
+                    self.on_load(self.service.version, self.service.manifest.get("created_at"))
             except ArtifactError as exc:
                 self._rejected_version = version
                 self.last_error = f"model version {version} refused: {exc}"

@@ -139,6 +139,7 @@ def fit_components(
         "user_ids": interactions.user_ids.ids_,
         "user_items.indptr": interactions.user_items.indptr.astype(np.int64),
         "user_items.indices": interactions.user_items.indices.astype(np.int32),
+        "user_items.data": np.ones(interactions.user_items.nnz, dtype=np.float32),
     }
     components: dict[str, Any] = {}
     has_customers = interactions.user_items.nnz > 0
@@ -161,6 +162,11 @@ def fit_components(
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
     personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix))
     arrays.update(_prefixed("personal", personal.to_arrays()))
+    # The scoring matrix itself, so that server workers memory-map one shared copy.
+    matrix = personal.neighbour_matrix()
+    arrays.update(_prefixed("personal.matrix", {"indptr": matrix.indptr.astype(np.int64),
+                                                 "indices": matrix.indices.astype(np.int32),
+                                                 "data": matrix.data.astype(np.float32)}))
     components["personal"] = {"model": choice.item_model, "basis": basis, **personal.get_params()}
     arrays.update(_prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)

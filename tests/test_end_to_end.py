@@ -96,7 +96,16 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
             assert connection.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 120 * 5
         status, body = get(f"{base}/v1/users/shopper1/page-you-made?k=3")
         assert status == 200 and body["groups"][0]["because"]["item_id"] == "85123A"
+        # /metrics adds up the samples of both workers (prometheus_client multiprocess mode).
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        stored = [line for line in metrics.splitlines() if line.startswith("recommender_events_stored_total")]
+        assert stored and float(stored[0].split()[-1]) == 600
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=30)[0]
     assert server.returncode == 0, output
+    request_lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert {"endpoint": "/v1/events", "method": "POST", "status": 201} in [
+        {k: line[k] for k in ("endpoint", "method", "status")} for line in request_lines
+    ]

@@ -170,3 +170,38 @@ def test_basket_only_log_serves_both_endpoints_from_orders(tmp_path: Path) -> No
         assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [("bread", 2), ("eggs", 1)]
         assert body["recommendations"][0]["score"] == pytest.approx(2 / 3, abs=1e-6)
     assert client.get("/v1/model").get_json()["counts"]["customers"] == 0
+
+
+def test_metrics_count_requests_strategies_and_latency(client) -> None:
+    client.get("/v1/items/A/also-bought?k=2")
+    client.get("/v1/items/NOPE/also-bought?k=2")
+    client.get("/v1/items/A/also-bought?k=0")
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+
+    def sample(line_start: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+    also = 'endpoint="/v1/items/<item_id>/also-bought"'
+    assert sample(f'recommender_requests_total{{{also},method="GET",status="200"}}') >= 2
+    assert sample(f'recommender_requests_total{{{also},method="GET",status="400"}}') >= 1
+    assert sample(f'recommender_responses_total{{{also},strategy="popular"}}') >= 1
+    assert sample(f'recommender_responses_total{{{also},strategy="item-knn"}}') >= 1
+    assert sample(f'recommender_request_duration_seconds_count{{{also}}}') >= 3
+    assert "recommender_model_created_timestamp_seconds" in text
+
+
+def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:
+    from recommender.data.idmap import IdMap
+    from recommender.errors import UnknownItemError
+
+    for ids in (["a", "b", "c"], ["c", "a", "b"]):
+        lookup = IdMap(ids)
+        assert [lookup.index(i) for i in ids] == [0, 1, 2]
+        assert lookup.indices(["b", "zz", "a"]).tolist() == [ids.index("b"), -1, ids.index("a")]
+        assert lookup.index("zz", missing="none") is None and "zz" not in lookup and "a" in lookup
+        with pytest.raises(UnknownItemError):
+            lookup.index("zz")
+    with pytest.raises(ValueError, match="unique"):
+        IdMap(["b", "a", "b"])

@@ -1,7 +1,10 @@
 """IdMap: external ids (strings) to contiguous integer indices and back.
 
 Models only ever see indices; the service only ever sees external ids. An IdMap is a numpy
-string array plus a dict built from it, and imports no pandas, because the server loads it.
+string array, imports no pandas (the server loads it), and looks ids up by binary search
+when the array is sorted (as training writes it). That keeps a million customer ids in the
+memory-mapped file, shared by every server worker, instead of a dict of a million Python
+strings in each; an unsorted array falls back to a dict.
 """
 from __future__ import annotations
 
@@ -23,28 +26,49 @@ class IdMap:
     """
 
     def __init__(self, ids: NDArray[np.str_] | Iterable[str]) -> None:
-        self.ids_ = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_)
-        self._index = {value: position for position, value in enumerate(self.ids_.tolist())}
-        if len(self._index) != len(self.ids_):
-            raise ValueError("IdMap ids must be unique")
+        self.ids_ = ids if isinstance(ids, np.ndarray) and ids.dtype.kind == "U" else np.asarray(
+            ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_
+        )
+        self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
+        self._index: dict[str, int] | None = None
+        if not self._sorted:
+            self._index = {value: position for position, value in enumerate(self.ids_.tolist())}
+            if len(self._index) != len(self.ids_):
+                raise ValueError("IdMap ids must be unique")
 
     def __len__(self) -> int:
         return len(self.ids_)
 
     def __contains__(self, external_id: object) -> bool:
-        return external_id in self._index
+        return isinstance(external_id, str) and self._find(external_id) is not None
 
     def index(self, external_id: str, missing: Literal["error", "none"] = "error") -> int | None:
         """Index of one id; ``missing="error"`` raises ``UnknownItemError``, ``"none"`` returns None."""
-        position = self._index.get(external_id)
+        position = self._find(external_id)
         if position is None and missing == "error":
             raise UnknownItemError(external_id)
         return position
 
     def indices(self, external_ids: Iterable[str]) -> NDArray[np.int64]:
         """Indices of many ids; unknown ids map to -1."""
-        return np.fromiter((self._index.get(value, -1) for value in external_ids), dtype=np.int64)
+        if self._index is not None:
+            return np.fromiter((self._index.get(value, -1) for value in external_ids), dtype=np.int64)
+        wanted = np.asarray(list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids,
+                            dtype=np.str_)
+        if not len(wanted) or not len(self.ids_):
+            return np.full(len(wanted), -1, dtype=np.int64)
+        positions = np.searchsorted(self.ids_, wanted)
+        clipped = np.minimum(positions, len(self.ids_) - 1)
+        return np.where(self.ids_[clipped] == wanted, clipped, -1).astype(np.int64)
 
     def ids(self, indices: NDArray[np.integer] | Iterable[int]) -> list[str]:
         """External ids of indices, as Python strings."""
         return self.ids_[np.asarray(indices, dtype=np.int64)].tolist()
+
+    def _find(self, external_id: str) -> int | None:
+        if self._index is not None:
+            return self._index.get(external_id)
+        position = int(np.searchsorted(self.ids_, external_id))
+        if position < len(self.ids_) and self.ids_[position] == external_id:
+            return position
+        return None

@@ -38,16 +38,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["recommender_config"] = serve_config
+    from .observability import note_model
+
     app.extensions["recommender"] = ModelHolder(
-        serve_config.models_dir, serve_config.reload_interval,
+        serve_config.models_dir, serve_config.reload_interval, on_load=note_model,
         activity_half_life_hours=serve_config.activity_half_life_hours,
     )
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
 
-    from . import errors, events, health, items, model, recommendations, stores, users
+    from . import errors, events, health, items, model, observability, recommendations, stores, users
 
     errors.init_app(app)
     stores.init_app(app)
+    observability.init_app(app)
     for blueprint in (health.bp, model.bp, items.bp, users.bp, events.bp, recommendations.bp):
         app.register_blueprint(blueprint)
     return app

@@ -5,6 +5,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
+from .observability import EVENTS
 from .params import json_body, parse_events
 from .stores import activity_store
 
@@ -17,4 +18,5 @@ def add_events() -> tuple[Response, int]:
     now = time.time()
     events = parse_events(json_body(), now)
     stored = activity_store().add_events(events, now=now)
+    EVENTS.inc(stored)
     return jsonify({"stored": stored}), 201

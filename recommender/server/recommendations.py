@@ -1,9 +1,10 @@
 """``POST /v1/recommendations``: recommendations from any list of items the shop holds itself."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from .errors import ApiError
+from .items import respond
 from .params import filters, id_list, json_body, k_param
 from .stores import current_service
 
@@ -25,4 +26,4 @@ def from_items() -> Response:
         raise ApiError(400, "bad_parameter", "items: required")
     items = id_list("items", body["items"])
     k = k_param(body["k"]) if "k" in body else k_param()
-    return jsonify(current_service().for_items(items, k, filters(body)))
+    return respond(current_service().for_items(items, k, filters(body)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from .items import respond
 from .params import check_id, filters, k_param, parse_bool, query_value
 from .stores import activity_store, current_service
 
@@ -17,7 +18,7 @@ def recommendations(user_id: str) -> Response:
     exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
     recent = activity_store().recent_events(user_id)
     response = current_service().for_user(user_id, k, chosen, exclude_purchased, recent)
-    return jsonify({"user_id": user_id, **response})
+    return respond({"user_id": user_id, **response})
 
 
 @bp.get("/<user_id>/wishlist")
@@ -56,7 +57,7 @@ def wishlist_recommendations(user_id: str) -> Response:
     store = activity_store()
     wished = [item_id for item_id, _ in store.wishlist(user_id)]
     response = current_service().for_wishlist(user_id, wished, store.recent_events(user_id), k, chosen)
-    return jsonify({"user_id": user_id, "wishlist": wished, **response})
+    return respond({"user_id": user_id, "wishlist": wished, **response})
 
 
 @bp.get("/<user_id>/page-you-made")
@@ -67,4 +68,4 @@ def page_you_made(user_id: str) -> Response:
     response = current_service().page_you_made(user_id, recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}
-    return jsonify({"user_id": user_id, **greeting, **response})
+    return respond({"user_id": user_id, **greeting, **response})
