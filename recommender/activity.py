@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,11 +70,14 @@ class ActivityStore:
         self.path = Path(path)
         self.history_limit = history_limit
         self.history_days = history_days
-        self._connection: sqlite3.Connection | None = None
+        self._local = threading.local()
 
     @property
     def connection(self) -> sqlite3.Connection:
-        if self._connection is None:
+        """This thread's connection (SQLite connections are not shared between threads); opened
+        once per thread and kept, so a request does not pay for opening one."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -82,17 +86,19 @@ class ActivityStore:
             connection.execute("PRAGMA busy_timeout = 30000")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
-            self._connection = connection
-        return self._connection
+            self._local.connection = connection
+        return connection
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to run from every worker)."""
         self.connection.executescript(_SCHEMA)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        """Close this thread's connection."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
 
     def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
         """Store a batch in one transaction (all or nothing), then prune those shoppers' history."""

@@ -198,7 +198,7 @@ class RecommendationService:
         user_idx = self.users.index(user_id, missing="none")
         owned = self._owned(user_idx, recent)
         if user_idx is not None:
-            history = self.user_items[user_idx].indices
+            history = self._purchases(user_idx)
             weights = np.ones(len(history))
             vector = self.als.user_factors_[user_idx] if self.als is not None else None
         else:
@@ -351,13 +351,11 @@ class RecommendationService:
     ) -> tuple[NDArray[np.float64] | None, str]:
         knn = None
         if len(history):
-            row = sp.csr_matrix(
-                (np.asarray(weights, dtype=np.float32), (np.zeros(len(history), dtype=np.int64), history)),
-                shape=(1, len(self.items)),
-            )
-            knn = (row @ self.knn_matrix).toarray().ravel()
-            if not np.any(knn):
-                knn = None
+            _, columns, contributions = self._contributions(history, weights)
+            if len(columns):
+                knn = np.bincount(columns, weights=contributions, minlength=len(self.items))
+                if not np.any(knn):
+                    knn = None
         als = None
         if vector is not None and self.als is not None and self.als_weight > 0 and np.any(vector):
             als = self.als.item_factors_ @ vector
@@ -365,6 +363,20 @@ class RecommendationService:
             return None, "popular"
         strategy = "blend" if knn is not None and als is not None else ("item-knn" if als is None else "als")
         return blend_scores(knn, als, self.trend, self.als_weight, self.trend_weight), strategy
+
+    def _contributions(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
+        """Every (history position, neighbour, weighted score) entry of the history's rows of the
+        item-to-item matrix, gathered with numpy from the memory-mapped CSR arrays (no sparse
+        objects built per request)."""
+        matrix = self.knn_matrix
+        starts = np.asarray(matrix.indptr[history], dtype=np.int64)
+        lengths = np.asarray(matrix.indptr[history + 1], dtype=np.int64) - starts
+        offsets = np.cumsum(lengths) - lengths
+        positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+        owners = np.repeat(np.arange(len(history)), lengths)
+        return owners, matrix.indices[positions], matrix.data[positions] * np.asarray(weights)[owners]
 
     def _reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
         """For each chosen item, the history item that contributed most (-1 when none did).
@@ -375,15 +387,23 @@ class RecommendationService:
         if not len(history) or not chosen:
             return [-1] * len(chosen)
         columns = np.asarray(chosen)
-        contribution = self.knn_matrix[history][:, columns].toarray() * np.asarray(weights)[:, None]
-        best = contribution.argmax(axis=0)
-        found = contribution.max(axis=0) > 0
-        if self.als is not None:
+        owners, neighbours, contributions = self._contributions(history, weights)
+        relevant = np.isin(neighbours, columns) & (contributions > 0)
+        owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
+        order = np.lexsort((-contributions, neighbours))
+        first = np.r_[True, np.diff(neighbours[order]) != 0]
+        best_owner = dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+        closest = None
+        if self.als is not None and len(best_owner) < len(chosen):
             factors = self.als.item_factors_
             closest = (factors[history] @ factors[columns].T).argmax(axis=0)
-            best = np.where(found, best, closest)
-            found[:] = True
-        return np.where(found, history[best], -1).tolist()
+        reasons = []
+        for position, item in enumerate(chosen):
+            owner = best_owner.get(item)
+            if owner is None and closest is not None:
+                owner = int(closest[position])
+            reasons.append(int(history[owner]) if owner is not None else -1)
+        return reasons
 
     def _allowed(self, filters: Filters, exclude_idx: Sequence[int] | NDArray[np.int64] = ()) -> NDArray[np.bool_]:
         allowed = np.ones(len(self.items), dtype=bool)
@@ -434,9 +454,14 @@ class RecommendationService:
             ranked.scores.append(None)
             ranked.sources.append("popular")
 
+    def _purchases(self, user_idx: int) -> NDArray[np.int64]:
+        """Items a customer bought in the model's data (a slice of the memory-mapped arrays)."""
+        indptr = self.user_items.indptr
+        return np.asarray(self.user_items.indices[indptr[user_idx] : indptr[user_idx + 1]], dtype=np.int64)
+
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
         """Items a shopper bought: in the model's data, and through the API since."""
-        owned = self.user_items[user_idx].indices.astype(np.int64) if user_idx is not None else np.empty(0, np.int64)
+        owned = self._purchases(user_idx) if user_idx is not None else np.empty(0, np.int64)
         bought = self.items.indices([e.item_id for e in recent if e.type == "purchase"])
         return np.union1d(owned, bought[bought >= 0])
 

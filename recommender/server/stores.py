@@ -1,7 +1,7 @@
 """Per-request access to the process's resources: the loaded model and the activity store."""
 from __future__ import annotations
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app
 
 from ..activity import ActivityStore
 from ..service import RecommendationService
@@ -17,23 +17,12 @@ def current_service() -> RecommendationService:
 
 
 def activity_store() -> ActivityStore:
-    """This request's connection to the activity store (opened on first use, closed at teardown)."""
-    if "activity_store" not in g:
-        config = current_app.extensions["recommender_config"]
-        g.activity_store = ActivityStore(config.activity_db, config.history_limit, config.history_days)
-    return g.activity_store
+    """The process's activity store; each serving thread keeps its own SQLite connection."""
+    return current_app.extensions["recommender_activity"]
 
 
 def init_app(app: Flask) -> None:
     config = app.extensions["recommender_config"]
     store = ActivityStore(config.activity_db, config.history_limit, config.history_days)
-    try:
-        store.create_schema()
-    finally:
-        store.close()
-
-    @app.teardown_appcontext
-    def close_store(exception: BaseException | None) -> None:
-        store = g.pop("activity_store", None)
-        if store is not None:
-            store.close()
+    store.create_schema()
+    app.extensions["recommender_activity"] = store
