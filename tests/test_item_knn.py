@@ -104,3 +104,16 @@ def test_top_n_partial_sort_and_ties() -> None:
     assert top_n(scores, 3)[0].tolist() == [4, 1, 0]
     assert top_n(scores, 10)[0].tolist() == [4, 1, 0, 2]  # zero and negative scores never returned
     assert top_n(scores, 2, exclude=np.array([4]))[0].tolist() == [1, 0]
+
+
+def test_cosine_shared_counts_read_from_scores_equal_counted_ones() -> None:
+    from recommender.algorithms.neighbours import pair_support
+
+    matrix = sp.random(3000, 400, density=0.02, format="csr", random_state=3, dtype=np.float32)
+    matrix.data[:] = 1
+    model = ItemKNN(neighbours=20, min_support=1, min_pair_support=1, num_threads=1).fit(matrix)
+    valid = model.neighbour_ids_ >= 0
+    rows = np.broadcast_to(np.arange(400)[:, None], valid.shape)[valid]
+    counted = pair_support(matrix, rows, model.neighbour_ids_[valid])
+    assert valid.sum() > 1000
+    np.testing.assert_array_equal(model.neighbour_support_[valid], counted)

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from .neighbours import NeighbourModel, Pairs
 
@@ -41,6 +42,17 @@ class ItemKNN(NeighbourModel):
 
     def describe(self) -> str:
         return f"item-knn ({self.similarity})"
+
+    def _known_support(
+        self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
+        scores: NDArray[np.float32], item_support: NDArray[np.int32],
+    ) -> NDArray[np.int32] | None:
+        """On a binary matrix, cosine = shared / sqrt(n_i * n_j): the count is in the score, so
+        the blocked co-occurrence product (as costly as the fit itself) is not needed."""
+        if self.similarity != "cosine" or not np.all(user_items.data == 1):
+            return None
+        product = item_support[rows].astype(np.float64) * item_support[cols]
+        return np.rint(scores * np.sqrt(product)).astype(np.int32)
 
     def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
         # Imported here so that the server, which only reads the fitted tables, never loads implicit.

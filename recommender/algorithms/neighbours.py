@@ -53,6 +53,13 @@ class NeighbourModel(Recommender):
     def describe(self) -> str:
         return type(self).__name__
 
+    def _known_support(
+        self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
+        scores: NDArray[np.float32], item_support: NDArray[np.int32],
+    ) -> NDArray[np.int32] | None:
+        """Shared-row counts when the scores already determine them (None: count them)."""
+        return None
+
     def fit(self, user_items: sp.csr_matrix) -> NeighbourModel:
         user_items = check_csr(user_items)
         started = time.perf_counter()
@@ -64,7 +71,9 @@ class NeighbourModel(Recommender):
         eligible = item_support >= self.min_support
         keep = (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
         rows, cols, scores = rows[keep], cols[keep], scores[keep]
-        support = pair_support(present, rows, cols)
+        support = self._known_support(user_items, rows, cols, scores, item_support)
+        if support is None:
+            support = pair_support(present, rows, cols)
         strong = support >= self.min_pair_support
         rows, cols, scores, support = rows[strong], cols[strong], scores[strong], support[strong]
 

@@ -72,7 +72,8 @@ def clean(
     frame = log.copy()
     for column in ("user_id", "order_id"):
         if column not in frame:
-            frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
+            frame[column] = pd.Series(pd.Categorical([None] * len(frame), categories=pd.Index([], dtype=object)),
+                                      index=frame.index)
 
     def remove(mask: pd.Series, bucket: dict[str, int], reason: str) -> None:
         nonlocal frame

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..config import FIELDS
@@ -96,7 +97,7 @@ def read_log(
         if field in frame:
             frame[field] = to_id_strings(frame[field])
     if "name" in frame:
-        frame["name"] = frame["name"].astype("string").str.strip()
+        frame["name"] = to_id_strings(frame["name"])
     logger.info("read %d rows from %s (columns %s)", len(frame), path, mapping)
     return frame
 
@@ -135,22 +136,29 @@ def resolve_columns(
 
 
 def to_id_strings(values: pd.Series) -> pd.Series:
-    """Turn an id column into stripped strings; integer ids stored as floats lose their ``.0``.
+    """An id column as a categorical of stripped strings (missing = NaN).
 
-    A column of customer ids with gaps becomes float in pandas and is then written to CSV as
-    "17850.0"; when every id of a column has that shape, the ``.0`` is an artefact, not a part
-    of the id, and "17850.0" in one export must match 17850 in another.
+    Categorical, because a log has millions of lines but far fewer distinct customers and
+    items: the work below is done once per distinct id, and a line holds an integer code
+    instead of a Python string. Integer ids stored as floats lose their ``.0``: a column of
+    customer ids with gaps becomes float in pandas and is then written to CSV as "17850.0";
+    when every id of a column has that shape, the ``.0`` is an artefact, not part of the id.
     """
-    if pd.api.types.is_float_dtype(values):
-        present = values.dropna()
-        if (present % 1 == 0).all():
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
             values = values.astype("Int64")
-    strings = values.astype("string").str.strip()
-    strings = strings.mask(strings == "")
-    present = strings.dropna()
-    if len(present) and present.str.fullmatch(r"\d+\.0").all():
-        strings = strings.str.removesuffix(".0")
-    return strings
+        values = values.astype("category")
+    text = pd.Series(values.cat.categories.astype(str), dtype="string").str.strip()
+    text = text.mask(text == "")
+    present = text.dropna()
+    float_shaped = r"\d+\.0"
+    if len(present) and present.iloc[:100].str.fullmatch(float_shaped).all() and present.str.fullmatch(float_shaped).all():
+        text = text.str.removesuffix(".0")
+    category_codes, uniques = pd.factorize(text)
+    codes = values.cat.codes.to_numpy()
+    recoded = np.where(codes >= 0, category_codes[np.maximum(codes, 0)], -1)
+    categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+    return pd.Series(pd.Categorical.from_codes(recoded, categories=categories, validate=False), index=values.index)
 
 
 def fingerprint(path: str | Path) -> str:
@@ -194,8 +202,19 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    """Read Parquet with text columns dictionary-encoded (pandas categoricals), so millions of
+    lines do not become millions of Python strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        return pd.read_parquet(path)
+        table = pq.read_table(path)
+        columns = {
+            name: column.dictionary_encode() if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+            else column
+            for name, column in zip(table.column_names, table.columns)
+        }
+        return pa.table(columns).to_pandas()
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
 
@@ -243,5 +262,4 @@ def _read_baskets(path: Path, head: bytes, encoding: str) -> pd.DataFrame:
     if not item_ids:
         raise DataError(f"{path}: no baskets")
     frame = pd.DataFrame({"order_id": order_ids, "item_id": item_ids}, dtype="string")
-    frame["item_id"] = frame["item_id"].mask(frame["item_id"] == "")
-    return frame
+    return frame.apply(to_id_strings)

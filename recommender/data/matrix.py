@@ -67,13 +67,11 @@ def build_interactions(
     Orders are the ``order_id`` column; where a log has none, a customer's purchases with
     the same timestamp form one order.
     """
-    item_codes, item_values = pd.factorize(purchases["item_id"], sort=True)
-    item_ids = IdMap(np.asarray(item_values, dtype=np.str_))
+    item_codes, item_ids = _factorize_sorted(purchases["item_id"])
     n_items = len(item_ids)
 
     known = purchases["user_id"].notna().to_numpy()
-    user_codes, user_values = pd.factorize(purchases["user_id"][known], sort=True)
-    user_ids = IdMap(np.asarray(user_values, dtype=np.str_))
+    user_codes, user_ids = _factorize_sorted(purchases["user_id"][known])
     counts = sp.csr_matrix(
         (np.ones(len(user_codes), dtype=np.float32), (user_codes, item_codes[known])),
         shape=(len(user_ids), n_items),
@@ -100,6 +98,20 @@ def build_interactions(
         user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
     )
     return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency, purchase_age)
+
+
+def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
+    """Codes of the values and an IdMap of the distinct values in string order.
+
+    String order (not a categorical's category order) so that the IdMap can look ids up by
+    binary search; the sort is over distinct values only.
+    """
+    codes, uniques = pd.factorize(values)
+    text = np.asarray(np.asarray(uniques).astype(str), dtype=np.str_)
+    order = np.argsort(text, kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    return rank[codes], IdMap(text[order])
 
 
 def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -149,4 +161,4 @@ def _order_keys(purchases: pd.DataFrame) -> pd.Series:
     orders = purchases["order_id"]
     if orders.notna().any() or "timestamp" not in purchases:
         return orders
-    return purchases["user_id"] + "|" + purchases["timestamp"].astype("string")
+    return purchases["user_id"].astype("string") + "|" + purchases["timestamp"].astype("string")
