@@ -79,6 +79,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true", help="Flask's development server (not for production)")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    _single_threaded_blas()
 
     def work() -> None:
         config = load_config(ServeConfig, args.config, _overrides(args))
@@ -139,6 +140,17 @@ def export_main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
 
     return _guarded(work, args.verbose)
+
+
+def _single_threaded_blas() -> None:
+    """One BLAS thread per serving thread: the server scales with gunicorn processes and
+    threads, and a multithreaded BLAS under them (a matrix-vector product per request)
+    oversubscribes the cores and spins. Set before numpy loads, so every worker inherits it;
+    an operator's own setting wins."""
+    import os
+
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 
 def _forgotten(config: ServeConfig) -> frozenset[str]:

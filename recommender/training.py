@@ -145,8 +145,16 @@ def fit_components(
     has_customers = interactions.user_items.nnz > 0
     basis_matrix = interactions.user_items if has_customers else interactions.order_items
     basis = "customers" if has_customers else "orders"
+    # When the personal model is the same kNN as "also bought" (catalogs too large for EASE),
+    # implicit's similarity is computed once for both.
+    shared = None
+    if (has_customers and choice.item_model == "item_knn" and config.weighting == "binary"
+            and choice.item_params.get("similarity") == config.similarity):
+        widest = max(config.neighbours, int(choice.item_params.get("neighbours", 0)))
+        shared = ItemKNN(similarity=config.similarity, neighbours=widest,
+                         num_threads=config.num_threads).candidate_pairs(interactions.user_items)
     if has_customers:
-        also_bought = ItemKNN(**knn_params).fit(interactions.user_items)
+        also_bought = ItemKNN(**knn_params).fit(interactions.user_items, pairs=shared)
         arrays.update(_prefixed("also_bought", also_bought.to_arrays()))
         components["also_bought"] = {"model": "item_knn", "basis": basis, **also_bought.get_params()}
         als = ALS(
@@ -160,7 +168,7 @@ def fit_components(
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
         arrays.update(_prefixed("bought_together", bought_together.to_arrays()))
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
-    personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix))
+    personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix), pairs=shared)
     arrays.update(_prefixed("personal", personal.to_arrays()))
     # The scoring matrix itself, so that server workers memory-map one shared copy.
     matrix = personal.neighbour_matrix()

@@ -60,14 +60,24 @@ class NeighbourModel(Recommender):
         """Shared-row counts when the scores already determine them (None: count them)."""
         return None
 
-    def fit(self, user_items: sp.csr_matrix) -> NeighbourModel:
+    def candidate_pairs(self, user_items: sp.csr_matrix) -> Pairs:
+        """The scored pairs ``fit`` starts from; computed once, they can feed several models
+        of the same kind that differ only in K and thresholds (``fit(..., pairs=...)``)."""
+        user_items = check_csr(user_items)
+        present = user_items.copy()
+        present.data[:] = 1.0
+        return self._candidate_pairs(user_items, present)
+
+    def fit(self, user_items: sp.csr_matrix, pairs: Pairs | None = None) -> NeighbourModel:
+        """Keep the best ``neighbours`` per item among the scored pairs (computed here unless
+        ``pairs`` from ``candidate_pairs`` of a model of the same kind on the same matrix)."""
         user_items = check_csr(user_items)
         started = time.perf_counter()
         n_items = user_items.shape[1]
         present = user_items.copy()
         present.data[:] = 1.0
         item_support = np.diff(present.tocsc().indptr).astype(np.int32)
-        rows, cols, scores = self._candidate_pairs(user_items, present)
+        rows, cols, scores = pairs if pairs is not None else self._candidate_pairs(user_items, present)
         eligible = item_support >= self.min_support
         keep = (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
         rows, cols, scores = rows[keep], cols[keep], scores[keep]
