@@ -222,6 +222,9 @@ def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             self.cfg.set("worker_class", "gthread" if config.threads > 1 else "sync")
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", child_exit)
+            # The app (code, libraries, model maps) is loaded once in the master and shared
+            # copy-on-write by the workers, so an added worker costs little memory.
+            self.cfg.set("preload_app", True)
             self.cfg.set("post_fork", lambda server, worker: _configure_request_log(config.request_log))
 
         def load(self) -> Any:

@@ -25,4 +25,5 @@ def init_app(app: Flask) -> None:
     config = app.extensions["recommender_config"]
     store = ActivityStore(config.activity_db, config.history_limit, config.history_days)
     store.create_schema()
+    store.close()  # a connection must not cross a fork (gunicorn preloads the app in its master)
     app.extensions["recommender_activity"] = store
