@@ -128,6 +128,7 @@ class ServeConfig:
     activity_half_life_hours: float = 72.0
     customers_file: Path | None = None
     request_log: str | None = "-"
+    admin_token: str | None = None
 
     def validate(self) -> ServeConfig:
         _at_least("port", self.port, 1)
@@ -136,6 +137,8 @@ class ServeConfig:
         for name in ("default_k", "max_k", "max_id_length", "workers", "threads", "max_items", "max_events",
                      "max_body_bytes", "history_limit"):
             _at_least(name, getattr(self, name), 1)
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise ConfigError("admin_token: must be at least 16 characters (use a random string)")
         for name in ("history_days", "activity_half_life_hours"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")

@@ -205,3 +205,24 @@ def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:
             lookup.index("zz")
     with pytest.raises(ValueError, match="unique"):
         IdMap(["b", "a", "b"])
+
+
+TOKEN = "s3cret-admin-token-0123456789"
+
+
+def test_admin_reload_needs_the_token(trained_models: Path, tiny_log: Path, tmp_path: Path) -> None:
+    client = make_app(trained_models, tmp_path / "a.sqlite3", admin_token=TOKEN, reload_interval=3600).test_client()
+    first = client.get("/v1/model").get_json()["version"]
+    second = training.run(tiny_config(tiny_log, trained_models)).name
+    assert client.get("/v1/model").get_json()["version"] == first  # not polled again within the hour
+    assert client.post("/v1/admin/reload").status_code == 401
+    wrong = client.post("/v1/admin/reload", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+    answer = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200 and answer.get_json()["model_version"] == second
+    assert client.get("/v1/model").get_json()["version"] == second
+
+
+def test_admin_endpoints_are_disabled_without_a_token(client) -> None:
+    response = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "admin_disabled"

@@ -27,7 +27,10 @@ def error_response(status: int, code: str, message: str, details: list[dict] | N
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> tuple[Response, int]:
-        return error_response(error.status, error.code, error.message, error.details)
+        response, status = error_response(error.status, error.code, error.message, error.details)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="recommender admin"'
+        return response, status
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> tuple[Response, int]:
