@@ -15,7 +15,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install train evaluate nightly export serve serve-dev test clean
+.PHONY: run install train evaluate nightly export serve serve-dev test bench install-bench clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -31,11 +31,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 train: install
-	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' $(TRAIN_ARGS)
+	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' $(TRAIN_ARGS)
 
 ## Train and evaluate without promoting: the report is in the new version's report.html.
 evaluate: install
-	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --evaluate --no-promote $(TRAIN_ARGS)
+	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' --evaluate --no-promote $(TRAIN_ARGS)
 
 ## What cron runs: new purchases in, evaluate, gate, promote, server reload, prune.
 nightly: install
@@ -58,6 +58,14 @@ serve-dev: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,
+## model load time and memory per worker. Results in bench/results/. SIZES=1M,5M for a short run.
+install-bench:
+	command -v wrk >/dev/null && test -x /usr/bin/time || (apt-get update && apt-get install -y wrk time)
+
+bench: install install-bench
+	PYTHON=$(BIN)/python bash bench/run_all.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

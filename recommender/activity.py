@@ -101,15 +101,24 @@ class ActivityStore:
             self._local.connection = None
 
     def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
-        """Store a batch in one transaction (all or nothing), then prune those shoppers' history."""
+        """Store a batch in one transaction (all or nothing), then prune those shoppers' history.
+
+        Events of forgotten customers are acknowledged but not stored: their id is on the
+        suppression list, and storing it again would undo the erasure. Returns the number stored.
+        """
         now = time.time() if now is None else now
         with self._transaction() as connection:
+            forgotten = {row[0] for row in connection.execute(
+                f"SELECT user_id FROM suppressed WHERE reason = 'forgotten' AND user_id IN "
+                f"({','.join('?' * len({e.user_id for e in events}))})", tuple({e.user_id for e in events}),
+            )} if events else set()
+            kept = [e for e in events if e.user_id not in forgotten]
             connection.executemany(
                 "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",
-                [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in events],
+                [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in kept],
             )
-            self._prune_users(connection, {e.user_id for e in events}, now)
-        return len(events)
+            self._prune_users(connection, {e.user_id for e in kept}, now)
+        return len(kept)
 
     def recent_events(self, user_id: str, limit: int | None = None, now: float | None = None) -> list[Event]:
         """A shopper's events within the history window, newest first."""
@@ -166,12 +175,58 @@ class ActivityStore:
             users = [row[0] for row in connection.execute("SELECT DISTINCT user_id FROM events")]
             return self._prune_users(connection, set(users), now)
 
-    def suppressed(self) -> list[str]:
-        """Ids of customers who asked to be forgotten or opted out through the API."""
+    def suppressed(self, reason: str | None = None) -> list[str]:
+        """Ids of customers who were forgotten (``reason="forgotten"``) or opted out."""
+        query, args = "SELECT user_id FROM suppressed", ()
+        if reason is not None:
+            query, args = query + " WHERE reason = ?", (reason,)
         try:
-            return [row[0] for row in self.connection.execute("SELECT user_id FROM suppressed")]
+            return [row[0] for row in self.connection.execute(query, args)]
         except sqlite3.OperationalError:  # a store created before the table existed
             return []
+
+    def suppression(self, user_id: str) -> str | None:
+        """``"forgotten"``, ``"opted_out"`` or None for one customer."""
+        row = self.connection.execute("SELECT reason FROM suppressed WHERE user_id = ?", (user_id,)).fetchone()
+        return row[0] if row else None
+
+    def forget(self, user_id: str, now: float | None = None) -> dict[str, int]:
+        """Erase a customer's events and wish list and put the id on the suppression list, in one
+        transaction: from the commit on, nothing personal about them is served or trained on."""
+        now = time.time() if now is None else now
+        with self._transaction() as connection:
+            events = connection.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            wished = connection.execute("DELETE FROM wishlist WHERE user_id = ?", (user_id,)).rowcount
+            connection.execute(
+                "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'forgotten', ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET reason = 'forgotten', at = excluded.at",
+                (user_id, now),
+            )
+        logger.info("forgot a customer: %d events and %d wish-list items erased", events, wished)
+        return {"events_erased": events, "wishlist_items_erased": wished}
+
+    def set_opt_out(self, user_id: str, opted_out: bool, now: float | None = None) -> None:
+        """Opt a customer out of personalisation (data kept), or back in; a forgotten one stays forgotten."""
+        now = time.time() if now is None else now
+        with self._transaction() as connection:
+            if opted_out:
+                connection.execute(
+                    "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'opted_out', ?) "
+                    "ON CONFLICT (user_id) DO NOTHING", (user_id, now),
+                )
+            else:
+                connection.execute("DELETE FROM suppressed WHERE user_id = ? AND reason = 'opted_out'", (user_id,))
+
+    def everything_about(self, user_id: str) -> dict[str, object]:
+        """All the store holds about a customer, for a subject access request."""
+        events = self.connection.execute(
+            "SELECT item_id, type, ts, received_at FROM events WHERE user_id = ? ORDER BY ts, id", (user_id,)
+        ).fetchall()
+        return {
+            "events": [{"item_id": i, "type": t, "timestamp": ts, "received_at": r} for i, t, ts, r in events],
+            "wishlist": [{"item_id": item, "added_at": at} for item, at in self.wishlist(user_id)],
+            "suppression": self.suppression(user_id),
+        }
 
     def count_events(self) -> int:
         return int(self.connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])

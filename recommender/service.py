@@ -307,6 +307,19 @@ class RecommendationService:
         """Whether the model was trained on purchases of this customer."""
         return self.users.index(user_id, missing="none") is not None
 
+    def purchased_items(self, user_id: str) -> list[str]:
+        """The items the model holds as bought by this customer (for a subject access request)."""
+        user_idx = self.users.index(user_id, missing="none")
+        return [] if user_idx is None else self.items.ids(self._purchases(user_idx))
+
+    def not_personal(self, user_id: str, k: int, filters: Filters, reason: str) -> dict[str, Any]:
+        """Trending items only, for a customer who opted out or was forgotten; flagged as such."""
+        ranked = Ranked(strategy="popular")
+        self._fill_popular(ranked, k, self._allowed(filters), filters)
+        response = self._response(ranked)
+        response["fallback_reason"] = reason
+        return response
+
     def info(self) -> dict[str, Any]:
         """What a caller may want to know about the loaded model (no file paths)."""
         manifest = self.manifest

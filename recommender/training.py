@@ -125,7 +125,33 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
         future_tolerance_days=config.future_tolerance_days,
     )
     purchases, cleaning = clean(log, rules, source=str(config.data))
-    return purchases, cleaning.to_dict()
+    report = cleaning.to_dict()
+    forgotten = _forgotten_customers(config)
+    if forgotten:
+        gone = purchases["user_id"].isin(forgotten).to_numpy()
+        if gone.any():
+            purchases = purchases[~gone].reset_index(drop=True)
+            report["dropped"]["forgotten_customer"] = int(gone.sum())
+            report["rows_kept"] = len(purchases)
+            if purchases.empty:
+                raise DataError(f"{config.data}: no purchases left once forgotten customers are removed")
+    return purchases, report
+
+
+def _forgotten_customers(config: TrainConfig) -> set[str]:
+    """Customers erased through ``DELETE /v1/users/<id>``: their purchases never reach a model.
+    Read from the activity store the server writes (and the one given to --include-activity)."""
+    forgotten: set[str] = set()
+    for database in {config.activity_db, config.include_activity} - {None}:
+        if Path(database).is_file():
+            store = ActivityStore(database)
+            try:
+                forgotten.update(store.suppressed("forgotten"))
+            except sqlite3.Error as exc:
+                raise DataError(f"{database}: cannot read the suppression list: {exc}") from None
+            finally:
+                store.close()
+    return forgotten
 
 
 def fit_components(

@@ -44,7 +44,8 @@ def tiny_log(tmp_path: Path) -> Path:
 def tiny_config(data: Path, models_dir: Path, **overrides: object) -> TrainConfig:
     """Config for the tiny log: every item with 2+ buyers gets neighbours; one shared buyer suffices."""
     values = {"data": data, "models_dir": models_dir, "min_support": 2, "min_pair_support": 1,
-              "num_threads": 1, "evaluate": False, **overrides}
+              "num_threads": 1, "evaluate": False, "activity_db": Path(models_dir).parent / "var" / "activity.sqlite3",
+              **overrides}
     return load_config(TrainConfig, overrides=values, environ={})
 
 

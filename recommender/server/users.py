@@ -3,11 +3,20 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from .errors import ApiError
 from .items import respond
 from .params import check_id, filters, k_param, parse_bool, query_value
 from .stores import activity_store, current_service
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
+
+
+def personalisation_off(user_id: str) -> str | None:
+    """``forgotten`` or ``opted_out`` when nothing personal may be used for this id."""
+    reason = activity_store().suppression(user_id)
+    if reason is None and user_id in current_app.extensions["recommender_customers"].opted_out:
+        reason = "opted_out"
+    return reason
 
 
 @bp.get("/<user_id>/recommendations")
@@ -16,6 +25,8 @@ def recommendations(user_id: str) -> Response:
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
     raw = query_value("exclude_purchased")
     exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
+    if reason := personalisation_off(user_id):
+        return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
     recent = activity_store().recent_events(user_id)
     response = current_service().for_user(user_id, k, chosen, exclude_purchased, recent)
     return respond({"user_id": user_id, **response})
@@ -39,6 +50,8 @@ def wishlist(user_id: str) -> Response:
 def add_to_wishlist(user_id: str, item_id: str) -> tuple[Response, int]:
     """201 when added, 200 when it was already there."""
     user_id, item_id = check_id("user_id", user_id), check_id("item_id", item_id)
+    if activity_store().suppression(user_id) == "forgotten":
+        raise ApiError(409, "forgotten", "user_id: this customer asked to be forgotten; nothing is stored for this id")
     created = activity_store().add_to_wishlist(user_id, item_id)
     return jsonify({"user_id": user_id, "item_id": item_id, "added": created}), 201 if created else 200
 
@@ -54,6 +67,8 @@ def remove_from_wishlist(user_id: str, item_id: str) -> tuple[str, int]:
 def wishlist_recommendations(user_id: str) -> Response:
     """What customers who wanted these items also bought; not the wish list, not past purchases."""
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    if reason := personalisation_off(user_id):
+        return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
     store = activity_store()
     wished = [item_id for item_id, _ in store.wishlist(user_id)]
     response = current_service().for_wishlist(user_id, wished, store.recent_events(user_id), k, chosen)
@@ -64,6 +79,9 @@ def wishlist_recommendations(user_id: str) -> Response:
 def page_you_made(user_id: str) -> Response:
     """Recommendations from recent views, carts, wishes and purchases, grouped by what led to them."""
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    if reason := personalisation_off(user_id):
+        return respond({"user_id": user_id, "groups": [],
+                        **current_service().not_personal(user_id, k, chosen, reason)})
     recent = activity_store().recent_events(user_id)
     response = current_service().page_you_made(user_id, recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
