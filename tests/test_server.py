@@ -226,3 +226,15 @@ def test_admin_reload_needs_the_token(trained_models: Path, tiny_log: Path, tmp_
 def test_admin_endpoints_are_disabled_without_a_token(client) -> None:
     response = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 403 and response.get_json()["error"]["code"] == "admin_disabled"
+
+
+def test_openapi_document_matches_the_routes(app, client) -> None:
+    import re
+
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    documented = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
+                  for path, operations in document["paths"].items() for method in operations}
+    routed = {(rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == routed
