@@ -54,6 +54,7 @@ class TrainConfig:
     cancel_prefix: str = "C"
     drop_zero_price: bool = True
     future_tolerance_days: float = 1.0
+    max_quantity: float = 100_000.0
     keep_versions: int = 5
     num_threads: int = 0
     als_factors: int = 64

@@ -123,6 +123,7 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
         cancel_prefix=config.cancel_prefix,
         drop_zero_price=config.drop_zero_price,
         future_tolerance_days=config.future_tolerance_days,
+        max_quantity=config.max_quantity,
     )
     purchases, cleaning = clean(log, rules, source=str(config.data))
     report = cleaning.to_dict()

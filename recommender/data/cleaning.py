@@ -30,6 +30,7 @@ class CleaningRules:
     cancel_prefix: str = "C"
     drop_zero_price: bool = True
     future_tolerance_days: float = 1.0
+    max_quantity: float = 100_000.0
 
 
 @dataclass
@@ -68,7 +69,10 @@ def clean(
     DataError
         Nothing is left after cleaning; the message names ``source`` and the main reasons.
     """
-    report = CleaningReport(rows_read=len(log))
+    repeated_headers = int(log.attrs.get("repeated_header_rows", 0))
+    report = CleaningReport(rows_read=len(log) + repeated_headers)
+    if repeated_headers:
+        report.rejected["repeated_header"] = repeated_headers
     frame = log.copy()
     for column in ("user_id", "order_id"):
         if column not in frame:
@@ -104,12 +108,13 @@ def clean(
     remove(frame.duplicated(keep="first"), report.dropped, "duplicate")
     excluded = frame["item_id"].isin(rules.excluded_items)
     if rules.item_pattern:
-        excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern)).fillna(False)
+        excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern), na=False).astype(bool)
     remove(excluded, report.dropped, "excluded_item")
     is_return, netted_out = _returns(frame, rules)
     remove(is_return, report.dropped, "return_or_cancellation")
     remove(netted_out[~is_return], report.dropped, "netted_out_by_return")
     remove(frame["quantity"] <= 0, report.dropped, "non_positive_quantity")
+    remove(frame["quantity"] > rules.max_quantity, report.dropped, "implausible_quantity")
     if rules.drop_zero_price and "price" in frame:
         remove(frame["price"] <= 0, report.dropped, "zero_or_negative_price")
 
@@ -136,7 +141,7 @@ def _returns(frame: pd.DataFrame, rules: CleaningRules) -> tuple[pd.Series, pd.S
     """
     is_return = frame["quantity"] < 0
     if rules.cancel_prefix:
-        is_return |= frame["order_id"].str.startswith(rules.cancel_prefix).fillna(False).astype(bool)
+        is_return |= frame["order_id"].str.startswith(rules.cancel_prefix, na=False).astype(bool)
     netted_out = pd.Series(False, index=frame.index)
     known = frame["user_id"].notna()
     if not (is_return & known).any():

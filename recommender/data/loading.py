@@ -38,6 +38,8 @@ PRESET_EXCLUDED_ITEMS: dict[str, tuple[str, ...]] = {"online_retail": ("M", "m",
 # Product codes of the Online Retail export: five digits and up to two letters (drops gift
 # vouchers, DCGS specials and the fee codes that the list above misses).
 PRESET_ITEM_PATTERNS: dict[str, str] = {"online_retail": r"\d{5}[A-Za-z]{0,2}"}
+# Written for a missing value by common exports (pandas' astype(str), SQL dumps): not an id.
+_MISSING_WORDS = ("nan", "null", "none", "<na>", "n/a")
 ID_FIELDS = ("user_id", "item_id", "order_id")
 _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -92,7 +94,18 @@ def read_log(
         raise DataError(f"{path}: no rows (header only?)")
     preset, mapping = resolve_columns(list(raw.columns), preset, columns or {}, path)
     frame = pd.DataFrame({field: raw[column] for field, column in mapping.items()})
+    # A header line repeated inside the file (logs concatenated with their headers) is a row
+    # whose values are the column names: not a purchase. Counted, then rejected by cleaning.
+    header_again = np.zeros(len(raw), dtype=bool)
+    if format != "parquet":  # typed columns cannot hold a header line
+        header_again[:] = True
+        for column in mapping.values():
+            header_again &= (raw[column].astype(str).str.strip() == column).to_numpy()
     frame.attrs["preset"] = preset
+    frame.attrs["repeated_header_rows"] = int(header_again.sum())
+    if header_again.any():
+        frame = frame[~header_again]
+        frame.attrs.update(preset=preset, repeated_header_rows=int(header_again.sum()))
     for field in ID_FIELDS:
         if field in frame:
             frame[field] = to_id_strings(frame[field])
@@ -149,14 +162,15 @@ def to_id_strings(values: pd.Series) -> pd.Series:
             values = values.astype("Int64")
         values = values.astype("category")
     text = pd.Series(values.cat.categories.astype(str), dtype="string").str.strip()
-    text = text.mask(text == "")
+    text = text.mask((text == "") | text.str.lower().isin(_MISSING_WORDS))
     present = text.dropna()
     float_shaped = r"\d+\.0"
     if len(present) and present.iloc[:100].str.fullmatch(float_shaped).all() and present.str.fullmatch(float_shaped).all():
         text = text.str.removesuffix(".0")
     category_codes, uniques = pd.factorize(text)
     codes = values.cat.codes.to_numpy()
-    recoded = np.where(codes >= 0, category_codes[np.maximum(codes, 0)], -1)
+    recoded = (np.where(codes >= 0, category_codes[np.maximum(codes, 0)], -1) if len(category_codes)
+               else np.full(len(codes), -1))
     categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
     return pd.Series(pd.Categorical.from_codes(recoded, categories=categories, validate=False), index=values.index)
 
