@@ -37,7 +37,7 @@ TRAIN_HELP = {
     "item_pattern": "regular expression that product ids must match",
     "include_activity": "activity database (SQLite) whose recorded purchases join the log",
     "als_confidence": "ALS confidence weighting: binary, log, bm25",
-    "trending_half_life_days": "age at which a sale counts half for trending items",
+    "trending_half_life_days": "age at which a sale counts half for trending items, when the blend is not tuned",
     "keep_versions": "model versions kept on disk",
     "num_threads": "threads for implicit (0 = all cores)",
 }

@@ -64,7 +64,7 @@ class TrainConfig:
     als_confidence: str = "binary"
     use_gpu: bool = False
     random_state: int = 42
-    trending_half_life_days: float = 30.0
+    trending_half_life_days: float = 14.0
     activity_db: Path = Path("var/activity.sqlite3")
     include_activity: Path | None = None
     evaluate: bool = True

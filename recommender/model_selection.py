@@ -72,7 +72,7 @@ def default_choice(n_items: int, config: TrainConfig, has_customers: bool = True
     else:
         item_model, params = "item_knn", {"similarity": "cosine", "neighbours": 100, "min_support": 1,
                                           "min_pair_support": 1}
-    return BlendChoice(item_model, params, 0.5 if has_customers else 0.0, 0.5, 14.0)
+    return BlendChoice(item_model, params, 0.5 if has_customers else 0.0, 0.5, config.trending_half_life_days)
 
 
 def item_candidates(n_items: int, config: TrainConfig) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
@@ -161,7 +161,7 @@ def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: d
 
 # ----------------------------------------------------------------------------- folds
 def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, cutoff: pd.Timestamp) -> Fold:
-    interactions = build_interactions(train, "binary", 14.0)
+    interactions = build_interactions(train, "binary")
     test = test[test["user_id"].notna()]
     users = interactions.user_ids.indices(test["user_id"])
     known = users >= 0
@@ -201,7 +201,7 @@ def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig,
 
 
 def _basket_fold(train: pd.DataFrame, queries: list[list[str]], hidden: list[str]) -> Fold:
-    interactions = build_interactions(train, "binary", 14.0)
+    interactions = build_interactions(train, "binary")
     lookup = interactions.item_ids
     rows, cols, targets_cols, target_rows = [], [], [], []
     for number, (query, item) in enumerate(zip(queries, hidden)):

@@ -49,7 +49,7 @@ def run(config: TrainConfig) -> Path:
     """
     started = time.perf_counter()
     purchases, report_of_cleaning = load_purchases(config)
-    interactions = build_interactions(purchases, config.weighting, config.trending_half_life_days)
+    interactions = build_interactions(purchases, config.weighting)
     has_customers = interactions.user_items.nnz > 0
 
     current_version = artifacts.current_version(config.models_dir)
@@ -68,11 +68,12 @@ def run(config: TrainConfig) -> Path:
     else:
         notes.append("not evaluated (--no-evaluate); using the default blend")
 
-    arrays, components = fit_components(interactions, purchases, config, choice)
-    signature = data_signature(config)
-    gate = _gate(evaluation, current_version, current_blend is not None, config)
     catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
+    signature = data_signature(config)
+    del purchases  # everything below works on the matrices; a large log is not held while fitting
+    arrays, components = fit_components(interactions, config, choice)
+    gate = _gate(evaluation, current_version, current_blend is not None, config)
     arrays.update(_prefixed("catalog", catalog))
     manifest = {
         "components": components,
@@ -156,7 +157,7 @@ def _forgotten_customers(config: TrainConfig) -> set[str]:
 
 
 def fit_components(
-    interactions: Any, purchases: pd.DataFrame, config: TrainConfig, choice: BlendChoice
+    interactions: Any, config: TrainConfig, choice: BlendChoice
 ) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """Fit every model the server needs on all the data; return their arrays and descriptions."""
     knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,

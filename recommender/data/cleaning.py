@@ -56,7 +56,8 @@ class CleaningReport:
 def clean(
     log: pd.DataFrame, rules: CleaningRules, source: str = "log", now: pd.Timestamp | None = None
 ) -> tuple[pd.DataFrame, CleaningReport]:
-    """Apply ``rules`` to a log from ``read_log``.
+    """Apply ``rules`` to a log from ``read_log``, in place: ``log`` is consumed (it becomes the
+    returned frame), so that a log of millions of lines is never held twice in memory.
 
     Returns
     -------
@@ -73,36 +74,33 @@ def clean(
     report = CleaningReport(rows_read=len(log) + repeated_headers)
     if repeated_headers:
         report.rejected["repeated_header"] = repeated_headers
-    frame = log.copy()
+    frame = log
     for column in ("user_id", "order_id"):
         if column not in frame:
             frame[column] = pd.Series(pd.Categorical([None] * len(frame), categories=pd.Index([], dtype=object)),
                                       index=frame.index)
 
     def remove(mask: pd.Series, bucket: dict[str, int], reason: str) -> None:
-        nonlocal frame
         count = int(mask.sum())
         if count:
             bucket[reason] = bucket.get(reason, 0) + count
-            frame = frame[~mask]
+            frame.drop(index=frame.index[np.asarray(mask, dtype=bool)], inplace=True)
 
     remove(frame["item_id"].isna(), report.rejected, "missing_item")
     if "timestamp" in frame:
-        parsed = _parse_timestamps(frame["timestamp"])
-        frame = frame.assign(timestamp=parsed)
-        remove(parsed.isna(), report.rejected, "unparseable_timestamp")
+        frame["timestamp"] = _parse_timestamps(frame["timestamp"])
+        remove(frame["timestamp"].isna(), report.rejected, "unparseable_timestamp")
         limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(
             days=rules.future_tolerance_days
         )
         remove(frame["timestamp"] > limit, report.rejected, "future_timestamp")
     if "quantity" in frame:
-        quantity = pd.to_numeric(frame["quantity"], errors="coerce")
-        frame = frame.assign(quantity=quantity)
-        remove(~np.isfinite(quantity.astype(float)), report.rejected, "unparseable_quantity")
+        frame["quantity"] = pd.to_numeric(frame["quantity"], errors="coerce").astype("float64")
+        remove(~np.isfinite(frame["quantity"]), report.rejected, "unparseable_quantity")
     else:
-        frame = frame.assign(quantity=1.0)
+        frame["quantity"] = 1.0
     if "price" in frame:
-        frame = frame.assign(price=pd.to_numeric(frame["price"], errors="coerce"))
+        frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
     remove(frame["user_id"].isna() & frame["order_id"].isna(), report.rejected, "missing_user_and_order")
 
     remove(frame.duplicated(keep="first"), report.dropped, "duplicate")
@@ -118,7 +116,7 @@ def clean(
     if rules.drop_zero_price and "price" in frame:
         remove(frame["price"] <= 0, report.dropped, "zero_or_negative_price")
 
-    frame = frame.assign(quantity=frame["quantity"].astype("float64")).reset_index(drop=True)
+    frame.reset_index(drop=True, inplace=True)
     report.rows_kept = len(frame)
     report.guest_rows = int(frame["user_id"].isna().sum())
     logger.info(

@@ -29,7 +29,6 @@ class Interactions:
     order_items: sp.csr_matrix
     n_orders: int
     user_counts: sp.csr_matrix
-    recency: sp.csr_matrix
     purchase_age: sp.csr_matrix
 
     @property
@@ -43,9 +42,7 @@ class Interactions:
         return np.diff(self.order_items.tocsc().indptr).astype(np.int64)
 
 
-def build_interactions(
-    purchases: pd.DataFrame, weighting: str = "binary", half_life_days: float = 30.0
-) -> Interactions:
+def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
     """Build the interaction matrices from a cleaned purchase frame.
 
     Parameters
@@ -53,14 +50,13 @@ def build_interactions(
     purchases : output of ``clean``; ``user_id`` may be NA (guest lines count for baskets only).
     weighting : value of a ``user_items`` cell: ``binary`` (1), ``count`` (number of
         purchase lines) or ``log`` (1 + log of that count).
-    half_life_days : for ``recency``: a purchase this many days before the log's last one
-        weighs half as much as one on the last day.
 
     Returns
     -------
     Interactions with ``user_items`` (weighted), ``user_counts`` (purchase lines per customer
-    and item), ``recency`` (rows x items, the recency weight of the latest purchase; rows are
-    customers, or orders for a log without customers) and ``order_items`` (binary).
+    and item), ``purchase_age`` (rows x items, 1 + age in days of the latest purchase; rows are
+    customers, or orders for a log without customers; see ``trending_weights``) and
+    ``order_items`` (binary).
 
     Notes
     -----
@@ -92,12 +88,11 @@ def build_interactions(
         purchase_age = _purchase_age(purchases[known], user_codes, item_codes[known], counts.shape)
     else:
         purchase_age = _purchase_age(purchases[has_order], order_codes, item_codes[has_order], order_items.shape)
-    recency = trending_weights(purchase_age, half_life_days)
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
         user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
     )
-    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, recency, purchase_age)
+    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, purchase_age)
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
