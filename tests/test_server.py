@@ -75,6 +75,8 @@ def test_unknown_items_fall_back_to_popular(client) -> None:
         ("/v1/items/A/bought-together?k=1&k=2", 400, "k: given 2 times"),
         ("/v1/items/" + "x" * 129 + "/also-bought", 400, "item_id: must be 1 to 128 characters"),
         ("/v1/items/A%01B/also-bought", 400, "item_id: contains control characters"),
+        ("/v1/items/%FF%FE/also-bought", 400, "item_id: is not valid UTF-8"),
+        ("/v1/items/caf%C3%A9/also-bought", 200, ""),
         ("/v1/items/A/nothing", 404, "not found"),
         ("/nowhere", 404, "not found"),
     ],
@@ -83,6 +85,9 @@ def test_bad_requests_get_json_errors(client, url: str, status: int, message: st
     response = client.get(url)
     assert response.status_code == status
     assert response.is_json
+    if status == 200:  # valid UTF-8 ids are fine (an unknown one falls back)
+        assert response.get_json()["item"]["item_id"] == "caf\u00e9"
+        return
     error = response.get_json()["error"]
     assert message in error["message"] and error["code"]
 

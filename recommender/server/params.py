@@ -87,6 +87,8 @@ def check_id(name: str, value: Any) -> str:
         raise bad(name, f"must be 1 to {limit} characters")
     if _CONTROL.search(value):
         raise bad(name, "contains control characters")
+    if "\ufffd" in value:  # what the URL decoder puts where the bytes were not UTF-8
+        raise bad(name, "is not valid UTF-8")
     return value
 
 
