@@ -228,7 +228,14 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             else column
             for name, column in zip(table.column_names, table.columns)
         }
-        return pa.table(columns).to_pandas()
+        table = pa.table(columns)
+        del columns
+        # Hand each column's buffers to pandas as it is converted, and give Arrow's allocator's
+        # freed memory back, so the file is not held twice (Arrow's and pandas' copies).
+        frame = table.to_pandas(split_blocks=True, self_destruct=True)
+        del table
+        pa.default_memory_pool().release_unused()
+        return frame
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
 
