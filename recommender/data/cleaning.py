@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from ..errors import DataError
 
@@ -103,7 +104,7 @@ def clean(
         frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
     remove(frame["user_id"].isna() & frame["order_id"].isna(), report.rejected, "missing_user_and_order")
 
-    remove(frame.duplicated(keep="first"), report.dropped, "duplicate")
+    remove(_duplicated(frame), report.dropped, "duplicate")
     excluded = frame["item_id"].isin(rules.excluded_items)
     if rules.item_pattern:
         excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern), na=False).astype(bool)
@@ -128,6 +129,14 @@ def clean(
         top = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
         raise DataError(f"{source}: no purchases left after cleaning ({report.rows_read} rows read; {top})")
     return frame, report
+
+
+def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
+    """Rows equal to an earlier row in every column, found through one 64-bit hash per row
+    (a few hundred MB for 20M lines, where ``DataFrame.duplicated``'s group index of seven
+    columns needs several GB)."""
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return pd.Series(hashes).duplicated(keep="first").to_numpy()
 
 
 def _returns(frame: pd.DataFrame, rules: CleaningRules) -> tuple[pd.Series, pd.Series]:
