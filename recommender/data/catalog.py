@@ -22,15 +22,24 @@ def build_catalog(
     (<U, "" when unknown) and ``available`` (bool, True unless the catalog says otherwise),
     each of length n_items.
     """
-    ordered = purchases.sort_values("timestamp", kind="stable") if "timestamp" in purchases else purchases
+    # Grouped without sorting the whole log: a 20M-line log is not copied to order it by time.
+    timed = ["timestamp"] if "timestamp" in purchases else []
     latest = pd.DataFrame(index=pd.Index(item_ids.ids_, name="item_id"))
-    if "name" in ordered:
-        named = ordered.dropna(subset=["name"])
-        counts = named.groupby(["item_id", "name"], observed=True).size().reset_index(name="n")
-        counts = counts.sort_values(["item_id", "n"], kind="stable")
+    if "name" in purchases:
+        named = purchases[["item_id", "name", *timed]].dropna(subset=["name"])
+        grouped = named.groupby(["item_id", "name"], observed=True)
+        counts = grouped.size().rename("n").to_frame()
+        if timed:
+            counts["seen"] = grouped["timestamp"].max()
+        counts = counts.reset_index().sort_values(["item_id", "n", *(["seen"] if timed else [])], kind="stable")
         latest["name"] = counts.groupby("item_id", observed=True)["name"].last()
-    if "price" in ordered:
-        latest["price"] = ordered.dropna(subset=["price"]).groupby("item_id", observed=True)["price"].last()
+    if "price" in purchases:
+        priced = purchases[["item_id", "price", *timed]].dropna(subset=["price"])
+        if timed:
+            rows = priced.groupby("item_id", observed=True)["timestamp"].idxmax()
+            latest["price"] = pd.Series(priced.loc[rows.to_numpy(), "price"].to_numpy(), index=rows.index.astype(str))
+        else:
+            latest["price"] = priced.groupby("item_id", observed=True)["price"].last()
     if override is not None:
         extra = override.set_index("item_id").reindex(latest.index)
         for column in ("name", "price", "category", "available"):
