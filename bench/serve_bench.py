@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Serving: throughput and latency per endpoint (wrk), model load time, memory per gunicorn worker.
+
+    python bench/serve_bench.py                # all three parts
+    python bench/serve_bench.py --skip-memory --repeat 1
+
+1. A 50,000-item model: the synthetic log bench/.cache/log_2M-serve.parquet (2M lines,
+   200,000 customers, 50,000 items) trained with ``train.py --no-evaluate`` into
+   bench/.cache/models_serve (reused while the log is the same; --retrain forces it).
+2. The production server, ``python serve.py --workers 2 --threads 4`` on 127.0.0.1, a few
+   events posted for one visitor, then ``wrk -t2 -c32 -d10s --latency`` against /health (the
+   ceiling) and each endpoint, in one run (--repeat N takes medians). wrk shares the 2 cores
+   with the server. -> bench/results/serving.json
+3. Model load time (RecommendationService(artifacts.load_current(M)) in a fresh process,
+   median of 3) and PSS/RSS of the master and each worker with 1, 2 and 4 workers after
+   requests to every endpoint. -> bench/results/memory.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (CACHE, PYTHON, RESULTS, ROOT, busiest_others, children, cpu_busy_seconds, ensure_log, machine,
+                    wait_for_quiet,
+                    process_cpu, rss_mib, shown)  # noqa: E402
+
+SIZE = "2M-serve"
+MODELS = CACHE / "models_serve"
+VISITOR = "bench-visitor-1"
+TARGET_SHARE, TARGET_P99_MS, TARGET_LOAD_S, TARGET_WORKER_SHARE = 0.70, 10.0, 1.0, 0.10
+
+
+# ---------------------------------------------------------------- model and ids
+
+def ensure_model(retrain: bool) -> dict[str, Any]:
+    log, meta = ensure_log(SIZE)
+    stamp = MODELS / "bench-log.json"
+    if not retrain and (MODELS / "current").exists() and stamp.exists() and json.loads(stamp.read_text()) == meta:
+        return {"log": meta, "trained": "reused", "command": None}
+    import shutil
+    shutil.rmtree(MODELS, ignore_errors=True)
+    command = [PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(MODELS), "--no-evaluate"]
+    print(f"[bench] training the serving model: {shown(command)}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"training the serving model failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    stamp.write_text(json.dumps(meta))
+    return {"log": meta, "trained": "now", "seconds": round(time.perf_counter() - started, 1), "command": shown(command)}
+
+
+def pick_ids() -> dict[str, Any]:
+    """A popular item, a customer with a typical (75th percentile) history, a 5-item basket."""
+    import pandas as pd
+
+    frame = pd.read_parquet(CACHE / f"log_{SIZE}.parquet", columns=["user_id", "item_id"])
+    items = frame["item_id"].value_counts()
+    distinct = frame.drop_duplicates().groupby("user_id").size().sort_values(kind="stable")
+    user = distinct.index[int(len(distinct) * 0.75)]
+    return {"popular_item": items.index[0], "second_item": items.index[50], "known_user": user,
+            "known_user_items": int(distinct[user]), "basket": list(items.index[[3, 40, 200, 1500, 9000]]),
+            "visitor": VISITOR, "visitor_items": list(items.index[[10, 120, 700, 4000]])}
+
+
+def version_dir() -> Path:
+    return (MODELS / "current").resolve()
+
+
+def model_bytes() -> dict[str, Any]:
+    files = sorted(version_dir().glob("*.npy"))
+    sizes = {f.name: f.stat().st_size for f in files}
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
+    return {"npy_bytes": sum(sizes.values()), "npy_mib": round(sum(sizes.values()) / 2**20, 1), "npy_files": len(files),
+            "largest_files_mib": {name: round(size / 2**20, 1) for name, size in top}}
+
+
+# ---------------------------------------------------------------- server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, workers: int, threads: int, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.command = [PYTHON, str(ROOT / "serve.py"), "--host", "127.0.0.1", "--port", str(self.port),
+                        "--models-dir", str(MODELS), "--activity-db", str(workdir / "activity.sqlite3"),
+                        "--workers", str(workers), "--threads", str(threads)]
+        self.log = (workdir / f"server-{workers}w.log").open("w")
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.workers = workers
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.base + "/ready", timeout=2) as answer:
+                    if answer.status == 200 and len(children(self.proc.pid)) >= self.workers:
+                        return time.perf_counter() - started
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"server not ready after {timeout}s; see {self.log.name}")
+
+    def pids(self) -> dict[str, Any]:
+        return {"master": self.proc.pid, "workers": children(self.proc.pid)}
+
+    def cpu_seconds(self) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+            except (OSError, IndexError):
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def request(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any] | None, int]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as answer:
+            raw = answer.read()
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        raw, status = error.read(), error.code
+    try:
+        parsed = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        parsed = {"raw": raw[:200].decode(errors="replace")}
+    return status, parsed, len(raw)
+
+
+def endpoints(ids: dict[str, Any]) -> list[dict[str, Any]]:
+    basket = {"items": ids["basket"], "k": 10}
+    return [
+        {"name": "GET /health", "method": "GET", "path": "/health"},
+        {"name": "GET also-bought", "method": "GET", "path": f"/v1/items/{ids['popular_item']}/also-bought?k=10"},
+        {"name": "GET bought-together", "method": "GET", "path": f"/v1/items/{ids['second_item']}/bought-together?k=10"},
+        {"name": "GET user recommendations", "method": "GET", "path": f"/v1/users/{ids['known_user']}/recommendations?k=10"},
+        {"name": "GET page-you-made", "method": "GET", "path": f"/v1/users/{ids['visitor']}/page-you-made?k=10"},
+        {"name": "POST recommendations (5 items)", "method": "POST", "path": "/v1/recommendations", "body": basket},
+    ]
+
+
+def post_events(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
+    kinds = ["view", "view", "cart", "wishlist"]
+    events = [{"user_id": ids["visitor"], "item_id": item, "type": kind}
+              for item, kind in zip(ids["visitor_items"], kinds)]
+    status, body, _ = request(server.base, "POST", "/v1/events", {"events": events})
+    return {"status": status, "answer": body, "events": len(events)}
+
+
+def check_endpoints(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
+    """One request each before measuring: status, strategy, number of results, bytes."""
+    seen = {}
+    for endpoint in endpoints(ids):
+        status, body, size = request(server.base, endpoint["method"], endpoint["path"], endpoint.get("body"))
+        info: dict[str, Any] = {"status": status, "bytes": size}
+        if isinstance(body, dict):
+            info["strategy"] = body.get("strategy")
+            results = body.get("recommendations")
+            if results is None and "groups" in body:
+                results = [r for group in body["groups"] for r in group.get("recommendations", [])]
+            if results is not None:
+                info["results"] = len(results)
+            if status >= 400:
+                info["error"] = body.get("error")
+        seen[endpoint["name"]] = info
+    return seen
+
+
+# ---------------------------------------------------------------- wrk
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (m := re.search(r"Requests/sec:\s+([\d.]+)", text)):
+        out["rps"] = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        if (m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", text, re.M)):
+            out[f"p{pct}_ms"] = round(_ms(m.group(1)), 3)
+    if (m := re.search(r"(\d+) requests in ([\d.]+\w+)", text)):
+        out["requests"] = int(m.group(1))
+    if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)):
+        out["non_2xx"] = int(m.group(1))
+    if (m := re.search(r"Socket errors: (.*)", text)):
+        out["socket_errors"] = m.group(1).strip()
+    return out
+
+
+def run_wrk(server: Server, endpoint: dict[str, Any], duration: int, connections: int, threads: int,
+            workdir: Path) -> dict[str, Any]:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if endpoint["method"] != "GET":
+        script = workdir / "post.lua"
+        body = json.dumps(endpoint["body"]).replace("\\", "\\\\").replace("'", "\\'")
+        script.write_text(f"wrk.method = '{endpoint['method']}'\nwrk.body = '{body}'\n"
+                          "wrk.headers['Content-Type'] = 'application/json'\n")
+        command += ["-s", str(script)]
+    command.append(server.base + endpoint["path"])
+    import resource
+    quiet = wait_for_quiet(max_wait=120)
+    cpu_before, busy_before = server.cpu_seconds(), cpu_busy_seconds()
+    kids_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    snapshot = process_cpu()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    others = busiest_others(snapshot, process_cpu(), {server.proc.pid, *children(server.proc.pid), os.getpid()})
+    cpu = server.cpu_seconds() - cpu_before
+    kids_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (kids_after.ru_utime - kids_before.ru_utime) + (kids_after.ru_stime - kids_before.ru_stime)
+    result = parse_wrk(done.stdout)
+    result["server_cpu_seconds"] = round(cpu, 2)
+    result["quiet_before"] = quiet
+    result["wrk_cpu_seconds"] = round(wrk_cpu, 2)
+    # Anything else on the machine during the run (other sessions' processes): interference.
+    result["other_cpu_seconds"] = round(max(cpu_busy_seconds() - busy_before - cpu - wrk_cpu, 0.0), 2)
+    if others:
+        result["busiest_other_processes"] = others
+    if result.get("requests"):
+        result["server_cpu_ms_per_request"] = round(1000 * cpu / result["requests"], 3)
+    if "rps" not in result:
+        result["error"] = (done.stdout + done.stderr)[-1000:]
+    return result
+
+
+def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: Path) -> dict[str, Any]:
+    server = Server(2, 4, workdir)
+    try:
+        ready_s = server.wait_ready()
+        events = post_events(server, ids)
+        checks = check_endpoints(server, ids)
+        runs: dict[str, list[dict[str, Any]]] = {e["name"]: [] for e in endpoints(ids)}
+        for round_ in range(repeat):
+            for endpoint in endpoints(ids):
+                print(f"[bench] wrk round {round_ + 1}/{repeat}: {endpoint['name']}", file=sys.stderr, flush=True)
+                runs[endpoint["name"]].append(run_wrk(server, endpoint, duration, 32, 2, workdir))
+        # /health once more at the end, to see the ceiling did not drift during the run.
+        health_after = run_wrk(server, endpoints(ids)[0], duration, 32, 2, workdir)
+    finally:
+        server.stop()
+    results: dict[str, Any] = {}
+    for endpoint in endpoints(ids):
+        measured = runs[endpoint["name"]]
+        summary: dict[str, Any] = {"method": endpoint["method"], "path": endpoint["path"]}
+        if "body" in endpoint:
+            summary["body"] = endpoint["body"]
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu_ms_per_request", "server_cpu_seconds",
+                    "wrk_cpu_seconds", "other_cpu_seconds"):
+            values = [m[key] for m in measured if key in m]
+            if values:
+                summary[key] = round(statistics.median(values), 3 if key != "rps" else 1)
+        summary["non_2xx"] = sum(m.get("non_2xx", 0) for m in measured)
+        others = [o for m in measured for o in m.get("busiest_other_processes", [])]
+        if others:
+            summary["busiest_other_processes"] = others[:6]
+        errors = [m["socket_errors"] for m in measured if "socket_errors" in m]
+        if errors:
+            summary["socket_errors"] = errors
+        if repeat > 1:
+            summary["runs"] = [{k: m.get(k) for k in ("rps", "p50_ms", "p99_ms", "other_cpu_seconds")} for m in measured]
+        summary["check"] = checks[endpoint["name"]]
+        results[endpoint["name"]] = summary
+    ceiling = results["GET /health"].get("rps")
+    for name, summary in results.items():
+        if ceiling and "rps" in summary:
+            summary["ratio_to_health_rps"] = round(summary["rps"] / ceiling, 3)
+        if name != "GET /health":
+            summary["meets_70pct_of_health"] = summary.get("ratio_to_health_rps", 0) >= TARGET_SHARE
+        summary["meets_p99_under_10ms"] = summary.get("p99_ms", 1e9) < TARGET_P99_MS
+    return {"server_command": shown(server.command), "ready_after_seconds": round(ready_s, 2),
+            "events_posted": events, "endpoints": results,
+            "health_after_all_runs": {k: health_after.get(k) for k in ("rps", "p50_ms", "p99_ms")}}
+
+
+# ---------------------------------------------------------------- load time and memory
+
+LOAD_SNIPPET = """
+import json, sys, time
+t0 = time.perf_counter()
+from recommender import artifacts
+from recommender.service import RecommendationService
+t1 = time.perf_counter()
+service = RecommendationService(artifacts.load_current(sys.argv[1]))
+t2 = time.perf_counter()
+print(json.dumps({"import_seconds": t1 - t0, "load_seconds": t2 - t1}))
+"""
+
+
+def bench_load(runs: int = 3) -> dict[str, Any]:
+    measured = []
+    for _ in range(runs):
+        wait_for_quiet(max_wait=60)
+        done = subprocess.run([PYTHON, "-c", LOAD_SNIPPET, str(MODELS)], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"error": done.stderr[-2000:]}
+        measured.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    load = statistics.median(m["load_seconds"] for m in measured)
+    return {"what": "RecommendationService(artifacts.load_current(M)) in a fresh python, page cache warm",
+            "load_seconds_median": round(load, 3), "import_seconds_median": round(statistics.median(
+                m["import_seconds"] for m in measured), 3),
+            "runs": [{k: round(v, 3) for k, v in m.items()} for m in measured], "meets_under_1s": load < TARGET_LOAD_S}
+
+
+def smaps(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "kB":
+            out[parts[0].rstrip(":")] = round(int(parts[1]) / 1024, 1)
+    keep = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Shared_Clean", "Private_Clean", "Private_Dirty")
+    return {f"{k.lower()}_mib": out[k] for k in keep if k in out}
+
+
+def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+    by_count: dict[str, Any] = {}
+    for count in worker_counts:
+        server = Server(count, 4, workdir)
+        try:
+            server.wait_ready()
+            post_events(server, ids)
+            # Requests to every endpoint, in rounds, until every worker has answered some
+            # (each has touched the model: its RSS is near the largest worker's).
+            statuses: list[int] = []
+            for round_ in range(20):
+                work = [e for e in endpoints(ids) for _ in range(5 * count)]
+                with ThreadPoolExecutor(4 * count) as pool:
+                    statuses += list(pool.map(
+                        lambda e: request(server.base, e["method"], e["path"], e.get("body"))[0], work))
+                rss = [rss_mib(pid) or 0.0 for pid in server.pids()["workers"]]
+                if round_ >= 1 and min(rss) >= 0.85 * max(rss):
+                    break
+            time.sleep(0.5)
+            pids = server.pids()
+            master = smaps(pids["master"])
+            workers = [smaps(pid) for pid in pids["workers"]]
+        finally:
+            server.stop()
+        total_pss = master["pss_mib"] + sum(w["pss_mib"] for w in workers)
+        by_count[str(count)] = {
+            "requests_made": len(statuses), "non_2xx": sum(s >= 300 for s in statuses),
+            "master": master, "workers": workers, "total_pss_mib": round(total_pss, 1),
+            "total_rss_mib": round(master["rss_mib"] + sum(w["rss_mib"] for w in workers), 1),
+            "pss_per_worker_mib": [w["pss_mib"] for w in workers],
+        }
+    return by_count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="wrk runs per endpoint (median reported)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.skip_throughput and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        raise SystemExit("wrk missing: apt-get install -y wrk")
+    model = ensure_model(args.retrain)
+    ids = pick_ids()
+    sizes = model_bytes()
+    manifest = json.loads((version_dir() / "manifest.json").read_text())
+    model_info = {**model, "version": version_dir().name, "counts": manifest.get("counts"),
+                  "components": {k: v.get("model") for k, v in manifest.get("components", {}).items()}, **sizes}
+    with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
+        workdir = Path(tmp)
+        if not args.skip_throughput:
+            serving = bench_throughput(ids, args.repeat, args.duration, workdir)
+            ok = [s for n, s in serving["endpoints"].items() if n != "GET /health"]
+            document = {
+                "about": f"python bench/serve_bench.py --repeat {args.repeat}: wrk -t2 -c32 -d{args.duration}s --latency "
+                         "on 127.0.0.1 against the production server (gunicorn, 2 workers x 4 threads); wrk shares "
+                         "the 2 cores with the server, so absolute rps are lower than on a separate client; compare "
+                         "ratios to /health from the same run. Figures are medians of the runs.",
+                "note_wrk_shares_cores": True, "machine": machine(), "model": model_info, "ids": ids, **serving,
+                "targets": {
+                    "every endpoint >= 70% of /health rps": all(s.get("meets_70pct_of_health") for s in ok),
+                    "every endpoint p99 < 10 ms": all(s.get("meets_p99_under_10ms") for s in ok),
+                },
+            }
+            (RESULTS / "serving.json").write_text(json.dumps(document, indent=2) + "\n")
+            print(json.dumps({n: {k: s.get(k) for k in ("rps", "p50_ms", "p99_ms", "ratio_to_health_rps")}
+                              for n, s in serving["endpoints"].items()}, indent=1))
+        if not args.skip_memory:
+            load = bench_load()
+            memory = bench_memory(ids, workdir, (1, 2, 4))
+            one, four = memory["1"]["total_pss_mib"], memory["4"]["total_pss_mib"]
+            per_added = (four - one) / 3
+            limit = TARGET_WORKER_SHARE * sizes["npy_mib"]
+            document = {
+                "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current(M)) "
+                         "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
+                         "/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads 4) after "
+                         "requests to every endpoint.",
+                "machine": machine(), "model": model_info, "load": load, "workers": memory,
+                "pss_added_per_worker_mib": round(per_added, 1),
+                "pss_added_per_worker_1_to_2_mib": round(memory["2"]["total_pss_mib"] - one, 1),
+                "model_npy_mib": sizes["npy_mib"],
+                "added_worker_share_of_model": round(per_added / sizes["npy_mib"], 3),
+                "targets": {"model load < 1 s": load.get("meets_under_1s"),
+                            "each added worker < 10% of model size in PSS": per_added < limit},
+            }
+            (RESULTS / "memory.json").write_text(json.dumps(document, indent=2) + "\n")
+            print(json.dumps({"load": load, "total_pss": {k: v["total_pss_mib"] for k, v in memory.items()},
+                              "per_added_worker_mib": round(per_added, 1), "model_npy_mib": sizes["npy_mib"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

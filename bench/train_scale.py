@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Training cost at scale: our whole train.py against implicit's two fits alone, same log.
+
+    python bench/train_scale.py                 # 1M, 5M and 20M lines
+    python bench/train_scale.py --sizes 1M,5M
+
+For each size: generate the synthetic log once (bench/.cache/log_<size>.parquet), then run
+under ``/usr/bin/time -v``
+  (a) python train.py --data LOG --models-dir TMP --no-evaluate   (ingest, clean, kNN, ALS,
+      bought-together, the "personal" item model, save)
+  (b) python bench/implicit_only.py LOG   (CosineRecommender(K=50).fit + ALS(64, 15 it).fit)
+and merge into bench/results/training.json: wall seconds, peak RSS, our step timings (from
+the training log), an RSS timeline per step, and ours_wall / (implicit cosine fit + ALS fit).
+The full training logs are kept in bench/.cache/train_<size>.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (CACHE, PYTHON, RESULTS, ROOT, SIZES, ensure_log, git_state, machine, timed_run, update_json,
+                    wait_for_quiet)  # noqa: E402
+
+TRAIN_SIZES = ("1M", "5M", "20M")
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
+KNN_LINE = re.compile(r"^(item-knn \((\w+)\)) \(K=(\d+)\) on (\d+) x (\d+): (\d+) items with neighbours, (\d+) pairs, ([\d.]+)s$")
+ALS_LINE = re.compile(r"^als \(.*\) on (\d+) x (\d+) \(nnz (\d+)\): ([\d.]+)s$")
+FINISHED = re.compile(r"^training finished in ([\d.]+)s")
+KNN_ROLES = ("also_bought (customers x items, K=50)", "bought_together (orders x items, K=50)",
+             "personal (customers x items, K=100)")
+TARGET_RATIO, TARGET_PEAK_MIB = 1.5, 3 * 1024
+
+
+def parse_training_log(stderr: list[tuple[float, str]], timeline: list[tuple[float, float]]) -> dict[str, Any]:
+    """Step timings from our log lines, and each log line's gap and peak RSS since the previous one."""
+    steps: dict[str, float] = {}
+    phases: list[dict[str, Any]] = []
+    previous_at, previous_stamp = 0.0, None
+    knn_seen = 0
+    for arrived, line in stderr:
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        message = match.group(4)
+        if (m := KNN_LINE.match(message)):
+            role = KNN_ROLES[knn_seen] if knn_seen < len(KNN_ROLES) else f"knn #{knn_seen + 1}"
+            steps[f"item-knn {role}"] = float(m.group(8))
+            knn_seen += 1
+        elif (m := ALS_LINE.match(message)):
+            steps["als"] = float(m.group(4))
+        elif (m := FINISHED.match(message)):
+            steps["training_finished"] = float(m.group(1))
+        gap = (stamp - previous_stamp).total_seconds() if previous_stamp else arrived
+        peak = max((rss for t, rss in timeline if previous_at <= t <= arrived + 0.5), default=None)
+        phases.append({"until_log_line": message[:160], "seconds_since_previous_line": round(gap, 2),
+                       "peak_rss_mib_in_between": peak, "at_seconds": round(arrived, 1)})
+        previous_at, previous_stamp = arrived, stamp
+    return {"steps": steps, "phases": phases}
+
+
+def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | None) -> dict[str, Any]:
+    log, meta = ensure_log(size)
+    models = CACHE / f"models_{size}"
+    shutil.rmtree(models, ignore_errors=True)
+    ours_cmd = [PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(models), "--no-evaluate"]
+    print(f"[bench] {size}: train.py ...", file=sys.stderr, flush=True)
+    quiet_ours = wait_for_quiet()
+    code_at_start = git_state()  # train.py imports the project as it is now
+    ours = timed_run(ours_cmd, CACHE / f"train_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib)
+    parsed = parse_training_log(ours["stderr"], ours["rss_timeline"])
+    ours_result = {**ours["time"], "quiet_before": quiet_ours, **parsed, "rss_timeline_mib": _thin(ours["rss_timeline"], 120)}
+    if ours["time"]["returncode"] != 0:
+        tail = [line for _, line in ours["stderr"] if not line.startswith("\t")][-8:]
+        ours_result["error_tail"] = tail
+    if not keep_models:
+        shutil.rmtree(models, ignore_errors=True)
+    print(f"[bench] {size}: ours {json.dumps(ours['time'])}", file=sys.stderr, flush=True)
+
+    print(f"[bench] {size}: implicit_only.py ...", file=sys.stderr, flush=True)
+    base_cmd = [PYTHON, str(ROOT / "bench" / "implicit_only.py"), str(log)]
+    quiet_base = wait_for_quiet()
+    base = timed_run(base_cmd, CACHE / f"implicit_only_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib)
+    base_result = {**base["time"], "quiet_before": quiet_base}
+    try:
+        base_result.update(json.loads(base["stdout"].strip().splitlines()[-1]))
+    except (IndexError, json.JSONDecodeError):
+        base_result["error"] = base["stdout"][-2000:]
+    print(f"[bench] {size}: implicit {json.dumps(base_result)}", file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {"log": meta, "ours": ours_result, "implicit_only": base_result,
+                              "measured": {"date_utc": machine()["date_utc"], "code": code_at_start}}
+    fits = base_result.get("fits_seconds")
+    if fits and ours_result.get("wall_seconds") and ours["time"]["returncode"] == 0:
+        ratio = ours_result["wall_seconds"] / fits
+        result["ratio_ours_wall_to_implicit_fits"] = round(ratio, 2)
+        result["ratio_ours_wall_to_implicit_wall"] = round(ours_result["wall_seconds"] / base_result["wall_seconds"], 2)
+        steps = ours_result["steps"]
+        if "als" in steps and base_result.get("als_fit_seconds"):
+            result["ratio_our_als_step_to_implicit_als_fit"] = round(steps["als"] / base_result["als_fit_seconds"], 2)
+        knn = steps.get(f"item-knn {KNN_ROLES[0]}")
+        if knn and base_result.get("cosine_fit_seconds"):
+            result["ratio_our_also_bought_knn_to_implicit_cosine_fit"] = round(knn / base_result["cosine_fit_seconds"], 2)
+        if size == "20M":
+            result["targets"] = {
+                "ours_wall <= 1.5 x implicit fits": {"met": ratio <= TARGET_RATIO, "value": round(ratio, 2)},
+                "peak RSS < 3 GiB": {"met": ours_result["peak_rss_mib"] < TARGET_PEAK_MIB,
+                                     "value_mib": ours_result["peak_rss_mib"]},
+            }
+    elif ours["time"]["returncode"] != 0:
+        if ours["time"].get("stopped_for_memory_at_rss_mib"):
+            why = f"stopped by the benchmark at RSS {ours['time']['stopped_for_memory_at_rss_mib']} MiB (--max-rss-mib)"
+        elif ours["time"]["timed_out"]:
+            why = f"timed out after {timeout:.0f}s and was stopped"
+        else:
+            why = f"exit code {ours['time']['returncode']}"
+        result["finding"] = "train.py did not finish: " + why
+    return result
+
+
+def _thin(timeline: list[tuple[float, float]], points: int) -> list[list[float]]:
+    if len(timeline) <= points:
+        return [list(p) for p in timeline]
+    step = len(timeline) / points
+    picked = [timeline[int(i * step)] for i in range(points)]
+    peak = max(timeline, key=lambda p: p[1])
+    return [list(p) for p in sorted(set(picked) | {peak, timeline[-1]})]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(TRAIN_SIZES), help="comma-separated subset of 1M,5M,20M")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is stopped (SIGTERM)")
+    parser.add_argument("--max-rss-mib", type=float, default=16384.0,
+                        help="stop a run whose RSS passes this (MiB; 0 = no limit); the machine is shared")
+    parser.add_argument("--keep-models", action="store_true", help="keep bench/.cache/models_<size>")
+    parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for size in sizes:
+        if size not in TRAIN_SIZES:
+            parser.error(f"unknown size {size!r}; choose from {TRAIN_SIZES}")
+    update_json(args.out, None, {
+        "about": "python bench/train_scale.py [--sizes ...] (each size is merged in when run); synthetic logs from bench/synthetic.py "
+                 "(seed 42). ours = whole train.py --no-evaluate (ingest, clean, 3 kNN tables, ALS, save); "
+                 "implicit_only = pandas read + factorize + CosineRecommender(K=50).fit + ALS(64 f, 15 it).fit. "
+                 "ratio = ours wall / (implicit cosine fit + ALS fit).",
+        "machine": machine(),
+    })
+    for size in sizes:
+        lines, users, items = SIZES[size]
+        result = run_size(size, args.timeout, args.keep_models, args.max_rss_mib or None)
+        result["size"] = {"lines": lines, "users": users, "items": items}
+        update_json(args.out, "sizes", {size: result})
+    print(json.dumps(json.loads(args.out.read_text())["sizes"], indent=1)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
