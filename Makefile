@@ -15,7 +15,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install train evaluate nightly export serve serve-dev test bench install-bench clean
+.PHONY: run install install-browser train evaluate nightly export serve serve-dev test bench install-bench clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -56,7 +56,13 @@ serve-dev: install
 	$(BIN)/python serve.py --dev --host '$(HOST)' --port '$(PORT)' --models-dir '$(MODELS_DIR)' \
 		--activity-db '$(ACTIVITY_DB)' $(SERVE_ARGS)
 
-test: install
+## Debian's Chromium for the browser tests (they are skipped, with the reason, where it is missing).
+install-browser:
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
+
+test: install install-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,

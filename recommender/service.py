@@ -320,6 +320,29 @@ class RecommendationService:
         response["fallback_reason"] = reason
         return response
 
+    def search(self, query: str, page: int, per_page: int) -> dict[str, Any]:
+        """Catalog items whose id or name contains ``query`` (case-insensitive), most bought first."""
+        if not hasattr(self, "_search_keys"):
+            self._search_keys = [f"{item_id}\t{name}".lower() for item_id, name in
+                                 zip(self.items.ids_.tolist(), self.names)]
+            self._popularity = np.argsort(np.argsort(-np.asarray(self.trend), kind="stable"), kind="stable")
+        needle = query.strip().lower()
+        matches = np.array([i for i, key in enumerate(self._search_keys) if needle in key], dtype=np.int64)
+        if len(matches):
+            matches = matches[np.argsort(self._popularity[matches], kind="stable")]
+        start = (page - 1) * per_page
+        return {
+            "query": query, "page": page, "per_page": per_page, "total": int(len(matches)),
+            "items": [self._item(int(i), str(self.items.ids_[i])) for i in matches[start : start + per_page]],
+        }
+
+    def history(self, user_id: str) -> list[dict[str, Any]]:
+        """The items the model holds as bought by this customer, with names and prices."""
+        user_idx = self.users.index(user_id, missing="none")
+        if user_idx is None:
+            return []
+        return [self._item(int(i), str(self.items.ids_[i])) for i in self._purchases(user_idx)]
+
     def info(self) -> dict[str, Any]:
         """What a caller may want to know about the loaded model (no file paths)."""
         manifest = self.manifest
@@ -331,6 +354,8 @@ class RecommendationService:
             "components": manifest.get("components", {}),
             "cleaning": manifest.get("cleaning", {}),
             "training_seconds": manifest.get("training_seconds"),
+            "evaluation": manifest.get("evaluation", {}),
+            "blend": manifest.get("blend", {}),
         }
 
     # ----------------------------------------------------------------- internals

@@ -46,13 +46,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
 
-    from . import (admin, errors, events, health, items, model, observability, openapi, privacy, recommendations,
-                   stores, users)
+    from . import (admin, errors, events, explorer, health, items, model, observability, openapi, privacy,
+                   recommendations, stores, users)
 
     errors.init_app(app)
     stores.init_app(app)
     observability.init_app(app)
     for blueprint in (health.bp, model.bp, items.bp, users.bp, privacy.bp, events.bp, recommendations.bp, admin.bp,
-                      openapi.bp):
+                      openapi.bp, explorer.bp):
         app.register_blueprint(blueprint)
     return app

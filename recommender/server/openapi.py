@@ -45,6 +45,10 @@ def _answers(ok: dict[str, Any] | None, *errors: int, ok_status: str = "200") ->
     return responses
 
 
+def _html() -> dict[str, Any]:
+    return {"200": {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+
 def _recommend(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "parameters": [*parameters, _k(), *_FILTERS],
             "responses": _answers(_RECOMMENDATIONS, 400, 503)}
@@ -66,6 +70,19 @@ def document() -> dict[str, Any]:
                                 "and belong on the shop's back end only."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
+            "/": {"get": {"summary": "the explorer page (HTML)", "responses": _html()}},
+            "/explore": {"get": {"summary": "the explorer page (HTML)", "responses": _html()}},
+            "/v1/catalog/search": {"get": {
+                "summary": "catalog items whose id or name contains q, most bought first",
+                "parameters": [{"name": "q", "in": "query", "schema": _ID},
+                               {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                               {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+                "responses": _answers({"type": "object", "required": ["total", "items"]}, 400, 503)}},
+            "/v1/users/{user_id}/history": {"get": {"summary": "purchases in the model and recent activity",
+                                                    "parameters": [_path("user_id")],
+                                                    "responses": _answers({"type": "object"}, 400, 503)}},
+            "/v1/model/report": {"get": {"summary": "the served model's evaluation report (HTML)",
+                                         "responses": {**_answers(None, 404, 503), **_html()}}},
             "/health": {"get": {"summary": "the process answers", "responses": _answers({"type": "object"})}},
             "/ready": {"get": {"summary": "a model is loaded", "responses": _answers({"type": "object"}, 503)}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
