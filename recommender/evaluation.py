@@ -1,19 +1,17 @@
-"""Offline evaluation: ranking metrics at K for any scorer, computed with numpy over batches.
+"""Offline evaluation: ranking metrics at K, computed with numpy over whole rankings.
 
-A scorer maps a batch of known rows to dense scores over all items. Items a row already
+``top_k`` turns dense scores of the evaluated rows into rankings; items a row already
 has are excluded before the cut, as in production; targets that no model can reach (items
 first sold after the cut-off) stay in the denominators, so figures are honest.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-Scorer = Callable[[NDArray[np.int64], sp.csr_matrix], NDArray[np.floating]]
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty")
 
 
@@ -70,22 +68,6 @@ def ranking_metrics(
         "coverage": float(len(np.unique(recommended)) / len(held_out.popularity)),
         "novelty": float(rank[recommended].mean()),
     }
-
-
-def evaluate(scorer: Scorer, held_out: HeldOut, k: int = 10, batch_size: int = 1000) -> dict[str, float]:
-    """Metrics at k of ``scorer`` on ``held_out``, scoring rows in batches (bounded memory)."""
-    recommended = recommend_all(scorer, held_out, k, batch_size)
-    return ranking_metrics(recommended, held_out, k)
-
-
-def recommend_all(scorer: Scorer, held_out: HeldOut, k: int, batch_size: int = 1000) -> NDArray[np.int64]:
-    """Top-k item indices for every evaluated row, (n_rows, k)."""
-    parts = []
-    for start in range(0, len(held_out.rows), batch_size):
-        rows = held_out.rows[start : start + batch_size]
-        seen = held_out.seen[start : start + batch_size]
-        parts.append(top_k(scorer(rows, seen), seen, k))
-    return np.vstack(parts) if parts else np.empty((0, k), dtype=np.int64)
 
 
 def next_item_metrics(
