@@ -287,11 +287,23 @@ def _configure_request_log(request_log: str | None) -> None:
     import queue
     from logging.handlers import QueueHandler, QueueListener
 
+    import json
+
+    class Deferred(QueueHandler):
+        """Enqueue the record as it is: formatting happens in the writer thread, off the request."""
+
+        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+            return record
+
+    class JsonLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps(getattr(record, "fields", {"message": record.getMessage()}))
+
     output = logging.StreamHandler(sys.stderr) if request_log == "-" else logging.FileHandler(request_log)
-    output.setFormatter(logging.Formatter("%(message)s"))
+    output.setFormatter(JsonLine())
     lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = QueueListener(lines, output)
-    requests.addHandler(QueueHandler(lines))
+    requests.addHandler(Deferred(lines))
     requests.setLevel(logging.INFO)
     listener.start()
     atexit.register(listener.stop)

@@ -5,12 +5,12 @@ Under gunicorn every worker is a process, so prometheus_client runs in multiproc
 start, each worker writes its samples there, and ``/metrics`` (answered by any worker) adds
 them up. Without it (tests, ``--dev``) the process's own registry is used.
 
-The request log line is JSON (endpoint, method, status, latency, strategy, model version);
-``serve.py`` puts a queue between the logger and the output, so a request only enqueues it.
+The request log line is JSON (endpoint, method, status, latency, strategy); ``serve.py`` puts
+a queue between the logger and the output, so a request only enqueues its fields and a
+background thread formats and writes the line.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -66,10 +66,11 @@ def init_app(app: Flask) -> None:
         if strategy:
             STRATEGIES.labels(endpoint, strategy).inc()
         if request_log.isEnabledFor(logging.INFO):
-            request_log.info(json.dumps({
+            # The fields travel as they are; the writer thread turns them into the JSON line.
+            request_log.info("request", extra={"fields": {
                 "endpoint": endpoint, "method": request.method, "status": response.status_code,
                 "ms": round(elapsed * 1000, 3), "strategy": strategy,
-            }))
+            }})
         return response
 
     @app.get("/metrics")
