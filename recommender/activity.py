@@ -108,10 +108,11 @@ class ActivityStore:
         """
         now = time.time() if now is None else now
         with self._transaction() as connection:
+            users = tuple({e.user_id for e in events})
             forgotten = {row[0] for row in connection.execute(
-                f"SELECT user_id FROM suppressed WHERE reason = 'forgotten' AND user_id IN "
-                f"({','.join('?' * len({e.user_id for e in events}))})", tuple({e.user_id for e in events}),
-            )} if events else set()
+                f"SELECT user_id FROM suppressed WHERE reason = 'forgotten' AND user_id IN ({','.join('?' * len(users))})",
+                users,
+            )} if users else set()
             kept = [e for e in events if e.user_id not in forgotten]
             connection.executemany(
                 "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",

@@ -85,13 +85,10 @@ class TrainConfig:
         _choice("similarity", self.similarity, SIMILARITIES)
         _choice("weighting", self.weighting, WEIGHTINGS)
         _choice("als_confidence", self.als_confidence, CONFIDENCES)
-        for name in ("als_regularization", "als_alpha", "trending_half_life_days"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("als_regularization", "als_alpha", "trending_half_life_days", "test_days"):
+            _positive(name, getattr(self, name))
         if not 0 <= self.gate_tolerance < 1:
             raise ConfigError(f"gate_tolerance: must be in [0, 1), got {self.gate_tolerance}")
-        if not self.test_days > 0:
-            raise ConfigError(f"test_days: must be positive, got {self.test_days}")
         for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
                      "als_iterations", "eval_k", "max_eval_users", "ease_max_items", "jobs"):
             _at_least(name, getattr(self, name), 1)
@@ -142,8 +139,7 @@ class ServeConfig:
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin_token: must be at least 16 characters (use a random string)")
         for name in ("history_days", "activity_half_life_hours"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+            _positive(name, getattr(self, name))
 
         if self.default_k > self.max_k:
             raise ConfigError("default_k: must not exceed max_k")
@@ -258,6 +254,11 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

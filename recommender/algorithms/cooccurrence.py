@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from .neighbours import NeighbourModel, Pairs, row_blocks, top_per_row
+from .neighbours import NeighbourModel, Pairs, blocked_top_pairs
 
 
 def _xlogx(values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -55,14 +55,12 @@ class Cooccurrence(NeighbourModel):
         total = float(present.shape[0])
         item_rows = present.T.tocsr()
         counts = np.asarray(present.sum(axis=0)).ravel().astype(np.float64)
-        n_items = present.shape[1]
-        parts = []
-        starts = row_blocks(n_items, n_items)
-        for start in starts:
-            both = (item_rows[start : start + starts.step] @ present).toarray().astype(np.float64)
-            first = counts[start : start + len(both), None]
+
+        def score_rows(start: int, stop: int) -> NDArray[np.float64]:
+            both = (item_rows[start:stop] @ present).toarray().astype(np.float64)
+            first = counts[start:stop, None]
             llr = log_likelihood_ratio(both, first, counts[None, :], total)
             expected = first * counts[None, :] / total
-            score = np.where(both > expected, llr, 0.0) * both / (both + self.shrinkage)
-            parts.append(top_per_row(score, start, self.neighbours + 1))
-        return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+            return np.where(both > expected, llr, 0.0) * both / (both + self.shrinkage)
+
+        return blocked_top_pairs(present.shape[1], self.neighbours + 1, score_rows)

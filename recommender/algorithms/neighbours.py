@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -161,6 +162,15 @@ def top_per_row(block: NDArray[np.floating], first_row: int, k: int) -> Pairs:
     scores = np.take_along_axis(block, cols, axis=1)
     rows = np.broadcast_to(np.arange(first_row, first_row + len(block))[:, None], cols.shape)
     return rows.ravel().astype(np.int64), cols.ravel().astype(np.int64), scores.ravel().astype(np.float32)
+
+
+def blocked_top_pairs(n_items: int, k: int, score_rows: Callable[[int, int], NDArray[np.floating]]) -> Pairs:
+    """The best k pairs per item of an items x items score computed block by block:
+    ``score_rows(start, stop)`` gives rows ``start:stop`` as a dense array, so memory stays
+    bounded however large the catalog."""
+    starts = row_blocks(n_items, n_items)
+    parts = [top_per_row(score_rows(start, min(start + starts.step, n_items)), start, k) for start in starts]
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
 
 def row_blocks(n_rows: int, n_columns: int) -> range:

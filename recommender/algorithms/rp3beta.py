@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .neighbours import NeighbourModel, Pairs, row_blocks, top_per_row
+from .neighbours import NeighbourModel, Pairs, blocked_top_pairs
 
 
 class RP3beta(NeighbourModel):
@@ -44,10 +44,7 @@ class RP3beta(NeighbourModel):
             user_to_item = user_to_item.power(self.alpha)
             item_to_user = item_to_user.power(self.alpha)
         penalty = np.power(item_degree, -self.beta)
-        n_items = present.shape[1]
-        parts = []
-        starts = row_blocks(n_items, n_items)
-        for start in starts:
-            block = (item_to_user[start : start + starts.step] @ user_to_item).toarray() * penalty
-            parts.append(top_per_row(block, start, self.neighbours + 1))
-        return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+        return blocked_top_pairs(
+            present.shape[1], self.neighbours + 1,
+            lambda start, stop: (item_to_user[start:stop] @ user_to_item).toarray() * penalty,
+        )
