@@ -9,13 +9,15 @@ PORT ?= 8000
 TRAIN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
+ENGINE ?= local
+SPARK_MASTER ?=
 
 ACTIVITY_DB ?= var/activity.sqlite3
 SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-browser train evaluate nightly export serve serve-dev test bench install-bench clean
+.PHONY: run install install-spark install-browser train evaluate nightly export serve serve-dev test bench install-bench bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -30,8 +32,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-train: install
-	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' $(TRAIN_ARGS)
+## The optional Spark engine (pyspark; Spark itself needs Java 17).
+$(VENV)/.installed-spark: setup.cfg pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
+	touch $@
+
+install-spark: $(VENV)/.installed-spark
+
+## ENGINE=spark trains on Spark (SPARK_MASTER=spark://host:7077, yarn, k8s://...; default local[*]).
+train: install $(if $(filter spark,$(ENGINE)),install-spark)
+	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' \
+		--engine '$(ENGINE)' $(if $(SPARK_MASTER),--spark-master '$(SPARK_MASTER)') $(TRAIN_ARGS)
 
 ## Train and evaluate without promoting: the report is in the new version's report.html.
 evaluate: install
@@ -62,7 +73,7 @@ install-browser:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "chromium could not be installed: the browser tests will be skipped"
 
-test: install install-browser
+test: install install-spark install-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,
@@ -72,6 +83,10 @@ install-bench:
 
 bench: install install-bench
 	PYTHON=$(BIN)/python bash bench/run_all.sh
+
+## The 20M-line synthetic log through both engines (Spark in local mode): time and peak memory.
+bench-spark: install install-spark install-bench
+	$(BIN)/python bench/spark_scale.py $(if $(SIZES),--sizes $(SIZES))
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

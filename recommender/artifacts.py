@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ _DOCUMENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
+class StreamedArray:
+    """An array too large to hold in memory at once, written chunk by chunk.
+
+    ``chunks`` yields consecutive blocks along the first axis (each a numpy array of
+    ``dtype``) whose lengths add up to ``shape[0]``; a distributed trainer streams, for
+    example, millions of user factors from its workers this way.
+    """
+
+    shape: tuple[int, ...]
+    dtype: Any
+    chunks: Iterable[NDArray[Any]]
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A loaded, verified model version: its manifest and its (memory-mapped) arrays."""
 
@@ -49,7 +64,7 @@ class Artifact:
 
 def save(
     models_dir: str | Path,
-    arrays: dict[str, NDArray[Any]],
+    arrays: Mapping[str, NDArray[Any] | StreamedArray],
     manifest: dict[str, Any],
     keep_versions: int = 5,
     documents: dict[str, bytes] | None = None,
@@ -60,7 +75,8 @@ def save(
     Parameters
     ----------
     models_dir : directory holding the versions and the ``current`` link (created if missing).
-    arrays : name -> array; names are ``[A-Za-z0-9_.]+``; object arrays are refused.
+    arrays : name -> array (or ``StreamedArray``); names are ``[A-Za-z0-9_.]+``; object arrays
+        are refused.
     manifest : JSON-serialisable metadata; ``version``, ``created_at``, ``schema_version``
         and ``files`` are filled in here.
     keep_versions : versions kept on disk, the current one included.
@@ -247,9 +263,11 @@ def load(path: str | Path) -> Artifact:
     return Artifact(version=str(manifest.get("version", path.name)), path=path, manifest=manifest, arrays=arrays)
 
 
-def _write_array(path: Path, name: str, array: NDArray[Any]) -> dict[str, Any]:
+def _write_array(path: Path, name: str, array: NDArray[Any] | StreamedArray) -> dict[str, Any]:
     if not _ARRAY_NAME.match(name):
         raise ArtifactError(f"array name {name!r}: only letters, digits, '_' and '.' are allowed")
+    if isinstance(array, StreamedArray):
+        return _write_streamed(path, name, array)
     array = np.ascontiguousarray(array)
     if array.dtype.hasobject:
         raise ArtifactError(f"array {name!r}: object arrays cannot be saved without pickle")
@@ -258,6 +276,32 @@ def _write_array(path: Path, name: str, array: NDArray[Any]) -> dict[str, Any]:
         handle.flush()
         os.fsync(handle.fileno())
     return {"sha256": _sha256(path), "shape": list(array.shape), "dtype": array.dtype.str,
+            "bytes": path.stat().st_size}
+
+
+def _write_streamed(path: Path, name: str, streamed: StreamedArray) -> dict[str, Any]:
+    dtype = np.dtype(streamed.dtype)
+    if dtype.hasobject:
+        raise ArtifactError(f"array {name!r}: object arrays cannot be saved without pickle")
+    if not streamed.shape[0]:  # an empty file cannot be memory-mapped
+        return _write_array(path, name, np.empty(streamed.shape, dtype=dtype))
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(streamed.shape))
+    try:
+        filled = 0
+        for chunk in streamed.chunks:
+            chunk = np.asarray(chunk, dtype=dtype)
+            if filled + len(chunk) > len(target) or chunk.shape[1:] != target.shape[1:]:
+                raise ArtifactError(f"array {name!r}: chunks do not fit the declared shape {streamed.shape}")
+            target[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if filled != len(target):
+            raise ArtifactError(f"array {name!r}: chunks filled {filled} of {len(target)} rows")
+        target.flush()
+    finally:
+        del target
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+    return {"sha256": _sha256(path), "shape": list(streamed.shape), "dtype": dtype.str,
             "bytes": path.stat().st_size}
 
 

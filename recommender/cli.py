@@ -40,6 +40,11 @@ TRAIN_HELP = {
     "trending_half_life_days": "age at which a sale counts half for trending items, when the blend is not tuned",
     "keep_versions": "model versions kept on disk",
     "num_threads": "threads for implicit (0 = all cores)",
+    "max_history": "item-to-item counts each customer's most recent N items only (0 = all)",
+    "engine": "training engine: local (pandas + implicit) or spark (pip install .[spark])",
+    "spark_master": "Spark master URL (default: local[*], or what spark-submit set)",
+    "spark_driver_memory": "driver memory when train.py starts Spark itself (spark-submit sets its own)",
+    "spark_partitions": "Spark shuffle partitions (0 = 2 per core of the master)",
 }
 SERVE_HELP = {
     "models_dir": "directory with the 'current' model link",
@@ -65,8 +70,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         from . import training
 
         config = load_config(TrainConfig, args.config, _overrides(args))
-        with threadpool_limits(limits=1, user_api="blas"):
-            path = training.run(config)
+        if config.engine == "spark":
+            # Imported only here: the local engine never loads pyspark.
+            from .spark import training as spark_training
+
+            path = spark_training.run(config)
+        else:
+            with threadpool_limits(limits=1, user_api="blas"):
+                path = training.run(config)
         print(f"trained model version {path.name} in {config.models_dir}")
 
     return _guarded(work, args.verbose)

@@ -22,6 +22,7 @@ SIMILARITIES = ("cosine", "bm25", "tfidf")
 WEIGHTINGS = ("binary", "count", "log")
 CONFIDENCES = ("binary", "log", "bm25")
 FORMATS = ("auto", "csv", "parquet", "baskets")
+ENGINES = ("local", "spark")
 PRESETS = ("auto", "generic", "online_retail")
 FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name")
 
@@ -37,7 +38,8 @@ DEFAULT_EXCLUDED_ITEMS = (
 class TrainConfig:
     """Everything one training run needs; see ``train.py --help`` for each option."""
 
-    data: Path = Path("data/online_retail.parquet")
+    # A local path, or for the Spark engine any URI Spark reads (hdfs://..., s3a://...), kept as text.
+    data: Path | str = Path("data/online_retail.parquet")
     models_dir: Path = Path("models")
     format: str = "auto"
     preset: str = "auto"
@@ -46,6 +48,9 @@ class TrainConfig:
     encoding: str = "utf-8"
     similarity: str = "cosine"
     neighbours: int = 50
+    # Item-to-item counts only a customer's most recent items (0 = all): one heavy buyer
+    # cannot make the pair count quadratic. Both engines apply it.
+    max_history: int = 1000
     min_support: int = 3
     min_pair_support: int = 2
     weighting: str = "binary"
@@ -78,8 +83,13 @@ class TrainConfig:
     promote: bool = True
     event_retention_days: float = 90.0
     server_url: str | None = None
+    engine: str = "local"
+    spark_master: str | None = None
+    spark_driver_memory: str = "4g"
+    spark_partitions: int = 0
 
     def validate(self) -> TrainConfig:
+        _choice("engine", self.engine, ENGINES)
         _choice("format", self.format, FORMATS)
         _choice("preset", self.preset, PRESETS)
         _choice("similarity", self.similarity, SIMILARITIES)
@@ -92,7 +102,8 @@ class TrainConfig:
         for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
                      "als_iterations", "eval_k", "max_eval_users", "ease_max_items", "jobs"):
             _at_least(name, getattr(self, name), 1)
-        _at_least("num_threads", self.num_threads, 0)
+        for name in ("num_threads", "max_history", "spark_partitions"):
+            _at_least(name, getattr(self, name), 0)
         if self.neighbours > 1000:
             raise ConfigError(f"neighbours: at most 1000, got {self.neighbours}")
         if self.future_tolerance_days < 0:
@@ -230,6 +241,8 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
         if kind.startswith("Path"):
+            if name == "data" and isinstance(value, str) and "://" in value:
+                return value  # a URI for the Spark engine: Path would fold its "//"
             return None if value in ("", None) else Path(value)
         if kind == "bool":
             if isinstance(value, str):

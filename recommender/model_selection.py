@@ -159,6 +159,21 @@ def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: d
     return Selection(choice, evaluation, notes)
 
 
+def evaluation_fold(purchases: pd.DataFrame, config: TrainConfig) -> Fold:
+    """The test fold ``select_and_evaluate`` measures on (customer logs): train before the
+    cut-off, measure on what customers bought after it. For measuring models fitted
+    elsewhere (the Spark engine's) on the same split."""
+    split = temporal_split(purchases, config.test_days)
+    return _temporal_fold(split.train, split.test, config, split.cutoff)
+
+
+def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
+                   config: TrainConfig) -> dict[str, float]:
+    """Metrics at ``eval_k`` of a factor model (fitted on ``fold``'s training side) on ``fold``."""
+    scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(np.float32)
+    return _metrics(fold, scores, config)
+
+
 # ----------------------------------------------------------------------------- folds
 def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, cutoff: pd.Timestamp) -> Fold:
     interactions = build_interactions(train, "binary")

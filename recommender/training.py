@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data.catalog import build_catalog
 from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
-from .data.matrix import binarize, build_interactions, trending_weights
+from .data.matrix import binarize, build_interactions, cap_history, trending_weights
 from .errors import DataError, GateRefusedError
 from .model_selection import BlendChoice, default_choice, select_and_evaluate
 
@@ -73,12 +73,12 @@ def run(config: TrainConfig) -> Path:
     signature = data_signature(config)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
     arrays, components = fit_components(interactions, config, choice)
-    gate = _gate(evaluation, current_version, current_blend is not None, config)
-    arrays.update(_prefixed("catalog", catalog))
+    gate = gate_decision(evaluation, current_version, current_blend is not None, config)
+    arrays.update(prefixed("catalog", catalog))
     manifest = {
         "components": components,
         "blend": asdict(choice) if has_customers else {**asdict(choice), "als_weight": 0.0},
-        "params": _jsonable(vars(config)),
+        "params": jsonable(vars(config)),
         "data": {"path": str(config.data), "sha256": signature["log_sha256"], "signature": signature},
         "cleaning": report_of_cleaning,
         "counts": {
@@ -88,7 +88,7 @@ def run(config: TrainConfig) -> Path:
             "customer_item_pairs": int(interactions.user_items.nnz),
             "purchase_lines": report_of_cleaning["rows_kept"],
         },
-        "evaluation": _headline(evaluation),
+        "evaluation": headline(evaluation),
         "gate": gate,
         "notes": notes,
         "libraries": {name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
@@ -117,18 +117,10 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     log = read_log(config.data, config.format, config.preset, config.columns, config.encoding)
     if config.include_activity:
         log = _with_activity_purchases(log, config.include_activity)
-    preset = log.attrs.get("preset", "")
-    rules = CleaningRules(
-        excluded_items=config.excluded_items + PRESET_EXCLUDED_ITEMS.get(preset, ()),
-        item_pattern=config.item_pattern or PRESET_ITEM_PATTERNS.get(preset),
-        cancel_prefix=config.cancel_prefix,
-        drop_zero_price=config.drop_zero_price,
-        future_tolerance_days=config.future_tolerance_days,
-        max_quantity=config.max_quantity,
-    )
+    rules = cleaning_rules(config, log.attrs.get("preset", ""))
     purchases, cleaning = clean(log, rules, source=str(config.data))
     report = cleaning.to_dict()
-    forgotten = _forgotten_customers(config)
+    forgotten = forgotten_customers(config)
     if forgotten:
         gone = purchases["user_id"].isin(forgotten).to_numpy()
         if gone.any():
@@ -140,7 +132,19 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     return purchases, report
 
 
-def _forgotten_customers(config: TrainConfig) -> set[str]:
+def cleaning_rules(config: TrainConfig, preset: str) -> CleaningRules:
+    """The cleaning rules of a run: the configured ones plus those of the log's preset."""
+    return CleaningRules(
+        excluded_items=config.excluded_items + PRESET_EXCLUDED_ITEMS.get(preset, ()),
+        item_pattern=config.item_pattern or PRESET_ITEM_PATTERNS.get(preset),
+        cancel_prefix=config.cancel_prefix,
+        drop_zero_price=config.drop_zero_price,
+        future_tolerance_days=config.future_tolerance_days,
+        max_quantity=config.max_quantity,
+    )
+
+
+def forgotten_customers(config: TrainConfig) -> set[str]:
     """Customers erased through ``DELETE /v1/users/<id>``: their purchases never reach a model.
     Read from the activity store the server writes (and the one given to --include-activity)."""
     forgotten: set[str] = set()
@@ -176,37 +180,39 @@ def fit_components(
     # When the personal model is the same kNN as "also bought" (catalogs too large for EASE),
     # implicit's similarity is computed once for both.
     shared = None
-    if (has_customers and choice.item_model == "item_knn" and config.weighting == "binary"
+    knn_basis = cap_history(interactions.user_items, interactions.purchase_age, config.max_history)
+    if (knn_basis is interactions.user_items and has_customers and choice.item_model == "item_knn" and config.weighting == "binary"
             and choice.item_params.get("similarity") == config.similarity):
         widest = max(config.neighbours, int(choice.item_params.get("neighbours", 0)))
         shared = ItemKNN(similarity=config.similarity, neighbours=widest,
                          num_threads=config.num_threads).candidate_pairs(interactions.user_items)
     if has_customers:
-        also_bought = ItemKNN(**knn_params).fit(interactions.user_items, pairs=shared)
-        arrays.update(_prefixed("also_bought", also_bought.to_arrays()))
-        components["also_bought"] = {"model": "item_knn", "basis": basis, **also_bought.get_params()}
+        also_bought = ItemKNN(**knn_params).fit(knn_basis, pairs=shared)
+        arrays.update(prefixed("also_bought", also_bought.to_arrays()))
+        components["also_bought"] = {"model": "item_knn", "basis": basis, "max_history": config.max_history,
+                                     **also_bought.get_params()}
         als = ALS(
             factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
             iterations=config.als_iterations, confidence=config.als_confidence,
             random_state=config.random_state, num_threads=config.num_threads, use_gpu=config.use_gpu,
         ).fit(interactions.user_counts)
-        arrays.update(_prefixed("als", als.to_arrays()))
+        arrays.update(prefixed("als", als.to_arrays()))
         components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
-        arrays.update(_prefixed("bought_together", bought_together.to_arrays()))
+        arrays.update(prefixed("bought_together", bought_together.to_arrays()))
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
     personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix), pairs=shared)
-    arrays.update(_prefixed("personal", personal.to_arrays()))
+    arrays.update(prefixed("personal", personal.to_arrays()))
     # The scoring matrix itself, so that server workers memory-map one shared copy.
     matrix = personal.neighbour_matrix()
-    arrays.update(_prefixed("personal.matrix", {"indptr": matrix.indptr.astype(np.int64),
+    arrays.update(prefixed("personal.matrix", {"indptr": matrix.indptr.astype(np.int64),
                                                  "indices": matrix.indices.astype(np.int32),
                                                  "data": matrix.data.astype(np.float32)}))
     components["personal"] = {"model": choice.item_model, "basis": basis, **personal.get_params()}
-    arrays.update(_prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
+    arrays.update(prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
-    arrays.update(_prefixed("trending", Popular().fit(trending).to_arrays()))
+    arrays.update(prefixed("trending", Popular().fit(trending).to_arrays()))
     components["popular"] = {"model": "popular", "basis": basis}
     components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
     return arrays, components
@@ -227,7 +233,7 @@ def data_signature(config: TrainConfig) -> dict[str, Any]:
     return signature
 
 
-def _gate(evaluation: dict[str, Any], current_version: str | None, current_has_blend: bool,
+def gate_decision(evaluation: dict[str, Any], current_version: str | None, current_has_blend: bool,
           config: TrainConfig) -> dict[str, Any]:
     """Promote only if the headline metric is not worse than the current model's (same test period)."""
     if current_version is None:
@@ -249,7 +255,7 @@ def _gate(evaluation: dict[str, Any], current_version: str | None, current_has_b
     return {"status": "refused", "reason": reason, **detail}
 
 
-def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
     models = evaluation.get("models", {})
     return {
         "headline": evaluation.get("headline"),
@@ -287,11 +293,11 @@ def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
     return combined
 
 
-def _prefixed(prefix: str, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+def prefixed(prefix: str, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
     return {f"{prefix}.{name}": array for name, array in arrays.items()}
 
 
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+def jsonable(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, Path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,34 @@ class CleaningRules:
     drop_zero_price: bool = True
     future_tolerance_days: float = 1.0
     max_quantity: float = 100_000.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cleaning rule: the reason it reports and whether it rejects or drops the row."""
+
+    reason: str
+    bucket: str  # "rejected" (malformed) or "dropped" (well-formed, not a purchase to learn from)
+    meaning: str
+
+
+# The rules, in the order they apply: a row is counted under the first rule that removes it.
+# Both engines iterate over this table (pandas here, Spark SQL in ``recommender.spark.cleaning``)
+# and each must implement every reason in it, so the two cannot drift apart unnoticed.
+STEPS: tuple[Step, ...] = (
+    Step("missing_item", "rejected", "no item id"),
+    Step("unparseable_timestamp", "rejected", "a time that does not parse"),
+    Step("future_timestamp", "rejected", "a time more than future_tolerance_days ahead of now"),
+    Step("unparseable_quantity", "rejected", "a quantity that is not a finite number"),
+    Step("missing_user_and_order", "rejected", "neither a customer nor an order id"),
+    Step("duplicate", "dropped", "equal to an earlier row in every column"),
+    Step("excluded_item", "dropped", "a non-product code (excluded_items, or not matching item_pattern)"),
+    Step("netted_out_by_return", "dropped", "a purchase the same customer returned in full (summed over the item)"),
+    Step("return_or_cancellation", "dropped", "negative quantity, or an order id with the cancel prefix"),
+    Step("non_positive_quantity", "dropped", "quantity 0"),
+    Step("implausible_quantity", "dropped", "quantity above max_quantity"),
+    Step("zero_or_negative_price", "dropped", "price 0 or below (when drop_zero_price)"),
+)
 
 
 @dataclass
@@ -81,41 +110,24 @@ def clean(
             frame[column] = pd.Series(pd.Categorical([None] * len(frame), categories=pd.Index([], dtype=object)),
                                       index=frame.index)
 
-    def remove(mask: pd.Series, bucket: dict[str, int], reason: str) -> None:
-        count = int(mask.sum())
-        if count:
-            bucket[reason] = bucket.get(reason, 0) + count
-            frame.drop(index=frame.index[np.asarray(mask, dtype=bool)], inplace=True)
-
-    remove(frame["item_id"].isna(), report.rejected, "missing_item")
     if "timestamp" in frame:
         frame["timestamp"] = _parse_timestamps(frame["timestamp"])
-        remove(frame["timestamp"].isna(), report.rejected, "unparseable_timestamp")
-        limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(
-            days=rules.future_tolerance_days
-        )
-        remove(frame["timestamp"] > limit, report.rejected, "future_timestamp")
     if "quantity" in frame:
         frame["quantity"] = pd.to_numeric(frame["quantity"], errors="coerce").astype("float64")
-        remove(~np.isfinite(frame["quantity"]), report.rejected, "unparseable_quantity")
     else:
         frame["quantity"] = 1.0
     if "price" in frame:
         frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
-    remove(frame["user_id"].isna() & frame["order_id"].isna(), report.rejected, "missing_user_and_order")
-
-    remove(_duplicated(frame), report.dropped, "duplicate")
-    excluded = frame["item_id"].isin(rules.excluded_items)
-    if rules.item_pattern:
-        excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern), na=False).astype(bool)
-    remove(excluded, report.dropped, "excluded_item")
-    is_return, netted_out = _returns(frame, rules)
-    remove(is_return, report.dropped, "return_or_cancellation")
-    remove(netted_out[~is_return], report.dropped, "netted_out_by_return")
-    remove(frame["quantity"] <= 0, report.dropped, "non_positive_quantity")
-    remove(frame["quantity"] > rules.max_quantity, report.dropped, "implausible_quantity")
-    if rules.drop_zero_price and "price" in frame:
-        remove(frame["price"] <= 0, report.dropped, "zero_or_negative_price")
+    limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(days=rules.future_tolerance_days)
+    for step in STEPS:
+        mask = _PANDAS_PREDICATES[step.reason](frame, rules, limit)
+        if mask is None:
+            continue
+        count = int(mask.sum())
+        if count:
+            bucket = report.rejected if step.bucket == "rejected" else report.dropped
+            bucket[step.reason] = bucket.get(step.reason, 0) + count
+            frame.drop(index=frame.index[np.asarray(mask, dtype=bool)], inplace=True)
 
     frame.reset_index(drop=True, inplace=True)
     report.rows_kept = len(frame)
@@ -131,6 +143,38 @@ def clean(
     return frame, report
 
 
+def _is_return(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
+    is_return = frame["quantity"] < 0
+    if rules.cancel_prefix:
+        is_return |= frame["order_id"].str.startswith(rules.cancel_prefix, na=False).astype(bool)
+    return is_return
+
+
+def _excluded(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
+    excluded = frame["item_id"].isin(rules.excluded_items)
+    if rules.item_pattern:
+        excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern), na=False).astype(bool)
+    return excluded
+
+
+Predicate = Callable[[pd.DataFrame, CleaningRules, pd.Timestamp], "pd.Series | NDArray[np.bool_] | None"]
+_PANDAS_PREDICATES: dict[str, Predicate] = {
+    "missing_item": lambda f, r, limit: f["item_id"].isna(),
+    "unparseable_timestamp": lambda f, r, limit: f["timestamp"].isna() if "timestamp" in f else None,
+    "future_timestamp": lambda f, r, limit: f["timestamp"] > limit if "timestamp" in f else None,
+    "unparseable_quantity": lambda f, r, limit: ~np.isfinite(f["quantity"]),
+    "missing_user_and_order": lambda f, r, limit: f["user_id"].isna() & f["order_id"].isna(),
+    "duplicate": lambda f, r, limit: _duplicated(f),
+    "excluded_item": lambda f, r, limit: _excluded(f, r),
+    "netted_out_by_return": lambda f, r, limit: _netted_out(f, r),
+    "return_or_cancellation": lambda f, r, limit: _is_return(f, r),
+    "non_positive_quantity": lambda f, r, limit: f["quantity"] <= 0,
+    "implausible_quantity": lambda f, r, limit: f["quantity"] > r.max_quantity,
+    "zero_or_negative_price": lambda f, r, limit: f["price"] <= 0 if r.drop_zero_price and "price" in f else None,
+}
+assert set(_PANDAS_PREDICATES) == {step.reason for step in STEPS}
+
+
 def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     """Rows equal to an earlier row in every column, found through one 64-bit hash per row
     (a few hundred MB for 20M lines, where ``DataFrame.duplicated``'s group index of seven
@@ -139,20 +183,18 @@ def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     return pd.Series(hashes).duplicated(keep="first").to_numpy()
 
 
-def _returns(frame: pd.DataFrame, rules: CleaningRules) -> tuple[pd.Series, pd.Series]:
-    """Mark return rows, and the purchases they fully cancel for the same customer and item.
+def _netted_out(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
+    """Purchases that the same customer's returns of the item cancel in full.
 
     A customer who bought 6 and returned 6 did not want the item; one who bought 6 and
     returned 2 still did, so those purchases stay. Guest returns cannot be matched to a
-    buyer and are only removed themselves.
+    buyer and are only removed themselves (``return_or_cancellation``).
     """
-    is_return = frame["quantity"] < 0
-    if rules.cancel_prefix:
-        is_return |= frame["order_id"].str.startswith(rules.cancel_prefix, na=False).astype(bool)
+    is_return = _is_return(frame, rules)
     netted_out = pd.Series(False, index=frame.index)
     known = frame["user_id"].notna()
     if not (is_return & known).any():
-        return is_return, netted_out
+        return netted_out
     keys = ["user_id", "item_id"]
     returned = frame.loc[is_return & known].groupby(keys, observed=True)["quantity"].agg(
         lambda q: q.abs().sum()
@@ -163,7 +205,7 @@ def _returns(frame: pd.DataFrame, rules: CleaningRules) -> tuple[pd.Series, pd.S
     if len(cancelled_pairs):
         pairs = pd.MultiIndex.from_frame(frame[keys])
         netted_out = pd.Series(pairs.isin(cancelled_pairs), index=frame.index) & ~is_return & known
-    return is_return, netted_out
+    return netted_out
 
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:

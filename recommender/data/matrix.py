@@ -116,6 +116,34 @@ def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return matrix
 
 
+def cap_history(user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_items: int) -> sp.csr_matrix:
+    """Each row cut to its ``max_items`` most recently bought items (0 keeps everything).
+
+    Large recommenders bound a customer's history before counting item pairs: pairs grow with
+    the square of a history, so one buyer of 2,000 items would otherwise cost as much as
+    thousands of ordinary customers, and say little about any one pair. Recency comes from
+    ``purchase_age`` (same cells as ``user_items``); equal ages keep the lower item index.
+    """
+    lengths = np.diff(user_items.indptr)
+    if max_items <= 0 or lengths.max(initial=0) <= max_items:
+        return user_items
+    items = user_items.copy()
+    items.sort_indices()
+    ages = purchase_age.tocsr(copy=True)
+    ages.sort_indices()
+    if not (np.array_equal(ages.indptr, items.indptr) and np.array_equal(ages.indices, items.indices)):
+        raise ValueError("purchase_age must have the cells of user_items")
+    rows = np.repeat(np.arange(items.shape[0]), lengths)
+    order = np.lexsort((items.indices, ages.data, rows))
+    rank = np.arange(len(order)) - items.indptr[rows[order]]
+    keep = np.zeros(items.nnz, dtype=bool)
+    keep[order[rank < max_items]] = True
+    capped = sp.csr_matrix((items.data[keep], (rows[keep], items.indices[keep])), shape=items.shape)
+    logger.info("history cap %d: %d of %d customers cut, %d of %d cells kept", max_items,
+                int((lengths > max_items).sum()), items.shape[0], capped.nnz, items.nnz)
+    return capped
+
+
 def trending_weights(purchase_age: sp.csr_matrix, half_life_days: float) -> sp.csr_matrix:
     """``0.5 ** (age / half_life)`` of each (row, item)'s latest purchase (see ``purchase_age``)."""
     weights = purchase_age.copy()

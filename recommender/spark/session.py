@@ -1,0 +1,89 @@
+"""Starting (or joining) the Spark session a training run uses."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def spark_session(config: TrainConfig) -> SparkSession:
+    """The active session (under ``spark-submit``) or a new one for ``config.spark_master``.
+
+    Raises ``ConfigError`` when pyspark (or the Java it needs) is missing, with the fix.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("engine: spark needs pyspark; install it with make install-spark "
+                          "(pip install '.[spark]')") from None
+    active = SparkSession.getActiveSession()
+    if active is not None and config.spark_master is None:
+        return active
+    builder = SparkSession.builder.appName("recommender-train")
+    # Under spark-submit (which starts the JVM and says so in PYSPARK_GATEWAY_PORT) the master
+    # is spark-submit's --master unless --spark-master overrides it.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    master = config.spark_master or ("" if submitted else "local[*]")
+    if master:
+        builder = builder.master(master)
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        # Bad values become NULL (then rejected by cleaning and counted), as in pandas.
+        "spark.sql.ansi.enabled": "false",
+        # Parquet written by pandas stores nanosecond times, which Spark reads only as numbers.
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if not submitted:  # spark-submit has started the driver JVM with its own --driver-memory
+        settings["spark.driver.memory"] = config.spark_driver_memory
+    if config.spark_partitions:
+        settings["spark.sql.shuffle.partitions"] = str(config.spark_partitions)
+    elif master.startswith("local") and not submitted:  # Spark's 200 suits a cluster, not a few local cores
+        settings["spark.sql.shuffle.partitions"] = str(max(8, 4 * (os.cpu_count() or 2)))
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j / JVM start-up failures share no base class
+        raise ConfigError(f"spark_master: cannot start Spark at {master or 'spark-submit master'!r}: "
+                          f"{_first_line(exc)} "
+                          "(is Java 17 installed and JAVA_HOME set?)") from None
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def data_uri(path: object) -> str:
+    """The log's location as Spark expects it (a URI such as ``s3a://bucket/log/`` stays as given)."""
+    text = str(path)
+    return text if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) else os.path.abspath(text)
+
+
+def stream_blocks(frame: DataFrame, to_block: Callable[[list[Any]], NDArray[Any]]) -> Iterator[NDArray[Any]]:
+    """The rows of a sorted DataFrame as numpy blocks, one partition at a time, in order.
+
+    Each partition is turned into one compact array on the executors (``to_block`` gets the
+    partition's rows) and only that array travels to the driver, so arrays of any length
+    (user factors of millions of customers) are written without the driver holding them.
+    """
+    blocks = frame.rdd.mapPartitions(lambda rows: [to_block(list(rows))])
+    context = frame.sparkSession.sparkContext
+    for partition in range(blocks.getNumPartitions()):
+        for block in context.runJob(blocks, lambda part: part, [partition]):
+            if len(block):
+                yield np.asarray(block)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,285 @@
+"""One training run on Spark: read, clean, index, fit, write the same model version as the
+local engine (``recommender.training``), which the server loads without knowing the difference.
+
+What is computed where: the log is read, cleaned, indexed and aggregated by Spark; the
+item-to-item tables (n_items x K) and the item factors are small and collected; the arrays
+that grow with the customers (their ids, their purchases, their factors) are streamed to
+the model directory one partition at a time (``session.stream_blocks``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from .. import artifacts, report
+from ..config import TrainConfig
+from ..data.catalog import build_catalog
+from ..data.idmap import IdMap
+from ..data.loading import fingerprint, read_catalog
+from ..errors import ConfigError, DataError, GateRefusedError
+from ..model_selection import BlendChoice
+from ..training import cleaning_rules, forgotten_customers, gate_decision, headline, jsonable, prefixed
+from . import cleaning
+from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
+from .session import data_uri, spark_session, stream_blocks
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+
+def run(config: TrainConfig) -> Path:
+    """Train on ``config.data`` with Spark and promote the result; return its directory.
+
+    Raises the same errors as ``recommender.training.run``, plus ``ConfigError`` for settings
+    the Spark engine does not support (it says which).
+    """
+    _check_supported(config)
+    started = time.perf_counter()
+    uri = data_uri(config.data)
+    if "://" not in uri and not Path(uri).exists():
+        raise DataError(f"{config.data}: file not found")  # before the minutes of starting Spark
+    spark = spark_session(config)
+    try:
+        return _run(spark, config, started)
+    finally:
+        spark.catalog.clearCache()
+
+
+def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
+    from pyspark.sql import functions as F
+
+    uri = data_uri(config.data)
+    frame, preset, repeated_headers = cleaning.read_log(spark, uri, config)
+    kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config))
+    if repeated_headers:
+        cleaning_report["rows_read"] += repeated_headers
+        cleaning_report["rejected"] = {"repeated_header": repeated_headers, **cleaning_report["rejected"]}
+    if cleaning_report["rows_kept"] == cleaning_report["guest_rows_kept_for_baskets_only"]:
+        raise DataError(f"{uri}: the spark engine needs customer ids (this log has only guest baskets; "
+                        "train it with --engine local)")
+
+    items = _index(spark, kept, "item_id", "item")
+    users = _index(spark, kept, "user_id", "row")
+    item_ids = IdMap(np.array([row[0] for row in items.orderBy("item").collect()], dtype=np.str_))
+    n_items = len(item_ids)
+    lines = kept.join(F.broadcast(items) if n_items < 1_000_000 else items, "item_id").join(users, "user_id", "left")
+    if "timestamp" not in kept.columns:
+        lines = lines.withColumn("timestamp", F.lit(None).cast("timestamp"))
+    customer_items = (lines.where(F.col("row").isNotNull()).groupBy("row", "item")
+                      .agg(F.count("*").alias("lines"), F.max("timestamp").alias("last")).persist())
+    n_users = users.count()
+    nnz = customer_items.count()
+    logger.info("spark interactions: %d customers x %d items (nnz %d)", n_users, n_items, nnz)
+
+    knn = dict(neighbours=config.neighbours, min_support=config.min_support, min_pair_support=config.min_pair_support)
+    also_bought = SparkCosineNeighbours(**knn).fit(_capped(customer_items, config.max_history), n_items)
+    orders = _order_items(lines, kept)
+    n_orders = orders.select("row").distinct().count()
+    bought_together = SparkCosineNeighbours(**knn).fit(orders, n_items)
+
+    weight = F.lit(1.0) if config.als_confidence == "binary" else 1.0 + F.log(F.col("lines").cast("double"))
+    als_params = spark_als_params(config.als_factors, config.als_regularization, config.als_alpha,
+                                  config.als_iterations, nnz / max(n_users, 1))
+    user_factors, item_factors = fit_als(customer_items.select("row", "item", weight.alias("rating")), als_params,
+                                         config.random_state)
+    item_factor_array = np.zeros((n_items, config.als_factors), dtype=np.float32)
+    for row in item_factors.collect():
+        item_factor_array[row["id"]] = row["features"]
+
+    choice = BlendChoice("item_knn", {"similarity": "cosine", **knn}, 0.5, 0.5, config.trending_half_life_days)
+    newest = customer_items.agg(F.max("last")).first()[0]
+    age_days = ((F.unix_timestamp(F.lit(newest)) - F.unix_timestamp("last")) / 86400.0) if newest else F.lit(0.0)
+    trending = item_totals(customer_items.withColumn(
+        "weight", F.pow(F.lit(0.5), F.coalesce(age_days, F.lit(0.0)) / choice.trend_half_life_days)), "weight", n_items)
+    popular = item_totals(customer_items.withColumn("one", F.lit(1.0)), "one", n_items)
+
+    arrays: dict[str, Any] = {
+        "item_ids": item_ids.ids_,
+        "user_ids": _user_ids(users, n_users),
+        **prefixed("user_items", _user_items(customer_items, n_users, nnz)),
+        **prefixed("also_bought", also_bought.to_arrays()),
+        **prefixed("bought_together", bought_together.to_arrays()),
+        "als.user_factors": artifacts.StreamedArray(
+            (n_users, config.als_factors), np.float32,
+            stream_blocks(user_factors.orderBy("id"), factor_rows)),
+        "als.item_factors": item_factor_array,
+        "popular.popularity": popular,
+        "trending.popularity": trending,
+        **prefixed("catalog", _catalog(lines, item_ids, config)),
+    }
+    components = {
+        "also_bought": {"model": "item_knn", "basis": "customers", "similarity": "cosine",
+                        "max_history": config.max_history, **knn},
+        "bought_together": {"model": "item_knn", "basis": "orders", "similarity": "cosine", **knn},
+        # regularization and alpha as the server's fold-in uses them (implicit's convention).
+        "als": {"model": "als", "basis": "customers", "factors": config.als_factors,
+                "regularization": config.als_regularization, "alpha": config.als_alpha,
+                "iterations": config.als_iterations, "confidence": config.als_confidence,
+                "random_state": config.random_state, "spark_params": als_params},
+        "popular": {"model": "popular", "basis": "customers"},
+        "trending": {"model": "popular", "basis": "customers", "half_life_days": choice.trend_half_life_days},
+    }
+    current_version = artifacts.current_version(config.models_dir)
+    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    gate = gate_decision({}, current_version, bool((current_manifest or {}).get("blend")), config)
+    if not config.promote:
+        gate = {**gate, "status": "not promoted", "reason": "--no-promote"}
+    notes = ["trained by the spark engine: not evaluated (the evaluation runs on the local engine: "
+             "make evaluate on the log or a sample of it); the blend is the default one"]
+    manifest = {
+        "engine": {"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
+        "components": components,
+        "blend": asdict(choice),
+        "params": jsonable(vars(config)),
+        "data": {"path": uri, "sha256": _log_sha256(uri), "signature": {"log_sha256": _log_sha256(uri)}},
+        "cleaning": cleaning_report,
+        "counts": {"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
+                   "purchase_lines": cleaning_report["rows_kept"]},
+        "evaluation": headline({}),
+        "gate": gate,
+        "notes": notes,
+        "libraries": {name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
+    }
+    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": uri,
+               "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
+               "notes": notes, "cleaning": cleaning_report, "version": "(this run)"}
+    documents = {"evaluation.json": json.dumps({}).encode(), "report.html": report.render({}, summary)}
+    manifest["training_seconds"] = round(time.perf_counter() - started, 3)
+    promote_it = gate["status"] not in ("refused", "not promoted")
+    path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions, documents, promote_it)
+    logger.info("spark training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
+    if gate["status"] == "refused":
+        raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}")
+    return path
+
+
+def _check_supported(config: TrainConfig) -> None:
+    if config.similarity != "cosine" or config.weighting != "binary":
+        raise ConfigError("similarity/weighting: the spark engine computes cosine on binary purchases "
+                          f"(got similarity={config.similarity}, weighting={config.weighting})")
+    if config.als_confidence == "bm25":
+        raise ConfigError("als_confidence: bm25 is not available on the spark engine (binary or log)")
+    if config.include_activity:
+        raise ConfigError("include_activity: the spark engine reads the log only; append the recorded "
+                          "purchases to it, or train with --engine local")
+    if config.use_gpu:
+        raise ConfigError("use_gpu: the spark engine trains on the cluster's CPUs")
+
+
+def _index(spark: SparkSession, frame: DataFrame, column: str, index: str) -> DataFrame:
+    """Distinct non-null values of ``column`` with ``index`` = their rank in string order
+    (the order of the id arrays the server searches), numbered by ``zipWithIndex``."""
+    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+
+    distinct = frame.select(column).where(frame[column].isNotNull()).distinct().orderBy(column)
+    numbered = distinct.rdd.zipWithIndex().map(lambda pair: (pair[0][0], int(pair[1])))
+    schema = StructType([StructField(column, StringType(), False), StructField(index, IntegerType(), False)])
+    return spark.createDataFrame(numbered, schema).persist()
+
+
+def _capped(customer_items: DataFrame, max_history: int) -> DataFrame:
+    """Each customer's ``max_history`` most recent items (``data.matrix.cap_history``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    pairs = customer_items.select("row", "item", "last")
+    if max_history > 0:
+        recent = Window.partitionBy("row").orderBy(F.col("last").desc_nulls_last(), F.col("item"))
+        pairs = pairs.withColumn("rank", F.row_number().over(recent)).where(F.col("rank") <= max_history)
+    return pairs.select("row", "item")
+
+
+def _order_items(lines: DataFrame, kept: DataFrame) -> DataFrame:
+    """Distinct (order, item) pairs; a log without order ids groups a customer's lines by time,
+    as ``data.matrix`` does."""
+    from pyspark.sql import functions as F
+
+    has_orders = kept.where(F.col("order_id").isNotNull()).limit(1).count() > 0
+    if has_orders or "timestamp" not in kept.columns:
+        key = F.col("order_id")
+    else:
+        key = F.concat_ws("|", F.col("user_id"), F.col("timestamp").cast("string"))
+    return lines.select(key.alias("row"), "item").where(F.col("row").isNotNull()).distinct()
+
+
+def _user_ids(users: DataFrame, n_users: int) -> artifacts.StreamedArray:
+    from pyspark.sql import functions as F
+
+    width = users.agg(F.max(F.length("user_id"))).first()[0] or 1
+    return artifacts.StreamedArray((n_users,), f"<U{width}", stream_blocks(
+        users.orderBy("row").select("user_id"), lambda rows: np.array([r[0] for r in rows], dtype=np.str_)))
+
+
+def _user_items(customer_items: DataFrame, n_users: int, nnz: int) -> dict[str, artifacts.StreamedArray]:
+    """The customers x items purchase matrix as CSR arrays, streamed in customer order."""
+    counts = stream_blocks(customer_items.groupBy("row").count().orderBy("row"),
+                           lambda rows: np.array([r[1] for r in rows], dtype=np.int64))
+
+    def indptr() -> Iterator[NDArray[np.int64]]:
+        offset = 0
+        yield np.zeros(1, dtype=np.int64)
+        for block in counts:
+            ends = offset + np.cumsum(block)
+            offset = int(ends[-1])
+            yield ends
+
+    def ones() -> Iterator[NDArray[np.float32]]:
+        for start in range(0, nnz, 1 << 22):
+            yield np.ones(min(1 << 22, nnz - start), dtype=np.float32)
+
+    indices = stream_blocks(customer_items.select("row", "item").orderBy("row", "item"),
+                            lambda rows: np.array([r[1] for r in rows], dtype=np.int32))
+    return {
+        "indptr": artifacts.StreamedArray((n_users + 1,), np.int64, indptr()),
+        "indices": artifacts.StreamedArray((nnz,), np.int32, indices),
+        "data": artifacts.StreamedArray((nnz,), np.float32, ones()),
+    }
+
+
+def _catalog(lines: DataFrame, item_ids: IdMap, config: TrainConfig) -> dict[str, NDArray[Any]]:
+    """Each item's most used name (ties: the latest seen) and latest price, computed by Spark;
+    the override file is applied by the local engine's ``build_catalog``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    columns = set(lines.columns)
+    per_item = pd.DataFrame({"item_id": item_ids.ids_})
+    if "name" in columns:
+        named = (lines.where(F.col("name").isNotNull()).groupBy("item", "name")
+                 .agg(F.count("*").alias("n"), F.max("timestamp").alias("seen")))
+        best = Window.partitionBy("item").orderBy(F.col("n").desc(), F.col("seen").desc_nulls_last(),
+                                                  F.col("name").desc())
+        names = named.withColumn("rank", F.row_number().over(best)).where("rank = 1").select("item", "name").collect()
+        column = np.full(len(item_ids), None, dtype=object)
+        for row in names:
+            column[row["item"]] = row["name"]
+        per_item["name"] = column
+    if "price" in columns:
+        latest = Window.partitionBy("item").orderBy(F.col("timestamp").desc_nulls_last())
+        prices = (lines.where(F.col("price").isNotNull()).withColumn("rank", F.row_number().over(latest))
+                  .where("rank = 1").select("item", "price").collect())
+        column = np.full(len(item_ids), np.nan)
+        for row in prices:
+            column[row["item"]] = row["price"]
+        per_item["price"] = column
+    override = read_catalog(config.catalog, config.encoding) if config.catalog else None
+    return build_catalog(per_item, item_ids, override)
+
+
+def _log_sha256(uri: str) -> str | None:
+    """SHA-256 of a local log file (a remote or partitioned log has none)."""
+    path = Path(uri)
+    return fingerprint(path) if path.is_file() else None
+
