@@ -181,8 +181,8 @@ def fit_components(
     # implicit's similarity is computed once for both.
     shared = None
     knn_basis = cap_history(interactions.user_items, interactions.purchase_age, config.max_history)
-    if (knn_basis is interactions.user_items and has_customers and choice.item_model == "item_knn" and config.weighting == "binary"
-            and choice.item_params.get("similarity") == config.similarity):
+    if (knn_basis is interactions.user_items and has_customers and choice.item_model == "item_knn"
+            and config.weighting == "binary" and choice.item_params.get("similarity") == config.similarity):
         widest = max(config.neighbours, int(choice.item_params.get("neighbours", 0)))
         shared = ItemKNN(similarity=config.similarity, neighbours=widest,
                          num_threads=config.num_threads).candidate_pairs(interactions.user_items)

@@ -132,3 +132,23 @@ def test_no_model_yet(tmp_path: Path) -> None:
     os.symlink("20990101T000000.000000Z", tmp_path / "current")
     with pytest.raises(ArtifactError, match="no manifest.json"):
         artifacts.load_current(tmp_path)
+
+
+def test_streamed_arrays_are_written_chunk_by_chunk_and_verified(tmp_path: Path) -> None:
+    chunks = (np.full((rows, 2), value, dtype=np.float32) for value, rows in ((1.0, 2), (2.0, 3)))
+    path = artifacts.save(tmp_path, {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)},
+                          {})
+    loaded = artifacts.load(path).arrays["als.user_factors"]
+    assert loaded.tolist() == [[1.0, 1.0]] * 2 + [[2.0, 2.0]] * 3
+    empty = artifacts.save(tmp_path, {**ARRAYS, "none": artifacts.StreamedArray((0, 2), np.float32, iter(()))}, {})
+    assert artifacts.load(empty).arrays["none"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("rows", [(2, 2), (2, 4)])
+def test_streamed_chunks_that_do_not_fill_the_shape_promote_nothing(tmp_path: Path, rows: tuple[int, ...]) -> None:
+    first = save(tmp_path)
+    chunks = (np.zeros((n, 2), dtype=np.float32) for n in rows)
+    with pytest.raises(ArtifactError, match="als.user_factors"):
+        artifacts.save(tmp_path, {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)}, {})
+    assert artifacts.current_version(tmp_path) == first.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, "current"])

@@ -38,6 +38,8 @@ def test_environment_names_a_config_file(tmp_path: Path) -> None:
         ({"columns": {"shoe_size": "x"}}, "columns: unknown field 'shoe_size'"),
         ({"drop_zero_price": "maybe"}, "drop_zero_price: invalid value"),
         ({"colour": "red"}, "unknown setting 'colour'"),
+        ({"engine": "dask"}, "engine: must be one of local, spark"),
+        ({"max_history": -1}, "max_history: must be at least 0"),
     ],
 )
 def test_bad_values_name_the_setting(overrides: dict, message: str) -> None:
@@ -64,3 +66,9 @@ def test_serve_config_limits() -> None:
 def test_parse_columns() -> None:
     assert parse_columns("user_id=cust, item_id=sku") == {"user_id": "cust", "item_id": "sku"}
     assert parse_columns("") == {}
+
+
+def test_a_log_uri_for_spark_keeps_its_double_slash() -> None:
+    config = load_config(TrainConfig, overrides={"data": "s3a://shop-logs/purchases/", "engine": "spark"}, environ={})
+    assert config.data == "s3a://shop-logs/purchases/"
+    assert load_config(TrainConfig, overrides={"data": "logs/x.csv"}, environ={}).data == Path("logs/x.csv")
