@@ -51,13 +51,20 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             signature = training.data_signature(config)
             current = artifacts.current_version(models_dir)
             manifest = artifacts.read_manifest(models_dir, current) if current else None
-            if manifest and manifest.get("data", {}).get("signature") == signature and not config.force:
+            unchanged = signature.get("log_sha256") is not None and manifest and (
+                manifest.get("data", {}).get("signature") == signature)
+            if unchanged and not config.force:
                 logger.info("nightly: nothing new since model %s; done", current)
                 return {"status": "nothing new", "version": current}
             bar.update(1)
 
             step(steps[1])
-            version = training.run(config).name
+            if config.engine == "spark":
+                from .spark import training as spark_training  # only when asked: pyspark is optional
+
+                version = spark_training.run(config).name
+            else:
+                version = training.run(config).name
             bar.update(1)
 
             step(steps[2])

@@ -221,7 +221,10 @@ def fit_components(
 def data_signature(config: TrainConfig) -> dict[str, Any]:
     """What the training input is: the log's SHA-256 and the activity store's purchases, so the
     nightly job can tell that nothing changed."""
-    signature: dict[str, Any] = {"log_sha256": fingerprint(config.data)}
+    # A log on HDFS or S3, or a directory of parts (Spark engine), has no one file to hash: None,
+    # which the nightly job reads as "cannot tell, train".
+    local = Path(config.data) if "://" not in str(config.data) else None
+    signature: dict[str, Any] = {"log_sha256": fingerprint(local) if local and local.is_file() else None}
     if config.include_activity and Path(config.include_activity).is_file():
         store = ActivityStore(config.include_activity)
         try:

@@ -25,10 +25,11 @@ from .. import artifacts, report
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
-from ..data.loading import fingerprint, read_catalog
+from ..data.loading import read_catalog
 from ..errors import ConfigError, DataError, GateRefusedError
 from ..model_selection import BlendChoice
-from ..training import cleaning_rules, forgotten_customers, gate_decision, headline, jsonable, prefixed
+from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
+                        prefixed)
 from . import cleaning
 from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
@@ -131,6 +132,7 @@ def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
         "popular": {"model": "popular", "basis": "customers"},
         "trending": {"model": "popular", "basis": "customers", "half_life_days": choice.trend_half_life_days},
     }
+    signature = data_signature(config)
     current_version = artifacts.current_version(config.models_dir)
     current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
     gate = gate_decision({}, current_version, bool((current_manifest or {}).get("blend")), config)
@@ -143,7 +145,7 @@ def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
         "components": components,
         "blend": asdict(choice),
         "params": jsonable(vars(config)),
-        "data": {"path": uri, "sha256": _log_sha256(uri), "signature": {"log_sha256": _log_sha256(uri)}},
+        "data": {"path": uri, "sha256": signature["log_sha256"], "signature": signature},
         "cleaning": cleaning_report,
         "counts": {"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
                    "purchase_lines": cleaning_report["rows_kept"]},
@@ -276,10 +278,4 @@ def _catalog(lines: DataFrame, item_ids: IdMap, config: TrainConfig) -> dict[str
         per_item["price"] = column
     override = read_catalog(config.catalog, config.encoding) if config.catalog else None
     return build_catalog(per_item, item_ids, override)
-
-
-def _log_sha256(uri: str) -> str | None:
-    """SHA-256 of a local log file (a remote or partitioned log has none)."""
-    path = Path(uri)
-    return fingerprint(path) if path.is_file() else None
 
