@@ -70,6 +70,30 @@ def test_cleaning_counts_equal_on_the_shipped_log(shipped_spark_model: artifacts
     assert spark_report["guest_rows_kept_for_baskets_only"] > 100_000
 
 
+@pytest.mark.parametrize("log", [
+    "messy_retail.csv", "broken/duplicate_header.csv", "broken/future_dates.csv", "broken/giant_quantities.csv",
+    "broken/mixed_types.csv", "broken/nan_ids.csv", "broken/unparseable_dates.csv",
+])
+def test_cleaning_counts_equal_on_messy_csv_logs(spark: object, log: str) -> None:
+    """Every rule fires in messy_retail.csv (a duplicate, a non-product code, a cancellation that
+    nets a purchase out, a partial return that does not, guest lines, a zero price, a zero and
+    an implausible quantity, a missing item, a bad time, a bad quantity, no customer and no
+    order, a repeated header, ids written as floats); the broken corpus adds its own."""
+    from recommender.spark import cleaning as spark_cleaning
+    from recommender.spark.session import data_uri
+    from recommender.training import cleaning_rules
+
+    path = ROOT / "tests" / "data" / log
+    config = TrainConfig(data=path, activity_db=Path("/nonexistent/activity.sqlite3"))
+    _, local_report = load_purchases(config)
+    frame, preset, repeated = spark_cleaning.read_log(spark, data_uri(path), config)  # type: ignore[arg-type]
+    _, spark_report = spark_cleaning.clean(frame, cleaning_rules(config, preset), str(path), repeated_headers=repeated)
+    assert spark_report == local_report
+    if log == "messy_retail.csv":
+        assert len(spark_report["rejected"]) + len(spark_report["dropped"]) == 12
+        assert spark_report["rows_kept"] == 6 and spark_report["guest_rows_kept_for_baskets_only"] == 2
+
+
 def test_neighbours_equal_the_local_engine_up_to_ties(shipped_spark_model: artifacts.Artifact,
                                                       shipped_local: tuple[pd.DataFrame, dict[str, object]]) -> None:
     purchases, _ = shipped_local

@@ -78,9 +78,11 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
 
 
 def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collection[str] = (),
-          now: dt.datetime | None = None) -> tuple[DataFrame, dict[str, Any]]:
+          now: dt.datetime | None = None, repeated_headers: int = 0) -> tuple[DataFrame, dict[str, Any]]:
     """Apply ``rules`` in the order of ``STEPS``; return the kept rows and the cleaning report.
 
+    ``forgotten`` customers' purchases are dropped last (as the local engine does);
+    ``repeated_headers`` are the header lines ``read_log`` removed, reported as rejected.
     The kept rows are persisted (memory, then disk): every model reads them.
 
     Raises
@@ -125,8 +127,9 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
     guests = tagged.filter(F.col("_reason").isNull() & F.col("user_id").isNull()).count()
     buckets = {step.reason: step.bucket for step in STEPS}
     buckets["forgotten_customer"] = "dropped"
-    report: dict[str, Any] = {"rows_read": sum(counts.values()), "rows_kept": counts.get(None, 0),
-                              "rejected": {}, "dropped": {}, "guest_rows_kept_for_baskets_only": guests}
+    report: dict[str, Any] = {"rows_read": sum(counts.values()) + repeated_headers, "rows_kept": counts.get(None, 0),
+                              "rejected": {"repeated_header": repeated_headers} if repeated_headers else {},
+                              "dropped": {}, "guest_rows_kept_for_baskets_only": guests}
     for reason in [*buckets]:
         if counts.get(reason):
             report[buckets[reason]][reason] = counts[reason]

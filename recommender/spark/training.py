@@ -63,10 +63,8 @@ def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
 
     uri = data_uri(config.data)
     frame, preset, repeated_headers = cleaning.read_log(spark, uri, config)
-    kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config))
-    if repeated_headers:
-        cleaning_report["rows_read"] += repeated_headers
-        cleaning_report["rejected"] = {"repeated_header": repeated_headers, **cleaning_report["rejected"]}
+    kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config),
+                                           repeated_headers=repeated_headers)
     if cleaning_report["rows_kept"] == cleaning_report["guest_rows_kept_for_baskets_only"]:
         raise DataError(f"{uri}: the spark engine needs customer ids (this log has only guest baskets; "
                         "train it with --engine local)")
