@@ -172,7 +172,8 @@ _PANDAS_PREDICATES: dict[str, Predicate] = {
     "implausible_quantity": lambda f, r, limit: f["quantity"] > r.max_quantity,
     "zero_or_negative_price": lambda f, r, limit: f["price"] <= 0 if r.drop_zero_price and "price" in f else None,
 }
-assert set(_PANDAS_PREDICATES) == {step.reason for step in STEPS}
+if set(_PANDAS_PREDICATES) != {step.reason for step in STEPS}:
+    raise ImportError("recommender.data.cleaning does not implement every rule of STEPS in pandas")
 
 
 def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
