@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from .algorithms import ALS, EASE, Cooccurrence, ItemKNN, NeighbourModel, RP3beta
 from .algorithms.blend import blend_scores
 from .config import TrainConfig
-from .data.matrix import Interactions, binarize, build_interactions, trending_weights
+from .data.matrix import Interactions, binarize, build_interactions, cap_history, trending_weights
 from .data.split import basket_split, temporal_split
 from .errors import DataError, ModelSkippedError
 from .evaluation import HeldOut, next_item_metrics, ranking_metrics, top_k
@@ -418,7 +418,9 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainCon
     valid = (queries >= 0) & (targets >= 0)
     queries, targets = queries[valid], targets[valid]
     shipped = ItemKNN(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
-                      min_pair_support=config.min_pair_support, num_threads=config.num_threads).fit(fold.fit_matrix)
+                      min_pair_support=config.min_pair_support, num_threads=config.num_threads).fit(
+        fold.fit_matrix if fold.basket else cap_history(fold.fit_matrix, fold.interactions.purchase_age,
+                                                        config.max_history))
     results = {"also-bought as served (item-knn " + config.similarity + ")":
                next_item_metrics(shipped.neighbour_ids_, queries, targets, config.eval_k)}
     if shipped_item is not None:

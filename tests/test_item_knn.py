@@ -117,3 +117,19 @@ def test_cosine_shared_counts_read_from_scores_equal_counted_ones() -> None:
     counted = pair_support(matrix, rows, model.neighbour_ids_[valid])
     assert valid.sum() > 1000
     np.testing.assert_array_equal(model.neighbour_support_[valid], counted)
+
+
+def test_history_cap_keeps_each_customers_most_recent_items() -> None:
+    """u0 bought items 0..3 aged 3, 1, 2, 1 days: a cap of 2 keeps 1 and 3 (equal age: lower
+    index first); u1's two items stay; a cap of 0 or one above every history changes nothing."""
+    from recommender.data.matrix import cap_history
+
+    user_items = sp.csr_matrix(np.array([[1, 1, 1, 1], [1, 0, 1, 0]], dtype=np.float32))
+    ages = sp.csr_matrix(np.array([[3, 1, 2, 1], [5, 0, 5, 0]], dtype=np.float32))
+    capped = cap_history(user_items, ages, 2)
+    assert capped.toarray().tolist() == [[0, 1, 0, 1], [1, 0, 1, 0]]
+    assert cap_history(user_items, ages, 0) is user_items
+    assert cap_history(user_items, ages, 4) is user_items
+    # Three items cut to two: the pairs a heavy buyer contributes drop from 6 to 1.
+    pairs = ItemKNN(neighbours=3, min_support=1, min_pair_support=1).fit(capped)
+    assert pairs.neighbour_ids_[1].tolist() == [3, -1, -1]
