@@ -92,11 +92,23 @@ def run(config: TrainConfig) -> Path:
         "gate": gate,
         "notes": notes,
         "libraries": {name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
-        "training_seconds": round(time.perf_counter() - started, 3),
     }
-    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": str(config.data),
+    return save_version(config, arrays, manifest, evaluation, current_version, started)
+
+
+def save_version(config: TrainConfig, arrays: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any],
+                 current_version: str | None, started: float) -> Path:
+    """The end of a training run, whichever engine trained it: write the version with its
+    report, promote it unless the gate refused it or ``--no-promote`` was given.
+
+    ``manifest`` carries the run's ``gate``, ``notes``, ``cleaning`` and ``data``; the
+    training time is added here.
+    """
+    gate, notes = manifest["gate"], manifest["notes"]
+    manifest["training_seconds"] = round(time.perf_counter() - started, 3)
+    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": manifest["data"]["path"],
                "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
-               "notes": notes, "cleaning": report_of_cleaning, "version": "(this run)"}
+               "notes": notes, "cleaning": manifest["cleaning"], "version": "(this run)"}
     documents = {
         "evaluation.json": json.dumps(evaluation, indent=2, sort_keys=False).encode(),
         "report.html": report.render(evaluation, summary),

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll ``base``/ready until it answers 200 (a model is loaded); fail if the server exits
+    or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/ready", timeout=2):
+                return
+        except OSError:  # refused while starting, or 503 until the model is loaded
+            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
+            time.sleep(0.2)

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from recommender import training
 
-from conftest import PYTHON, ROOT, free_port, tiny_config
+from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
 from test_personal_api import write_log
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -43,14 +42,7 @@ def server(tmp_path: Path):
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/ready", timeout=2).read()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and process.poll() is None, "server did not start"
-            time.sleep(0.2)
+    wait_until_ready(base, process)
     events = [{"user_id": "g1", "item_id": "K2", "type": "view"}, {"user_id": "g1", "item_id": "G4", "type": "cart"}]
     request = urllib.request.Request(base + "/v1/events", data=json.dumps({"events": events}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")

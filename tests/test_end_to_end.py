@@ -5,7 +5,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import PYTHON, ROOT, SHIPPED_LOG, free_port
+from conftest import PYTHON, ROOT, SHIPPED_LOG, free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +52,7 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if get(base + "/ready")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(base, server)
         status, body = get(base + "/v1/items/85123A/also-bought?k=10")
         assert status == 200
         assert body["item"]["name"] == "WHITE HANGING HEART T-LIGHT HOLDER"

@@ -13,7 +13,7 @@ import pytest
 
 from recommender import artifacts, training
 
-from conftest import PYTHON, ROOT, free_port, tiny_config
+from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
 from test_personal_api import write_log
 
 pytestmark = pytest.mark.slow
@@ -57,15 +57,12 @@ def start_server(models: Path, activity: Path, port: int) -> subprocess.Popen:
          "--activity-db", str(activity), "--request-log", ""],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise AssertionError("server did not start")
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", server)
+    except AssertionError:
+        server.kill()
+        raise
+    return server
 
 
 def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:

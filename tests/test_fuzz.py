@@ -6,19 +6,16 @@ status code and content type.
 """
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from recommender import training
 
-from conftest import PYTHON, ROOT, free_port, tiny_config
+from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
 from test_personal_api import write_log
 
 pytestmark = pytest.mark.slow
@@ -38,16 +35,7 @@ def test_no_server_errors_and_no_schema_violations(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/ready", timeout=2) as response:
-                    if json.loads(response.read())["status"] == "ready":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.2)
+        wait_until_ready(base, server)
         fuzz = subprocess.run(
             [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
              "-H", f"Authorization: Bearer {TOKEN}", "--seed", "20261125", "-n", "25",

@@ -39,9 +39,9 @@ PRESET_EXCLUDED_ITEMS: dict[str, tuple[str, ...]] = {"online_retail": ("M", "m",
 # vouchers, DCGS specials and the fee codes that the list above misses).
 PRESET_ITEM_PATTERNS: dict[str, str] = {"online_retail": r"\d{5}[A-Za-z]{0,2}"}
 # Written for a missing value by common exports (pandas' astype(str), SQL dumps): not an id.
-_MISSING_WORDS = ("nan", "null", "none", "<na>", "n/a")
+MISSING_WORDS = ("nan", "null", "none", "<na>", "n/a")
 ID_FIELDS = ("user_id", "item_id", "order_id")
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -84,7 +84,7 @@ def read_log(
     if not head:
         raise DataError(f"{path}: file is empty")
     if format == "auto":
-        format = "parquet" if head == _PARQUET_MAGIC else "csv"
+        format = "parquet" if head == PARQUET_MAGIC else "csv"
     if format == "baskets":
         frame = _read_baskets(path, head, encoding)
         logger.info("read %d basket lines from %s", len(frame), path)
@@ -162,7 +162,7 @@ def to_id_strings(values: pd.Series) -> pd.Series:
             values = values.astype("Int64")
         values = values.astype("category")
     text = pd.Series(values.cat.categories.astype(str), dtype="string").str.strip()
-    text = text.mask((text == "") | text.str.lower().isin(_MISSING_WORDS))
+    text = text.mask((text == "") | text.str.lower().isin(MISSING_WORDS))
     present = text.dropna()
     float_shaped = r"\d+\.0"
     if len(present) and present.iloc[:100].str.fullmatch(float_shaped).all() and present.str.fullmatch(float_shaped).all():
@@ -194,7 +194,7 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         head = handle.read(4)
     if not head:
         raise DataError(f"{path}: catalog file is empty")
-    raw = _read_parquet(path) if head == _PARQUET_MAGIC else _read_csv(path, head, encoding)
+    raw = _read_parquet(path) if head == PARQUET_MAGIC else _read_csv(path, head, encoding)
     if "item_id" not in raw.columns:
         raise DataError(f"{path}: catalog needs an 'item_id' column; columns are {list(raw.columns)}")
     catalog = pd.DataFrame({"item_id": to_id_strings(raw["item_id"])})

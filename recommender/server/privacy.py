@@ -25,17 +25,19 @@ def forget(user_id: str) -> Response:
 @admin_required
 def opt_out(user_id: str) -> Response:
     """No personal recommendations and no export rows; the data is kept."""
-    user_id = check_id("user_id", user_id)
-    activity_store().set_opt_out(user_id, True)
-    return jsonify({"user_id": user_id, "opted_out": True})
+    return _set_opt_out(user_id, True)
 
 
 @bp.delete("/<user_id>/opt-out")
 @admin_required
 def opt_in(user_id: str) -> Response:
+    return _set_opt_out(user_id, False)
+
+
+def _set_opt_out(user_id: str, opted_out: bool) -> Response:
     user_id = check_id("user_id", user_id)
-    activity_store().set_opt_out(user_id, False)
-    return jsonify({"user_id": user_id, "opted_out": False})
+    activity_store().set_opt_out(user_id, opted_out)
+    return jsonify({"user_id": user_id, "opted_out": opted_out})
 
 
 @bp.get("/<user_id>/data")

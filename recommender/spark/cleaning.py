@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import TrainConfig
 from ..data.cleaning import STEPS, CleaningRules
-from ..data.loading import resolve_columns
+from ..data.loading import MISSING_WORDS, PARQUET_MAGIC, resolve_columns
 from ..errors import ConfigError, DataError
+from .session import first_line
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
-_MISSING_WORDS = ("nan", "null", "none", "<na>", "n/a")
 _ID_FIELDS = ("user_id", "item_id", "order_id", "name")
 # Time formats tried after ISO 8601, in order (month first, as pandas reads "12/1/2010 8:26").
 _TIME_FORMATS = ("M/d/yyyy H:mm", "M/d/yyyy H:mm:ss", "M/d/yyyy", "yyyy/M/d H:mm:ss", "yyyy/M/d")
@@ -41,13 +41,9 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
     fmt = config.format
     if fmt == "baskets":
         raise ConfigError("format: the spark engine reads CSV or Parquet logs, not baskets files")
-    local = not uri.split("/", 1)[0].endswith(":") or uri.startswith("file:")
-    if local:
-        path = Path(uri.removeprefix("file:"))
-        if not path.exists():
-            raise DataError(f"{uri}: file not found")
+    if "://" not in uri:  # a local path (data_uri has checked that it exists)
         if fmt == "auto":
-            fmt = "parquet" if path.is_dir() or _head(path) == b"PAR1" else "csv"
+            fmt = "parquet" if Path(uri).is_dir() or _head(Path(uri)) == PARQUET_MAGIC else "csv"
     elif fmt == "auto":
         fmt = "parquet" if uri.rstrip("/").endswith((".parquet", ".pq")) or uri.endswith("/") else "csv"
     try:
@@ -61,7 +57,7 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
                                  encoding=config.encoding, mode="PERMISSIVE")
         columns = raw.columns
     except Exception as exc:  # AnalysisException and JVM errors share no base class
-        raise DataError(f"{uri}: cannot read as {fmt}: {_first_line(exc)}") from None
+        raise DataError(f"{uri}: cannot read as {fmt}: {first_line(exc)}") from None
     preset, mapping = resolve_columns(list(columns), config.preset, config.columns, Path(uri))
     frame = raw.select(*[F.col(f"`{column}`").alias(field) for field, column in mapping.items()])
     repeated = 0
@@ -91,7 +87,6 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
         Nothing is left; the message names ``source`` and the main reasons.
     """
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     columns = set(frame.columns)
@@ -107,21 +102,16 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
     canonical = frame.columns
     limit = (now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)) + dt.timedelta(
         days=rules.future_tolerance_days)
-    context = _Context(rules, F.lit(limit.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp"), columns, Window)
+    context = _Context(rules, F.lit(limit.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp"), columns)
 
-    tagged = frame.withColumn("_reason", F.lit(None).cast("string"))
-    for step in STEPS:
-        condition = _SPARK_PREDICATES[step.reason](context)
-        if condition is None:
-            continue
-        alive = F.col("_reason").isNull()
-        tagged = tagged.withColumn(
-            "_reason", F.when(alive & F.coalesce(condition, F.lit(False)), F.lit(step.reason))
-            .otherwise(F.col("_reason")))
+    rules_in_order = [(step.reason, _SPARK_PREDICATES[step.reason](context)) for step in STEPS]
     if forgotten:
-        gone = F.col("user_id").isin(list(forgotten))
-        tagged = tagged.withColumn("_reason", F.when(F.col("_reason").isNull() & F.coalesce(gone, F.lit(False)),
-                                                     F.lit("forgotten_customer")).otherwise(F.col("_reason")))
+        rules_in_order.append(("forgotten_customer", F.col("user_id").isin(list(forgotten))))
+    tagged = frame.withColumn("_reason", F.lit(None).cast("string"))
+    for reason, condition in rules_in_order:
+        if condition is not None:
+            tagged = tagged.withColumn("_reason", F.when(context.alive() & F.coalesce(condition, F.lit(False)),
+                                                         F.lit(reason)).otherwise(F.col("_reason")))
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {row["_reason"]: row["count"] for row in tagged.groupBy("_reason").count().collect()}
     guests = tagged.filter(F.col("_reason").isNull() & F.col("user_id").isNull()).count()
@@ -148,8 +138,8 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
 class _Context:
     """What a rule's Spark expression may refer to."""
 
-    def __init__(self, rules: CleaningRules, limit: Column, columns: set[str], window: Any) -> None:
-        self.rules, self.limit, self.columns, self.Window = rules, limit, columns, window
+    def __init__(self, rules: CleaningRules, limit: Column, columns: set[str]) -> None:
+        self.rules, self.limit, self.columns = rules, limit, columns
 
     def alive(self) -> Column:
         from pyspark.sql import functions as F
@@ -167,11 +157,12 @@ def _is_return(ctx: _Context) -> Column:
 
 
 def _duplicate(ctx: _Context) -> Column:
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     keys = [F.col(c) for c in ("item_id", "user_id", "order_id", "timestamp", "quantity", "price", "name")
             if c in ctx.columns or c in ("user_id", "order_id", "quantity")]
-    window = ctx.Window.partitionBy(ctx.alive(), *keys).orderBy(F.lit(1))
+    window = Window.partitionBy(ctx.alive(), *keys).orderBy(F.lit(1))
     return F.row_number().over(window) > 1
 
 
@@ -187,11 +178,12 @@ def _excluded(ctx: _Context) -> Column:
 
 def _netted_out(ctx: _Context) -> Column:
     """Purchases whose customer returned at least as many of the item in all (see pandas' rule)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     known = ctx.alive() & F.col("user_id").isNotNull()
     is_return = _is_return(ctx)
-    window = ctx.Window.partitionBy("user_id", "item_id")
+    window = Window.partitionBy("user_id", "item_id")
     returned = F.sum(F.when(known & is_return, F.abs(F.col("quantity")))).over(window)
     bought = F.sum(F.when(known & ~is_return, F.col("quantity"))).over(window)
     return known & ~is_return & returned.isNotNull() & (returned >= bought)
@@ -249,7 +241,7 @@ def _normalise_ids(frame: DataFrame) -> DataFrame:
     texts = {f: F.regexp_replace(F.col(f).cast("string"), r"^\s+|\s+$", "") for f in present}
     frame = frame.select(*[texts[f].alias(f) if f in texts else F.col(f) for f in frame.columns])
     frame = frame.select(*[
-        F.when((F.col(f) == "") | F.lower(F.col(f)).isin(list(_MISSING_WORDS)), None).otherwise(F.col(f)).alias(f)
+        F.when((F.col(f) == "") | F.lower(F.col(f)).isin(list(MISSING_WORDS)), None).otherwise(F.col(f)).alias(f)
         if f in texts else F.col(f) for f in frame.columns
     ])
     checks = []
@@ -289,10 +281,5 @@ def _timestamps(frame: DataFrame, name: str) -> Column:
 def _head(path: Path) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(4)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 

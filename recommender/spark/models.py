@@ -99,8 +99,7 @@ def item_totals(frame: DataFrame, value: str, n_items: int) -> NDArray[np.float3
     """Per item index, the sum of ``value`` over the frame's rows (popularity, trending)."""
     from pyspark.sql import functions as F
 
-    rows = frame.groupBy("item").agg(F.sum(value)).collect()
-    return _dense([(r[0], r[1]) for r in rows], n_items).astype(np.float32)
+    return _dense(frame.groupBy("item").agg(F.sum(value)).collect(), n_items).astype(np.float32)
 
 
 def spark_als_params(factors: int, regularization: float, alpha: float, iterations: int,

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -57,16 +57,23 @@ def spark_session(config: TrainConfig) -> SparkSession:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up failures share no base class
         raise ConfigError(f"spark_master: cannot start Spark at {master or 'spark-submit master'!r}: "
-                          f"{_first_line(exc)} "
+                          f"{first_line(exc)} "
                           "(is Java 17 installed and JAVA_HOME set?)") from None
     session.sparkContext.setLogLevel("WARN")
     return session
 
 
 def data_uri(path: object) -> str:
-    """The log's location as Spark expects it (a URI such as ``s3a://bucket/log/`` stays as given)."""
+    """The log's location as Spark expects it (a URI such as ``s3a://bucket/log/`` stays as given).
+
+    A local path that does not exist is a ``DataError`` here, before the minutes of starting Spark.
+    """
     text = str(path)
-    return text if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) else os.path.abspath(text)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        return text
+    if not os.path.exists(text):
+        raise DataError(f"{text}: file not found")
+    return os.path.abspath(text)
 
 
 def stream_blocks(frame: DataFrame, to_block: Callable[[list[Any]], NDArray[Any]]) -> Iterator[NDArray[Any]]:
@@ -84,6 +91,7 @@ def stream_blocks(frame: DataFrame, to_block: Callable[[list[Any]], NDArray[Any]
                 yield np.asarray(block)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (py4j messages carry a Java stack trace after it)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -8,7 +8,6 @@ the model directory one partition at a time (``session.stream_blocks``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -21,15 +20,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from .. import artifacts, report
+from .. import artifacts
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
 from ..data.loading import read_catalog
-from ..errors import ConfigError, DataError, GateRefusedError
+from ..errors import ConfigError, DataError
 from ..model_selection import BlendChoice
 from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                        prefixed)
+                        prefixed, save_version)
 from . import cleaning
 from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
@@ -49,19 +48,16 @@ def run(config: TrainConfig) -> Path:
     _check_supported(config)
     started = time.perf_counter()
     uri = data_uri(config.data)
-    if "://" not in uri and not Path(uri).exists():
-        raise DataError(f"{config.data}: file not found")  # before the minutes of starting Spark
     spark = spark_session(config)
     try:
-        return _run(spark, config, started)
+        return _run(spark, config, uri, started)
     finally:
         spark.catalog.clearCache()
 
 
-def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
+def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> Path:
     from pyspark.sql import functions as F
 
-    uri = data_uri(config.data)
     frame, preset, repeated_headers = cleaning.read_log(spark, uri, config)
     kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config),
                                            repeated_headers=repeated_headers)
@@ -134,8 +130,6 @@ def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
     current_version = artifacts.current_version(config.models_dir)
     current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
     gate = gate_decision({}, current_version, bool((current_manifest or {}).get("blend")), config)
-    if not config.promote:
-        gate = {**gate, "status": "not promoted", "reason": "--no-promote"}
     notes = ["trained by the spark engine: not evaluated (the evaluation runs on the local engine: "
              "make evaluate on the log or a sample of it); the blend is the default one"]
     manifest = {
@@ -152,17 +146,7 @@ def _run(spark: SparkSession, config: TrainConfig, started: float) -> Path:
         "notes": notes,
         "libraries": {name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
     }
-    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": uri,
-               "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
-               "notes": notes, "cleaning": cleaning_report, "version": "(this run)"}
-    documents = {"evaluation.json": json.dumps({}).encode(), "report.html": report.render({}, summary)}
-    manifest["training_seconds"] = round(time.perf_counter() - started, 3)
-    promote_it = gate["status"] not in ("refused", "not promoted")
-    path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions, documents, promote_it)
-    logger.info("spark training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
-    if gate["status"] == "refused":
-        raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}")
-    return path
+    return save_version(config, arrays, manifest, {}, current_version, started)
 
 
 def _check_supported(config: TrainConfig) -> None:
