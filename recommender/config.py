@@ -74,6 +74,8 @@ class TrainConfig:
     include_activity: Path | None = None
     evaluate: bool = True
     test_days: float = 30.0
+    # Rolling validation periods of ``test_days`` before the test period (see ``protocols``).
+    validation_periods: int = 3
     eval_k: int = 10
     max_eval_users: int = 5000
     ease_max_items: int = 8000
@@ -100,7 +102,7 @@ class TrainConfig:
         if not 0 <= self.gate_tolerance < 1:
             raise ConfigError(f"gate_tolerance: must be in [0, 1), got {self.gate_tolerance}")
         for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
-                     "als_iterations", "eval_k", "max_eval_users", "ease_max_items", "jobs"):
+                     "als_iterations", "eval_k", "validation_periods", "max_eval_users", "ease_max_items", "jobs"):
             _at_least(name, getattr(self, name), 1)
         for name in ("num_threads", "max_history", "spark_partitions"):
             _at_least(name, getattr(self, name), 0)

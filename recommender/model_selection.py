@@ -1,19 +1,31 @@
 """Choosing the recommender that ships, and measuring it against the usual baselines.
 
-For a customer log, two temporal folds: the last ``test_days`` of the log are the test
-period, and the ``test_days`` before them the validation period. The blend (which
-item-to-item model, how much ALS, how much trending, which trending half-life) is tuned on
-the validation fold only; then the chosen blend, its parts and the baselines (popularity and
-``implicit``'s own recommenders at their defaults) are fitted on everything before the test
-period and measured on it. For a basket-only log the folds hold out baskets instead, and
-the task is to find the hidden item of a basket from the rest.
+The validation protocol comes from the log (``protocols.choose_protocol``): rolling time
+periods, each customer's next purchase, or random held-out customers / baskets. Every choice
+is made on validation folds carved from data before the test fold; the test fold is used once,
+to report the shipped model, its parts and the baselines side by side, each with a bootstrap
+95% interval over the evaluated customers.
+
+The search, on the validation folds of every protocol the log supports:
+
+1. how strongly to down-weight old purchases (``DECAY_DAYS``, "none" included), with the lead
+   item-to-item model (EASE where the catalog allows, else cosine kNN);
+2. every item-to-item model alone, without decay and with the chosen one (EASE over
+   ``EASE_L2``, reusing one Gram matrix per fold and decay);
+3. ALS alone, trending alone (each half-life), popularity alone;
+4. the two best item-to-item models blended with ALS and trending over a grid of weights.
+
+A configuration's score is its NDCG@k on each protocol relative to the best configuration on
+that protocol, averaged over protocols (a model must do well on all of them). The best one
+ships, unless it is a blend that does not beat its best single part by more than the
+bootstrap standard error of the difference: then the part ships.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,34 +36,66 @@ from numpy.typing import NDArray
 
 from .algorithms import ALS, EASE, Cooccurrence, ItemKNN, NeighbourModel, RP3beta
 from .algorithms.blend import blend_scores
+from .algorithms.ease import ease_pairs, gram_matrix
 from .config import TrainConfig
-from .data.matrix import Interactions, binarize, build_interactions, cap_history, trending_weights
-from .data.split import basket_split, temporal_split
+from .data.matrix import Interactions, binarize, build_interactions, cap_history, decayed, trending_weights
+from .data.split import (HoldoutSplit, next_purchase_split, random_holdout_split, temporal_split)
 from .errors import DataError, ModelSkippedError
-from .evaluation import HeldOut, next_item_metrics, ranking_metrics, top_k
+from .evaluation import HeldOut, bootstrap_interval, next_item_metrics, ranking_metrics, row_ndcg, top_k
+from .protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, choose_protocol, period_cutoffs
 
 logger = logging.getLogger(__name__)
 
 ITEM_MODELS: dict[str, type[NeighbourModel]] = {
     "ease": EASE, "rp3beta": RP3beta, "cooccurrence": Cooccurrence, "item_knn": ItemKNN,
 }
-ALS_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
-TREND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DECAY_DAYS = (0.0, 14.0, 30.0, 90.0, 365.0)
+EASE_L2 = (125.0, 500.0, 2000.0)
+LEAD_EASE_L2 = 500.0
+ALS_WEIGHTS = (0.0, 0.25, 0.5)
+TREND_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 HALF_LIVES = (7.0, 14.0, 30.0)
+# "Popularity" is trending with a half-life far longer than any log: every purchase counts alike.
+POPULARITY_HALF_LIFE = 36500.0
 CUTS = (1, 5, 10, 20)
+SAVED_DEPTH = 20
 # Dense score matrices of the evaluated rows are held in memory: bound their size.
 MAX_SCORE_ENTRIES = 20_000_000
 
 
 @dataclass(frozen=True)
 class BlendChoice:
-    """What the personal recommender is made of; stored in the manifest, read by the server."""
+    """What the personal recommender is made of; stored in the manifest, read by the server.
+
+    Scores are ``item_weight * item + als_weight * ALS + trend_weight * trending`` (each part
+    scaled to 1, ``algorithms.blend``); ``item_weight`` None means ``1 - als_weight``. The
+    item-to-item part scores a customer's purchases weighted ``exp(-age / decay_days)``
+    (``decay_days`` 0: unweighted), and is fitted on the same weighting.
+    """
 
     item_model: str
     item_params: dict[str, Any]
     als_weight: float
     trend_weight: float
     trend_half_life_days: float
+    decay_days: float = 0.0
+    item_weight: float | None = None
+
+    def _key(self) -> tuple[Any, ...]:
+        """What the choice ranks by: parameters of a part weighted 0 do not matter."""
+        item = (self.item_model, tuple(sorted(self.item_params.items())), self.decay_days) if self.item_part else ()
+        trend = self.trend_half_life_days if self.trend_weight else None
+        return (item, self.item_part, self.als_weight, self.trend_weight, trend)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BlendChoice) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def item_part(self) -> float:
+        return 1.0 - self.als_weight if self.item_weight is None else self.item_weight
 
     def build_item_model(self, num_threads: int = 0) -> NeighbourModel:
         params = dict(self.item_params)
@@ -59,10 +103,39 @@ class BlendChoice:
             params["num_threads"] = num_threads
         return ITEM_MODELS[self.item_model](**params)
 
+    def item_label(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.item_params.items()
+                           if k not in ("neighbours", "max_items", "min_support", "min_pair_support"))
+        decay = f", decay {self.decay_days:g}d" if self.decay_days else ""
+        return f"{self.item_model}({params}{decay})"
+
+    def trend_label(self) -> str:
+        if self.trend_half_life_days >= POPULARITY_HALF_LIFE:
+            return "popularity"
+        return f"trending({self.trend_half_life_days:g}d)"
+
+    def parts(self) -> list[BlendChoice]:
+        """The single components this choice blends (itself when it is one)."""
+        singles = []
+        if self.item_part > 0:
+            singles.append(replace(self, als_weight=0.0, trend_weight=0.0, item_weight=None))
+        if self.als_weight > 0:
+            singles.append(replace(self, als_weight=1.0, trend_weight=0.0, item_weight=None, decay_days=0.0))
+        if self.trend_weight > 0:
+            singles.append(replace(self, als_weight=0.0, trend_weight=1.0, item_weight=0.0, decay_days=0.0))
+        return singles if len(singles) > 1 else [self]
+
     def label(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.item_params.items() if k not in ("neighbours", "max_items"))
-        return (f"{self.item_model}({params}) + ALS x{self.als_weight:g} + trending({self.trend_half_life_days:g}d)"
-                f" x{self.trend_weight:g}")
+        terms = []
+        if self.item_part > 0:
+            terms.append(self.item_label() + (f" x{self.item_part:g}" if self.item_part != 1 else ""))
+        if self.als_weight > 0:
+            terms.append(f"ALS x{self.als_weight:g}")
+        if self.trend_weight > 0:
+            terms.append(self.trend_label() + (f" x{self.trend_weight:g}" if terms else ""))
+        if len(terms) == 1:
+            return terms[0].replace(" x1", "") + " alone"
+        return " + ".join(terms)
 
 
 def default_choice(n_items: int, config: TrainConfig, has_customers: bool = True) -> BlendChoice:
@@ -75,12 +148,21 @@ def default_choice(n_items: int, config: TrainConfig, has_customers: bool = True
     return BlendChoice(item_model, params, 0.5 if has_customers else 0.0, 0.5, config.trending_half_life_days)
 
 
+def build_als(config: TrainConfig, num_threads: int | None = None) -> ALS:
+    """The ALS of a run, from its settings: the one place that maps the config onto ALS, so
+    that what evaluation fits is what ships (GPU included)."""
+    return ALS(factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
+               iterations=config.als_iterations, confidence=config.als_confidence,
+               random_state=config.random_state,
+               num_threads=config.num_threads if num_threads is None else num_threads, use_gpu=config.use_gpu)
+
+
 def item_candidates(n_items: int, config: TrainConfig) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
     """Item-to-item models tried by the search, and notes on those skipped (and why)."""
     candidates: dict[str, tuple[str, dict[str, Any]]] = {}
     notes = []
     if n_items <= config.ease_max_items:
-        for l2 in (100.0, 250.0, 500.0):
+        for l2 in EASE_L2:
             candidates[f"ease l2={l2:g}"] = ("ease", {"l2": l2, "neighbours": 200, "max_items": config.ease_max_items})
     else:
         notes.append(f"EASE skipped: {n_items} items exceed ease_max_items={config.ease_max_items} "
@@ -93,34 +175,68 @@ def item_candidates(n_items: int, config: TrainConfig) -> tuple[dict[str, tuple[
     return candidates, notes
 
 
+# ----------------------------------------------------------------------------- folds
 @dataclass
 class Fold:
-    """A training side and what to measure on: ``held_out`` rows are customers (temporal
-    folds) or held-out baskets (basket folds, whose ``seen`` rows are the queries)."""
+    """A training side and what to measure on it.
+
+    ``kind`` "time": ``held_out.rows`` are customers of the training side, scored from their
+    own (possibly decayed) rows; "holdout": held-out customers or baskets not in the training
+    side, scored from ``held_out.seen`` (the query items).
+    """
 
     interactions: Interactions
     held_out: HeldOut
     description: dict[str, Any]
-    basket: bool = False
+    kind: str = "time"
+    fit_on: str = "customers"
     purchases: pd.DataFrame | None = None
     test: pd.DataFrame | None = None
+    row_ids: list[str] = field(default_factory=list)
+    _weighted: dict[float, sp.csr_matrix] = field(default_factory=dict)
+
+    @property
+    def basket(self) -> bool:
+        return self.fit_on == "orders"
+
+    @property
+    def timed(self) -> bool:
+        return self.kind == "time"
 
     @property
     def fit_matrix(self) -> sp.csr_matrix:
-        return self.interactions.order_items if self.basket else self.interactions.user_items
+        return self.weighted(0.0)
+
+    def weighted(self, decay_days: float) -> sp.csr_matrix:
+        """The matrix item models fit on, purchases weighted by recency (0: binary)."""
+        if decay_days not in self._weighted:
+            if self.basket:
+                self._weighted[decay_days] = binarize(self.interactions.order_items)
+            elif decay_days and self.timed:
+                self._weighted[decay_days] = decayed(self.interactions.purchase_age, decay_days)
+            else:
+                self._weighted[decay_days] = binarize(self.interactions.user_items)
+        return self._weighted[decay_days]
+
+    def query(self, decay_days: float) -> sp.csr_matrix:
+        """What each evaluated row is scored from, weighted as the model was fitted."""
+        if self.timed:
+            return self.weighted(decay_days)[self.held_out.rows]
+        return self.held_out.seen
 
 
 @dataclass
 class Selection:
-    """The outcome: the choice, the figures behind it, and what to write in the report."""
+    """The outcome: the choice, the figures behind it, the test predictions, and notes."""
 
     choice: BlendChoice
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
 def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: dict[str, Any] | None = None) -> Selection:
-    """Tune the blend on the validation fold, measure everything on the test fold.
+    """Choose the protocol, tune on its validation folds, measure everything on its test fold.
 
     ``current`` is the blend of the model now serving (from its manifest): it is measured on
     the same test fold, for the promotion gate.
@@ -131,40 +247,81 @@ def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: d
         Too little data to hold anything out.
     """
     started = time.perf_counter()
-    basket = purchases["user_id"].isna().all()
-    if basket:
-        outer = basket_split(purchases, seed=config.random_state)
-        inner = basket_split(outer.train, seed=config.random_state + 1)
-        test_fold = _basket_fold(outer.train, outer.queries, outer.hidden)
-        validation_fold = _basket_fold(inner.train, inner.queries, inner.hidden)
-    else:
-        outer_split = temporal_split(purchases, config.test_days)
-        test_fold = _temporal_fold(outer_split.train, outer_split.test, config, outer_split.cutoff)
-        inner_split = temporal_split(outer_split.train, config.test_days)
-        validation_fold = _temporal_fold(inner_split.train, inner_split.test, config, inner_split.cutoff)
+    protocol = choose_protocol(purchases, config.test_days, config.validation_periods)
+    logger.info("validation protocol: %s (%s)", protocol.name, protocol.reason)
+    test_fold, validation, secondary = _folds(purchases, protocol, config)
     n_items = len(test_fold.interactions.item_ids)
     candidates, notes = item_candidates(n_items, config)
-    search = _search(validation_fold, candidates, config)
-    choice = search["choice"]
-    logger.info("chosen on validation: %s (ndcg@%d %.4f)", choice.label(), config.eval_k, search["best_ndcg"])
+    search = _search(validation, candidates, config)
+    choice = search.pop("choice")
+    logger.info("chosen on validation: %s", choice.label())
 
-    test = _measure(test_fold, choice, config, current)
-    evaluation = {
-        "protocol": test_fold.description,
-        "validation": {**validation_fold.description, "search": search["table"], "chosen": choice.label()},
+    measured = _measure(test_fold, choice, config, current)
+    predictions = measured.pop("predictions")
+    evaluation: dict[str, Any] = {
+        "protocol": {**protocol.to_dict(), **test_fold.description},
+        "validation": {"folds": {name: [fold.description for fold in folds] for name, folds in validation.items()},
+                       **search, "chosen": choice.label()},
         "k": config.eval_k,
-        **test,
-        "seconds": round(time.perf_counter() - started, 1),
+        **measured,
     }
-    return Selection(choice, evaluation, notes)
+    if secondary is not None:
+        also = _measure(secondary, choice, config, None, item_pages=False)
+        also.pop("predictions")
+        evaluation["also"] = {secondary.description["split"]: {"protocol": secondary.description, **also}}
+    evaluation["seconds"] = round(time.perf_counter() - started, 1)
+    return Selection(choice, evaluation, notes, predictions)
+
+
+def _folds(purchases: pd.DataFrame, protocol: Protocol, config: TrainConfig
+           ) -> tuple[Fold, dict[str, list[Fold]], Fold | None]:
+    """The test fold, the validation folds of each protocol, and a second test fold (the
+    next-purchase one, when the rolling protocol is primary)."""
+    if protocol.name == RANDOM_HOLDOUT:
+        outer = random_holdout_split(purchases, seed=config.random_state)
+        inner = random_holdout_split(outer.train, seed=config.random_state + 1)
+        return _holdout_fold(outer, config), {RANDOM_HOLDOUT: [_holdout_fold(inner, config)]}, None
+    if protocol.name == NEXT_PURCHASE:
+        outer_np = next_purchase_split(purchases)
+        inner_np = next_purchase_split(outer_np.train)
+        return (_time_fold(outer_np.train, outer_np.test, config, {"split": NEXT_PURCHASE}),
+                {NEXT_PURCHASE: [_time_fold(inner_np.train, inner_np.test, config, {"split": NEXT_PURCHASE})]}, None)
+    windows = period_cutoffs(purchases["timestamp"].max(), config.test_days, config.validation_periods + 1)
+    cut = windows[0][0]
+    test_fold = _time_fold(purchases[purchases["timestamp"] < cut], purchases[purchases["timestamp"] >= cut],
+                           config, {"split": ROLLING, "train_until": f"{cut:%Y-%m-%d %H:%M}"})
+    rolling = []
+    for start, stop in windows[1:]:
+        train = purchases[purchases["timestamp"] < start]
+        test = purchases[(purchases["timestamp"] >= start) & (purchases["timestamp"] < stop)]
+        try:
+            rolling.append(_time_fold(train, test, config, {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"}))
+        except DataError as exc:
+            logger.warning("validation period from %s skipped: %s", f"{start:%Y-%m-%d}", exc)
+    before = purchases[purchases["timestamp"] < cut]
+    validation = {ROLLING: rolling} if rolling else {}
+    try:
+        inner_np = next_purchase_split(before)
+        validation[NEXT_PURCHASE] = [_time_fold(inner_np.train, inner_np.test, config, {"split": NEXT_PURCHASE})]
+    except DataError as exc:
+        logger.warning("next-purchase validation skipped: %s", exc)
+    if not validation:
+        raise DataError("evaluation: no validation period before the test period")
+    secondary = None
+    try:
+        outer_np = next_purchase_split(purchases, after=cut)
+        secondary = _time_fold(outer_np.train, outer_np.test, config,
+                               {"split": NEXT_PURCHASE, "held_out": f"each customer's last order, from {cut:%Y-%m-%d}"})
+    except DataError as exc:
+        logger.warning("next-purchase test skipped: %s", exc)
+    return test_fold, validation, secondary
 
 
 def evaluation_fold(purchases: pd.DataFrame, config: TrainConfig) -> Fold:
-    """The test fold ``select_and_evaluate`` measures on (customer logs): train before the
-    cut-off, measure on what customers bought after it. For measuring models fitted
-    elsewhere (the Spark engine's) on the same split."""
+    """The rolling protocol's test fold: train before the cut-off, measure what customers
+    bought after it. For measuring models fitted elsewhere (the Spark engine's) on the same split."""
     split = temporal_split(purchases, config.test_days)
-    return _temporal_fold(split.train, split.test, config, split.cutoff)
+    return _time_fold(split.train, split.test, config, {"split": ROLLING, "train_until": f"{split.cutoff:%Y-%m-%d %H:%M}"})
 
 
 def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
@@ -174,8 +331,8 @@ def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors:
     return _metrics(fold, scores, config)
 
 
-# ----------------------------------------------------------------------------- folds
-def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, cutoff: pd.Timestamp) -> Fold:
+def _time_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, description: dict[str, Any]) -> Fold:
+    """Customers of the training side, measured on the items new to them in ``test``."""
     interactions = build_interactions(train, "binary")
     test = test[test["user_id"].notna()]
     users = interactions.user_ids.indices(test["user_id"])
@@ -192,10 +349,13 @@ def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig,
     n_targets = new.groupby("user").size()
     rows = n_targets.index.to_numpy(dtype=np.int64)
     limit = max(100, min(config.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(interactions.item_ids))))
-    if len(rows) > limit:
+    sampled = len(rows) > limit
+    if sampled:
         rows = np.sort(np.random.default_rng(config.random_state).choice(rows, limit, replace=False))
+    cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     if not len(rows):
-        raise DataError(f"evaluation: no customer bought anything new after {cutoff:%Y-%m-%d}")
+        raise DataError("evaluation: no customer bought anything new in the held-out purchases"
+                        + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else ""))
     position = pd.Series(np.arange(len(rows)), index=rows)
     hits = new[(new["index"] >= 0) & new["user"].isin(rows)]
     targets = sp.csr_matrix(
@@ -206,18 +366,30 @@ def _temporal_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig,
     held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets,
                        n_targets[rows].to_numpy(dtype=np.int64), popularity)
     description = {
-        "split": "temporal", "train_until": f"{cutoff:%Y-%m-%d %H:%M}",
+        "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
+        **description,
+        "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
         "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
         "customers_evaluated": int(len(rows)), "target_pairs": int(n_targets[rows].sum()),
         "unreachable_target_pairs": int(n_targets[rows].sum() - targets.nnz),
         "train_customers": len(interactions.user_ids), "train_items": len(interactions.item_ids),
     }
-    return Fold(interactions, held_out, description, purchases=train, test=test)
+    if sampled:
+        description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
+    row_ids = interactions.user_ids.ids(rows)
+    return Fold(interactions, held_out, description, "time", "customers", train, test, list(row_ids))
 
 
-def _basket_fold(train: pd.DataFrame, queries: list[list[str]], hidden: list[str]) -> Fold:
-    interactions = build_interactions(train, "binary")
+def _holdout_fold(split: HoldoutSplit, config: TrainConfig) -> Fold:
+    """Held-out customers or baskets, each with one hidden item to find from the rest."""
+    interactions = build_interactions(split.train, "binary")
     lookup = interactions.item_ids
+    queries, hidden = split.queries, split.hidden
+    limit = max(100, min(config.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(lookup))))
+    sampled = len(queries) > limit
+    if sampled:
+        keep = np.sort(np.random.default_rng(config.random_state).choice(len(queries), limit, replace=False))
+        queries, hidden = [queries[i] for i in keep], [hidden[i] for i in keep]
     rows, cols, targets_cols, target_rows = [], [], [], []
     for number, (query, item) in enumerate(zip(queries, hidden)):
         indices = lookup.indices(query)
@@ -231,69 +403,117 @@ def _basket_fold(train: pd.DataFrame, queries: list[list[str]], hidden: list[str
     shape = (len(queries), len(lookup))
     seen = binarize(sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape))
     targets = sp.csr_matrix((np.ones(len(target_rows), dtype=np.float32), (target_rows, targets_cols)), shape=shape)
-    popularity = np.diff(interactions.order_items.tocsc().indptr).astype(np.float64)
+    fit_on = split.unit if split.unit == "customers" else "orders"
+    basis = interactions.user_items if fit_on == "customers" else interactions.order_items
+    popularity = np.diff(basis.tocsc().indptr).astype(np.float64)
     held_out = HeldOut(np.arange(len(queries), dtype=np.int64), seen, targets,
                        np.ones(len(queries), dtype=np.int64), popularity)
-    description = {"split": "baskets", "train_baskets": interactions.n_orders, "test_baskets": len(queries),
-                   "task": "find the one hidden item of a basket from the rest"}
-    return Fold(interactions, held_out, description, basket=True, purchases=train)
+    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(queries)} {split.unit}",
+                   f"train_{split.unit}": basis.shape[0], "task": "find the one hidden item from the rest"}
+    if sampled:
+        description["sampled"] = f"{len(queries)} of {len(split.queries)} held-out {split.unit}, at random"
+    return Fold(interactions, held_out, description, "holdout", fit_on, split.train,
+                row_ids=[f"holdout:{number}" for number in range(len(queries))])
 
 
 # ----------------------------------------------------------------------------- scoring
 @dataclass
-class _Parts:
-    """Fitted parts on one fold and their scores for the fold's evaluated rows."""
+class _FoldState:
+    """What the search fitted on one fold, kept between its stages."""
 
-    item_scores: dict[str, NDArray[np.float32]]
-    als_scores: NDArray[np.float32] | None
-    trends: dict[float, NDArray[np.float64]]
-    models: dict[str, NeighbourModel]
-
-
-def _fit_item_models(fold: Fold, candidates: dict[str, tuple[str, dict[str, Any]]], config: TrainConfig,
-                     notes: list[str] | None = None) -> dict[str, NeighbourModel]:
-    def fit(name: str, kind: str, params: dict[str, Any]) -> tuple[str, NeighbourModel | None]:
-        if kind == "item_knn":
-            params = {**params, "num_threads": 1}
-        try:
-            return name, ITEM_MODELS[kind](**params).fit(fold.fit_matrix)
-        except ModelSkippedError as exc:
-            if notes is not None:
-                notes.append(str(exc))
-            return name, None
-
-    fitted = Parallel(n_jobs=config.jobs, prefer="threads")(
-        delayed(fit)(name, kind, params) for name, (kind, params) in candidates.items()
-    )
-    return {name: model for name, model in fitted if model is not None}
+    fold: Fold
+    items: dict[tuple[Any, ...], NeighbourModel] = field(default_factory=dict)
+    item_scores: dict[tuple[Any, ...], NDArray[np.float32]] | None = None
+    grams: dict[float, NDArray[np.float64]] = field(default_factory=dict)
+    als: NDArray[np.float32] | None = None
+    trends: dict[float, NDArray[np.float64]] = field(default_factory=dict)
 
 
-def _fit_als(fold: Fold, config: TrainConfig) -> ALS | None:
+def _fit_item(state: _FoldState, choice: BlendChoice) -> NeighbourModel | None:
+    """Fit (once per fold) the item model of ``choice``; None when it is skipped."""
+    # RP3beta and LLR co-occurrence read only who bought what: decay changes their query, not their fit.
+    fit_decay = choice.decay_days if choice.item_model in ("ease", "item_knn") else 0.0
+    key = (choice.item_model, tuple(sorted(choice.item_params.items())), fit_decay)
+    if key in state.items:
+        return state.items[key]
+    fold = state.fold
+    matrix = fold.weighted(fit_decay)
+    model = choice.build_item_model(num_threads=1)
+    try:
+        if isinstance(model, EASE):
+            if len(fold.interactions.item_ids) > model.max_items:
+                raise ModelSkippedError(f"EASE skipped: more than {model.max_items} items")
+            for decay in dict.fromkeys((0.0, fit_decay)):
+                if decay not in state.grams:
+                    state.grams[decay] = gram_matrix(fold.weighted(decay))
+            model.fit(matrix, gram=state.grams[fit_decay], counts=state.grams[0.0])
+        else:
+            model.fit(matrix)
+    except ModelSkippedError:
+        model = None  # type: ignore[assignment]
+    state.items[key] = model  # type: ignore[assignment]
+    return model
+
+
+def _als_scores(state: _FoldState, config: TrainConfig) -> NDArray[np.float32] | None:
+    fold = state.fold
     if fold.basket or not fold.interactions.user_items.nnz:
         return None
-    return ALS(factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
-               iterations=config.als_iterations, confidence=config.als_confidence,
-               random_state=config.random_state, num_threads=config.num_threads).fit(fold.interactions.user_counts)
+    if state.als is None:
+        als = build_als(config, num_threads=1).fit(fold.interactions.user_counts)
+        factors = als.user_factors_[fold.held_out.rows] if fold.timed else als.fold_in_rows(fold.held_out.seen)
+        state.als = (factors @ als.item_factors_.T).astype(np.float32)
+    return state.als
 
 
-def _rows_scores(fold: Fold, model: NeighbourModel | ALS) -> NDArray[np.float32]:
-    if isinstance(model, ALS):
-        if fold.basket:
-            raise ValueError("ALS is not scored on basket folds")
-        return (model.user_factors_[fold.held_out.rows] @ model.item_factors_.T).astype(np.float32)
-    return model.score_rows(fold.held_out.seen).astype(np.float32)
+def _trend(state: _FoldState, half_life: float) -> NDArray[np.float64]:
+    if half_life not in state.trends:
+        fold = state.fold
+        if fold.timed:
+            weights = trending_weights(fold.interactions.purchase_age, half_life)
+            trend = np.asarray(weights.sum(axis=0), dtype=np.float64).ravel()
+        else:
+            trend = fold.held_out.popularity.astype(np.float64)
+        state.trends[half_life] = trend / trend.max() if trend.max() > 0 else trend
+    return state.trends[half_life]
 
 
-def _trend(fold: Fold, half_life: float) -> NDArray[np.float64]:
-    weights = trending_weights(fold.interactions.purchase_age, half_life)
-    trend = np.asarray(weights.sum(axis=0), dtype=np.float64).ravel()
-    return trend / trend.max() if trend.max() > 0 else trend
+def _choice_scores(state: _FoldState, choice: BlendChoice, config: TrainConfig) -> NDArray[np.float64] | None:
+    """Scores of every item for the fold's evaluated rows under ``choice`` (None: cannot be
+    scored on this fold, e.g. EASE on a catalog too large or ALS on baskets)."""
+    fold = state.fold
+    item = als = None
+    if choice.item_part > 0:
+        key = (choice.item_model, tuple(sorted(choice.item_params.items())), choice.decay_days)
+        item = state.item_scores.get(key) if state.item_scores is not None else None
+        if item is None:
+            model = _fit_item(state, choice)
+            if model is None:
+                return None
+            item = model.score_rows(fold.query(choice.decay_days))
+            if state.item_scores is not None:
+                state.item_scores[key] = item
+    if choice.als_weight > 0:
+        als = _als_scores(state, config)
+        if als is None:
+            return None
+    trend = _trend(state, choice.trend_half_life_days)
+    scores = blend_scores(item, als, trend, choice.als_weight, choice.trend_weight, choice.item_weight)
+    if scores is None:
+        scores = np.tile(trend, (len(fold.held_out.rows), 1))
+    return scores
 
 
-def _metrics(fold: Fold, scores: NDArray[np.floating], config: TrainConfig) -> dict[str, float]:
-    recommended = top_k(scores, fold.held_out.seen, max(CUTS))
-    result = ranking_metrics(recommended[:, : config.eval_k], fold.held_out, config.eval_k)
-    result["by_k"] = {  # type: ignore[assignment]
+def _metrics(fold: Fold, scores: NDArray[np.floating], config: TrainConfig,
+             recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
+    if recommended is None:
+        recommended = top_k(scores, fold.held_out.seen, max(CUTS))
+    result: dict[str, Any] = ranking_metrics(recommended[:, : config.eval_k], fold.held_out, config.eval_k)
+    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : config.eval_k], fold.held_out),
+                                          seed=config.random_state)
+    result["ndcg_ci95"] = [round(low, 5), round(high, 5)]
+    result["ndcg_se"] = round(error, 5)
+    result["by_k"] = {
         str(cut): {name: ranking_metrics(recommended[:, :cut], fold.held_out, cut)[name]
                    for name in ("ndcg", "recall", "hit_rate")}
         for cut in CUTS
@@ -301,85 +521,191 @@ def _metrics(fold: Fold, scores: NDArray[np.floating], config: TrainConfig) -> d
     return result
 
 
-def _ndcg(fold: Fold, scores: NDArray[np.floating], k: int) -> float:
-    return ranking_metrics(top_k(scores, fold.held_out.seen, k), fold.held_out, k)["ndcg"]
-
-
-def _blend(parts: _Parts, item_name: str | None, als_weight: float, trend_weight: float,
-           half_life: float) -> NDArray[np.float64]:
-    item = parts.item_scores.get(item_name) if item_name else None
-    scores = blend_scores(item, parts.als_scores, parts.trends.get(half_life), als_weight, trend_weight)
-    if scores is None:
-        scores = np.tile(parts.trends[half_life], (len(next(iter(parts.item_scores.values()))), 1))
-    return scores
-
-
 # ----------------------------------------------------------------------------- search
-def _search(fold: Fold, candidates: dict[str, tuple[str, dict[str, Any]]], config: TrainConfig) -> dict[str, Any]:
-    """Grid search of the blend on the validation fold (bounded: the two best item models)."""
-    models = _fit_item_models(fold, candidates, config)
-    als = _fit_als(fold, config)
-    # Without timestamps every purchase has the same age: trending is plain popularity.
-    half_lives = HALF_LIVES if fold.purchases is not None and "timestamp" in fold.purchases else (14.0,)
-    parts = _Parts(
-        item_scores={name: _rows_scores(fold, model) for name, model in models.items()},
-        als_scores=_rows_scores(fold, als) if als is not None else None,
-        trends={half_life: _trend(fold, half_life) for half_life in half_lives},
-        models=models,
-    )
-    alone = {name: _ndcg(fold, scores, config.eval_k) for name, scores in parts.item_scores.items()}
-    finalists = sorted(alone, key=lambda name: -alone[name])[:2]
-    als_weights = ALS_WEIGHTS if als is not None else (0.0,)
-    table = [{"config": f"{name} alone", "ndcg": round(value, 5)} for name, value in alone.items()]
-    best: tuple[float, BlendChoice] | None = None
-    for name, als_weight, trend_weight in itertools.product(finalists, als_weights, TREND_WEIGHTS):
-        for half_life in half_lives if trend_weight else half_lives[-1:]:
-            kind, params = candidates[name]
-            choice = BlendChoice(kind, params, als_weight, trend_weight, half_life)
-            value = _ndcg(fold, _blend(parts, name, als_weight, trend_weight, half_life), config.eval_k)
-            table.append({"config": choice.label(), "ndcg": round(value, 5)})
-            if best is None or value > best[0] + 1e-9:
-                best = (value, choice)
-    assert best is not None
-    table.sort(key=lambda row: -row["ndcg"])
-    return {"choice": best[1], "best_ndcg": best[0], "table": table[:25]}
+def _search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, dict[str, Any]]],
+            config: TrainConfig) -> dict[str, Any]:
+    """The staged search of the module docstring over every validation fold."""
+    states = {name: [_FoldState(fold) for fold in folds] for name, folds in validation.items()}
+    flat = [state for group in states.values() for state in group]
+    timed = all(state.fold.timed for state in flat)
+    has_als = not any(state.fold.basket for state in flat)
+    default_half_life = config.trending_half_life_days
+    rows: dict[BlendChoice, dict[str, NDArray[np.float64]]] = {}
+
+    def measure(choices: Iterable[BlendChoice]) -> None:
+        todo = [c for c in dict.fromkeys(choices) if c not in rows]
+
+        def one_fold(state: _FoldState) -> list[NDArray[np.float64] | None]:
+            out = []
+            for choice in todo:
+                scores = _choice_scores(state, choice, config)
+                out.append(None if scores is None else
+                           row_ndcg(top_k(scores, state.fold.held_out.seen, config.eval_k), state.fold.held_out))
+            return out
+
+        results = Parallel(n_jobs=config.jobs, prefer="threads")(delayed(one_fold)(state) for state in flat)
+        for position, choice in enumerate(todo):
+            per_fold = [result[position] for result in results]
+            if any(values is None for values in per_fold):
+                continue
+            by_protocol, offset = {}, 0
+            for name, group in states.items():
+                by_protocol[name] = np.concatenate(per_fold[offset: offset + len(group)])
+                offset += len(group)
+            rows[choice] = by_protocol
+
+    def item_choice(name: str, decay: float) -> BlendChoice:
+        kind, params = candidates[name]
+        return BlendChoice(kind, params, 0.0, 0.0, default_half_life, decay)
+
+    lead = "ease l2=" + f"{LEAD_EASE_L2:g}" if f"ease l2={LEAD_EASE_L2:g}" in candidates else "item-knn cosine"
+    decays = DECAY_DAYS if timed else (0.0,)
+    measure(item_choice(lead, decay) for decay in decays)
+    lead_scores = {c.decay_days: _combined(rows, c) for c in rows}
+    best_decay = max(lead_scores, key=lambda d: lead_scores[d]) if lead_scores else 0.0
+    singles = [item_choice(name, decay) for name in candidates for decay in dict.fromkeys((0.0, best_decay))]
+    if has_als:
+        singles.append(BlendChoice(*candidates[lead], 1.0, 0.0, default_half_life))
+    for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):
+        singles.append(BlendChoice(*candidates[lead], 0.0, 1.0, half_life, 0.0, 0.0))
+    measure(singles)
+    item_singles = [c for c in rows if c.item_part > 0 and c.als_weight == 0 and c.trend_weight == 0]
+    finalists = sorted(item_singles, key=lambda c: -_combined(rows, c))[:2]
+    trend_singles = [c for c in rows if c.item_part == 0 and c.trend_weight > 0]
+    half_life = max(trend_singles, key=lambda c: _combined(rows, c)).trend_half_life_days if trend_singles \
+        else POPULARITY_HALF_LIFE
+    blends = [replace(finalist, als_weight=als_weight, trend_weight=trend_weight, trend_half_life_days=half_life)
+              for finalist in finalists for als_weight in (ALS_WEIGHTS if has_als else (0.0,))
+              for trend_weight in TREND_WEIGHTS if als_weight or trend_weight]
+    for state in flat:  # each finalist's scores are computed once per fold for all its blends
+        state.item_scores = {}
+    measure(blends)
+    for state in flat:
+        state.item_scores = None
+    if not rows:
+        raise DataError("evaluation: no model could be measured on the validation folds")
+
+    choice, rule = simplest_within_noise(rows, config.random_state)
+    table = sorted(rows, key=lambda c: -_combined(rows, c))
+    return {
+        "choice": choice,
+        "rule": rule,
+        "decay_chosen_days": best_decay,
+        "score": "NDCG@k per protocol relative to the best configuration there, averaged over protocols",
+        "configurations_measured": len(rows),
+        "search": [{"config": c.label(), "score": round(_combined(rows, c), 4),
+                    **{f"ndcg {name}": round(float(values.mean()), 5) for name, values in rows[c].items()}}
+                   for c in table[:30]],
+    }
+
+
+def simplest_within_noise(rows: dict[BlendChoice, dict[str, NDArray[np.float64]]], seed: int = 0
+                          ) -> tuple[BlendChoice, str]:
+    """The configuration to ship, and why: the best by ``_combined`` score, unless it is a blend
+    whose gain over its best single part (measured too) is within the bootstrap standard error
+    of that gain; then the part.
+
+    ``rows`` maps each measured configuration to its per-row NDCG on each protocol (the same
+    rows, in the same order, for every configuration).
+    """
+    best = max(rows, key=lambda c: _combined(rows, c))
+    parts = [part for part in best.parts() if part in rows]
+    if len(best.parts()) == 1 or not parts:
+        return best, "the best configuration is a single component"
+    part = max(parts, key=lambda c: _combined(rows, c))
+    gain, error = _paired_gain(rows, best, part, seed)
+    if gain > error:
+        return best, f"the blend beats its best part ({part.label()}) by {gain:.4f} > standard error {error:.4f}"
+    return part, (f"the blend {best.label()} beats its best part by {gain:.4f}, within the standard error "
+                  f"{error:.4f}: the part ships")
+
+
+def _best_by_protocol(rows: dict[BlendChoice, dict[str, NDArray[np.float64]]]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for by_protocol in rows.values():
+        for name, values in by_protocol.items():
+            best[name] = max(best.get(name, 0.0), float(values.mean()))
+    return best
+
+
+def _combined(rows: dict[BlendChoice, dict[str, NDArray[np.float64]]], choice: BlendChoice) -> float:
+    best = _best_by_protocol(rows)
+    ratios = [float(values.mean()) / best[name] if best[name] > 0 else 0.0
+              for name, values in rows[choice].items()]
+    return float(np.mean(ratios))
+
+
+def _paired_gain(rows: dict[BlendChoice, dict[str, NDArray[np.float64]]], blend: BlendChoice, part: BlendChoice,
+                 seed: int) -> tuple[float, float]:
+    """Mean gain of ``blend`` over ``part`` on the combined score, and its bootstrap standard
+    error (customers resampled within each protocol, the protocols' errors combined)."""
+    best = _best_by_protocol(rows)
+    gains, variances = [], []
+    for name in rows[blend]:
+        scale = best[name] if best[name] > 0 else 1.0
+        difference = (rows[blend][name] - rows[part][name]) / scale
+        gains.append(float(difference.mean()))
+        variances.append(bootstrap_interval(difference, seed=seed)[2] ** 2)
+    return float(np.mean(gains)), float(np.sqrt(np.sum(variances)) / len(gains))
 
 
 # ----------------------------------------------------------------------------- measuring
-def _measure(fold: Fold, choice: BlendChoice, config: TrainConfig, current: dict[str, Any] | None) -> dict[str, Any]:
-    """Fit the choice, its parts, the current model's blend and the baselines; measure them all."""
-    choices = {"shipped": choice}
-    if current:
-        choices["current"] = BlendChoice(**current)
-    candidates = {f"{key}:{c.item_model}": (c.item_model, c.item_params) for key, c in choices.items()}
-    models = _fit_item_models(fold, candidates, config)
-    als = _fit_als(fold, config)
-    trends = {c.trend_half_life_days: _trend(fold, c.trend_half_life_days) for c in choices.values()}
-    parts = _Parts({name: _rows_scores(fold, model) for name, model in models.items()},
-                   _rows_scores(fold, als) if als is not None else None, trends, models)
+def _measure(fold: Fold, choice: BlendChoice, config: TrainConfig, current: dict[str, Any] | None,
+             item_pages: bool = True) -> dict[str, Any]:
+    """Fit the choice, its parts, the current model's blend and the baselines; measure them all
+    on the test fold (once, after every choice is made)."""
+    state = _FoldState(fold)
     results: dict[str, dict[str, Any]] = {}
-    for key, c in choices.items():
-        scores = _blend(parts, f"{key}:{c.item_model}", c.als_weight if als is not None else 0.0,
-                        c.trend_weight, c.trend_half_life_days)
-        results[f"{key} blend" if key == "current" else "shipped: " + c.label()] = _metrics(fold, scores, config)
-    shipped_item = f"shipped:{choice.item_model}"
-    if shipped_item in parts.item_scores:
-        results[f"part: {choice.item_model} alone"] = _metrics(fold, parts.item_scores[shipped_item], config)
-    if als is not None:
-        results["part: ALS alone"] = _metrics(fold, parts.als_scores, config)  # type: ignore[arg-type]
-    results.update(_baselines(fold, config))
-    shipped_name = next(name for name in results if name.startswith("shipped"))
+    shipped_scores = _choice_scores(state, choice, config)
+    if shipped_scores is None:
+        raise DataError("evaluation: the chosen model cannot be scored on the test fold")
+    shipped_top = top_k(shipped_scores, fold.held_out.seen, max(CUTS[-1], SAVED_DEPTH))
+    del shipped_scores
+    shipped_name = "shipped: " + choice.label()
+    results[shipped_name] = _metrics(fold, np.empty(0), config, recommended=shipped_top)
+    for part in choice.parts():
+        if part != choice:
+            scores = _choice_scores(state, part, config)
+            if scores is not None:
+                results["part: " + part.label()] = _metrics(fold, scores, config)
+    if current:
+        try:
+            previous = BlendChoice(**current)
+        except TypeError:
+            previous = None
+        scores = _choice_scores(state, previous, config) if previous is not None else None
+        if scores is not None:
+            results["current blend"] = _metrics(fold, scores, config)
+    results.update(_baselines(fold, state, config))
     out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
-                           "headline_value": results[shipped_name]["ndcg"]}
+                           "headline_value": results[shipped_name]["ndcg"],
+                           "headline_ci95": results[shipped_name]["ndcg_ci95"]}
     if "current blend" in results:
         out["current_headline_value"] = results["current blend"]["ndcg"]
-    if not fold.basket and fold.test is not None:
-        out["item_to_item"] = _next_item(fold, models.get(shipped_item), config)
+    if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
+        out["item_to_item"] = _next_item(fold, _fit_item(state, choice) if choice.item_part else None, config)
+    out["predictions"] = _predictions(fold, shipped_top)
     return out
 
 
-def _baselines(fold: Fold, config: TrainConfig) -> dict[str, dict[str, Any]]:
-    """Popularity and ``implicit``'s own recommenders at their defaults, called directly."""
+def _predictions(fold: Fold, recommended: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
+    """The shipped model's test rankings and the targets, in external ids, so that anyone can
+    recompute the reported figures from the saved model version."""
+    item_ids = fold.interactions.item_ids.ids_
+    targets = fold.held_out.targets.tocsr()
+    targets.sort_indices()
+    return {
+        "row_ids": np.asarray(fold.row_ids, dtype=np.str_),
+        "recommended": np.asarray(item_ids[recommended], dtype=np.str_),
+        "targets.indptr": targets.indptr.astype(np.int64),
+        "targets.items": np.asarray(item_ids[targets.indices], dtype=np.str_),
+        "n_targets": fold.held_out.n_targets.astype(np.int64),
+    }
+
+
+def _baselines(fold: Fold, state: _FoldState, config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """Popularity, ``implicit``'s own recommenders at their defaults (called directly) and
+    plain EASE, on the same rows."""
     import warnings
 
     from implicit.cpu.als import AlternatingLeastSquares
@@ -387,21 +713,32 @@ def _baselines(fold: Fold, config: TrainConfig) -> dict[str, dict[str, Any]]:
     from implicit.utils import ParameterWarning
     from threadpoolctl import threadpool_limits
 
-    matrix = binarize(fold.fit_matrix)
+    matrix = fold.fit_matrix
     results = {"baseline: popularity": _metrics(fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)),
                                                 config)}
+    query = fold.query(0.0)
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ParameterWarning)
         for name, model in (("cosine K=100", CosineRecommender(K=100)), ("BM25 K=100", BM25Recommender(K=100))):
             model.fit(matrix, show_progress=False)
-            results[f"baseline: implicit {name}"] = _metrics(fold, (fold.held_out.seen @ model.similarity).toarray(),
-                                                             config)
+            results[f"baseline: implicit {name}"] = _metrics(fold, (query @ model.similarity).toarray(), config)
         if not fold.basket:
             als = AlternatingLeastSquares(factors=100, regularization=0.01, iterations=15,
                                           random_state=config.random_state)
             als.fit(matrix, show_progress=False)
-            scores = als.user_factors[fold.held_out.rows] @ als.item_factors.T
-            results["baseline: implicit ALS factors=100 reg=0.01"] = _metrics(fold, scores, config)
+            if fold.timed:
+                factors = als.user_factors[fold.held_out.rows]
+            else:
+                factors = ALS.from_arrays({"user_factors": als.user_factors, "item_factors": als.item_factors},
+                                          regularization=0.01, alpha=1.0).fold_in_rows(fold.held_out.seen)
+            results["baseline: implicit ALS factors=100 reg=0.01"] = _metrics(fold, factors @ als.item_factors.T,
+                                                                              config)
+    if len(fold.interactions.item_ids) <= config.ease_max_items:
+        ease = BlendChoice("ease", {"l2": 250.0, "neighbours": 200, "max_items": config.ease_max_items}, 0.0, 0.0,
+                           config.trending_half_life_days)
+        scores = _choice_scores(state, ease, config)
+        if scores is not None:
+            results["baseline: EASE l2=250"] = _metrics(fold, scores, config)
     return results
 
 
@@ -419,8 +756,7 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainCon
     queries, targets = queries[valid], targets[valid]
     shipped = ItemKNN(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
                       min_pair_support=config.min_pair_support, num_threads=config.num_threads).fit(
-        fold.fit_matrix if fold.basket else cap_history(fold.fit_matrix, fold.interactions.purchase_age,
-                                                        config.max_history))
+        cap_history(fold.fit_matrix, fold.interactions.purchase_age, config.max_history))
     results = {"also-bought as served (item-knn " + config.similarity + ")":
                next_item_metrics(shipped.neighbour_ids_, queries, targets, config.eval_k)}
     if shipped_item is not None:
@@ -430,3 +766,8 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainCon
     table = np.tile(popular, (len(fold.held_out.popularity), 1))
     results["baseline: popularity"] = next_item_metrics(table, queries, targets, config.eval_k)
     return {"task": "the next item a customer bought (a later order), among the first item's top k", **results}
+
+
+def choice_dict(choice: BlendChoice) -> dict[str, Any]:
+    """The manifest's ``blend``: every field, so that ``BlendChoice(**blend)`` rebuilds it."""
+    return asdict(choice)

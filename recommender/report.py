@@ -23,20 +23,23 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
         "trained": summary.get("created_at"),
         "data": summary.get("data"),
         "shipped recommender": evaluation.get("shipped"),
-        f"headline (NDCG@{k}) on the test period": _fmt(evaluation.get("headline_value")),
+        f"headline (NDCG@{k}) on the test fold": _fmt(evaluation.get("headline_value")),
+        "95% interval (bootstrap over customers)": _interval(evaluation.get("headline_ci95")),
+        "validation protocol": (evaluation.get("protocol") or {}).get("name"),
+        "why this protocol": (evaluation.get("protocol") or {}).get("reason"),
         "gate": summary.get("gate"),
     }))
     for note in summary.get("notes", []):
         sections.append(f"<p class=note>{html.escape(note)}</p>")
     if models:
-        sections.append(f"<h2>Test period: every model at K={k}</h2>")
-        sections.append(_definition_list(evaluation.get("protocol", {})))
-        rows = "".join(
-            f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(values.get(m))}</td>" for m in METRIC_COLUMNS)
-            + "</tr>" for name, values in models.items()
-        )
-        header = "".join(f"<th>{m}@{k}</th>" for m in METRIC_COLUMNS[:-2]) + "<th>coverage</th><th>novelty (mean pop. rank)</th>"
-        sections.append(f"<table><tr><th>model</th>{header}</tr>{rows}</table>")
+        sections.append(f"<h2>Test fold (never used for any choice): every model at K={k}</h2>")
+        protocol = evaluation.get("protocol", {})
+        sections.append(_definition_list({key: value for key, value in protocol.items() if key != "stats"}))
+        sections.append(_model_table(models, k))
+        for name, other in (evaluation.get("also") or {}).items():
+            sections.append(f"<h2>Also measured: {html.escape(name)} protocol</h2>")
+            sections.append(_definition_list(other.get("protocol", {})))
+            sections.append(_model_table(other.get("models", {}), k))
         names = list(models)
         figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 1.5))
         for axis, metric in zip(axes, ("ndcg", "hit_rate")):
@@ -73,14 +76,20 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
         sections.append(f"<table><tr><th>model</th><th>hit rate@{k}</th><th>NDCG@{k}</th><th>MRR</th><th>pairs</th></tr>{rows}</table>")
     validation = evaluation.get("validation")
     if validation:
-        sections.append("<h2>How the shipped blend was chosen</h2>")
-        sections.append("<p>Tuned on a validation period carved from the training period (never the test period): "
-                        "item-to-item models alone first, then the two best blended with ALS and with trending "
-                        "(time-decayed popularity) at several weights and half-lives. Chosen: "
+        sections.append("<h2>How the shipped model was chosen</h2>")
+        sections.append("<p>On validation folds before the test fold only: the decay of old purchases first, then "
+                        "every single component (item-to-item models, ALS, trending, popularity), then the two best "
+                        "item-to-item models blended with ALS and trending. A blend ships only if it beats its best "
+                        "part by more than the bootstrap standard error. Chosen: "
                         f"<b>{html.escape(str(validation.get('chosen')))}</b>.</p>")
-        sections.append(_definition_list({k2: v for k2, v in validation.items() if k2 not in ("search", "chosen")}))
-        rows = "".join(f"<tr><td>{html.escape(r['config'])}</td><td>{_fmt(r['ndcg'])}</td></tr>" for r in validation.get("search", []))
-        sections.append(f"<table><tr><th>configuration (validation)</th><th>NDCG@{k}</th></tr>{rows}</table>")
+        sections.append(_definition_list({k2: v for k2, v in validation.items()
+                                          if k2 not in ("search", "chosen", "folds")}))
+        search = validation.get("search", [])
+        columns = [key for key in (search[0] if search else {}) if key != "config"]
+        rows = "".join("<tr><td>" + html.escape(r["config"]) + "</td>" + "".join(f"<td>{_fmt(r.get(c))}</td>"
+                       for c in columns) + "</tr>" for r in search)
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        sections.append(f"<table><tr><th>configuration (validation)</th>{header}</tr>{rows}</table>")
     cleaning = summary.get("cleaning")
     if cleaning:
         sections.append("<h2>Cleaning</h2>" + _definition_list({**{k2: v for k2, v in cleaning.items() if not isinstance(v, dict)},
@@ -91,6 +100,22 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>Evaluation {html.escape(str(summary.get('version')))}"
             f"</title><style>{style}</style></head><body>{''.join(sections)}</body></html>")
     return page.encode("utf-8")
+
+
+def _model_table(models: dict[str, Any], k: int) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(values.get(m))}</td>" for m in METRIC_COLUMNS)
+        + f"<td>{_interval(values.get('ndcg_ci95'))}</td></tr>" for name, values in models.items()
+    )
+    header = ("".join(f"<th>{m}@{k}</th>" for m in METRIC_COLUMNS[:-2])
+              + f"<th>coverage</th><th>novelty (mean pop. rank)</th><th>NDCG@{k} 95% interval</th>")
+    return f"<table><tr><th>model</th>{header}</tr>{rows}</table>"
+
+
+def _interval(bounds: Any) -> str | None:
+    if not bounds:
+        return None
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
 
 
 def _figure(figure: Any, plt: Any) -> str:

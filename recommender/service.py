@@ -117,6 +117,8 @@ class RecommendationService:
             blend = artifact.manifest.get("blend") or {}
             self.als_weight = float(blend.get("als_weight", 0.5)) if "als" in components else 0.0
             self.trend_weight = float(blend.get("trend_weight", 0.0))
+            item_weight = blend.get("item_weight")
+            self.item_weight = None if item_weight is None else float(item_weight)
             self.als: ALS | None = None
             if "als" in components:
                 params = {k: components["als"][k] for k in ("regularization", "alpha")}
@@ -199,7 +201,7 @@ class RecommendationService:
         owned = self._owned(user_idx, recent)
         if user_idx is not None:
             history = self._purchases(user_idx)
-            weights = np.ones(len(history))
+            weights = self._purchase_weights(user_idx)
             vector = self.als.user_factors_[user_idx] if self.als is not None else None
         else:
             history, weights = self._activity_weights(recent)
@@ -292,7 +294,8 @@ class RecommendationService:
         rows = self.user_items[user_indices]
         item_scores = (rows @ self.knn_matrix).toarray()
         als_scores = self.als.user_factors_[user_indices] @ self.als.item_factors_.T if self.als is not None else None
-        scores = blend_scores(item_scores, als_scores, self.trend, self.als_weight, self.trend_weight)
+        scores = blend_scores(item_scores, als_scores, self.trend, self.als_weight, self.trend_weight,
+                              self.item_weight)
         if scores is None:
             scores = np.tile(self.trend, (len(user_indices), 1))
         scores[rows.nonzero()] = -np.inf
@@ -400,7 +403,7 @@ class RecommendationService:
         if knn is None and als is None:
             return None, "popular"
         strategy = "blend" if knn is not None and als is not None else ("item-knn" if als is None else "als")
-        return blend_scores(knn, als, self.trend, self.als_weight, self.trend_weight), strategy
+        return blend_scores(knn, als, self.trend, self.als_weight, self.trend_weight, self.item_weight), strategy
 
     def _contributions(
         self, history: NDArray[np.int64], weights: NDArray[np.float64]
@@ -496,6 +499,11 @@ class RecommendationService:
         """Items a customer bought in the model's data (a slice of the memory-mapped arrays)."""
         indptr = self.user_items.indptr
         return np.asarray(self.user_items.indices[indptr[user_idx] : indptr[user_idx + 1]], dtype=np.int64)
+
+    def _purchase_weights(self, user_idx: int) -> NDArray[np.float64]:
+        """How much each of a known customer's purchases counts (recency weights of the model)."""
+        indptr = self.user_items.indptr
+        return np.asarray(self.user_items.data[indptr[user_idx] : indptr[user_idx + 1]], dtype=np.float64)
 
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
         """Items a shopper bought: in the model's data, and through the API since."""

@@ -11,7 +11,6 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,14 @@ from numpy.typing import NDArray
 
 from . import artifacts, report
 from .activity import ActivityStore
-from .algorithms import ALS, ItemKNN, Popular
+from .algorithms import ItemKNN, Popular
 from .config import TrainConfig
 from .data.catalog import build_catalog
 from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
-from .data.matrix import binarize, build_interactions, cap_history, trending_weights
+from .data.matrix import binarize, build_interactions, cap_history, decayed, trending_weights
 from .errors import DataError, GateRefusedError
-from .model_selection import BlendChoice, default_choice, select_and_evaluate
+from .model_selection import BlendChoice, build_als, choice_dict, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +56,13 @@ def run(config: TrainConfig) -> Path:
     current_blend = (current_manifest or {}).get("blend")
     evaluation: dict[str, Any] = {}
     notes: list[str] = []
+    predictions: dict[str, Any] = {}
     choice = default_choice(len(interactions.item_ids), config, has_customers)
     if config.evaluate:
         try:
             selection = select_and_evaluate(purchases, config, current_blend)
             choice, evaluation, notes = selection.choice, selection.evaluation, selection.notes
+            predictions = selection.predictions
         except DataError as exc:
             notes.append(f"not evaluated: {exc}")
             logger.warning("not evaluated (%s); using the default blend", exc)
@@ -75,9 +76,13 @@ def run(config: TrainConfig) -> Path:
     arrays, components = fit_components(interactions, config, choice)
     gate = gate_decision(evaluation, current_version, current_blend is not None, config)
     arrays.update(prefixed("catalog", catalog))
+    # The shipped model's rankings of the test fold and their targets: the reported figure
+    # can be recomputed from the version itself.
+    arrays.update(prefixed("evaluation", predictions))
+    blend = choice_dict(choice)
     manifest = {
         "components": components,
-        "blend": asdict(choice) if has_customers else {**asdict(choice), "als_weight": 0.0},
+        "blend": blend if has_customers else {**blend, "als_weight": 0.0},
         "params": jsonable(vars(config)),
         "data": {"path": str(config.data), "sha256": signature["log_sha256"], "signature": signature},
         "cleaning": report_of_cleaning,
@@ -178,15 +183,21 @@ def fit_components(
     """Fit every model the server needs on all the data; return their arrays and descriptions."""
     knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
                       min_pair_support=config.min_pair_support, num_threads=config.num_threads)
+    has_customers = interactions.user_items.nnz > 0
+    # A customer's purchases weighted by recency, as the personal item model was fitted (all 1
+    # without decay); the server scores a known customer from these weights.
+    personal_rows = (decayed(interactions.purchase_age, choice.decay_days) if has_customers
+                     else binarize(interactions.user_items))
+    if not np.array_equal(personal_rows.indices, interactions.user_items.indices):
+        raise ValueError("purchase ages and purchases do not have the same cells")
     arrays: dict[str, NDArray[Any]] = {
         "item_ids": interactions.item_ids.ids_,
         "user_ids": interactions.user_ids.ids_,
         "user_items.indptr": interactions.user_items.indptr.astype(np.int64),
         "user_items.indices": interactions.user_items.indices.astype(np.int32),
-        "user_items.data": np.ones(interactions.user_items.nnz, dtype=np.float32),
+        "user_items.data": personal_rows.data.astype(np.float32),
     }
     components: dict[str, Any] = {}
-    has_customers = interactions.user_items.nnz > 0
     basis_matrix = interactions.user_items if has_customers else interactions.order_items
     basis = "customers" if has_customers else "orders"
     # When the personal model is the same kNN as "also bought" (catalogs too large for EASE),
@@ -194,7 +205,8 @@ def fit_components(
     shared = None
     knn_basis = cap_history(interactions.user_items, interactions.purchase_age, config.max_history)
     if (knn_basis is interactions.user_items and has_customers and choice.item_model == "item_knn"
-            and config.weighting == "binary" and choice.item_params.get("similarity") == config.similarity):
+            and config.weighting == "binary" and choice.item_params.get("similarity") == config.similarity
+            and not choice.decay_days):
         widest = max(config.neighbours, int(choice.item_params.get("neighbours", 0)))
         shared = ItemKNN(similarity=config.similarity, neighbours=widest,
                          num_threads=config.num_threads).candidate_pairs(interactions.user_items)
@@ -203,25 +215,23 @@ def fit_components(
         arrays.update(prefixed("also_bought", also_bought.to_arrays()))
         components["also_bought"] = {"model": "item_knn", "basis": basis, "max_history": config.max_history,
                                      **also_bought.get_params()}
-        als = ALS(
-            factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
-            iterations=config.als_iterations, confidence=config.als_confidence,
-            random_state=config.random_state, num_threads=config.num_threads, use_gpu=config.use_gpu,
-        ).fit(interactions.user_counts)
+        als = build_als(config).fit(interactions.user_counts)
         arrays.update(prefixed("als", als.to_arrays()))
         components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
         arrays.update(prefixed("bought_together", bought_together.to_arrays()))
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
-    personal = choice.build_item_model(config.num_threads).fit(binarize(basis_matrix), pairs=shared)
+    personal = choice.build_item_model(config.num_threads).fit(
+        personal_rows if has_customers else binarize(basis_matrix), pairs=shared)
     arrays.update(prefixed("personal", personal.to_arrays()))
     # The scoring matrix itself, so that server workers memory-map one shared copy.
     matrix = personal.neighbour_matrix()
     arrays.update(prefixed("personal.matrix", {"indptr": matrix.indptr.astype(np.int64),
                                                  "indices": matrix.indices.astype(np.int32),
                                                  "data": matrix.data.astype(np.float32)}))
-    components["personal"] = {"model": choice.item_model, "basis": basis, **personal.get_params()}
+    components["personal"] = {"model": choice.item_model, "basis": basis, "decay_days": choice.decay_days,
+                              **personal.get_params()}
     arrays.update(prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
     arrays.update(prefixed("trending", Popular().fit(trending).to_arrays()))
@@ -276,7 +286,10 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
         "headline": evaluation.get("headline"),
         "value": evaluation.get("headline_value"),
         "k": evaluation.get("k"),
+        "ci95": evaluation.get("headline_ci95"),
         "shipped": evaluation.get("shipped"),
+        "protocol": {key: protocol[key] for key in ("name", "reason", "also_measured") if key in protocol}
+        if (protocol := evaluation.get("protocol")) else None,
         "ndcg_by_model": {name: round(values["ndcg"], 5) for name, values in models.items()},
     }
 

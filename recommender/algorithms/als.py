@@ -147,6 +147,17 @@ class ALS(Recommender):
         system = gram + (chosen.T * (confidence - 1.0)) @ chosen + self.regularization * np.eye(len(gram))
         return np.linalg.solve(system, chosen.T @ confidence).astype(np.float32)
 
+    def fold_in_rows(self, rows: sp.csr_matrix) -> NDArray[np.float32]:
+        """``fold_in`` for each row of a rows x items matrix (offline evaluation of held-out
+        customers or baskets: one small solve per row, a loop of a few thousand at most)."""
+        rows = check_csr(rows)
+        vectors = np.zeros((rows.shape[0], self.item_factors_.shape[1]), dtype=np.float32)
+        for row in range(rows.shape[0]):
+            start, stop = rows.indptr[row], rows.indptr[row + 1]
+            if stop > start:
+                vectors[row] = self.fold_in(rows.indices[start:stop], rows.data[start:stop])
+        return vectors
+
     def gram(self) -> NDArray[np.float64]:
         """``Y'Y`` of the item factors, computed once per model."""
         cached = getattr(self, "_gram", None)

@@ -17,14 +17,19 @@ def blend_scores(
     trend: NDArray[np.floating] | None,
     als_weight: float,
     trend_weight: float,
+    item_weight: float | None = None,
 ) -> NDArray[np.float64] | None:
-    """``(1 - als_weight) * item + als_weight * als + trend_weight * trend``, parts scaled to 1.
+    """``item_weight * item + als_weight * als + trend_weight * trend``, parts scaled to 1.
 
-    Arrays are (n_items,) for one shopper or (n_rows, n_items) for a batch; a missing part
-    (None) is left out. Returns None when there is no personal evidence at all.
+    ``item_weight`` defaults to ``1 - als_weight``; 0 with ``als_weight`` 0 is "trending
+    alone". Arrays are (n_items,) for one shopper or (n_rows, n_items) for a batch; a missing
+    part (None) is left out. Returns None when there is no personal evidence at all (or no
+    personal part is weighted): the caller ranks by trending alone.
     """
     total = None
-    for part, weight in ((item_scores, 1.0 - als_weight), (als_scores, als_weight)):
+    if item_weight is None:
+        item_weight = 1.0 - als_weight
+    for part, weight in ((item_scores, item_weight), (als_scores, als_weight)):
         if part is None or weight == 0:
             continue
         part = np.asarray(part, dtype=np.float64)

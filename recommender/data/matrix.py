@@ -185,3 +185,19 @@ def _order_keys(purchases: pd.DataFrame) -> pd.Series:
     if orders.notna().any() or "timestamp" not in purchases:
         return orders
     return purchases["user_id"].astype("string") + "|" + purchases["timestamp"].astype("string")
+
+
+def decayed(purchase_age: sp.csr_matrix, days: float) -> sp.csr_matrix:
+    """Who bought what, each cell weighted ``exp(-age / days)`` by the age of its latest purchase
+    (``days`` 0: no decay, every cell 1).
+
+    Purchases a customer made long ago say less about what they want now, and recent baskets
+    say more about which items go together now; the evaluation chooses ``days`` (or none).
+    """
+    weights = purchase_age.tocsr(copy=True)
+    weights.sort_indices()
+    if days > 0:
+        weights.data = np.exp(-(weights.data - 1.0) / days).astype(np.float32)
+    else:
+        weights.data = np.ones(weights.nnz, dtype=np.float32)
+    return weights

@@ -68,3 +68,89 @@ def basket_split(purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 4
     if train.empty or not queries:
         raise DataError("evaluation: too few baskets to hold any out")
     return BasketSplit(train, queries, hidden)
+
+
+@dataclass(frozen=True)
+class NextPurchaseSplit:
+    """Each held-out customer's last order (``test``) and everything else (``train``)."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    customers: int
+
+
+def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
+                        after: pd.Timestamp | None = None) -> NextPurchaseSplit:
+    """Hold out each customer's last order by time, for customers with ``min_orders`` or more
+    (and, with ``after``, only last orders placed from that time on).
+
+    An order is the ``order_id`` (or, without one, a purchase time). Everybody else's lines,
+    including those later in time, stay on the training side: the question is what *this*
+    customer buys next, whenever that was, which measures every customer whatever the
+    calendar of their activity.
+
+    Raises
+    ------
+    DataError
+        No timestamps, or no customer with two orders at different times.
+    """
+    if "timestamp" not in purchases:
+        raise DataError("evaluation: a next-purchase split needs a timestamp column")
+    customers = purchases[purchases["user_id"].notna()]
+    order = _order_key(customers)
+    frame = pd.DataFrame({"user": customers["user_id"].to_numpy(), "order": order,
+                          "time": customers["timestamp"].to_numpy()})
+    order_times = frame.groupby(["user", "order"], observed=True, sort=False)["time"].max().reset_index()
+    order_times = order_times.sort_values(["user", "time", "order"], kind="stable")
+    n_orders = order_times.groupby("user", observed=True, sort=False)["order"].transform("size")
+    last = order_times.drop_duplicates("user", keep="last")
+    last = last[n_orders.loc[last.index] >= min_orders]
+    # A customer whose "last order" shares its time with an earlier one has no earlier side.
+    first_time = order_times.groupby("user", observed=True, sort=False)["time"].min()
+    last = last[last["time"].to_numpy() > first_time.loc[last["user"]].to_numpy()]
+    if after is not None:
+        last = last[last["time"] >= after]
+    if last.empty:
+        raise DataError("evaluation: no customer has two orders at different times"
+                        + (f" with the last from {after:%Y-%m-%d}" if after is not None else ""))
+    key = pd.MultiIndex.from_arrays([frame["user"], frame["order"]])
+    held = key.isin(pd.MultiIndex.from_arrays([last["user"], last["order"]]))
+    held_lines = np.zeros(len(purchases), dtype=bool)
+    held_lines[np.flatnonzero(purchases["user_id"].notna().to_numpy())[held]] = True
+    return NextPurchaseSplit(purchases[~held_lines], purchases[held_lines], len(last))
+
+
+def _order_key(purchases: pd.DataFrame) -> np.ndarray:
+    """Order identity per line: ``order_id`` where the log has one, else the purchase time."""
+    if "order_id" in purchases and purchases["order_id"].notna().any():
+        return purchases["order_id"].astype("string").fillna("").to_numpy(dtype=object)
+    return purchases["timestamp"].to_numpy()
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """Rows (customers or baskets) to train on, and held-out rows each with one hidden item."""
+
+    train: pd.DataFrame
+    queries: list[list[str]]
+    hidden: list[str]
+    unit: str
+
+
+def random_holdout_split(purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 42) -> HoldoutSplit:
+    """For a log without a usable time order: hold out a share of customers (or, without
+    customers, of baskets); in each held-out one with two or more items, one random item is
+    hidden and the rest is the query."""
+    if purchases["user_id"].notna().any():
+        customers = purchases[purchases["user_id"].notna()]
+        split = basket_split(customers.assign(order_id=customers["user_id"]), test_share, seed)
+        return HoldoutSplit(purchases[~purchases["user_id"].isin(_held_ids(customers, split))], split.queries,
+                            split.hidden, "customers")
+    split = basket_split(purchases, test_share, seed)
+    return HoldoutSplit(split.train, split.queries, split.hidden, "baskets")
+
+
+def _held_ids(customers: pd.DataFrame, split: BasketSplit) -> pd.Index:
+    kept = pd.Index(split.train["user_id"].unique())
+    everyone = pd.Index(customers["user_id"].unique())
+    return everyone.difference(kept)

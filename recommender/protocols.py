@@ -1,0 +1,130 @@
+"""Which validation protocol a log supports, decided from the log itself and said in the report.
+
+A recommender is chosen and measured on held-out purchases; which purchases to hold out
+depends on the log:
+
+``rolling-time``
+    Train before a cut-off, measure what customers bought in the ``test_days`` after it,
+    over several consecutive periods. It mimics production (a model trained last night answers
+    today) but only measures the customers active in those periods: it is used when each
+    period holds a fair share of the repeat customers.
+``next-purchase``
+    Each customer's last order is held out, whenever it happened. Every repeat customer is
+    measured, so it fits logs whose customers are active in bursts spread over the calendar
+    (where the last month is a small, unusual minority).
+``random-holdout``
+    A share of customers (or baskets) is held out, one item of each hidden and found from the
+    rest. For logs without a usable time order: no timestamps, or all the same.
+
+The rule (``choose_protocol``), with the figures behind it kept in ``Protocol.stats``:
+
+1. no timestamp column, or one distinct timestamp: ``random-holdout``;
+2. fewer than ``MIN_CUSTOMERS`` customers bought at two different times: ``random-holdout``;
+3. the test period and each of the ``validation_periods`` before it are *representative*
+   when each holds at least ``MIN_CUSTOMERS`` evaluable customers (bought before the period,
+   bought something new in it), they are at least ``MIN_COVERAGE`` of the repeat customers,
+   and the best-covered period holds at most ``MAX_UNEVENNESS`` times the worst-covered one:
+   then ``rolling-time``, with ``next-purchase`` measured too (the choice must do well on
+   both);
+4. otherwise ``next-purchase``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROLLING, NEXT_PURCHASE, RANDOM_HOLDOUT = "rolling-time", "next-purchase", "random-holdout"
+MIN_CUSTOMERS = 50
+MIN_COVERAGE = 0.20
+MAX_UNEVENNESS = 3.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The chosen protocol, the others measured alongside it, why, and the figures behind it."""
+
+    name: str
+    reason: str
+    also: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "also_measured": list(self.also), "reason": self.reason, "stats": self.stats}
+
+
+def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """``periods`` consecutive (start, stop) windows of ``test_days`` ending at the log's end,
+    newest first; starts at midnight. The first is the test period."""
+    windows = []
+    stop = end + pd.Timedelta(seconds=1)
+    for _ in range(periods):
+        start = (stop - pd.Timedelta(days=test_days)).normalize()
+        if start >= stop:
+            start = stop - pd.Timedelta(days=test_days)
+        windows.append((start, stop))
+        stop = start
+    return windows
+
+
+def choose_protocol(purchases: pd.DataFrame, test_days: float = 30.0, validation_periods: int = 3) -> Protocol:
+    """Apply the module's rule to a cleaned purchase log (``user_id`` NA for guest lines)."""
+    customers = purchases[purchases["user_id"].notna()]
+    if customers.empty:
+        return Protocol(RANDOM_HOLDOUT, "the log has no customer ids: baskets are held out")
+    if "timestamp" not in purchases:
+        return Protocol(RANDOM_HOLDOUT, "the log has no timestamps: customers are held out at random")
+    times = customers["timestamp"]
+    if times.nunique() < 2:
+        return Protocol(RANDOM_HOLDOUT, "every purchase has the same timestamp: customers are held out at random")
+    user_codes, _ = pd.factorize(customers["user_id"])
+    time_codes = times.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    distinct = pd.DataFrame({"user": user_codes, "time": time_codes}).drop_duplicates()
+    times_per_customer = np.bincount(distinct["user"].to_numpy())
+    repeat = int((times_per_customer >= 2).sum())
+    stats: dict[str, Any] = {"customers": int(len(times_per_customer)), "repeat_customers": repeat}
+    if repeat < MIN_CUSTOMERS:
+        return Protocol(RANDOM_HOLDOUT, f"only {repeat} customers bought at two different times "
+                                        f"(fewer than {MIN_CUSTOMERS}): customers are held out at random", stats=stats)
+    periods = _period_coverage(customers, user_codes, time_codes, test_days, validation_periods + 1, repeat)
+    stats["periods"] = periods
+    coverages = [period["coverage"] for period in periods]
+    evaluable = [period["evaluable_customers"] for period in periods]
+    worst, best = min(coverages), max(coverages)
+    stats["rule"] = (f"each of the {len(periods)} last {test_days:g}-day periods needs >= {MIN_CUSTOMERS} evaluable "
+                     f"customers and >= {MIN_COVERAGE:.0%} of the repeat customers, the best at most "
+                     f"{MAX_UNEVENNESS:g}x the worst")
+    if min(evaluable) < MIN_CUSTOMERS or worst < MIN_COVERAGE:
+        return Protocol(NEXT_PURCHASE, f"the last {test_days:g}-day periods hold too few of the {repeat} repeat "
+                                       f"customers (worst {worst:.1%}, {min(evaluable)} customers): each customer's "
+                                       "last order is held out instead", stats=stats)
+    if best > MAX_UNEVENNESS * worst:
+        return Protocol(NEXT_PURCHASE, f"the last {test_days:g}-day periods cover the repeat customers too unevenly "
+                                       f"({worst:.1%} to {best:.1%}): each customer's last order is held out instead",
+                        stats=stats)
+    return Protocol(ROLLING, f"each of the last {len(periods)} {test_days:g}-day periods holds {worst:.0%} or more of "
+                             f"the {repeat} repeat customers: rolling time split, each customer's next purchase "
+                             "measured too", also=(NEXT_PURCHASE,), stats=stats)
+
+
+def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes: np.ndarray, test_days: float,
+                     periods: int, repeat: int) -> list[dict[str, Any]]:
+    """For each period: customers who bought before it and bought an item new to them in it."""
+    item_codes, _ = pd.factorize(customers["item_id"])
+    first_bought = pd.DataFrame({"user": user_codes, "item": item_codes, "time": time_codes}) \
+        .groupby(["user", "item"], sort=False)["time"].min()
+    first_seen = pd.Series(time_codes).groupby(user_codes).min()
+    pair_users = first_bought.index.get_level_values("user").to_numpy()
+    pair_first = first_bought.to_numpy()
+    end = pd.Timestamp(int(time_codes.max()), unit="s")
+    out = []
+    for start, stop in period_cutoffs(end, test_days, periods):
+        lo, hi = int(start.value // 10**9), int(stop.value // 10**9)
+        new_in_period = (pair_first >= lo) & (pair_first < hi)
+        candidates = np.unique(pair_users[new_in_period])
+        evaluable = int((first_seen.loc[candidates].to_numpy() < lo).sum()) if len(candidates) else 0
+        out.append({"start": f"{start:%Y-%m-%d}", "evaluable_customers": evaluable,
+                    "coverage": round(evaluable / repeat, 4)})
+    return out
