@@ -263,7 +263,7 @@ def burst_synthetic_log(customers: int = 6000, items: int = 1500, groups: int = 
         for order in range(int(rng.integers(2, 6))):
             day = start + rng.uniform(0, 30)
             for item in rng.choice(items, int(rng.integers(2, 8)), replace=False, p=weights):
-                rows.append((f"o{customer}-{order}", f"I{item:05d}", 1, origin + pd.Timedelta(days=day),
+                rows.append((f"{500000 + customer * 10 + order}", f"{20000 + item}", 1, origin + pd.Timedelta(days=day),
                              2.5, f"c{customer}"))
     return pd.DataFrame(rows, columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"])
 

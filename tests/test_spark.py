@@ -124,14 +124,13 @@ def test_neighbours_equal_the_local_engine_up_to_ties(shipped_spark_model: artif
 
 def test_spark_als_ndcg_within_ten_percent_of_local_als(
         spark: object, shipped_local: tuple[pd.DataFrame, dict[str, object]]) -> None:
-    from recommender.model_selection import _fit_als, evaluation_fold, factor_metrics
+    from recommender.model_selection import build_als, evaluation_fold, factor_metrics
     from recommender.spark.models import fit_als, spark_als_params
 
     purchases, _ = shipped_local
     config = TrainConfig()
     fold = evaluation_fold(purchases, config)
-    local = _fit_als(fold, config)
-    assert local is not None
+    local = build_als(config).fit(fold.interactions.user_counts)
     local_ndcg = factor_metrics(fold, local.user_factors_, local.item_factors_, config)["ndcg"]
 
     counts = fold.interactions.user_counts.tocoo()
