@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from .algorithms.blend import blend_scores
 from .algorithms.ease import ease_pairs, gram_matrix
 from .config import TrainConfig
 from .data.matrix import Interactions, binarize, build_interactions, cap_history, decayed, trending_weights
-from .data.split import (HoldoutSplit, next_purchase_split, random_holdout_split, temporal_split)
+from .data.split import HoldoutSplit, next_purchase_split, random_holdout_split
 from .errors import DataError, ModelSkippedError
 from .evaluation import HeldOut, bootstrap_interval, next_item_metrics, ranking_metrics, row_ndcg, top_k
 from .protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, choose_protocol, period_cutoffs
@@ -81,9 +81,14 @@ class BlendChoice:
     decay_days: float = 0.0
     item_weight: float | None = None
 
+    def item_key(self, decay_days: float | None = None) -> tuple[Any, ...]:
+        """The item-to-item model and the decay it is fitted or scored with (default: the choice's)."""
+        decay = self.decay_days if decay_days is None else decay_days
+        return (self.item_model, tuple(sorted(self.item_params.items())), decay)
+
     def _key(self) -> tuple[Any, ...]:
         """What the choice ranks by: parameters of a part weighted 0 do not matter."""
-        item = (self.item_model, tuple(sorted(self.item_params.items())), self.decay_days) if self.item_part else ()
+        item = self.item_key() if self.item_part else ()
         trend = self.trend_half_life_days if self.trend_weight else None
         return (item, self.item_part, self.als_weight, self.trend_weight, trend)
 
@@ -190,7 +195,6 @@ class Fold:
     description: dict[str, Any]
     kind: str = "time"
     fit_on: str = "customers"
-    purchases: pd.DataFrame | None = None
     test: pd.DataFrame | None = None
     row_ids: list[str] = field(default_factory=list)
     _weighted: dict[float, sp.csr_matrix] = field(default_factory=dict)
@@ -288,14 +292,11 @@ def _folds(purchases: pd.DataFrame, protocol: Protocol, config: TrainConfig
                 {NEXT_PURCHASE: [_time_fold(inner_np.train, inner_np.test, config, {"split": NEXT_PURCHASE})]}, None)
     windows = period_cutoffs(purchases["timestamp"].max(), config.test_days, config.validation_periods + 1)
     cut = windows[0][0]
-    test_fold = _time_fold(purchases[purchases["timestamp"] < cut], purchases[purchases["timestamp"] >= cut],
-                           config, {"split": ROLLING, "train_until": f"{cut:%Y-%m-%d %H:%M}"})
+    test_fold = _rolling_fold(purchases, *windows[0], config)
     rolling = []
     for start, stop in windows[1:]:
-        train = purchases[purchases["timestamp"] < start]
-        test = purchases[(purchases["timestamp"] >= start) & (purchases["timestamp"] < stop)]
         try:
-            rolling.append(_time_fold(train, test, config, {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"}))
+            rolling.append(_rolling_fold(purchases, start, stop, config))
         except DataError as exc:
             logger.warning("validation period from %s skipped: %s", f"{start:%Y-%m-%d}", exc)
     before = purchases[purchases["timestamp"] < cut]
@@ -320,8 +321,16 @@ def _folds(purchases: pd.DataFrame, protocol: Protocol, config: TrainConfig
 def evaluation_fold(purchases: pd.DataFrame, config: TrainConfig) -> Fold:
     """The rolling protocol's test fold: train before the cut-off, measure what customers
     bought after it. For measuring models fitted elsewhere (the Spark engine's) on the same split."""
-    split = temporal_split(purchases, config.test_days)
-    return _time_fold(split.train, split.test, config, {"split": ROLLING, "train_until": f"{split.cutoff:%Y-%m-%d %H:%M}"})
+    return _rolling_fold(purchases, *period_cutoffs(purchases["timestamp"].max(), config.test_days, 1)[0], config)
+
+
+def _rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, config: TrainConfig) -> Fold:
+    """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``."""
+    times = purchases["timestamp"]
+    if not (times < start).any():
+        raise DataError(f"evaluation: no purchases before {start:%Y-%m-%d %H:%M}")
+    return _time_fold(purchases[times < start], purchases[(times >= start) & (times < stop)], config,
+                      {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
 
 
 def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
@@ -377,7 +386,7 @@ def _time_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, des
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
     row_ids = interactions.user_ids.ids(rows)
-    return Fold(interactions, held_out, description, "time", "customers", train, test, list(row_ids))
+    return Fold(interactions, held_out, description, "time", "customers", test, list(row_ids))
 
 
 def _holdout_fold(split: HoldoutSplit, config: TrainConfig) -> Fold:
@@ -412,7 +421,7 @@ def _holdout_fold(split: HoldoutSplit, config: TrainConfig) -> Fold:
                    f"train_{split.unit}": basis.shape[0], "task": "find the one hidden item from the rest"}
     if sampled:
         description["sampled"] = f"{len(queries)} of {len(split.queries)} held-out {split.unit}, at random"
-    return Fold(interactions, held_out, description, "holdout", fit_on, split.train,
+    return Fold(interactions, held_out, description, "holdout", fit_on,
                 row_ids=[f"holdout:{number}" for number in range(len(queries))])
 
 
@@ -433,7 +442,7 @@ def _fit_item(state: _FoldState, choice: BlendChoice) -> NeighbourModel | None:
     """Fit (once per fold) the item model of ``choice``; None when it is skipped."""
     # RP3beta and LLR co-occurrence read only who bought what: decay changes their query, not their fit.
     fit_decay = choice.decay_days if choice.item_model in ("ease", "item_knn") else 0.0
-    key = (choice.item_model, tuple(sorted(choice.item_params.items())), fit_decay)
+    key = choice.item_key(fit_decay)
     if key in state.items:
         return state.items[key]
     fold = state.fold
@@ -441,8 +450,7 @@ def _fit_item(state: _FoldState, choice: BlendChoice) -> NeighbourModel | None:
     model = choice.build_item_model(num_threads=1)
     try:
         if isinstance(model, EASE):
-            if len(fold.interactions.item_ids) > model.max_items:
-                raise ModelSkippedError(f"EASE skipped: more than {model.max_items} items")
+            model.check_catalog(len(fold.interactions.item_ids))  # before any dense Gram matrix is built
             for decay in dict.fromkeys((0.0, fit_decay)):
                 if decay not in state.grams:
                     state.grams[decay] = gram_matrix(fold.weighted(decay))
@@ -484,7 +492,7 @@ def _choice_scores(state: _FoldState, choice: BlendChoice, config: TrainConfig) 
     fold = state.fold
     item = als = None
     if choice.item_part > 0:
-        key = (choice.item_model, tuple(sorted(choice.item_params.items())), choice.decay_days)
+        key = choice.item_key()
         item = state.item_scores.get(key) if state.item_scores is not None else None
         if item is None:
             model = _fit_item(state, choice)
@@ -766,8 +774,3 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainCon
     table = np.tile(popular, (len(fold.held_out.popularity), 1))
     results["baseline: popularity"] = next_item_metrics(table, queries, targets, config.eval_k)
     return {"task": "the next item a customer bought (a later order), among the first item's top k", **results}
-
-
-def choice_dict(choice: BlendChoice) -> dict[str, Any]:
-    """The manifest's ``blend``: every field, so that ``BlendChoice(**blend)`` rebuilds it."""
-    return asdict(choice)

@@ -62,8 +62,6 @@ def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tu
     stop = end + pd.Timedelta(seconds=1)
     for _ in range(periods):
         start = (stop - pd.Timedelta(days=test_days)).normalize()
-        if start >= stop:
-            start = stop - pd.Timedelta(days=test_days)
         windows.append((start, stop))
         stop = start
     return windows

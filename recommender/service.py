@@ -200,8 +200,7 @@ class RecommendationService:
         user_idx = self.users.index(user_id, missing="none")
         owned = self._owned(user_idx, recent)
         if user_idx is not None:
-            history = self._purchases(user_idx)
-            weights = self._purchase_weights(user_idx)
+            history, weights = self._purchase_row(user_idx)
             vector = self.als.user_factors_[user_idx] if self.als is not None else None
         else:
             history, weights = self._activity_weights(recent)
@@ -497,13 +496,13 @@ class RecommendationService:
 
     def _purchases(self, user_idx: int) -> NDArray[np.int64]:
         """Items a customer bought in the model's data (a slice of the memory-mapped arrays)."""
-        indptr = self.user_items.indptr
-        return np.asarray(self.user_items.indices[indptr[user_idx] : indptr[user_idx + 1]], dtype=np.int64)
+        return self._purchase_row(user_idx)[0]
 
-    def _purchase_weights(self, user_idx: int) -> NDArray[np.float64]:
-        """How much each of a known customer's purchases counts (recency weights of the model)."""
-        indptr = self.user_items.indptr
-        return np.asarray(self.user_items.data[indptr[user_idx] : indptr[user_idx + 1]], dtype=np.float64)
+    def _purchase_row(self, user_idx: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """A known customer's items and how much each counts (the model's recency weights)."""
+        start, stop = self.user_items.indptr[user_idx], self.user_items.indptr[user_idx + 1]
+        return (np.asarray(self.user_items.indices[start:stop], dtype=np.int64),
+                np.asarray(self.user_items.data[start:stop], dtype=np.float64))
 
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
         """Items a shopper bought: in the model's data, and through the API since."""

@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 import time
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
 from .data.matrix import binarize, build_interactions, cap_history, decayed, trending_weights
 from .errors import DataError, GateRefusedError
-from .model_selection import BlendChoice, build_als, choice_dict, default_choice, select_and_evaluate
+from .model_selection import BlendChoice, build_als, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def run(config: TrainConfig) -> Path:
     # The shipped model's rankings of the test fold and their targets: the reported figure
     # can be recomputed from the version itself.
     arrays.update(prefixed("evaluation", predictions))
-    blend = choice_dict(choice)
+    blend = asdict(choice)
     manifest = {
         "components": components,
         "blend": blend if has_customers else {**blend, "als_weight": 0.0},

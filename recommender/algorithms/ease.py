@@ -61,13 +61,16 @@ class EASE(NeighbourModel):
             del self._gram, self._counts
         return self
 
-    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
-        n_items = present.shape[1]
+    def check_catalog(self, n_items: int) -> None:
+        """Raise ``ModelSkippedError`` when the catalog is too large for dense items x items matrices."""
         if n_items > self.max_items:
             raise ModelSkippedError(
                 f"EASE skipped: {n_items} items exceed max_items={self.max_items} "
                 f"(a dense {n_items} x {n_items} matrix would need {n_items * n_items * 8 / 2**30:.1f} GiB)"
             )
+
+    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
+        self.check_catalog(present.shape[1])
         gram = getattr(self, "_gram", None)
         gram = gram_matrix(user_items) if gram is None else gram
         return ease_pairs(gram, self.l2, self.neighbours + 1)

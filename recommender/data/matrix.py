@@ -75,7 +75,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     counts.sum_duplicates()
     user_items = _weight(counts, weighting)
 
-    order_key = _order_keys(purchases)
+    order_key = order_keys(purchases)
     has_order = order_key.notna().to_numpy()
     order_codes, order_values = pd.factorize(order_key[has_order])
     order_items = sp.csr_matrix(
@@ -180,7 +180,8 @@ def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
     return weighted
 
 
-def _order_keys(purchases: pd.DataFrame) -> pd.Series:
+def order_keys(purchases: pd.DataFrame) -> pd.Series:
+    """The order of each line: ``order_id``, or (a log without one) the customer and purchase time."""
     orders = purchases["order_id"]
     if orders.notna().any() or "timestamp" not in purchases:
         return orders

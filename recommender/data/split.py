@@ -1,7 +1,5 @@
-"""Held-out splits for evaluation: by time for customer logs, by basket for basket-only logs.
-
-A temporal split mimics production: train on everything before a cut-off, then ask what each
-customer bought afterwards that they had not bought before.
+"""Held-out splits for evaluation beyond a plain cut-off in time (``model_selection`` cuts
+those): each customer's last order, and random held-out customers or baskets.
 """
 from __future__ import annotations
 
@@ -11,34 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-
-
-@dataclass(frozen=True)
-class TemporalSplit:
-    """Purchases before ``cutoff`` (train) and from it to ``end`` (test)."""
-
-    train: pd.DataFrame
-    test: pd.DataFrame
-    cutoff: pd.Timestamp
-    end: pd.Timestamp
-
-
-def temporal_split(purchases: pd.DataFrame, test_days: float = 30.0, cutoff: str | None = None) -> TemporalSplit:
-    """Split at ``cutoff`` (default: midnight ``test_days`` before the last purchase).
-
-    Raises
-    ------
-    DataError
-        The log has no timestamps, or one side of the split is empty.
-    """
-    if "timestamp" not in purchases:
-        raise DataError("evaluation: a temporal split needs a timestamp column")
-    end = purchases["timestamp"].max()
-    cut = pd.Timestamp(cutoff) if cutoff else (end - pd.Timedelta(days=test_days)).normalize()
-    before = purchases["timestamp"] < cut
-    if not before.any() or before.all():
-        raise DataError(f"evaluation: no purchases on one side of the cut-off {cut:%Y-%m-%d %H:%M}")
-    return TemporalSplit(purchases[before], purchases[~before], cut, end)
+from .matrix import order_keys
 
 
 @dataclass(frozen=True)
@@ -97,7 +68,7 @@ def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
     if "timestamp" not in purchases:
         raise DataError("evaluation: a next-purchase split needs a timestamp column")
     customers = purchases[purchases["user_id"].notna()]
-    order = _order_key(customers)
+    order = order_keys(customers).astype("string").fillna("").to_numpy(dtype=object)
     frame = pd.DataFrame({"user": customers["user_id"].to_numpy(), "order": order,
                           "time": customers["timestamp"].to_numpy()})
     order_times = frame.groupby(["user", "order"], observed=True, sort=False)["time"].max().reset_index()
@@ -118,13 +89,6 @@ def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
     held_lines = np.zeros(len(purchases), dtype=bool)
     held_lines[np.flatnonzero(purchases["user_id"].notna().to_numpy())[held]] = True
     return NextPurchaseSplit(purchases[~held_lines], purchases[held_lines], len(last))
-
-
-def _order_key(purchases: pd.DataFrame) -> np.ndarray:
-    """Order identity per line: ``order_id`` where the log has one, else the purchase time."""
-    if "order_id" in purchases and purchases["order_id"].notna().any():
-        return purchases["order_id"].astype("string").fillna("").to_numpy(dtype=object)
-    return purchases["timestamp"].to_numpy()
 
 
 @dataclass(frozen=True)
