@@ -303,8 +303,12 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
         model = server.get("/v1/model")
     counts_by_user = {u: len(t) for u, t in targets.items()}
     result = {"served": scored(rankings, targets, counts_by_user)}
+    served_ndcg = np.array([ndcg_row(rankings[u], targets[u], counts_by_user[u]) for u in targets])
     for reference, ranked in reference_rankings(train_pairs, list(targets)).items():
         result[reference] = scored(ranked, targets, counts_by_user)
+        # "Not worse" is a paired question: the same customers, both rankings.
+        reference_ndcg = np.array([ndcg_row(ranked[u], targets[u], counts_by_user[u]) for u in targets])
+        result[reference]["served_minus_this_ndcg@10"] = summary(list(served_ndcg - reference_ndcg))
     return {"protocol": "each customer's last order held out, the rest trained; top 20 over GET",
             "customers": len(targets), "train_seconds": round(seconds, 1), **result,
             "shipped": model["evaluation"].get("shipped"), "trainer_protocol": model["evaluation"].get("protocol"),
@@ -321,7 +325,7 @@ def main() -> int:
     if unknown:
         parser.error(f"--cases: unknown case {sorted(unknown)[0]!r}")
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
     try:

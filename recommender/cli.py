@@ -217,12 +217,13 @@ def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     # prometheus_client decides at import whether it runs in multiprocess mode: set it first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from gunicorn.app.base import BaseApplication
+    # Imported here, not in the hook: gunicorn calls the hook from its SIGCHLD handler, and two
+    # workers exiting together would re-enter a half-done import ("partially initialized module").
+    from prometheus_client import multiprocess
 
     from .server import create_app
 
     def child_exit(server: Any, worker: Any) -> None:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)
 
     class Server(BaseApplication):  # type: ignore[misc]

@@ -12,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from .algorithms.base import top_n_rows
+
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty")
 
 
@@ -35,10 +37,7 @@ def top_k(scores: NDArray[np.floating], seen: sp.csr_matrix, k: int) -> NDArray[
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows, cols = seen.nonzero()
     scores[rows, cols] = -np.inf
-    k = min(k, scores.shape[1])
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(best, order, axis=1)
+    return top_n_rows(scores, k)
 
 
 def row_hits(recommended: NDArray[np.int64], held_out: HeldOut) -> NDArray[np.float64]:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from . import artifacts
 from .activity import Event
 from .algorithms.als import ALS
-from .algorithms.base import top_n
+from .algorithms.base import top_n, top_n_rows
 from .algorithms.blend import blend_scores
 from .algorithms.neighbours import table_matrix
 from .data.idmap import IdMap
@@ -298,11 +298,8 @@ class RecommendationService:
         if scores is None:
             scores = np.tile(self.trend, (len(user_indices), 1))
         scores[rows.nonzero()] = -np.inf
-        k = min(k, scores.shape[1])
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best = top_n_rows(scores, k)
         best_scores = np.take_along_axis(scores, best, axis=1)
-        order = np.lexsort((best, -best_scores), axis=1)
-        best, best_scores = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_scores, order, axis=1)
         return np.where(np.isfinite(best_scores), best, -1), best_scores
 
     def purchased(self, user_id: str) -> bool:

@@ -185,18 +185,16 @@ def fit_components(
     knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
                       min_pair_support=config.min_pair_support, num_threads=config.num_threads)
     has_customers = interactions.user_items.nnz > 0
-    # A customer's purchases weighted by recency, as the personal item model was fitted (all 1
-    # without decay); the server scores a known customer from these weights.
+    # The personal item model is fitted on purchases weighted by recency (all 1 without decay);
+    # the server scores a customer's whole history unweighted (``BlendChoice``).
     personal_rows = (decayed(interactions.purchase_age, choice.decay_days) if has_customers
                      else binarize(interactions.user_items))
-    if not np.array_equal(personal_rows.indices, interactions.user_items.indices):
-        raise ValueError("purchase ages and purchases do not have the same cells")
     arrays: dict[str, NDArray[Any]] = {
         "item_ids": interactions.item_ids.ids_,
         "user_ids": interactions.user_ids.ids_,
         "user_items.indptr": interactions.user_items.indptr.astype(np.int64),
         "user_items.indices": interactions.user_items.indices.astype(np.int32),
-        "user_items.data": personal_rows.data.astype(np.float32),
+        "user_items.data": np.ones(interactions.user_items.nnz, dtype=np.float32),
     }
     components: dict[str, Any] = {}
     basis_matrix = interactions.user_items if has_customers else interactions.order_items

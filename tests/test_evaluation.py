@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from scipy.stats import chi2_contingency
 
 from recommender.algorithms import EASE, Cooccurrence, RP3beta
+from recommender.algorithms.base import top_n, top_n_rows
 from recommender.algorithms.blend import blend_scores
 from recommender.algorithms.cooccurrence import log_likelihood_ratio
 from recommender.errors import ModelSkippedError
@@ -71,6 +72,40 @@ def test_ease_is_the_closed_form() -> None:
         assert ids.tolist() == expected
 
 
+def _dense_ease(l2: float) -> np.ndarray:
+    inverse = np.linalg.inv((X.T @ X).toarray() + l2 * np.eye(4))
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0)
+    return weights
+
+
+def test_ease_scaled_l2_is_a_multiple_of_the_mean_item_count() -> None:
+    # Items are bought by 3, 4, 3 and 2 customers: the binary Gram matrix's mean diagonal is 3.
+    model = EASE(l2=0.5, scale_l2=True, neighbours=3).fit(X)
+    assert model.l2_ == pytest.approx(1.5)
+    plain = EASE(l2=1.5, neighbours=3).fit(X)
+    np.testing.assert_array_equal(model.neighbour_ids_, plain.neighbour_ids_)
+    np.testing.assert_allclose(model.neighbour_scores_, plain.neighbour_scores_, rtol=1e-6)
+
+
+def test_signed_ease_keeps_the_strongest_weights_negative_ones_included() -> None:
+    weights = _dense_ease(2.0)
+    assert (weights < 0).any()  # this matrix has "bought this, not that" weights
+    signed = EASE(l2=2.0, neighbours=2, signed=True, min_pair_support=0).fit(X)
+    unsigned = EASE(l2=2.0, neighbours=2).fit(X)
+    for item in range(4):
+        strongest = sorted(np.argsort(-np.abs(weights[item]), kind="stable")[:2], key=lambda j: -weights[item, j])
+        assert signed.neighbour_ids_[item].tolist() == strongest
+        np.testing.assert_allclose(signed.neighbour_scores_[item], weights[item, strongest], rtol=1e-5)
+        assert (unsigned.neighbour_scores_[item][unsigned.neighbour_ids_[item] >= 0] > 0).all()
+    # Scoring a customer sums the signed weights of what they bought.
+    row = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
+    table = np.zeros((4, 4))
+    for item in range(4):
+        table[item, signed.neighbour_ids_[item]] = signed.neighbour_scores_[item]
+    np.testing.assert_allclose(signed.score_rows(row).ravel(), table[0] + table[3], rtol=1e-5)
+
+
 def test_ease_is_skipped_beyond_its_size() -> None:
     with pytest.raises(ModelSkippedError, match="4 items exceed max_items=3"):
         EASE(max_items=3).fit(X)
@@ -103,3 +138,17 @@ def test_cooccurrence_ranks_significant_pairs_and_counts_them() -> None:
     model = Cooccurrence(shrinkage=1.0, neighbours=2, min_support=1, min_pair_support=1).fit(matrix)
     assert model.neighbour_ids_[0][0] == 1 and model.neighbour_support_[0][0] == 4
     assert model.neighbour_ids_[1].tolist() == [0, -1]
+
+
+def test_batch_top_rows_rank_as_one_request_does_ties_included() -> None:
+    # Few distinct values, so ties at the cut are everywhere: lower index first, as top_n.
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scores = rng.integers(0, 4, size=(5, 12)).astype(float)
+        scores[rng.random((5, 12)) < 0.2] = -np.inf
+        k = int(rng.integers(1, 8))
+        batch = top_n_rows(scores, k)
+        for row in range(5):
+            single = top_n(scores[row], k, positive_only=False)[0]
+            assert batch[row][: len(single)].tolist() == single.tolist()
+    assert top_n_rows(np.array([[1.0, 3.0, 3.0, 2.0, 3.0]]), 2).tolist() == [[1, 2]]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recommender import artifacts, training
+from recommender import artifacts, model_selection, training
 from recommender.algorithms import EASE
 from recommender.data.matrix import build_interactions, decayed
 from recommender.data.split import next_purchase_split, random_holdout_split
@@ -95,6 +95,18 @@ def test_next_purchase_split_holds_out_each_customers_last_order_only() -> None:
     assert list(later.test["user_id"]) == ["b"]
 
 
+def test_a_share_of_next_purchase_customers_is_held_out_the_same_way_each_run() -> None:
+    log = pd.DataFrame({"user_id": [f"u{n // 2}" for n in range(400)], "item_id": [f"i{n % 9}" for n in range(400)],
+                        "timestamp": [ORIGIN + pd.Timedelta(days=n % 2) for n in range(400)],
+                        "order_id": [f"o{n}" for n in range(400)]})
+    everyone = next_purchase_split(log)
+    half = next_purchase_split(log, share=0.5, seed=3)
+    assert everyone.customers == 200 and 70 < half.customers < 130
+    assert set(half.test.index) < set(everyone.test.index)  # the same last orders, for fewer customers
+    assert len(half.train) + len(half.test) == len(log)
+    assert half.test.equals(next_purchase_split(log, share=0.5, seed=3).test)
+
+
 def test_random_holdout_split_holds_out_customers_with_one_item_hidden() -> None:
     log = pd.DataFrame({"user_id": [f"u{n // 3}" for n in range(300)], "item_id": [f"i{n % 7}" for n in range(300)],
                         "timestamp": ORIGIN})
@@ -150,6 +162,25 @@ def test_a_blend_within_noise_of_its_part_is_not_shipped() -> None:
     assert choice == blend and "beats its best part" in rule
 
 
+def test_the_primary_protocol_ranks_and_the_other_guards() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 2000)
+    slow = BlendChoice("ease", EASE_PARAMS, 0.0, 0.0, 14.0, 90.0)
+    fast = BlendChoice("ease", EASE_PARAMS, 0.0, 0.0, 14.0, 30.0)
+    fastest = BlendChoice("ease", EASE_PARAMS, 0.0, 0.0, 14.0, 14.0)
+    noise = lambda scale: rng.normal(0, scale, 2000)  # noqa: E731
+    rows = {
+        # primary: fastest > fast > slow; secondary: slow best, fast within noise, fastest far below
+        slow: {"rolling-time": base, "next-purchase": base},
+        fast: {"rolling-time": base + 0.02, "next-purchase": base - 0.001 + noise(0.05)},
+        fastest: {"rolling-time": base + 0.04, "next-purchase": base - 0.1 + noise(0.05)},
+    }
+    choice, rule = simplest_within_noise(rows)
+    assert choice == fast and rule == "the best configuration is a single component"
+    # With the secondary protocol alone, its own best wins.
+    assert simplest_within_noise({c: {"next-purchase": v["next-purchase"]} for c, v in rows.items()})[0] == slow
+
+
 def test_labels_and_parts_of_single_components() -> None:
     als_alone = BlendChoice("ease", EASE_PARAMS, 1.0, 0.0, 14.0)
     trending_alone = BlendChoice("ease", EASE_PARAMS, 0.0, 1.0, 7.0, 0.0, 0.0)
@@ -163,6 +194,27 @@ def test_labels_and_parts_of_single_components() -> None:
 def write_uniform_log(path: Path) -> None:
     log = shop_log(120, lambda c: range(c % 7, 200, 7), seed=3)
     log.to_csv(path, index=False)
+
+
+@pytest.mark.slow
+def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -> None:
+    # Bursts of two orders, a third for one customer in ten: the next-purchase validation fold
+    # (the order before the last, for half of those with three) evaluates a handful of customers.
+    log = shop_log(300, lambda c: [c * 2.5, c * 2.5 + 5] + ([c * 2.5 + 9] if c % 10 == 0 else []), seed=5)
+    log.to_csv(tmp_path / "bursts.csv", index=False)
+    config = tiny_config(tmp_path / "bursts.csv", tmp_path / "models", evaluate=True, als_factors=4, jobs=1)
+    version = training.run(config)
+    evaluation = json.loads((version / "evaluation.json").read_text())
+    assert evaluation["protocol"]["name"] == NEXT_PURCHASE
+    assert evaluation["validation"]["rule"].startswith("not tuned: the validation folds evaluate ")
+    assert evaluation["validation"]["configurations_measured"] == 0
+    shipped = artifacts.load(version).manifest["blend"]
+    default = model_selection.default_choice(400, config)
+    assert (shipped["item_model"], shipped["als_weight"], shipped["trend_weight"]) == (
+        default.item_model, default.als_weight, default.trend_weight)
+    # The test fold still measures it against the baselines, on 300 customers' last orders.
+    assert evaluation["protocol"]["customers_evaluated"] == 300
+    assert "baseline: implicit cosine K=100" in evaluation["models"]
 
 
 @pytest.mark.slow

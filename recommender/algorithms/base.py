@@ -78,7 +78,8 @@ def top_n(
     Excluded indices and -inf scores are never returned, nor (with ``positive_only``, for
     similarity sums where 0 means "no evidence") scores of 0 or less.
     """
-    scores = np.array(scores, dtype=np.float32, copy=True)
+    # float64 stays float64: rounding to float32 would make ties the batch paths do not see.
+    scores = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32, copy=True)
     if exclude is not None and len(exclude):
         scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
     candidates = np.flatnonzero(scores > 0) if positive_only else np.flatnonzero(np.isfinite(scores))
@@ -89,6 +90,28 @@ def top_n(
     order = np.lexsort((candidates, -scores[candidates]))[:n]
     best = candidates[order]
     return best.astype(np.int64), scores[best]
+
+
+def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
+    """``top_n`` for every row of a dense score matrix: (rows, n) indices, best first, ties
+    broken by lower index (at the cut too), so that a batch (evaluation, the export) ranks
+    exactly as one request does. -inf scores are returned last only when a row has fewer than
+    ``n`` finite ones (callers mask them)."""
+    scores = np.asarray(scores)
+    n = min(n, scores.shape[1])
+    if n == 0:
+        return np.empty((len(scores), 0), dtype=np.int64)
+    kept = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    threshold = np.take_along_axis(scores, kept, axis=1).min(axis=1, keepdims=True)
+    above = scores > threshold
+    at = scores == threshold
+    # Of the items tied at the cut, the lowest indices fill the places left.
+    places = n - above.sum(axis=1, keepdims=True)
+    chosen = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= places))
+    best = np.flatnonzero(chosen).reshape(len(scores), n) % scores.shape[1]
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    order = np.lexsort((best, -best_scores), axis=1)
+    return np.take_along_axis(best, order, axis=1).astype(np.int64)
 
 
 def check_csr(matrix: sp.spmatrix, name: str = "user_items") -> sp.csr_matrix:

@@ -27,6 +27,13 @@ class EASE(NeighbourModel):
     Parameters
     ----------
     l2 : regularisation added to the diagonal of the Gram matrix.
+    scale_l2 : when true, ``l2`` is a multiple of the mean diagonal of the Gram matrix (the
+        average item's weight), so one setting means the same on a small log and a large one,
+        binary or time-decayed; the value added is kept in ``l2_``.
+    signed : keep each item's ``neighbours`` strongest weights by magnitude, negative ones
+        included, instead of the largest. EASE's negative weights say "customers who bought
+        this do not buy that"; on logs of distinct tastes they carry much of its accuracy (on
+        others the positive ones alone rank as well). Scores then sum signed weights.
     max_items : larger catalogs are skipped (a dense float64 items x items matrix: 8,000
         items take 512 MB, twice over while inverting).
     neighbours, min_support, min_pair_support : see ``NeighbourModel``.
@@ -39,15 +46,19 @@ class EASE(NeighbourModel):
         min_support: int = 1,
         min_pair_support: int = 1,
         max_items: int = 8000,
+        scale_l2: bool = False,
+        signed: bool = False,
     ) -> None:
         self.l2 = l2
+        self.scale_l2 = scale_l2
+        self.signed = signed
         self.neighbours = neighbours
         self.min_support = min_support
         self.min_pair_support = min_pair_support
         self.max_items = max_items
 
     def describe(self) -> str:
-        return f"ease (l2={self.l2:g})"
+        return f"ease (l2={self.l2:g}{' x mean' if self.scale_l2 else ''}{', signed' if self.signed else ''})"
 
     def fit(self, user_items: sp.csr_matrix, pairs: Pairs | None = None,
             gram: NDArray[np.floating] | None = None, counts: NDArray[np.floating] | None = None) -> EASE:
@@ -73,7 +84,9 @@ class EASE(NeighbourModel):
         self.check_catalog(present.shape[1])
         gram = getattr(self, "_gram", None)
         gram = gram_matrix(user_items) if gram is None else gram
-        return ease_pairs(gram, self.l2, self.neighbours + 1)
+        self.l2_ = absolute_l2(gram, self.l2, self.scale_l2)
+        # The zero diagonal is among the largest weights of a row, never among the strongest.
+        return ease_pairs(gram, self.l2_, self.neighbours + (0 if self.signed else 1), self.signed)
 
     def _known_support(
         self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
@@ -91,6 +104,14 @@ class EASE(NeighbourModel):
 def gram_matrix(user_items: sp.csr_matrix) -> NDArray[np.float32]:
     """``X'X`` as a dense float32 items x items array (the input of ``ease_pairs``)."""
     return np.asarray((user_items.T @ user_items).toarray(), dtype=np.float32)
+
+
+def absolute_l2(gram: NDArray[np.floating], l2: float, scale: bool) -> float:
+    """The value added to the diagonal: ``l2`` itself, or ``l2`` times the mean diagonal."""
+    if not scale:
+        return float(l2)
+    mean_diagonal = float(np.trace(gram, dtype=np.float64)) / max(1, len(gram))
+    return float(l2) * max(mean_diagonal, 1e-12)
 
 
 def ease_weights(gram: NDArray[np.floating], l2: float) -> NDArray[np.float32]:
@@ -114,6 +135,11 @@ def ease_weights(gram: NDArray[np.floating], l2: float) -> NDArray[np.float32]:
     return weights
 
 
-def ease_pairs(gram: NDArray[np.floating], l2: float, k: int) -> Pairs:
-    """The best ``k`` EASE weights of each item, from a Gram matrix (see ``gram_matrix``)."""
-    return top_per_row(ease_weights(gram, l2), 0, k)
+def ease_pairs(gram: NDArray[np.floating], l2: float, k: int, signed: bool = False) -> Pairs:
+    """The ``k`` largest EASE weights of each item (``signed``: the ``k`` largest in magnitude),
+    from a Gram matrix (see ``gram_matrix``)."""
+    weights = ease_weights(gram, l2)
+    if not signed:
+        return top_per_row(weights, 0, k)
+    rows, cols, _ = top_per_row(np.abs(weights), 0, k)
+    return rows, cols, weights[rows, cols]
