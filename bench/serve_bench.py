@@ -11,7 +11,7 @@
    events posted for one visitor, then ``wrk -t2 -c32 -d10s --latency`` against /health (the
    ceiling) and each endpoint, in one run (--repeat N takes medians). wrk shares the 2 cores
    with the server. -> bench/results/serving.json
-3. Model load time (RecommendationService(artifacts.load_current(M)) in a fresh process,
+3. Model load time (RecommendationService(artifacts.load_current_bundle(M)) in a fresh process,
    median of 3) and PSS/RSS of the master and each worker with 1, 2 and 4 workers after
    requests to every endpoint. -> bench/results/memory.json
 """
@@ -321,9 +321,9 @@ LOAD_SNIPPET = """
 import json, sys, time
 t0 = time.perf_counter()
 from recommender import artifacts
-from recommender.service import RecommendationService
+from recommender.serving.service import RecommendationService
 t1 = time.perf_counter()
-service = RecommendationService(artifacts.load_current(sys.argv[1]))
+service = RecommendationService(artifacts.load_current_bundle(sys.argv[1]))
 t2 = time.perf_counter()
 print(json.dumps({"import_seconds": t1 - t0, "load_seconds": t2 - t1}))
 """
@@ -338,7 +338,7 @@ def bench_load(runs: int = 3) -> dict[str, Any]:
             return {"error": done.stderr[-2000:]}
         measured.append(json.loads(done.stdout.strip().splitlines()[-1]))
     load = statistics.median(m["load_seconds"] for m in measured)
-    return {"what": "RecommendationService(artifacts.load_current(M)) in a fresh python, page cache warm",
+    return {"what": "RecommendationService(artifacts.load_current_bundle(M)) in a fresh python, page cache warm",
             "load_seconds_median": round(load, 3), "import_seconds_median": round(statistics.median(
                 m["import_seconds"] for m in measured), 3),
             "runs": [{k: round(v, 3) for k, v in m.items()} for m in measured], "meets_under_1s": load < TARGET_LOAD_S}
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             per_added = (four - one) / 3
             limit = TARGET_WORKER_SHARE * sizes["npy_mib"]
             document = {
-                "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current(M)) "
+                "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current_bundle(M)) "
                          "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
                          "/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads 4) after "
                          "requests to every endpoint.",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .bundle import ModelBundle
 from .errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -211,6 +212,23 @@ def load_current(models_dir: str | Path) -> Artifact:
     if version is None:
         raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
     return load(Path(models_dir) / version)
+
+
+def load_current_bundle(models_dir: str | Path) -> ModelBundle:
+    """``load_bundle`` of the version ``current`` points at."""
+    version = current_version(models_dir)
+    if version is None:
+        raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
+    return load_bundle(Path(models_dir) / version)
+
+
+def load_bundle(path: str | Path) -> ModelBundle:
+    """Load and verify one version directory as a ``ModelBundle`` over memory-mapped arrays."""
+    artifact = load(path)
+    try:
+        return ModelBundle.from_arrays(artifact.arrays, {**artifact.manifest, "version": artifact.version})
+    except ArtifactError as exc:
+        raise ArtifactError(f"{artifact.path}: {exc}") from None
 
 
 def load(path: str | Path) -> Artifact:

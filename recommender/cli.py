@@ -65,19 +65,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
 
     def work() -> None:
-        from threadpoolctl import threadpool_limits
-
         from . import training
 
         config = load_config(TrainConfig, args.config, _overrides(args))
-        if config.engine == "spark":
-            # Imported only here: the local engine never loads pyspark.
-            from .spark import training as spark_training
-
-            path = spark_training.run(config)
-        else:
-            with threadpool_limits(limits=1, user_api="blas"):
-                path = training.run(config)
+        path = training.train(config)
         print(f"trained model version {path.name} in {config.models_dir}")
 
     return _guarded(work, args.verbose)
@@ -93,15 +84,15 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     _single_threaded_blas()
 
     def work() -> None:
+        from .server import create_app, wsgi
+
         config = load_config(ServeConfig, args.config, _overrides(args))
         app_config = dict(vars(config))
         if args.dev:
-            from .server import create_app
-
-            _configure_request_log(config.request_log)
+            wsgi.configure_request_log(config.request_log)
             create_app(app_config).run(host=config.host, port=config.port, debug=False, threaded=True)
         else:
-            _run_gunicorn(config, app_config)
+            wsgi.run_gunicorn(config, app_config)
 
     return _guarded(work, args.verbose)
 
@@ -139,12 +130,12 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     def work() -> None:
         from . import artifacts, export
         from .customers import read_customers
-        from .service import RecommendationService
+        from .serving.service import RecommendationService
 
         overrides = {k: v for k, v in _overrides(args).items() if k not in ("out", "k", "format", "jobs")}
         config = load_config(ServeConfig, args.config, overrides)
         k, jobs = _positive_int("k", args.k), _positive_int("jobs", args.jobs)
-        service = RecommendationService(artifacts.load_current(config.models_dir))
+        service = RecommendationService(artifacts.load_current_bundle(config.models_dir))
         excluded = read_customers(config.customers_file).opted_out | _forgotten(config)
         counts = export.export(service, args.out, k, args.format, excluded, jobs=jobs)
         print(f"exported {counts['customers']} customers ({counts['skipped']} opted out or forgotten) to {args.out}",
@@ -208,48 +199,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key not in ("config", "verbose", "dev")}
 
 
-def _run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
-    """gunicorn with the app loaded in each worker; metrics shared through a fresh directory."""
-    import os
-    import tempfile
-
-    metrics_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
-    # prometheus_client decides at import whether it runs in multiprocess mode: set it first.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from gunicorn.app.base import BaseApplication
-    # Imported here, not in the hook: gunicorn calls the hook from its SIGCHLD handler, and two
-    # workers exiting together would re-enter a half-done import ("partially initialized module").
-    from prometheus_client import multiprocess
-
-    from .server import create_app
-
-    def child_exit(server: Any, worker: Any) -> None:
-        multiprocess.mark_process_dead(worker.pid)
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{config.host}:{config.port}")
-            self.cfg.set("workers", config.workers)
-            self.cfg.set("threads", config.threads)
-            self.cfg.set("worker_class", "gthread" if config.threads > 1 else "sync")
-            self.cfg.set("accesslog", None)
-            self.cfg.set("child_exit", child_exit)
-            # The app (code, libraries, model maps) is loaded once in the master and shared
-            # copy-on-write by the workers, so an added worker costs little memory.
-            self.cfg.set("preload_app", True)
-            self.cfg.set("post_fork", lambda server, worker: _configure_request_log(config.request_log))
-
-        def load(self) -> Any:
-            return create_app(app_config)
-
-    try:
-        Server().run()
-    finally:
-        import shutil
-
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
 def _guarded(work: Any, verbose: bool) -> int:
     try:
         work()
@@ -285,37 +234,3 @@ def _configure_logging(verbose: bool) -> None:
     requests = logging.getLogger("recommender.requests")
     requests.propagate = False
     requests.setLevel(logging.WARNING)
-
-
-def _configure_request_log(request_log: str | None) -> None:
-    """The server's per-request JSON lines go through a queue (a request only enqueues its
-    line; a background thread writes it) to ``request_log`` ("-" = stderr), or nowhere when
-    it is empty. Called in each server process (gunicorn: after the worker forks, since a
-    thread does not survive a fork)."""
-    if not request_log:
-        return
-    requests = logging.getLogger("recommender.requests")
-    import atexit
-    import queue
-    from logging.handlers import QueueHandler, QueueListener
-
-    import json
-
-    class Deferred(QueueHandler):
-        """Enqueue the record as it is: formatting happens in the writer thread, off the request."""
-
-        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-            return record
-
-    class JsonLine(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return json.dumps(getattr(record, "fields", {"message": record.getMessage()}))
-
-    output = logging.StreamHandler(sys.stderr) if request_log == "-" else logging.FileHandler(request_log)
-    output.setFormatter(JsonLine())
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(lines, output)
-    requests.addHandler(Deferred(lines))
-    requests.setLevel(logging.INFO)
-    listener.start()
-    atexit.register(listener.stop)

@@ -35,6 +35,49 @@ DEFAULT_EXCLUDED_ITEMS = (
 
 
 @dataclass(frozen=True)
+class AlsSettings:
+    """What ALS is built from (``model_selection.build_als``): the same for evaluation and the
+    model that ships."""
+
+    factors: int
+    regularization: float
+    alpha: float
+    iterations: int
+    confidence: str
+    random_state: int
+    num_threads: int
+    use_gpu: bool
+
+
+@dataclass(frozen=True)
+class NeighbourSettings:
+    """The "customers who bought this also bought" kNN: implicit's similarity and its thresholds."""
+
+    similarity: str
+    neighbours: int
+    min_support: int
+    min_pair_support: int
+    max_history: int
+    num_threads: int
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What choosing and measuring a model needs (``model_selection``), and nothing else."""
+
+    eval_k: int
+    random_state: int
+    jobs: int
+    test_days: float
+    validation_periods: int
+    max_eval_users: int
+    ease_max_items: int
+    trending_half_life_days: float
+    als: AlsSettings
+    neighbours: NeighbourSettings
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; see ``train.py --help`` for each option."""
 
@@ -89,6 +132,22 @@ class TrainConfig:
     spark_master: str | None = None
     spark_driver_memory: str = "4g"
     spark_partitions: int = 0
+
+    @property
+    def als(self) -> AlsSettings:
+        return AlsSettings(self.als_factors, self.als_regularization, self.als_alpha, self.als_iterations,
+                           self.als_confidence, self.random_state, self.num_threads, self.use_gpu)
+
+    @property
+    def neighbour_settings(self) -> NeighbourSettings:
+        return NeighbourSettings(self.similarity, self.neighbours, self.min_support, self.min_pair_support,
+                                 self.max_history, self.num_threads)
+
+    @property
+    def evaluation_settings(self) -> EvaluationSettings:
+        return EvaluationSettings(self.eval_k, self.random_state, self.jobs, self.test_days, self.validation_periods,
+                                  self.max_eval_users, self.ease_max_items, self.trending_half_life_days, self.als,
+                                  self.neighbour_settings)
 
     def validate(self) -> TrainConfig:
         _choice("engine", self.engine, ENGINES)

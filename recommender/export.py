@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from .service import RecommendationService
+from .serving.service import RecommendationService
 
 logger = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from numpy.typing import NDArray
 
-from .algorithms import ALS, EASE, Cooccurrence, ItemKNN, NeighbourModel, RP3beta
+from .algorithms import ALS, EASE, MODELS, ItemKNN, NeighbourModel
 from .algorithms.blend import blend_scores
-from .algorithms.ease import ease_pairs, gram_matrix
-from .config import TrainConfig
+from .algorithms.ease import gram_matrix
+from .config import AlsSettings, EvaluationSettings
 from .data.matrix import Interactions, binarize, build_interactions, cap_history, decayed, trending_weights
 from .data.split import HoldoutSplit, next_purchase_split, random_holdout_split
 from .errors import DataError, ModelSkippedError
@@ -49,9 +49,6 @@ from .protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, choose_
 
 logger = logging.getLogger(__name__)
 
-ITEM_MODELS: dict[str, type[NeighbourModel]] = {
-    "ease": EASE, "rp3beta": RP3beta, "cooccurrence": Cooccurrence, "item_knn": ItemKNN,
-}
 DECAY_DAYS = (0.0, 14.0, 30.0, 60.0, 120.0)
 # EASE's l2 as a multiple of the mean diagonal of its Gram matrix (``EASE(scale_l2=True)``):
 # the same grid fits a small log and a large one, binary or decayed, and a fold with less data.
@@ -120,7 +117,7 @@ class BlendChoice:
         params = dict(self.item_params)
         if self.item_model == "item_knn":
             params["num_threads"] = num_threads
-        return ITEM_MODELS[self.item_model](**params)
+        return MODELS[self.item_model](**params)  # type: ignore[return-value]
 
     def item_label(self) -> str:
         shown = {k: v for k, v in self.item_params.items()
@@ -160,7 +157,7 @@ class BlendChoice:
         return " + ".join(terms)
 
 
-def default_choice(n_items: int, config: TrainConfig, has_customers: bool = True) -> BlendChoice:
+def default_choice(n_items: int, settings: EvaluationSettings, has_customers: bool = True) -> BlendChoice:
     """The blend used when it cannot be tuned (``--no-evaluate``, or too few validation rows):
     EASE (the middle of the searched l2 grid) where the catalog allows, else cosine kNN, with
     ALS x0.25 for a log of customers, and no trending.
@@ -169,37 +166,37 @@ def default_choice(n_items: int, config: TrainConfig, has_customers: bool = True
     synthetic taste groups); trending never won on a log of customers, and on customers active
     in bursts it ranks what is selling now for somebody whose burst was months ago.
     """
-    if n_items <= config.ease_max_items:
+    if n_items <= settings.ease_max_items:
         item_model, params = "ease", {"l2": EASE_L2[len(EASE_L2) // 2], "scale_l2": True, "neighbours": 200,
-                                      "max_items": config.ease_max_items}
+                                      "max_items": settings.ease_max_items}
     else:
         item_model, params = "item_knn", {"similarity": "cosine", "neighbours": 100, "min_support": 1,
                                           "min_pair_support": 1}
-    return BlendChoice(item_model, params, 0.25 if has_customers else 0.0, 0.0, config.trending_half_life_days)
+    return BlendChoice(item_model, params, 0.25 if has_customers else 0.0, 0.0, settings.trending_half_life_days)
 
 
-def build_als(config: TrainConfig, num_threads: int | None = None) -> ALS:
-    """The ALS of a run, from its settings: the one place that maps the config onto ALS, so
-    that what evaluation fits is what ships (GPU included)."""
-    return ALS(factors=config.als_factors, regularization=config.als_regularization, alpha=config.als_alpha,
-               iterations=config.als_iterations, confidence=config.als_confidence,
-               random_state=config.random_state,
-               num_threads=config.num_threads if num_threads is None else num_threads, use_gpu=config.use_gpu)
+def build_als(settings: AlsSettings, num_threads: int | None = None) -> ALS:
+    """The ALS of a run, from its settings: the one place that maps them onto ALS, so that
+    what evaluation fits is what ships (GPU included)."""
+    return ALS(factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
+               iterations=settings.iterations, confidence=settings.confidence,
+               random_state=settings.random_state,
+               num_threads=settings.num_threads if num_threads is None else num_threads, use_gpu=settings.use_gpu)
 
 
-def item_candidates(n_items: int, config: TrainConfig) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
+def item_candidates(n_items: int, settings: EvaluationSettings) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
     """Item-to-item models tried by the search, and notes on those skipped (and why)."""
     candidates: dict[str, tuple[str, dict[str, Any]]] = {}
     notes = []
-    if n_items <= config.ease_max_items:
+    if n_items <= settings.ease_max_items:
         for signed in (False, True):
             for l2 in EASE_L2:
-                params = {"l2": l2, "scale_l2": True, "neighbours": 200, "max_items": config.ease_max_items}
+                params = {"l2": l2, "scale_l2": True, "neighbours": 200, "max_items": settings.ease_max_items}
                 if signed:  # its negative weights are mostly between items never bought together
                     params.update(signed=True, min_pair_support=0)
                 candidates[f"ease{' signed' if signed else ''} l2={l2:g}"] = ("ease", params)
     else:
-        notes.append(f"EASE skipped: {n_items} items exceed ease_max_items={config.ease_max_items} "
+        notes.append(f"EASE skipped: {n_items} items exceed ease_max_items={settings.ease_max_items} "
                      f"(it needs a dense {n_items} x {n_items} matrix, {n_items ** 2 * 8 / 2 ** 30:.1f} GiB)")
     candidates["rp3beta"] = ("rp3beta", {"alpha": 1.0, "beta": 0.5, "neighbours": 100})
     candidates["cooccurrence llr"] = ("cooccurrence", {"shrinkage": 10.0, "neighbours": 100})
@@ -268,7 +265,7 @@ class Selection:
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
-def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: dict[str, Any] | None = None) -> Selection:
+def select_and_evaluate(purchases: pd.DataFrame, settings: EvaluationSettings, current: dict[str, Any] | None = None) -> Selection:
     """Choose the protocol, tune on its validation folds, measure everything on its test fold.
 
     ``current`` is the blend of the model now serving (from its manifest): it is measured on
@@ -280,67 +277,67 @@ def select_and_evaluate(purchases: pd.DataFrame, config: TrainConfig, current: d
         Too little data to hold anything out.
     """
     started = time.perf_counter()
-    protocol = choose_protocol(purchases, config.test_days, config.validation_periods)
+    protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
     logger.info("validation protocol: %s (%s)", protocol.name, protocol.reason)
-    test_fold, validation, secondary = _folds(purchases, protocol, config)
+    test_fold, validation, secondary = _folds(purchases, protocol, settings)
     n_items = len(test_fold.interactions.item_ids)
-    candidates, notes = item_candidates(n_items, config)
+    candidates, notes = item_candidates(n_items, settings)
     evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
     if evaluated >= MIN_VALIDATION_ROWS:
-        search = _search(validation, candidates, config)
+        search = _search(validation, candidates, settings)
         choice = search.pop("choice")
         logger.info("chosen on validation: %s", choice.label())
     else:
-        choice = default_choice(n_items, config, has_customers=not test_fold.basket)
+        choice = default_choice(n_items, settings, has_customers=not test_fold.basket)
         search = {"rule": (f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the "
                            f"{MIN_VALIDATION_ROWS} it takes to tell configurations apart; the default ships"),
                   "configurations_measured": 0, "search": []}
         logger.warning("validation: %s", search["rule"])
 
-    measured = _measure(test_fold, choice, config, current)
+    measured = _measure(test_fold, choice, settings, current)
     predictions = measured.pop("predictions")
     evaluation: dict[str, Any] = {
         "protocol": {**protocol.to_dict(), **test_fold.description},
         "validation": {"folds": {name: [fold.description for fold in folds] for name, folds in validation.items()},
                        **search, "chosen": choice.label()},
-        "k": config.eval_k,
+        "k": settings.eval_k,
         **measured,
     }
     if secondary is not None:
-        also = _measure(secondary, choice, config, None, item_pages=False)
+        also = _measure(secondary, choice, settings, None, item_pages=False)
         also.pop("predictions")
         evaluation["also"] = {secondary.description["split"]: {"protocol": secondary.description, **also}}
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
     return Selection(choice, evaluation, notes, predictions)
 
 
-def _folds(purchases: pd.DataFrame, protocol: Protocol, config: TrainConfig
+def _folds(purchases: pd.DataFrame, protocol: Protocol, settings: EvaluationSettings
            ) -> tuple[Fold, dict[str, list[Fold]], Fold | None]:
     """The test fold, the validation folds of each protocol, and a second test fold (the
     next-purchase one, when the rolling protocol is primary)."""
     if protocol.name == RANDOM_HOLDOUT:
-        outer = random_holdout_split(purchases, seed=config.random_state)
-        inner = random_holdout_split(outer.train, seed=config.random_state + 1)
-        return _holdout_fold(outer, config), {RANDOM_HOLDOUT: [_holdout_fold(inner, config)]}, None
+        outer = random_holdout_split(purchases, seed=settings.random_state)
+        inner = random_holdout_split(outer.train, seed=settings.random_state + 1)
+        return _holdout_fold(outer, settings), {RANDOM_HOLDOUT: [_holdout_fold(inner, settings)]}, None
     if protocol.name == NEXT_PURCHASE:
         outer_np = next_purchase_split(purchases)
-        inner_np = next_purchase_split(outer_np.train, share=VALIDATION_SHARE, seed=config.random_state)
-        return (_time_fold(outer_np.train, outer_np.test, config, {"split": NEXT_PURCHASE}),
-                {NEXT_PURCHASE: [_time_fold(inner_np.train, inner_np.test, config, {"split": NEXT_PURCHASE})]}, None)
-    windows = period_cutoffs(purchases["timestamp"].max(), config.test_days, config.validation_periods + 1)
+        inner_np = next_purchase_split(outer_np.train, share=VALIDATION_SHARE, seed=settings.random_state)
+        return (_time_fold(outer_np.train, outer_np.test, settings, {"split": NEXT_PURCHASE}),
+                {NEXT_PURCHASE: [_time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]}, None)
+    windows = period_cutoffs(purchases["timestamp"].max(), settings.test_days, settings.validation_periods + 1)
     cut = windows[0][0]
-    test_fold = _rolling_fold(purchases, *windows[0], config)
+    test_fold = _rolling_fold(purchases, *windows[0], settings)
     rolling = []
     for start, stop in windows[1:]:
         try:
-            rolling.append(_rolling_fold(purchases, start, stop, config))
+            rolling.append(_rolling_fold(purchases, start, stop, settings))
         except DataError as exc:
             logger.warning("validation period from %s skipped: %s", f"{start:%Y-%m-%d}", exc)
     before = purchases[purchases["timestamp"] < cut]
     validation = {ROLLING: rolling} if rolling else {}
     try:
-        inner_np = next_purchase_split(before, share=VALIDATION_SHARE, seed=config.random_state)
-        validation[NEXT_PURCHASE] = [_time_fold(inner_np.train, inner_np.test, config, {"split": NEXT_PURCHASE})]
+        inner_np = next_purchase_split(before, share=VALIDATION_SHARE, seed=settings.random_state)
+        validation[NEXT_PURCHASE] = [_time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]
     except DataError as exc:
         logger.warning("next-purchase validation skipped: %s", exc)
     if not validation:
@@ -348,36 +345,36 @@ def _folds(purchases: pd.DataFrame, protocol: Protocol, config: TrainConfig
     secondary = None
     try:
         outer_np = next_purchase_split(purchases, after=cut)
-        secondary = _time_fold(outer_np.train, outer_np.test, config,
+        secondary = _time_fold(outer_np.train, outer_np.test, settings,
                                {"split": NEXT_PURCHASE, "held_out": f"each customer's last order, from {cut:%Y-%m-%d}"})
     except DataError as exc:
         logger.warning("next-purchase test skipped: %s", exc)
     return test_fold, validation, secondary
 
 
-def evaluation_fold(purchases: pd.DataFrame, config: TrainConfig) -> Fold:
+def evaluation_fold(purchases: pd.DataFrame, settings: EvaluationSettings) -> Fold:
     """The rolling protocol's test fold: train before the cut-off, measure what customers
     bought after it. For measuring models fitted elsewhere (the Spark engine's) on the same split."""
-    return _rolling_fold(purchases, *period_cutoffs(purchases["timestamp"].max(), config.test_days, 1)[0], config)
+    return _rolling_fold(purchases, *period_cutoffs(purchases["timestamp"].max(), settings.test_days, 1)[0], settings)
 
 
-def _rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, config: TrainConfig) -> Fold:
+def _rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, settings: EvaluationSettings) -> Fold:
     """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``."""
     times = purchases["timestamp"]
     if not (times < start).any():
         raise DataError(f"evaluation: no purchases before {start:%Y-%m-%d %H:%M}")
-    return _time_fold(purchases[times < start], purchases[(times >= start) & (times < stop)], config,
+    return _time_fold(purchases[times < start], purchases[(times >= start) & (times < stop)], settings,
                       {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
 
 
 def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
-                   config: TrainConfig) -> dict[str, float]:
+                   settings: EvaluationSettings) -> dict[str, float]:
     """Metrics at ``eval_k`` of a factor model (fitted on ``fold``'s training side) on ``fold``."""
     scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(np.float32)
-    return _metrics(fold, scores, config)
+    return _metrics(fold, scores, settings)
 
 
-def _time_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, description: dict[str, Any]) -> Fold:
+def _time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSettings, description: dict[str, Any]) -> Fold:
     """Customers of the training side, measured on the items new to them in ``test``."""
     interactions = build_interactions(train, "binary")
     test = test[test["user_id"].notna()]
@@ -394,10 +391,10 @@ def _time_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, des
     new = pairs[~already]
     n_targets = new.groupby("user").size()
     rows = n_targets.index.to_numpy(dtype=np.int64)
-    limit = max(100, min(config.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(interactions.item_ids))))
+    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(interactions.item_ids))))
     sampled = len(rows) > limit
     if sampled:
-        rows = np.sort(np.random.default_rng(config.random_state).choice(rows, limit, replace=False))
+        rows = np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False))
     cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     if not len(rows):
         raise DataError("evaluation: no customer bought anything new in the held-out purchases"
@@ -426,15 +423,15 @@ def _time_fold(train: pd.DataFrame, test: pd.DataFrame, config: TrainConfig, des
     return Fold(interactions, held_out, description, "time", "customers", test, list(row_ids))
 
 
-def _holdout_fold(split: HoldoutSplit, config: TrainConfig) -> Fold:
+def _holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:
     """Held-out customers or baskets, each with one hidden item to find from the rest."""
     interactions = build_interactions(split.train, "binary")
     lookup = interactions.item_ids
     queries, hidden = split.queries, split.hidden
-    limit = max(100, min(config.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(lookup))))
+    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(lookup))))
     sampled = len(queries) > limit
     if sampled:
-        keep = np.sort(np.random.default_rng(config.random_state).choice(len(queries), limit, replace=False))
+        keep = np.sort(np.random.default_rng(settings.random_state).choice(len(queries), limit, replace=False))
         queries, hidden = [queries[i] for i in keep], [hidden[i] for i in keep]
     rows, cols, targets_cols, target_rows = [], [], [], []
     for number, (query, item) in enumerate(zip(queries, hidden)):
@@ -500,12 +497,12 @@ def _fit_item(state: _FoldState, choice: BlendChoice) -> NeighbourModel | None:
     return model
 
 
-def _als_scores(state: _FoldState, config: TrainConfig) -> NDArray[np.float32] | None:
+def _als_scores(state: _FoldState, settings: EvaluationSettings) -> NDArray[np.float32] | None:
     fold = state.fold
     if fold.basket or not fold.interactions.user_items.nnz:
         return None
     if state.als is None:
-        als = build_als(config, num_threads=1).fit(fold.interactions.user_counts)
+        als = build_als(settings.als, num_threads=1).fit(fold.interactions.user_counts)
         factors = als.user_factors_[fold.held_out.rows] if fold.timed else als.fold_in_rows(fold.held_out.seen)
         state.als = (factors @ als.item_factors_.T).astype(np.float32)
     return state.als
@@ -523,7 +520,7 @@ def _trend(state: _FoldState, half_life: float) -> NDArray[np.float64]:
     return state.trends[half_life]
 
 
-def _choice_scores(state: _FoldState, choice: BlendChoice, config: TrainConfig) -> NDArray[np.float64] | None:
+def _choice_scores(state: _FoldState, choice: BlendChoice, settings: EvaluationSettings) -> NDArray[np.float64] | None:
     """Scores of every item for the fold's evaluated rows under ``choice`` (None: cannot be
     scored on this fold, e.g. EASE on a catalog too large or ALS on baskets)."""
     fold = state.fold
@@ -539,7 +536,7 @@ def _choice_scores(state: _FoldState, choice: BlendChoice, config: TrainConfig) 
             if state.item_scores is not None:
                 state.item_scores[key] = item
     if choice.als_weight > 0:
-        als = _als_scores(state, config)
+        als = _als_scores(state, settings)
         if als is None:
             return None
     trend = _trend(state, choice.trend_half_life_days)
@@ -549,13 +546,13 @@ def _choice_scores(state: _FoldState, choice: BlendChoice, config: TrainConfig) 
     return scores
 
 
-def _metrics(fold: Fold, scores: NDArray[np.floating], config: TrainConfig,
+def _metrics(fold: Fold, scores: NDArray[np.floating], settings: EvaluationSettings,
              recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
     if recommended is None:
         recommended = top_k(scores, fold.held_out.seen, max(CUTS))
-    result: dict[str, Any] = ranking_metrics(recommended[:, : config.eval_k], fold.held_out, config.eval_k)
-    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : config.eval_k], fold.held_out),
-                                          seed=config.random_state)
+    result: dict[str, Any] = ranking_metrics(recommended[:, : settings.eval_k], fold.held_out, settings.eval_k)
+    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : settings.eval_k], fold.held_out),
+                                          seed=settings.random_state)
     result["ndcg_ci95"] = [round(low, 5), round(high, 5)]
     result["ndcg_se"] = round(error, 5)
     result["by_k"] = {
@@ -568,13 +565,13 @@ def _metrics(fold: Fold, scores: NDArray[np.floating], config: TrainConfig,
 
 # ----------------------------------------------------------------------------- search
 def _search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, dict[str, Any]]],
-            config: TrainConfig) -> dict[str, Any]:
+            settings: EvaluationSettings) -> dict[str, Any]:
     """The staged search of the module docstring over every validation fold."""
     states = {name: [_FoldState(fold) for fold in folds] for name, folds in validation.items()}
     flat = [state for group in states.values() for state in group]
     timed = all(state.fold.timed for state in flat)
     has_als = not any(state.fold.basket for state in flat)
-    default_half_life = config.trending_half_life_days
+    default_half_life = settings.trending_half_life_days
     rows: dict[BlendChoice, dict[str, NDArray[np.float64]]] = {}
 
     def measure(choices: Iterable[BlendChoice]) -> None:
@@ -583,12 +580,12 @@ def _search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, 
         def one_fold(state: _FoldState) -> list[NDArray[np.float64] | None]:
             out = []
             for choice in todo:
-                scores = _choice_scores(state, choice, config)
+                scores = _choice_scores(state, choice, settings)
                 out.append(None if scores is None else
-                           row_ndcg(top_k(scores, state.fold.held_out.seen, config.eval_k), state.fold.held_out))
+                           row_ndcg(top_k(scores, state.fold.held_out.seen, settings.eval_k), state.fold.held_out))
             return out
 
-        results = Parallel(n_jobs=config.jobs, prefer="threads")(delayed(one_fold)(state) for state in flat)
+        results = Parallel(n_jobs=settings.jobs, prefer="threads")(delayed(one_fold)(state) for state in flat)
         for position, choice in enumerate(todo):
             per_fold = [result[position] for result in results]
             if any(values is None for values in per_fold):
@@ -634,7 +631,7 @@ def _search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, 
     if not rows:
         raise DataError("evaluation: no model could be measured on the validation folds")
 
-    choice, rule = simplest_within_noise(rows, config.random_state)
+    choice, rule = simplest_within_noise(rows, settings.random_state)
     ranking = _ranking(rows)
     table = sorted(rows, key=ranking.__getitem__, reverse=True)
     protocols = list(validation)
@@ -718,40 +715,40 @@ def _paired_difference(values: NDArray[np.float64], baseline: NDArray[np.float64
 
 
 # ----------------------------------------------------------------------------- measuring
-def _measure(fold: Fold, choice: BlendChoice, config: TrainConfig, current: dict[str, Any] | None,
+def _measure(fold: Fold, choice: BlendChoice, settings: EvaluationSettings, current: dict[str, Any] | None,
              item_pages: bool = True) -> dict[str, Any]:
     """Fit the choice, its parts, the current model's blend and the baselines; measure them all
     on the test fold (once, after every choice is made)."""
     state = _FoldState(fold)
     results: dict[str, dict[str, Any]] = {}
-    shipped_scores = _choice_scores(state, choice, config)
+    shipped_scores = _choice_scores(state, choice, settings)
     if shipped_scores is None:
         raise DataError("evaluation: the chosen model cannot be scored on the test fold")
     shipped_top = top_k(shipped_scores, fold.held_out.seen, max(CUTS[-1], SAVED_DEPTH))
     del shipped_scores
     shipped_name = "shipped: " + choice.label()
-    results[shipped_name] = _metrics(fold, np.empty(0), config, recommended=shipped_top)
+    results[shipped_name] = _metrics(fold, np.empty(0), settings, recommended=shipped_top)
     for part in choice.parts():
         if part != choice:
-            scores = _choice_scores(state, part, config)
+            scores = _choice_scores(state, part, settings)
             if scores is not None:
-                results["part: " + part.label()] = _metrics(fold, scores, config)
+                results["part: " + part.label()] = _metrics(fold, scores, settings)
     if current:
         try:
             previous = BlendChoice(**current)
         except TypeError:
             previous = None
-        scores = _choice_scores(state, previous, config) if previous is not None else None
+        scores = _choice_scores(state, previous, settings) if previous is not None else None
         if scores is not None:
-            results["current blend"] = _metrics(fold, scores, config)
-    results.update(_baselines(fold, state, config))
+            results["current blend"] = _metrics(fold, scores, settings)
+    results.update(_baselines(fold, state, settings))
     out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
                            "headline_value": results[shipped_name]["ndcg"],
                            "headline_ci95": results[shipped_name]["ndcg_ci95"]}
     if "current blend" in results:
         out["current_headline_value"] = results["current blend"]["ndcg"]
     if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
-        out["item_to_item"] = _next_item(fold, _fit_item(state, choice) if choice.item_part else None, config)
+        out["item_to_item"] = _next_item(fold, _fit_item(state, choice) if choice.item_part else None, settings)
     out["predictions"] = _predictions(fold, shipped_top)
     return out
 
@@ -771,7 +768,7 @@ def _predictions(fold: Fold, recommended: NDArray[np.int64]) -> dict[str, NDArra
     }
 
 
-def _baselines(fold: Fold, state: _FoldState, config: TrainConfig) -> dict[str, dict[str, Any]]:
+def _baselines(fold: Fold, state: _FoldState, settings: EvaluationSettings) -> dict[str, dict[str, Any]]:
     """Popularity, ``implicit``'s own recommenders at their defaults (called directly) and
     plain EASE, on the same rows."""
     import warnings
@@ -783,16 +780,16 @@ def _baselines(fold: Fold, state: _FoldState, config: TrainConfig) -> dict[str, 
 
     matrix = fold.fit_matrix
     results = {"baseline: popularity": _metrics(fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)),
-                                                config)}
+                                                settings)}
     query = fold.query()
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ParameterWarning)
         for name, model in (("cosine K=100", CosineRecommender(K=100)), ("BM25 K=100", BM25Recommender(K=100))):
             model.fit(matrix, show_progress=False)
-            results[f"baseline: implicit {name}"] = _metrics(fold, (query @ model.similarity).toarray(), config)
+            results[f"baseline: implicit {name}"] = _metrics(fold, (query @ model.similarity).toarray(), settings)
         if not fold.basket:
             als = AlternatingLeastSquares(factors=100, regularization=0.01, iterations=15,
-                                          random_state=config.random_state)
+                                          random_state=settings.random_state)
             als.fit(matrix, show_progress=False)
             if fold.timed:
                 factors = als.user_factors[fold.held_out.rows]
@@ -800,18 +797,18 @@ def _baselines(fold: Fold, state: _FoldState, config: TrainConfig) -> dict[str, 
                 factors = ALS.from_arrays({"user_factors": als.user_factors, "item_factors": als.item_factors},
                                           regularization=0.01, alpha=1.0).fold_in_rows(fold.held_out.seen)
             results["baseline: implicit ALS factors=100 reg=0.01"] = _metrics(fold, factors @ als.item_factors.T,
-                                                                              config)
-    if len(fold.interactions.item_ids) <= config.ease_max_items:
+                                                                              settings)
+    if len(fold.interactions.item_ids) <= settings.ease_max_items:
         # As EASE is usually run: binary, every weight (the 200 strongest of each item rank as all do).
-        ease = BlendChoice("ease", {"l2": 250.0, "neighbours": 200, "max_items": config.ease_max_items,
-                                    "signed": True, "min_pair_support": 0}, 0.0, 0.0, config.trending_half_life_days)
-        scores = _choice_scores(state, ease, config)
+        ease = BlendChoice("ease", {"l2": 250.0, "neighbours": 200, "max_items": settings.ease_max_items,
+                                    "signed": True, "min_pair_support": 0}, 0.0, 0.0, settings.trending_half_life_days)
+        scores = _choice_scores(state, ease, settings)
         if scores is not None:
-            results["baseline: EASE l2=250"] = _metrics(fold, scores, config)
+            results["baseline: EASE l2=250"] = _metrics(fold, scores, settings)
     return results
 
 
-def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainConfig) -> dict[str, Any]:
+def _next_item(fold: Fold, shipped_item: NeighbourModel | None, settings: EvaluationSettings) -> dict[str, Any]:
     """"Customers who bought this also bought", measured on what customers bought next."""
     assert fold.test is not None
     test = fold.test.sort_values(["user_id", "timestamp"], kind="stable")
@@ -823,15 +820,16 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, config: TrainCon
     targets = fold.interactions.item_ids.indices(test["item_id"].to_numpy()[follow + 1])
     valid = (queries >= 0) & (targets >= 0)
     queries, targets = queries[valid], targets[valid]
-    shipped = ItemKNN(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
-                      min_pair_support=config.min_pair_support, num_threads=config.num_threads).fit(
-        cap_history(fold.fit_matrix, fold.interactions.purchase_age, config.max_history))
-    results = {"also-bought as served (item-knn " + config.similarity + ")":
-               next_item_metrics(shipped.neighbour_ids_, queries, targets, config.eval_k)}
+    knn = settings.neighbours
+    shipped = ItemKNN(similarity=knn.similarity, neighbours=knn.neighbours, min_support=knn.min_support,
+                      min_pair_support=knn.min_pair_support, num_threads=knn.num_threads).fit(
+        cap_history(fold.fit_matrix, fold.interactions.purchase_age, knn.max_history))
+    results = {"also-bought as served (item-knn " + settings.neighbours.similarity + ")":
+               next_item_metrics(shipped.neighbour_ids_, queries, targets, settings.eval_k)}
     if shipped_item is not None:
         results[f"{shipped_item.describe()}"] = next_item_metrics(shipped_item.neighbour_ids_, queries, targets,
-                                                                  config.eval_k)
-    popular = np.argsort(-fold.held_out.popularity, kind="stable")[: config.eval_k + 1]
+                                                                  settings.eval_k)
+    popular = np.argsort(-fold.held_out.popularity, kind="stable")[: settings.eval_k + 1]
     table = np.tile(popular, (len(fold.held_out.popularity), 1))
-    results["baseline: popularity"] = next_item_metrics(table, queries, targets, config.eval_k)
+    results["baseline: popularity"] = next_item_metrics(table, queries, targets, settings.eval_k)
     return {"task": "the next item a customer bought (a later order), among the first item's top k", **results}

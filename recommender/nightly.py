@@ -59,12 +59,7 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             bar.update(1)
 
             step(steps[1])
-            if config.engine == "spark":
-                from .spark import training as spark_training  # only when asked: pyspark is optional
-
-                version = spark_training.run(config).name
-            else:
-                version = training.run(config).name
+            version = training.train(config).name
             bar.update(1)
 
             step(steps[2])

@@ -21,6 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from . import artifacts, report
+from .bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
 from .activity import ActivityStore
 from .algorithms import ItemKNN, Popular
 from .config import TrainConfig
@@ -32,6 +33,23 @@ from .errors import DataError, GateRefusedError
 from .model_selection import BlendChoice, build_als, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig) -> Path:
+    """One training run on the configured engine: what ``train.py`` and the nightly job call.
+
+    The local engine runs with BLAS capped to one thread: implicit parallelises its fits with
+    OpenMP itself, and a multithreaded BLAS under it oversubscribes the cores. The Spark engine
+    is imported only when asked for (pyspark is an optional dependency). Raises as ``run``.
+    """
+    if config.engine == "spark":
+        from .spark import training as spark_training
+
+        return spark_training.run(config)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return run(config)
 
 
 def run(config: TrainConfig) -> Path:
@@ -58,10 +76,10 @@ def run(config: TrainConfig) -> Path:
     evaluation: dict[str, Any] = {}
     notes: list[str] = []
     predictions: dict[str, Any] = {}
-    choice = default_choice(len(interactions.item_ids), config, has_customers)
+    choice = default_choice(len(interactions.item_ids), config.evaluation_settings, has_customers)
     if config.evaluate:
         try:
-            selection = select_and_evaluate(purchases, config, current_blend)
+            selection = select_and_evaluate(purchases, config.evaluation_settings, current_blend)
             choice, evaluation, notes = selection.choice, selection.evaluation, selection.notes
             predictions = selection.predictions
         except DataError as exc:
@@ -74,42 +92,41 @@ def run(config: TrainConfig) -> Path:
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
     signature = data_signature(config)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
-    arrays, components = fit_components(interactions, config, choice)
-    gate = gate_decision(evaluation, current_version, current_blend is not None, config)
-    arrays.update(prefixed("catalog", catalog))
+    bundle = fit_components(interactions, config, choice, catalog)
     # The shipped model's rankings of the test fold and their targets: the reported figure
     # can be recomputed from the version itself.
-    arrays.update(prefixed("evaluation", predictions))
+    bundle.predictions = predictions
     blend = asdict(choice)
-    manifest = {
-        "components": components,
-        "blend": blend if has_customers else {**blend, "als_weight": 0.0},
-        "params": jsonable(vars(config)),
-        "data": {"path": str(config.data), "sha256": signature["log_sha256"], "signature": signature},
-        "cleaning": report_of_cleaning,
-        "counts": {
+    bundle.manifest = build_manifest(
+        components=bundle.manifest["components"],
+        blend=blend if has_customers else {**blend, "als_weight": 0.0},
+        params=jsonable(vars(config)),
+        data={"path": str(config.data), "sha256": signature["log_sha256"], "signature": signature},
+        cleaning=report_of_cleaning,
+        counts={
             "customers": len(interactions.user_ids),
             "items": len(interactions.item_ids),
             "orders": interactions.n_orders,
             "customer_item_pairs": int(interactions.user_items.nnz),
             "purchase_lines": report_of_cleaning["rows_kept"],
         },
-        "evaluation": headline(evaluation),
-        "gate": gate,
-        "notes": notes,
-        "libraries": {name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
-    }
-    return save_version(config, arrays, manifest, evaluation, current_version, started)
+        evaluation=headline(evaluation),
+        gate=gate_decision(evaluation, current_version, current_blend is not None, config),
+        notes=notes,
+        libraries={name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
+    )
+    return save_version(config, bundle, evaluation, current_version, started)
 
 
-def save_version(config: TrainConfig, arrays: dict[str, Any], manifest: dict[str, Any], evaluation: dict[str, Any],
+def save_version(config: TrainConfig, bundle: ModelBundle, evaluation: dict[str, Any],
                  current_version: str | None, started: float) -> Path:
-    """The end of a training run, whichever engine trained it: write the version with its
+    """The end of a training run, whichever engine trained it: write the bundle with its
     report, promote it unless the gate refused it or ``--no-promote`` was given.
 
-    ``manifest`` carries the run's ``gate``, ``notes``, ``cleaning`` and ``data``; the
-    training time is added here.
+    The bundle's manifest (``bundle.build_manifest``) carries the run's ``gate``, ``notes``,
+    ``cleaning`` and ``data``; the training time is added here.
     """
+    manifest = bundle.manifest
     gate, notes = manifest["gate"], manifest["notes"]
     manifest["training_seconds"] = round(time.perf_counter() - started, 3)
     summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": manifest["data"]["path"],
@@ -122,7 +139,7 @@ def save_version(config: TrainConfig, arrays: dict[str, Any], manifest: dict[str
     if not config.promote:
         gate = {**gate, "status": "not promoted", "reason": "--no-promote (evaluation run)"}
     promote_it = gate["status"] not in ("refused", "not promoted")
-    path = artifacts.save(config.models_dir, arrays, manifest, config.keep_versions, documents, promote_it)
+    path = artifacts.save(config.models_dir, bundle.arrays(), manifest, config.keep_versions, documents, promote_it)
     logger.info("training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
     if gate["status"] == "refused":
         raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}; {current_version} keeps serving "
@@ -178,10 +195,10 @@ def forgotten_customers(config: TrainConfig) -> set[str]:
     return forgotten
 
 
-def fit_components(
-    interactions: Any, config: TrainConfig, choice: BlendChoice
-) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
-    """Fit every model the server needs on all the data; return their arrays and descriptions."""
+def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
+                   catalog: dict[str, NDArray[Any]]) -> ModelBundle:
+    """Fit every model the server needs on all the data: a bundle whose manifest holds only
+    the ``components`` (the run adds the rest with ``build_manifest``)."""
     knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
                       min_pair_support=config.min_pair_support, num_threads=config.num_threads)
     has_customers = interactions.user_items.nnz > 0
@@ -189,14 +206,8 @@ def fit_components(
     # the server scores a customer's whole history unweighted (``BlendChoice``).
     personal_rows = (decayed(interactions.purchase_age, choice.decay_days) if has_customers
                      else binarize(interactions.user_items))
-    arrays: dict[str, NDArray[Any]] = {
-        "item_ids": interactions.item_ids.ids_,
-        "user_ids": interactions.user_ids.ids_,
-        "user_items.indptr": interactions.user_items.indptr.astype(np.int64),
-        "user_items.indices": interactions.user_items.indices.astype(np.int32),
-        "user_items.data": np.ones(interactions.user_items.nnz, dtype=np.float32),
-    }
     components: dict[str, Any] = {}
+    tables: dict[str, NeighbourArrays] = {}
     basis_matrix = interactions.user_items if has_customers else interactions.order_items
     basis = "customers" if has_customers else "orders"
     # When the personal model is the same kNN as "also bought" (catalogs too large for EASE),
@@ -209,34 +220,41 @@ def fit_components(
         widest = max(config.neighbours, int(choice.item_params.get("neighbours", 0)))
         shared = ItemKNN(similarity=config.similarity, neighbours=widest,
                          num_threads=config.num_threads).candidate_pairs(interactions.user_items)
+    als = None
     if has_customers:
         also_bought = ItemKNN(**knn_params).fit(knn_basis, pairs=shared)
-        arrays.update(prefixed("also_bought", also_bought.to_arrays()))
+        tables["also_bought"] = NeighbourArrays.of(also_bought.to_arrays())
         components["also_bought"] = {"model": "item_knn", "basis": basis, "max_history": config.max_history,
                                      **also_bought.get_params()}
-        als = build_als(config).fit(interactions.user_counts)
-        arrays.update(prefixed("als", als.to_arrays()))
+        als = build_als(config.als).fit(interactions.user_counts)
         components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
         bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
-        arrays.update(prefixed("bought_together", bought_together.to_arrays()))
+        tables["bought_together"] = NeighbourArrays.of(bought_together.to_arrays())
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
     personal = choice.build_item_model(config.num_threads).fit(
         personal_rows if has_customers else binarize(basis_matrix), pairs=shared)
-    arrays.update(prefixed("personal", personal.to_arrays()))
-    # The scoring matrix itself, so that server workers memory-map one shared copy.
-    matrix = personal.neighbour_matrix()
-    arrays.update(prefixed("personal.matrix", {"indptr": matrix.indptr.astype(np.int64),
-                                                 "indices": matrix.indices.astype(np.int32),
-                                                 "data": matrix.data.astype(np.float32)}))
+    tables["personal"] = NeighbourArrays.of(personal.to_arrays())
     components["personal"] = {"model": choice.item_model, "basis": basis, "decay_days": choice.decay_days,
                               **personal.get_params()}
-    arrays.update(prefixed("popular", Popular().fit(binarize(basis_matrix)).to_arrays()))
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
-    arrays.update(prefixed("trending", Popular().fit(trending).to_arrays()))
     components["popular"] = {"model": "popular", "basis": basis}
     components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
-    return arrays, components
+    user_items = interactions.user_items
+    return ModelBundle(
+        item_ids=interactions.item_ids.ids_, user_ids=interactions.user_ids.ids_,
+        # A customer is scored from the whole history, unweighted: every stored value is 1.
+        user_items=CsrArrays(user_items.indptr.astype(np.int64), user_items.indices.astype(np.int32),
+                             np.ones(user_items.nnz, dtype=np.float32)),
+        catalog=catalog, tables=tables,
+        popularity=Popular().fit(binarize(basis_matrix)).popularity_,
+        trending=Popular().fit(trending).popularity_,
+        manifest={"components": components},
+        # The scoring matrix itself, so that server workers memory-map one shared copy.
+        personal_matrix=CsrArrays.of(personal.neighbour_matrix()),
+        als_user_factors=None if als is None else als.user_factors_,
+        als_item_factors=None if als is None else als.item_factors_,
+    )
 
 
 def data_signature(config: TrainConfig) -> dict[str, Any]:
@@ -318,10 +336,6 @@ def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
     combined.attrs.update(log.attrs)
     logger.info("added %d purchases from the activity store %s", len(events), database)
     return combined
-
-
-def prefixed(prefix: str, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
-    return {f"{prefix}.{name}": array for name, array in arrays.items()}
 
 
 def jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """Shared fixtures: hand-written logs whose answers are worked out in the tests, a trained model, the app."""
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,11 +56,48 @@ def tiny_config(data: Path, models_dir: Path, **overrides: object) -> TrainConfi
     return load_config(TrainConfig, overrides=values, environ={})
 
 
+def snapshot(directory: Path) -> list[tuple[str, object, int]]:
+    """Every path under ``directory`` with its link target or size and its mtime."""
+    return sorted((str(path.relative_to(directory)),
+                   os.readlink(path) if path.is_symlink() else path.lstat().st_size,
+                   path.lstat().st_mtime_ns) for path in directory.rglob("*"))
+
+
+@contextmanager
+def unchanged(directory: Path) -> Iterator[Path]:
+    """Lend a models directory shared between tests, and fail the test that changed it."""
+    before = snapshot(directory)
+    yield directory
+    assert snapshot(directory) == before, f"{directory} is shared: a test that writes models needs a copy"
+
+
+def private_copy(models_dir: Path, destination: Path) -> Path:
+    """A copy of a trained models directory (``current`` is a relative link) a test may change."""
+    shutil.copytree(models_dir, destination, symlinks=True)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def tiny_models_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-shared")
+    log = root / "tiny.csv"
+    log.write_text(TINY_LOG)
+    training.run(tiny_config(log, root / "models"))
+    return root / "models"
+
+
 @pytest.fixture
-def trained_models(tiny_log: Path, tmp_path: Path) -> Path:
-    models_dir = tmp_path / "models"
-    training.run(tiny_config(tiny_log, models_dir))
-    return models_dir
+def shared_models(tiny_models_once: Path) -> Iterator[Path]:
+    """The tiny log's model, trained once per session, for tests that only read it."""
+    with unchanged(tiny_models_once) as models_dir:
+        yield models_dir
+
+
+@pytest.fixture
+def trained_models(tiny_models_once: Path, tmp_path: Path) -> Path:
+    """The tiny log's model in this test's own ``tmp_path / "models"`` (beside ``activity_db``),
+    for tests that train, promote, prune or corrupt versions there."""
+    return private_copy(tiny_models_once, tmp_path / "models")
 
 
 def make_app(models_dir: Path, activity_db: Path, **settings: object):
@@ -71,8 +112,9 @@ def activity_db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(trained_models: Path, activity_db: Path):
-    return make_app(trained_models, activity_db)
+def app(shared_models: Path, activity_db: Path):
+    """An app on the shared tiny model with this test's own activity database."""
+    return make_app(shared_models, activity_db)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""ItemKNN and Popular against answers worked out by hand, and the contract every model keeps."""
+"""ItemKNN and Popular against answers worked out by hand (the contract every model keeps: test_contract)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,6 @@ import scipy.sparse as sp
 
 from recommender.algorithms import ItemKNN, Popular
 from recommender.algorithms.base import top_n
-from recommender.errors import NotFittedError
 
 # Customers x items A, B, C, D: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
 USER_ITEMS = sp.csr_matrix(np.array(
@@ -77,26 +76,6 @@ def test_popular_by_hand() -> None:
     assert model.popularity_.tolist() == [3, 4, 2, 1]
     assert model.similar_items(B, n=3)[0].tolist() == [A, C, D]
     assert model.recommend(0, USER_ITEMS[0], n=3)[0].tolist() == [C, D]
-
-
-@pytest.mark.parametrize("make", [lambda: ItemKNN(num_threads=1, min_support=1, min_pair_support=1), Popular])
-def test_model_contract(make) -> None:
-    with pytest.raises(NotFittedError):
-        make().similar_items(0)
-    model = make()
-    assert model.fit(USER_ITEMS) is model
-    for item in range(4):
-        ids, scores = model.similar_items(item, n=3)
-        assert item not in ids.tolist()
-        assert (np.diff(scores) <= 0).all()
-    rebuilt = type(model).from_arrays(model.to_arrays(), **model.get_params())
-    for user in range(5):
-        ids, scores = model.recommend(user, USER_ITEMS[user], n=3)
-        again, again_scores = rebuilt.recommend(user, USER_ITEMS[user], n=3)
-        assert ids.tolist() == again.tolist() and np.allclose(scores, again_scores)
-        assert not set(ids.tolist()) & set(USER_ITEMS[user].indices.tolist())
-    with pytest.raises(ValueError, match="CSR"):
-        make().fit(USER_ITEMS.toarray())
 
 
 def test_top_n_partial_sort_and_ties() -> None:

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from recommender import artifacts, export, nightly
 from recommender.activity import ActivityStore, Event
 from recommender.errors import NightlyBusyError
-from recommender.service import RecommendationService
+from recommender.serving.service import RecommendationService
 
 from conftest import PYTHON, ROOT, make_app, tiny_config
 from test_personal_api import write_log
@@ -91,7 +91,7 @@ def test_nightly_waits_until_the_running_server_serves_the_new_version(setup, tm
 def service(setup) -> RecommendationService:
     config, _ = setup
     nightly.run(config, progress=False)
-    return RecommendationService(artifacts.load_current(config.models_dir))
+    return RecommendationService(artifacts.load_current_bundle(config.models_dir))
 
 
 def test_export_csv_is_what_the_api_answers(service: RecommendationService, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from recommender import artifacts, training
 from recommender.activity import ActivityStore
 
-from conftest import make_app, tiny_config
+from conftest import make_app, private_copy, tiny_config, unchanged
 
 GARDEN, KITCHEN = ["G1", "G2", "G3", "G4"], ["K1", "K2", "K3", "K4"]
 BASKETS = {
@@ -35,9 +36,10 @@ def write_log(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def tribes(tmp_path: Path) -> Path:
-    log, catalog, models = tmp_path / "tribes.csv", tmp_path / "catalog.csv", tmp_path / "models"
+@pytest.fixture(scope="module")
+def tribes_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tribes-shared")
+    log, catalog, models = root / "tribes.csv", root / "catalog.csv", root / "models"
     write_log(log)
     catalog.write_text("item_id,name,category,available\n" + "\n".join(
         f"{item},{'Garden' if item[0] == 'G' else 'Kitchen'} {item},{'garden' if item[0] == 'G' else 'kitchen'},"
@@ -47,10 +49,28 @@ def tribes(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(tribes: Path, activity_db: Path, tmp_path: Path):
+def tribes(tribes_once: Path) -> Iterator[Path]:
+    """The tribes model, trained once for this module: tests only read it."""
+    with unchanged(tribes_once) as models:
+        yield models
+
+
+@pytest.fixture
+def own_tribes(tribes_once: Path, tmp_path: Path) -> Path:
+    """A copy of the tribes model a test may train into."""
+    return private_copy(tribes_once, tmp_path / "models")
+
+
+def make_client(models: Path, activity_db: Path, tmp_path: Path):
     customers = tmp_path / "customers.csv"
     customers.write_text("id,name\ng1,Ana\n")
-    return make_app(tribes, activity_db, customers_file=customers).test_client()
+    return make_app(models, activity_db, customers_file=customers).test_client()
+
+
+@pytest.fixture
+def client(tribes: Path, activity_db: Path, tmp_path: Path):
+    """A client on the shared tribes model with this test's own activity database."""
+    return make_client(tribes, activity_db, tmp_path)
 
 
 def ids(body: dict) -> list[str]:
@@ -215,8 +235,21 @@ def test_event_batches_have_limits(client) -> None:
     assert accepted.status_code == 201 and accepted.get_json() == {"stored": 2}
 
 
+def test_a_comma_separated_string_is_a_list(client) -> None:
+    single = client.post("/v1/recommendations", json={"items": "G1"}).get_json()
+    assert single == client.post("/v1/recommendations", json={"items": ["G1"]}).get_json()
+    # G2, G3 and G4 each share 5 of G1's 7 buyers; K1 shares one (x1), the other kitchen items none.
+    assert set(ids(single)[:3]) == {"G2", "G3", "G4"} and "G1" not in ids(single)
+    assert {entry["because"]["item_id"] for entry in single["recommendations"]} == {"G1"}
+    assert single["unknown_items"] == [] and single["strategy"] == "blend"
+    pair = client.post("/v1/recommendations", json={"items": "G1,K1"}).get_json()
+    assert pair == client.post("/v1/recommendations", json={"items": ["G1", "K1"]}).get_json()
+    assert set(ids(pair)) == {"G2", "G3", "G4", "K2", "K3", "K4"}
+    assert {(i, entry["because"]["item_id"]) for i, entry in zip(ids(pair), pair["recommendations"])} == {
+        ("G2", "G1"), ("G3", "G1"), ("G4", "G1"), ("K2", "K1"), ("K3", "K1"), ("K4", "K1")}
+
+
 @pytest.mark.parametrize("body, fragment", [
-    ({"items": "G1"}, None),
     ({"items": ["G1"] * 101}, "items: at most 100"),
     ({"items": [1]}, "items[0]: must be a string"),
     ({"items": ["G1"], "k": "many"}, "k: must be an integer"),
@@ -229,9 +262,6 @@ def test_event_batches_have_limits(client) -> None:
 ])
 def test_bad_list_requests(client, body, fragment) -> None:
     response = client.post("/v1/recommendations", json=body)
-    if fragment is None:  # a comma-separated string is a list too
-        assert response.status_code == 200
-        return
     assert response.status_code == 400 and fragment in response.get_json()["error"]["message"]
 
 
@@ -248,13 +278,16 @@ def test_bad_user_requests_are_400(client, url: str) -> None:
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_parameter"
 
 
-def test_training_includes_purchases_recorded_through_the_api(tribes: Path, client, activity_db: Path, tmp_path: Path) -> None:
+def test_training_includes_purchases_recorded_through_the_api(own_tribes: Path, activity_db: Path,
+                                                              tmp_path: Path) -> None:
+    client = make_client(own_tribes, activity_db, tmp_path)
     post_events(client, {"user_id": "newbie", "item_id": "K1", "type": "purchase"},
                 {"user_id": "newbie", "item_id": "K2", "type": "purchase"},
                 {"user_id": "newbie", "item_id": "K3", "type": "view"})
     log = tmp_path / "tribes.csv"
-    training.run(tiny_config(log, tribes, include_activity=activity_db, als_factors=2))
-    model = artifacts.load_current(tribes)
+    write_log(log)
+    training.run(tiny_config(log, own_tribes, include_activity=activity_db, als_factors=2))
+    model = artifacts.load_current(own_tribes)
     assert "newbie" in model.arrays["user_ids"].tolist()
     assert model.manifest["counts"]["customers"] == len(BASKETS) + 1
     body = client.get("/v1/users/newbie/recommendations?k=2").get_json()

@@ -7,30 +7,51 @@ import pytest
 
 from recommender import artifacts, training
 
-from conftest import make_app, tiny_config
+from conftest import make_app, private_copy, tiny_config, unchanged
 from test_personal_api import write_log
 
 TOKEN = "privacy-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture
-def world(tmp_path: Path):
-    log, models = tmp_path / "tribes.csv", tmp_path / "models"
+@pytest.fixture(scope="module")
+def models_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("privacy-shared")
+    write_log(root / "tribes.csv")
+    training.run(tiny_config(root / "tribes.csv", root / "models", als_factors=2))
+    return root / "models"
+
+
+def make_world(models: Path, tmp_path: Path):
+    """(client, log, models): the client on ``models`` with this test's own activity database in
+    ``tmp_path / "var"``, where training looks for it when ``models`` is ``tmp_path / "models"``."""
+    log = tmp_path / "tribes.csv"
     write_log(log)
-    training.run(tiny_config(log, models, als_factors=2))
     customers = tmp_path / "customers.csv"
     customers.write_text("id,name,opted_out\ng1,Ana,false\ng2,Ben,true\n")
     app = make_app(models, tmp_path / "var" / "activity.sqlite3", admin_token=TOKEN, customers_file=customers)
     return app.test_client(), log, models
 
 
+@pytest.fixture
+def world(models_once: Path, tmp_path: Path):
+    """The shared model, read only; requests write to this test's own SQLite file."""
+    with unchanged(models_once) as models:
+        yield make_world(models, tmp_path)
+
+
+@pytest.fixture
+def own_world(models_once: Path, tmp_path: Path):
+    """As ``world`` on a copy of the model in ``tmp_path / "models"``, for a test that retrains."""
+    return make_world(private_copy(models_once, tmp_path / "models"), tmp_path)
+
+
 def ids(body: dict) -> list[str]:
     return [entry["item_id"] for entry in body["recommendations"]]
 
 
-def test_forgetting_erases_suppresses_and_leaves_the_next_model(world) -> None:
-    client, log, models = world
+def test_forgetting_erases_suppresses_and_leaves_the_next_model(own_world) -> None:
+    client, log, models = own_world
     client.post("/v1/events", json=[{"user_id": "g1", "item_id": "K1", "type": "view"}])
     client.put("/v1/users/g1/wishlist/K2")
     assert client.get("/v1/users/g1/recommendations?k=3").get_json()["strategy"] == "blend"

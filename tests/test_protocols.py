@@ -209,7 +209,7 @@ def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -
     assert evaluation["validation"]["rule"].startswith("not tuned: the validation folds evaluate ")
     assert evaluation["validation"]["configurations_measured"] == 0
     shipped = artifacts.load(version).manifest["blend"]
-    default = model_selection.default_choice(400, config)
+    default = model_selection.default_choice(400, config.evaluation_settings)
     assert (shipped["item_model"], shipped["als_weight"], shipped["trend_weight"]) == (
         default.item_model, default.als_weight, default.trend_weight)
     # The test fold still measures it against the baselines, on 300 customers' last orders.

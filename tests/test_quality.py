@@ -69,8 +69,8 @@ def test_served_recommendations_are_what_evaluation_measures(tmp_path: Path, mon
     write_log(log)
     default = model_selection.default_choice
 
-    def with_decay(n_items, config, has_customers=True):
-        return dataclasses.replace(default(n_items, config, has_customers), decay_days=decay_days)
+    def with_decay(n_items, settings, has_customers=True):
+        return dataclasses.replace(default(n_items, settings, has_customers), decay_days=decay_days)
 
     monkeypatch.setattr(training, "default_choice", with_decay)
     training.run(tiny_config(log, models, als_factors=2))
@@ -97,8 +97,8 @@ def test_gate_refuses_a_worse_model_and_force_overrides(tmp_path: Path, monkeypa
     write_log(log)
     first = training.run(tiny_config(log, models)).name
 
-    def measured(purchases, config, current):
-        choice = model_selection.default_choice(8, config)
+    def measured(purchases, settings, current):
+        choice = model_selection.default_choice(8, settings)
         return model_selection.Selection(choice, {"headline": "ndcg", "headline_value": 0.05,
                                                   "current_headline_value": 0.10, "models": {}})
 

@@ -37,7 +37,42 @@ def test_short_lists_are_topped_up_with_popular_items_and_say_so(client) -> None
 
 
 def test_default_k_is_ten(client) -> None:
-    assert len(client.get("/v1/items/A/also-bought").get_json()["recommendations"]) == 3  # only 3 others exist
+    # Only three other items exist: the answer without k is the answer with k=10, all three.
+    default = client.get("/v1/items/A/also-bought").get_json()
+    assert default == client.get("/v1/items/A/also-bought?k=10").get_json()
+    assert [(r["item_id"], r["source"], r["score"]) for r in default["recommendations"]] == [
+        ("B", "item-knn", pytest.approx(COS_AB, abs=1e-6)),
+        ("C", "item-knn", pytest.approx(COS_AC, abs=1e-6)),
+        ("D", "popular", None),
+    ]
+    assert client.get("/v1/users/u5/recommendations").get_json() == client.get(
+        "/v1/users/u5/recommendations?k=10").get_json()
+
+
+def write_hub_log(path: Path, spokes: int = 12) -> None:
+    """Customer c{j} bought the hub H and spoke S{j}; S{j} has j more buyers who bought it alone.
+    H has ``spokes`` buyers, S{j} 1 + j, one shared: cos(H, S{j}) = 1 / sqrt(spokes * (1 + j))."""
+    lines = ["user_id,item_id,timestamp,quantity,order_id,price"]
+    for j in range(1, spokes + 1):
+        lines += [f"c{j},H,2024-01-01T10:00:00,1,c{j}-o,1.00",
+                  f"c{j},S{j:02d},2024-01-01T10:00:00,1,c{j}-o,1.00"]
+        lines += [f"s{j}-{n},S{j:02d},2024-01-02T10:00:00,1,s{j}-{n}-o,1.00" for n in range(j)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_default_k_is_ten_when_more_candidates_exist(tmp_path: Path) -> None:
+    write_hub_log(tmp_path / "hub.csv")
+    training.run(tiny_config(tmp_path / "hub.csv", tmp_path / "models"))
+    client = make_app(tmp_path / "models", tmp_path / "activity.sqlite3").test_client()
+    default = client.get("/v1/items/H/also-bought").get_json()
+    assert default == client.get("/v1/items/H/also-bought?k=10").get_json()
+    assert [r["item_id"] for r in default["recommendations"]] == [f"S{j:02d}" for j in range(1, 11)]
+    assert [r["score"] for r in default["recommendations"]] == [
+        pytest.approx(1 / math.sqrt(12 * (1 + j)), abs=1e-6) for j in range(1, 11)]
+    assert {r["source"] for r in default["recommendations"]} == {"item-knn"}
+    longer = client.get("/v1/items/H/also-bought?k=11").get_json()["recommendations"]
+    assert [r["item_id"] for r in longer] == [f"S{j:02d}" for j in range(1, 12)]
+    assert len(client.get("/v1/users/s1-0/recommendations").get_json()["recommendations"]) == 10
 
 
 def test_bought_together_uses_orders(client) -> None:
@@ -86,7 +121,10 @@ def test_bad_requests_get_json_errors(client, url: str, status: int, message: st
     assert response.status_code == status
     assert response.is_json
     if status == 200:  # valid UTF-8 ids are fine (an unknown one falls back)
-        assert response.get_json()["item"]["item_id"] == "caf\u00e9"
+        body = response.get_json()
+        assert body["item"] == {"item_id": "caf\u00e9", "known": False}
+        assert body["strategy"] == "popular" and body["fallback_reason"] == "unknown_item"
+        assert [r["item_id"] for r in body["recommendations"]] == ["B", "A", "C", "D"]  # 4, 3, 2, 1 buyers
         return
     error = response.get_json()["error"]
     assert message in error["message"] and error["code"]
@@ -110,32 +148,43 @@ def test_model_info_and_health(client) -> None:
 
 def test_no_model_yet_is_503_but_alive(tmp_path: Path) -> None:
     client = make_app(tmp_path / "empty", tmp_path / "activity.sqlite3").test_client()
-    assert client.get("/health").status_code == 200
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json() == {"status": "ok"}
     for url in ("/ready", "/v1/model", "/v1/items/A/also-bought"):
         response = client.get(url)
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == "no_model"
 
 
-def test_a_new_version_is_picked_up_and_a_broken_one_refused(trained_models: Path, tiny_log: Path, client) -> None:
+def test_a_new_version_is_picked_up_and_a_broken_one_refused(trained_models: Path, tiny_log: Path,
+                                                            activity_db: Path) -> None:
+    client = make_app(trained_models, activity_db).test_client()
+
+    def also_bought_a() -> list[tuple[str, str]]:
+        body = client.get("/v1/items/A/also-bought?k=3").get_json()
+        return [(r["item_id"], r["source"]) for r in body["recommendations"]]
+
     first = client.get("/v1/model").get_json()["version"]
+    assert also_bought_a() == [("B", "item-knn"), ("C", "item-knn"), ("D", "popular")]
     second = training.run(tiny_config(tiny_log, trained_models, neighbours=1)).name
     assert client.get("/v1/model").get_json()["version"] == second
-    assert len(client.get("/v1/items/A/also-bought?k=3").get_json()["recommendations"]) == 3
+    # One neighbour each now: A keeps B; C and D are topped up by popularity.
+    assert also_bought_a() == [("B", "item-knn"), ("C", "popular"), ("D", "popular")]
     # A third version corrupted after promotion: refused, the second keeps serving.
     third = training.run(tiny_config(tiny_log, trained_models)).name
     scores = trained_models / third / "also_bought.neighbour_scores.npy"
     scores.write_bytes(scores.read_bytes()[:-4] + b"\x00\x00\x80\x7f")
     assert artifacts.current_version(trained_models) == third
     assert client.get("/v1/model").get_json()["version"] == second
-    assert len(client.get("/v1/items/A/also-bought?k=3").get_json()["recommendations"]) == 3
+    assert also_bought_a() == [("B", "item-knn"), ("C", "popular"), ("D", "popular")]
     # A process starting now finds nothing valid to serve: 503 with a reason, not a crash.
     fresh = make_app(trained_models, trained_models.parent / "fresh.sqlite3").test_client()
     assert fresh.get("/ready").status_code == 503
-    assert fresh.get("/health").status_code == 200
+    assert fresh.get("/health").get_json() == {"status": "ok"}
     # Rolling back by pointing current at a good version is picked up again.
     artifacts.promote(trained_models, first)
     assert client.get("/v1/model").get_json()["version"] == first
+    assert also_bought_a() == [("B", "item-knn"), ("C", "item-knn"), ("D", "popular")]
     assert first < second < third
 
 

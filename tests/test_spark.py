@@ -129,9 +129,9 @@ def test_spark_als_ndcg_within_ten_percent_of_local_als(
 
     purchases, _ = shipped_local
     config = TrainConfig()
-    fold = evaluation_fold(purchases, config)
-    local = build_als(config).fit(fold.interactions.user_counts)
-    local_ndcg = factor_metrics(fold, local.user_factors_, local.item_factors_, config)["ndcg"]
+    fold = evaluation_fold(purchases, config.evaluation_settings)
+    local = build_als(config.als).fit(fold.interactions.user_counts)
+    local_ndcg = factor_metrics(fold, local.user_factors_, local.item_factors_, config.evaluation_settings)["ndcg"]
 
     counts = fold.interactions.user_counts.tocoo()
     n_users, n_items = fold.interactions.user_counts.shape

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ..config import CONFIDENCES
-from .base import Ranking, Recommender, check_csr, top_n
+from .base import Ranking, Recommender, check_csr, no_ranking, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class ALS(Recommender):
     def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
         """Items whose factors point the same way (cosine of item factors)."""
         self._check_fitted()
+        if not 0 <= item_idx < len(self.item_factors_):
+            return no_ranking()
         norms = np.linalg.norm(self.item_factors_, axis=1)
         norms[norms == 0] = 1.0
         scores = (self.item_factors_ @ self.item_factors_[item_idx]) / (norms * norms[item_idx])

@@ -92,6 +92,11 @@ def top_n(
     return best.astype(np.int64), scores[best]
 
 
+def no_ranking() -> Ranking:
+    """The answer for an item index outside the catalog: nothing (never numpy's wrap-around)."""
+    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+
+
 def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
     """``top_n`` for every row of a dense score matrix: (rows, n) indices, best first, ties
     broken by lower index (at the cut too), so that a batch (evaluation, the export) ranks

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from .base import Ranking, Recommender, check_csr, top_n
+from .base import Ranking, Recommender, check_csr, no_ranking, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class NeighbourModel(Recommender):
     def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
         self._check_fitted()
         if not 0 <= item_idx < len(self.neighbour_ids_):
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+            return no_ranking()
         ids = self.neighbour_ids_[item_idx]
         valid = ids >= 0
         return ids[valid][:n].astype(np.int64), self.neighbour_scores_[item_idx][valid][:n]

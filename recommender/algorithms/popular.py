@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from .base import Ranking, Recommender, check_csr, top_n
+from .base import Ranking, Recommender, check_csr, no_ranking, top_n
 
 
 class Popular(Recommender):
@@ -29,6 +29,8 @@ class Popular(Recommender):
 
     def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
         self._check_fitted()
+        if not 0 <= item_idx < len(self.popularity_):
+            return no_ranking()
         return top_n(self.popularity_, n, np.array([item_idx]))
 
     def recommend(

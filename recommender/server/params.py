@@ -10,7 +10,7 @@ from flask import current_app, request
 
 from ..activity import EVENT_TYPES, Event
 from ..config import ServeConfig
-from ..service import Filters
+from ..serving.catalog import Filters
 from .errors import ApiError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

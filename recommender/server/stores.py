@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from ..activity import ActivityStore
-from ..service import RecommendationService
+from ..serving.service import RecommendationService
 from .errors import ApiError
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .. import artifacts
+from ..bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
@@ -28,7 +29,7 @@ from ..data.loading import read_catalog
 from ..errors import ConfigError, DataError
 from ..model_selection import BlendChoice
 from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                        prefixed, save_version)
+                        save_version)
 from . import cleaning
 from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
@@ -100,20 +101,6 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
         "weight", F.pow(F.lit(0.5), F.coalesce(age_days, F.lit(0.0)) / choice.trend_half_life_days)), "weight", n_items)
     popular = item_totals(customer_items.withColumn("one", F.lit(1.0)), "one", n_items)
 
-    arrays: dict[str, Any] = {
-        "item_ids": item_ids.ids_,
-        "user_ids": _user_ids(users, n_users),
-        **prefixed("user_items", _user_items(customer_items, n_users, nnz)),
-        **prefixed("also_bought", also_bought.to_arrays()),
-        **prefixed("bought_together", bought_together.to_arrays()),
-        "als.user_factors": artifacts.StreamedArray(
-            (n_users, config.als_factors), np.float32,
-            stream_blocks(user_factors.orderBy("id"), factor_rows)),
-        "als.item_factors": item_factor_array,
-        "popular.popularity": popular,
-        "trending.popularity": trending,
-        **prefixed("catalog", _catalog(lines, item_ids, config)),
-    }
     components = {
         "also_bought": {"model": "item_knn", "basis": "customers", "similarity": "cosine",
                         "max_history": config.max_history, **knn},
@@ -132,21 +119,32 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     gate = gate_decision({}, current_version, bool((current_manifest or {}).get("blend")), config)
     notes = ["trained by the spark engine: not evaluated (the evaluation runs on the local engine: "
              "make evaluate on the log or a sample of it); the blend is the default one"]
-    manifest = {
-        "engine": {"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
-        "components": components,
-        "blend": asdict(choice),
-        "params": jsonable(vars(config)),
-        "data": {"path": uri, "sha256": signature["log_sha256"], "signature": signature},
-        "cleaning": cleaning_report,
-        "counts": {"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
-                   "purchase_lines": cleaning_report["rows_kept"]},
-        "evaluation": headline({}),
-        "gate": gate,
-        "notes": notes,
-        "libraries": {name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
-    }
-    return save_version(config, arrays, manifest, {}, current_version, started)
+    bundle = ModelBundle(
+        item_ids=item_ids.ids_, user_ids=_user_ids(users, n_users),
+        user_items=CsrArrays(**_user_items(customer_items, n_users, nnz)),
+        catalog=_catalog(lines, item_ids, config),
+        tables={"also_bought": NeighbourArrays.of(also_bought.to_arrays()),
+                "bought_together": NeighbourArrays.of(bought_together.to_arrays())},
+        popularity=popular, trending=trending,
+        als_user_factors=artifacts.StreamedArray((n_users, config.als_factors), np.float32,
+                                                 stream_blocks(user_factors.orderBy("id"), factor_rows)),
+        als_item_factors=item_factor_array,
+        manifest=build_manifest(
+            engine={"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
+            components=components,
+            blend=asdict(choice),
+            params=jsonable(vars(config)),
+            data={"path": uri, "sha256": signature["log_sha256"], "signature": signature},
+            cleaning=cleaning_report,
+            counts={"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
+                    "purchase_lines": cleaning_report["rows_kept"]},
+            evaluation=headline({}),
+            gate=gate,
+            notes=notes,
+            libraries={name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
+        ),
+    )
+    return save_version(config, bundle, {}, current_version, started)
 
 
 def _check_supported(config: TrainConfig) -> None:

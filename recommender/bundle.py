@@ -1,0 +1,157 @@
+"""The model bundle: everything a training run hands to serving, whichever engine made it.
+
+``ModelBundle`` is the one place that knows how a model version is laid out: the names of
+its arrays (``arrays`` / ``from_arrays``) and the fields of its manifest
+(``build_manifest``). The local and the Spark trainer both build one and publish it through
+``training.save_version``; ``artifacts`` writes and verifies the files and hands back a
+bundle over memory-mapped arrays (``artifacts.load_bundle``); the server reads its fields.
+No other module assembles an array name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .errors import ArtifactError
+
+# The item-to-item tables a bundle may hold: "also bought" (customers), "bought together"
+# (orders) and the personal model the run chose.
+TABLES = ("also_bought", "bought_together", "personal")
+CATALOG_FIELDS = ("names", "prices", "categories", "available")
+NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
+CSR_FIELDS = ("indptr", "indices", "data")
+
+
+@dataclass(frozen=True)
+class NeighbourArrays:
+    """One item-to-item model as ``NeighbourModel.to_arrays`` gives it: dense top-K rows."""
+
+    ids: NDArray[np.int32]
+    scores: NDArray[np.float32]
+    support: NDArray[np.int32]
+    item_support: NDArray[np.int32]
+
+    @classmethod
+    def of(cls, arrays: dict[str, NDArray[Any]]) -> NeighbourArrays:
+        """From a model's ``to_arrays()``."""
+        return cls(*(arrays[name] for name in NEIGHBOUR_FIELDS))
+
+    def to_dict(self) -> dict[str, NDArray[Any]]:
+        return dict(zip(NEIGHBOUR_FIELDS, (self.ids, self.scores, self.support, self.item_support)))
+
+
+@dataclass(frozen=True)
+class CsrArrays:
+    """A CSR matrix as its three arrays, so that it can be written and memory-mapped as is."""
+
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int32]
+    data: NDArray[np.float32]
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix) -> CsrArrays:
+        return cls(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32))
+
+    def matrix(self, shape: tuple[int, int]) -> sp.csr_matrix:
+        """A CSR matrix over these arrays without copying them (memory-mapped pages stay shared)."""
+        if self.indptr[-1] != len(self.indices) or len(self.indptr) != shape[0] + 1:
+            raise ValueError("inconsistent sparse arrays")
+        matrix = sp.csr_matrix(shape, dtype=np.float32)
+        matrix.data, matrix.indices, matrix.indptr = self.data, self.indices, self.indptr
+        return matrix
+
+    def to_dict(self) -> dict[str, NDArray[Any]]:
+        return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
+
+
+@dataclass
+class ModelBundle:
+    """A trained model version: ids, purchases, catalog, the fitted components, the manifest.
+
+    Arrays may be numpy arrays, memory-mapped ones (loaded) or ``artifacts.StreamedArray``
+    (``als_user_factors`` from the Spark engine, written block by block).
+    """
+
+    item_ids: NDArray[Any]
+    user_ids: NDArray[Any]
+    user_items: CsrArrays
+    catalog: dict[str, NDArray[Any]]
+    tables: dict[str, NeighbourArrays]
+    popularity: NDArray[np.float64]
+    trending: NDArray[np.float64]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    personal_matrix: CsrArrays | None = None
+    als_user_factors: Any = None
+    als_item_factors: NDArray[np.float32] | None = None
+    predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """The version's name (set when it is written; loaded bundles always have one)."""
+        return str(self.manifest.get("version", ""))
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return self.manifest.get("components", {})
+
+    @property
+    def blend(self) -> dict[str, Any]:
+        return self.manifest.get("blend") or {}
+
+    def arrays(self) -> dict[str, Any]:
+        """The flat name -> array layout written to disk (one ``.npy`` file per name)."""
+        out: dict[str, Any] = {"item_ids": self.item_ids, "user_ids": self.user_ids,
+                               **_prefixed("user_items", self.user_items.to_dict()),
+                               **_prefixed("catalog", self.catalog),
+                               "popular.popularity": self.popularity, "trending.popularity": self.trending}
+        for name, table in self.tables.items():
+            out.update(_prefixed(name, table.to_dict()))
+        if self.personal_matrix is not None:
+            out.update(_prefixed("personal.matrix", self.personal_matrix.to_dict()))
+        if self.als_item_factors is not None:
+            out["als.user_factors"], out["als.item_factors"] = self.als_user_factors, self.als_item_factors
+        out.update(_prefixed("evaluation", self.predictions))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, NDArray[Any]], manifest: dict[str, Any]) -> ModelBundle:
+        """The bundle over loaded arrays; ``ArtifactError`` when a required one is missing."""
+        try:
+            tables = {name: NeighbourArrays(*(arrays[f"{name}.{f}"] for f in NEIGHBOUR_FIELDS))
+                      for name in TABLES if f"{name}.neighbour_ids" in arrays}
+            personal_matrix = (CsrArrays(*(arrays[f"personal.matrix.{f}"] for f in CSR_FIELDS))
+                               if "personal.matrix.data" in arrays else None)
+            return cls(
+                item_ids=arrays["item_ids"], user_ids=arrays["user_ids"],
+                user_items=CsrArrays(*(arrays[f"user_items.{f}"] for f in CSR_FIELDS)),
+                catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS},
+                tables=tables, popularity=arrays["popular.popularity"], trending=arrays["trending.popularity"],
+                manifest=manifest, personal_matrix=personal_matrix,
+                als_user_factors=arrays.get("als.user_factors"), als_item_factors=arrays.get("als.item_factors"),
+                predictions={name.removeprefix("evaluation."): array for name, array in arrays.items()
+                             if name.startswith("evaluation.")},
+            )
+        except KeyError as exc:
+            raise ArtifactError(f"incomplete model: no array {exc}") from None
+
+
+def build_manifest(*, components: dict[str, Any], blend: dict[str, Any], params: dict[str, Any],
+                   data: dict[str, Any], cleaning: dict[str, Any], counts: dict[str, Any],
+                   evaluation: dict[str, Any], gate: dict[str, Any], notes: list[str],
+                   libraries: dict[str, str], engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a version, the same fields from either engine (``engine`` says which
+    when it is not the local one); ``artifacts.save`` adds the version, files and checksums,
+    ``training.save_version`` the training time."""
+    manifest = {"components": components, "blend": blend, "params": params, "data": data, "cleaning": cleaning,
+                "counts": counts, "evaluation": evaluation, "gate": gate, "notes": notes, "libraries": libraries}
+    if engine is not None:
+        manifest = {"engine": engine, **manifest}
+    return manifest
+
+
+def _prefixed(prefix: str, arrays: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{name}": array for name, array in arrays.items()}

@@ -1,0 +1,63 @@
+"""Response shaping: rankings in internal indices become the JSON the API documents, with
+each item's name and price, what led to it ("because"), and page-you-made's groups."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..activity import Event
+from ..serving.catalog import Catalog
+from ..serving.ranking import Ranked
+
+EVENT_VERBS = {"view": "viewed", "cart": "added to cart", "wishlist": "wished for", "purchase": "bought"}
+
+
+def ranking(ranked: Ranked, catalog: Catalog, version: str,
+            extra: dict[str, dict[int, Any]] | None = None) -> dict[str, Any]:
+    """``{"strategy", "model_version", "recommendations": [...]}``; ``extra`` adds a field to
+    the entries of the items it maps (e.g. ``bought_both``)."""
+    recommendations = []
+    reasons = ranked.reasons or [-1] * len(ranked.items)
+    ids = catalog.items.ids_
+    for item, score, source, reason in zip(ranked.items, ranked.scores, ranked.sources, reasons):
+        entry: dict[str, Any] = {
+            "item_id": str(ids[item]),
+            "name": catalog.names[item],
+            "price": catalog.prices[item],
+            "score": None if score is None else round(score, 6),
+            "source": source,
+        }
+        for key, values in (extra or {}).items():
+            if item in values:
+                entry[key] = values[item]
+        if reason >= 0:
+            entry["because"] = {"item_id": str(ids[reason]), "name": catalog.names[reason]}
+        recommendations.append(entry)
+    strategy = ranked.strategy if any(s != "popular" for s in ranked.sources) else "popular"
+    return {"strategy": strategy, "model_version": version, "recommendations": recommendations}
+
+
+def item(catalog: Catalog, item_idx: int | None, item_id: str) -> dict[str, Any]:
+    """An item as the API shows it outside a ranking (page header, history, search)."""
+    if item_idx is None:
+        return {"item_id": item_id, "known": False}
+    return {"item_id": item_id, "name": catalog.names[item_idx], "price": catalog.prices[item_idx], "known": True}
+
+
+def page_groups(response: dict[str, Any], ranked: Ranked, recent: Sequence[Event], catalog: Catalog
+                ) -> list[dict[str, Any]]:
+    """Page-you-made's groups: the recommendations under the recent item that led to them, each
+    reason said in words ("because you viewed X"); ``response``'s entries gain the event."""
+    last_event: dict[str, Event] = {}
+    for event in recent:  # newest first: keep each item's latest event
+        last_event.setdefault(event.item_id, event)
+    groups: dict[int, dict[str, Any]] = {}
+    for entry, reason in zip(response["recommendations"], ranked.reasons):
+        if reason < 0:
+            continue
+        event = last_event[catalog.items.ids_[reason]]
+        entry["because"]["event"] = event.type
+        entry["because"]["text"] = f"because you {EVENT_VERBS[event.type]} {catalog.names[reason] or event.item_id}"
+        group = groups.setdefault(reason, {"because": entry["because"], "recommendations": []})
+        group["recommendations"].append({key: v for key, v in entry.items() if key != "because"})
+    return list(groups.values())

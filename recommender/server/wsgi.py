@@ -1,0 +1,88 @@
+"""Running the app in production: gunicorn as a library, and the per-request log.
+
+``run_gunicorn`` is what ``serve.py`` calls; ``configure_request_log`` sets up the JSON line
+each request writes (through a queue, off the request path) in every server process.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ..config import ServeConfig
+
+
+def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
+    """gunicorn with the app loaded in each worker; metrics shared through a fresh directory."""
+    import os
+    import tempfile
+
+    metrics_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
+    # prometheus_client decides at import whether it runs in multiprocess mode: set it first.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from gunicorn.app.base import BaseApplication
+    # Imported here, not in the hook: gunicorn calls the hook from its SIGCHLD handler, and two
+    # workers exiting together would re-enter a half-done import ("partially initialized module").
+    from prometheus_client import multiprocess
+
+    from . import create_app
+
+    def child_exit(server: Any, worker: Any) -> None:
+        multiprocess.mark_process_dead(worker.pid)
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{config.host}:{config.port}")
+            self.cfg.set("workers", config.workers)
+            self.cfg.set("threads", config.threads)
+            self.cfg.set("worker_class", "gthread" if config.threads > 1 else "sync")
+            self.cfg.set("accesslog", None)
+            self.cfg.set("child_exit", child_exit)
+            # The app (code, libraries, model maps) is loaded once in the master and shared
+            # copy-on-write by the workers, so an added worker costs little memory.
+            self.cfg.set("preload_app", True)
+            self.cfg.set("post_fork", lambda server, worker: configure_request_log(config.request_log))
+
+        def load(self) -> Any:
+            return create_app(app_config)
+
+    try:
+        Server().run()
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def configure_request_log(request_log: str | None) -> None:
+    """The server's per-request JSON lines go through a queue (a request only enqueues its
+    line; a background thread writes it) to ``request_log`` ("-" = stderr), or nowhere when
+    it is empty. Called in each server process (gunicorn: after the worker forks, since a
+    thread does not survive a fork)."""
+    if not request_log:
+        return
+    requests = logging.getLogger("recommender.requests")
+    import atexit
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+
+    import json
+
+    class Deferred(QueueHandler):
+        """Enqueue the record as it is: formatting happens in the writer thread, off the request."""
+
+        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+            return record
+
+    class JsonLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps(getattr(record, "fields", {"message": record.getMessage()}))
+
+    output = logging.StreamHandler(sys.stderr) if request_log == "-" else logging.FileHandler(request_log)
+    output.setFormatter(JsonLine())
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(lines, output)
+    requests.addHandler(Deferred(lines))
+    requests.setLevel(logging.INFO)
+    listener.start()
+    atexit.register(listener.stop)

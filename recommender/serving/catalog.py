@@ -1,0 +1,92 @@
+"""The catalog a model version serves, and the business filters over it."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..data.idmap import IdMap
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Business filters, applied before the top-k cut so that k results come back when k qualify."""
+
+    exclude: frozenset[str] = frozenset()
+    available_only: bool = False
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    max_per_category: int | None = None
+
+
+class Catalog:
+    """Items in model order: ids, names, prices, categories and availability.
+
+    Names and prices are kept as Python lists too, because a response reads a handful of
+    them and a list index is cheaper than a numpy scalar conversion.
+    """
+
+    def __init__(self, item_ids: NDArray[Any], arrays: dict[str, NDArray[Any]]) -> None:
+        self.items = IdMap(item_ids)
+        self.names: list[str] = arrays["names"].tolist()
+        self.prices_array = np.asarray(arrays["prices"], dtype=np.float64)
+        self.prices: list[float | None] = [None if math.isnan(p) else round(p, 2) for p in self.prices_array.tolist()]
+        self.categories = np.asarray(arrays["categories"])
+        self.category_names: list[str] = self.categories.tolist()
+        self.available = np.asarray(arrays["available"], dtype=bool)
+        if not len(self.names) == len(self.prices) == len(self.categories) == len(self.available) == len(self.items):
+            raise ValueError("catalog arrays do not match the item list")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def allowed(self, filters: Filters, exclude_idx: Sequence[int] | NDArray[np.int64] = ()) -> NDArray[np.bool_]:
+        """The items a response may hold: a mask over the catalog."""
+        allowed = np.ones(len(self.items), dtype=bool)
+        if filters.available_only:
+            allowed &= self.available
+        if filters.category is not None:
+            allowed &= self.categories == filters.category
+        if filters.min_price is not None:
+            allowed &= self.prices_array >= filters.min_price
+        if filters.max_price is not None:
+            allowed &= self.prices_array <= filters.max_price
+        if filters.exclude:
+            excluded = self.items.indices(filters.exclude)
+            allowed[excluded[excluded >= 0]] = False
+        if len(exclude_idx):
+            allowed[np.asarray(exclude_idx, dtype=np.int64)] = False
+        return allowed
+
+    def diversify(self, candidates: list[int], k: int, filters: Filters) -> list[int]:
+        """The first k candidates, at most ``max_per_category`` from one category.
+
+        A sequential greedy pick by nature; it walks only the candidates already ranked.
+        """
+        if filters.max_per_category is None:
+            return candidates[:k]
+        chosen: list[int] = []
+        per_category: dict[str, int] = {}
+        for item in candidates:
+            category = self.category_names[item]
+            if per_category.get(category, 0) < filters.max_per_category:
+                per_category[category] = per_category.get(category, 0) + 1
+                chosen.append(item)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    def search(self, query: str, order: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Items whose id or name contains ``query`` (case-insensitive), sorted by ``order``
+        (each item's place; lower first)."""
+        if not hasattr(self, "_search_keys"):
+            self._search_keys = [f"{item_id}\t{name}".lower() for item_id, name in
+                                 zip(self.items.ids_.tolist(), self.names)]
+        needle = query.strip().lower()
+        matches = np.array([i for i, key in enumerate(self._search_keys) if needle in key], dtype=np.int64)
+        return matches[np.argsort(order[matches], kind="stable")] if len(matches) else matches

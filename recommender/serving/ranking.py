@@ -1,0 +1,211 @@
+"""Candidates, scores and the top k: the personal blend, under a catalog mask.
+
+One formula for every personal answer (``algorithms.blend.blend_scores``, the one training
+measured): the personal item-to-item matrix applied to a shopper's items, ALS (their factors,
+or folded in from the items), and trending, with the blend's weights. The matrix rows are
+read straight from the memory-mapped CSR arrays, so a request builds no sparse objects.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ..algorithms.als import ALS
+from ..algorithms.base import top_n, top_n_rows
+from ..algorithms.blend import blend_scores
+from ..activity import Event
+from ..data.idmap import IdMap
+from .catalog import Catalog, Filters
+
+# How deep the trending ranking is kept for topping answers up.
+POPULAR_DEPTH = 2000
+# How much one event says about what a shopper wants, by type.
+TYPE_WEIGHTS = {"view": 1.0, "cart": 2.0, "wishlist": 2.0, "purchase": 3.0}
+
+
+@dataclass
+class Ranked:
+    """A ranking in internal indices, before it is turned into JSON."""
+
+    items: list[int] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    reasons: list[int] = field(default_factory=list)
+    strategy: str = "popular"
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """The blend the training run chose (``model_selection.BlendChoice``'s weights)."""
+
+    als: float = 0.0
+    trend: float = 0.0
+    item: float | None = None
+
+
+class Ranker:
+    """Scores and ranks for one model version; read-only, shared between threads.
+
+    Parameters
+    ----------
+    catalog : the items, for the filter mask and diversity.
+    matrix : items x items CSR, the personal item-to-item weights (row: a shopper's item).
+    als : fitted ALS, or None when the model has none (a basket-only log).
+    trending : (n_items,) trending weights, any scale.
+    weights : the blend.
+    """
+
+    def __init__(self, catalog: Catalog, matrix: sp.csr_matrix, als: ALS | None, trending: NDArray[np.floating],
+                 weights: BlendWeights) -> None:
+        self.catalog = catalog
+        self.matrix = matrix
+        self.als = als
+        trending = np.asarray(trending, dtype=np.float64)
+        self.trend = trending / trending.max() if trending.max() > 0 else trending
+        order = np.lexsort((np.arange(len(trending)), -trending))
+        self.trending_ranking = order[:POPULAR_DEPTH]
+        # Each item's place in the trending order (0: most bought lately), for catalog search.
+        self.trending_order = np.empty(len(order), dtype=np.int64)
+        self.trending_order[order] = np.arange(len(order))
+        self.weights = weights if als is not None else BlendWeights(0.0, weights.trend, weights.item)
+
+    def vector(self, history: NDArray[np.int64], weights: NDArray[np.float64]) -> NDArray[np.float32] | None:
+        """ALS factors folded in from a list of items (a shopper the model has not seen)."""
+        return self.als.fold_in(history, weights) if self.als is not None and len(history) else None
+
+    def rank(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None,
+             k: int, filters: Filters, exclude: NDArray[np.int64]) -> Ranked:
+        """Blend, filter, cut to k, top up with trending items, and find each result's reason."""
+        allowed = self.catalog.allowed(filters, exclude_idx=exclude)
+        scores, strategy = self.scores(history, weights, vector)
+        ranked = Ranked(strategy=strategy)
+        if scores is not None:
+            masked = np.where(allowed, scores, -np.inf)
+            depth = k if filters.max_per_category is None else min(len(masked), 10 * k + 50)
+            candidates, _ = top_n(masked, depth, positive_only=False)
+            chosen = self.catalog.diversify(candidates.tolist(), k, filters)
+            ranked.items = chosen
+            ranked.scores = [float(scores[i]) for i in chosen]
+            ranked.sources = [strategy] * len(chosen)
+        self.fill_popular(ranked, k, allowed, filters)
+        ranked.reasons = self.reasons(history, weights, ranked.items)
+        return ranked
+
+    def scores(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None
+               ) -> tuple[NDArray[np.float64] | None, str]:
+        """Every item's blended score and the strategy that produced it (None: nothing personal)."""
+        knn = None
+        if len(history):
+            _, columns, contributions = self.contributions(history, weights)
+            if len(columns):
+                knn = np.bincount(columns, weights=contributions, minlength=len(self.catalog))
+                if not np.any(knn):
+                    knn = None
+        als = None
+        if vector is not None and self.als is not None and self.weights.als > 0 and np.any(vector):
+            als = self.als.item_factors_ @ vector
+        if knn is None and als is None:
+            return None, "popular"
+        strategy = "blend" if knn is not None and als is not None else ("item-knn" if als is None else "als")
+        return blend_scores(knn, als, self.trend, self.weights.als, self.weights.trend, self.weights.item), strategy
+
+    def contributions(self, history: NDArray[np.int64], weights: NDArray[np.float64]
+                      ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
+        """Every (history position, neighbour, weighted score) entry of the history's rows of the
+        item-to-item matrix, gathered with numpy from the CSR arrays."""
+        matrix = self.matrix
+        starts = np.asarray(matrix.indptr[history], dtype=np.int64)
+        lengths = np.asarray(matrix.indptr[history + 1], dtype=np.int64) - starts
+        offsets = np.cumsum(lengths) - lengths
+        positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+        owners = np.repeat(np.arange(len(history)), lengths)
+        return owners, matrix.indices[positions], matrix.data[positions] * np.asarray(weights)[owners]
+
+    def reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
+        """For each chosen item, the history item that contributed most (-1 when none did).
+
+        The item-to-item contribution decides; where there is none, the history item whose
+        ALS factors are closest does.
+        """
+        if not len(history) or not chosen:
+            return [-1] * len(chosen)
+        columns = np.asarray(chosen)
+        owners, neighbours, contributions = self.contributions(history, weights)
+        relevant = np.isin(neighbours, columns) & (contributions > 0)
+        owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
+        best_owner: dict[int, int] = {}
+        if len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
+            order = np.lexsort((-contributions, neighbours))
+            first = np.r_[True, np.diff(neighbours[order]) != 0]
+            best_owner = dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+        closest = None
+        if self.als is not None and len(best_owner) < len(chosen):
+            factors = self.als.item_factors_
+            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
+        reasons = []
+        for position, item in enumerate(chosen):
+            owner = best_owner.get(item)
+            if owner is None and closest is not None:
+                owner = int(closest[position])
+            reasons.append(int(history[owner]) if owner is not None else -1)
+        return reasons
+
+    def fill_popular(self, ranked: Ranked, k: int, allowed: NDArray[np.bool_], filters: Filters) -> None:
+        """Top a short ranking up with trending items that pass the same filters."""
+        if len(ranked.items) >= k:
+            return
+        taken = set(ranked.items)
+        candidates = [i for i in self.trending_ranking[allowed[self.trending_ranking]].tolist() if i not in taken]
+        if filters.max_per_category is not None:
+            candidates = self.catalog.diversify(ranked.items + candidates, len(ranked.items) + len(candidates),
+                                                filters)
+            candidates = [i for i in candidates if i not in taken]
+        for item in candidates[: k - len(ranked.items)]:
+            ranked.items.append(item)
+            ranked.scores.append(None)
+            ranked.sources.append("popular")
+
+    def popular(self, k: int, filters: Filters, exclude: Sequence[int] = ()) -> Ranked:
+        """Trending items only."""
+        ranked = Ranked(strategy="popular")
+        self.fill_popular(ranked, k, self.catalog.allowed(filters, exclude), filters)
+        return ranked
+
+    def batch(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
+              ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Top-k items for many known customers at once, as ``rank`` ranks one (same blend,
+        their items excluded), with matrix products over the batch instead of a loop.
+
+        Returns (n, k) item indices (-1 where fewer qualify) and their scores.
+        """
+        item_scores = (rows @ self.matrix).toarray()
+        als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
+        scores = blend_scores(item_scores, als_scores, self.trend, self.weights.als, self.weights.trend,
+                              self.weights.item)
+        if scores is None:
+            scores = np.tile(self.trend, (rows.shape[0], 1))
+        scores[rows.nonzero()] = -np.inf
+        best = top_n_rows(scores, k)
+        best_scores = np.take_along_axis(scores, best, axis=1)
+        return np.where(np.isfinite(best_scores), best, -1), best_scores
+
+
+def activity_weights(recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None
+                     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Known items of recent events, each weighted by type (``TYPE_WEIGHTS``) and recency
+    (halved every ``half_life_hours``), summed per item."""
+    now = time.time() if now is None else now
+    weights: dict[int, float] = {}
+    for event in recent:
+        item_idx = items.index(event.item_id, missing="none")
+        if item_idx is None:
+            continue
+        age_hours = max(0.0, now - event.timestamp) / 3600.0
+        weights[item_idx] = weights.get(item_idx, 0.0) + TYPE_WEIGHTS[event.type] * 0.5 ** (age_hours / half_life_hours)
+    history = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
+    return history, np.fromiter(weights.values(), dtype=np.float64, count=len(weights))

@@ -1,0 +1,163 @@
+"""The serving parts on tiny hand-made bundles: catalog mask, ranking, response shaping, and
+the bundle's own layout, each with answers worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommender.activity import Event
+from recommender.bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
+from recommender.errors import ArtifactError
+from recommender.server import responses
+from recommender.serving.catalog import Catalog, Filters
+from recommender.serving.ranking import BlendWeights, Ranker, activity_weights
+from recommender.serving.service import RecommendationService
+
+ITEMS = np.array(["A", "B", "C", "D"])
+CATALOG = {"names": np.array(["Apple", "Bread", "Cheese", "Dates"]), "prices": np.array([1.0, 2.0, np.nan, 4.0]),
+           "categories": np.array(["x", "x", "y", "y"]), "available": np.array([True, True, False, True])}
+# Personal weights, row = a shopper's item: A -> B 0.5, A -> C 0.25, B -> C 1.0, D -> A 0.3.
+PERSONAL = sp.csr_matrix(np.array([[0, 0.5, 0.25, 0], [0, 0, 1.0, 0], [0, 0, 0, 0], [0.3, 0, 0, 0]],
+                                  dtype=np.float32))
+TRENDING = np.array([1.0, 3.0, 2.0, 0.0])
+
+
+def catalog() -> Catalog:
+    return Catalog(ITEMS, CATALOG)
+
+
+def ranker(weights: BlendWeights = BlendWeights()) -> Ranker:
+    return Ranker(catalog(), PERSONAL, None, TRENDING, weights)
+
+
+def test_filters_are_one_mask_over_the_catalog() -> None:
+    shop = catalog()
+    assert shop.allowed(Filters()).tolist() == [True, True, True, True]
+    assert shop.allowed(Filters(available_only=True)).tolist() == [True, True, False, True]
+    assert shop.allowed(Filters(category="y")).tolist() == [False, False, True, True]
+    # An item without a price never passes a price bound.
+    assert shop.allowed(Filters(min_price=2.0)).tolist() == [False, True, False, True]
+    assert shop.allowed(Filters(max_price=2.0, exclude=frozenset({"A", "nope"}))).tolist() == [False, True, False, False]
+    assert shop.allowed(Filters(), exclude_idx=[3]).tolist() == [True, True, True, False]
+    assert shop.diversify([0, 1, 2, 3], 3, Filters(max_per_category=1)) == [0, 2]
+    assert shop.diversify([0, 1, 2, 3], 3, Filters()) == [0, 1, 2]
+    assert shop.search("e", np.array([3, 0, 1, 2])).tolist() == [1, 2, 3, 0]  # all match; by place
+    assert shop.search("CHEESE", np.arange(4)).tolist() == [2]
+
+
+def test_a_catalog_that_does_not_match_the_items_is_refused() -> None:
+    with pytest.raises(ValueError, match="catalog"):
+        Catalog(ITEMS[:3], CATALOG)
+
+
+def test_personal_scores_sum_the_weighted_rows_then_scale_to_one() -> None:
+    scores, strategy = ranker().scores(np.array([0, 1]), np.array([1.0, 2.0]), None)
+    # A's row + 2 x B's row = [0, 0.5, 0.25 + 2.0, 0], scaled by its maximum 2.25.
+    assert strategy == "item-knn"
+    np.testing.assert_allclose(scores, [0, 0.5 / 2.25, 1.0, 0])
+    # With trending x0.5: trending scaled to its maximum (3) is added.
+    blended, _ = ranker(BlendWeights(trend=0.5)).scores(np.array([0]), np.array([1.0]), None)
+    np.testing.assert_allclose(blended, [0 + 0.5 / 3, 1.0 + 0.5, 0.5 + 0.5 * 2 / 3, 0])
+    assert ranker().scores(np.array([2]), np.array([1.0]), None) == (None, "popular")  # C has no row
+
+
+def test_rank_masks_cuts_tops_up_with_trending_and_names_reasons() -> None:
+    ranked = ranker().rank(np.array([0]), np.array([1.0]), None, 2, Filters(), np.array([0]))
+    assert (ranked.items, ranked.sources, ranked.reasons) == ([1, 2], ["item-knn"] * 2, [0, 0])
+    assert ranked.scores == pytest.approx([1.0, 0.5])
+    # C is not available: B, then D, the only item left (A is excluded), at score 0.
+    ranked = ranker().rank(np.array([0]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([0]))
+    assert (ranked.items, ranked.scores) == ([1, 3], [1.0, 0.0])
+    assert ranked.reasons == [0, -1]  # D was not led to by A
+    # Nothing personal (C has no neighbours): trending items that pass the filters.
+    ranked = ranker().rank(np.array([2]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([2]))
+    assert (ranked.items, ranked.sources, ranked.scores, ranked.strategy) == (
+        [1, 0], ["popular", "popular"], [None, None], "popular")
+    popular = ranker().popular(3, Filters())
+    assert popular.items == [1, 2, 0] and popular.strategy == "popular"
+
+
+def test_batch_ranks_as_one_request_does() -> None:
+    rows = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
+    best, scores = ranker().batch(rows, None, 2)
+    for row, history in enumerate(([0], [1, 3])):
+        one = ranker().rank(np.array(history), np.ones(len(history)), None, 2, Filters(), np.array(history))
+        assert best[row].tolist() == one.items[:2]
+    # Customer 2 (B and D): [0.3, 0, 1.0, 0] -> C, then A; nothing else scores but -inf is kept out.
+    assert best[1].tolist() == [2, 0] and scores[1].tolist() == pytest.approx([1.0, 0.3])
+
+
+def test_recent_events_weigh_by_type_and_halve_every_half_life() -> None:
+    now = 1_000_000.0
+    events = [Event("s", "B", "view", now), Event("s", "B", "cart", now - 3600), Event("s", "Z", "view", now),
+              Event("s", "D", "purchase", now - 7200)]
+    history, weights = activity_weights(events, catalog().items, half_life_hours=1.0, now=now)
+    assert dict(zip(history.tolist(), weights.tolist())) == pytest.approx({1: 1.0 + 2.0 * 0.5, 3: 3.0 * 0.25})
+
+
+def test_responses_carry_names_prices_scores_and_reasons() -> None:
+    ranked = ranker().rank(np.array([0]), np.array([1.0]), None, 3, Filters(), np.array([0]))
+    body = responses.ranking(ranked, catalog(), "v1", extra={"bought_both": {1: 7}})
+    assert body["strategy"] == "item-knn" and body["model_version"] == "v1"
+    first, second, third = body["recommendations"]
+    assert first == {"item_id": "B", "name": "Bread", "price": 2.0, "score": 1.0, "source": "item-knn",
+                     "bought_both": 7, "because": {"item_id": "A", "name": "Apple"}}
+    assert second["price"] is None and second["score"] == 0.5  # Cheese has no price
+    assert third == {"item_id": "D", "name": "Dates", "price": 4.0, "score": 0.0, "source": "item-knn"}
+    popular = responses.ranking(ranker().popular(1, Filters()), catalog(), "v1")
+    assert popular["strategy"] == "popular" and popular["recommendations"] == [
+        {"item_id": "B", "name": "Bread", "price": 2.0, "score": None, "source": "popular"}]
+    assert responses.item(catalog(), None, "Q") == {"item_id": "Q", "known": False}
+
+
+def bundle() -> ModelBundle:
+    user_items = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
+    table = NeighbourArrays(ids=np.array([[1, 2], [2, -1], [-1, -1], [0, -1]], dtype=np.int32),
+                            scores=np.array([[0.5, 0.25], [1.0, 0], [0, 0], [0.3, 0]], dtype=np.float32),
+                            support=np.array([[4, 2], [3, 0], [0, 0], [1, 0]], dtype=np.int32),
+                            item_support=np.array([5, 4, 3, 1], dtype=np.int32))
+    components = {"also_bought": {"model": "item_knn", "basis": "customers"},
+                  "personal": {"model": "item_knn", "basis": "customers"}}
+    return ModelBundle(
+        item_ids=ITEMS, user_ids=np.array(["u1", "u2"]), user_items=CsrArrays.of(user_items), catalog=CATALOG,
+        tables={"also_bought": table, "personal": table}, popularity=np.array([5.0, 4, 3, 1]), trending=TRENDING,
+        personal_matrix=CsrArrays.of(PERSONAL),
+        manifest={**build_manifest(components=components, blend={"als_weight": 0.0, "trend_weight": 0.0},
+                                   params={}, data={}, cleaning={}, counts={}, evaluation={}, gate={}, notes=[],
+                                   libraries={}), "version": "v7"})
+
+
+def test_bundle_layout_round_trips_and_names_what_is_missing() -> None:
+    original = bundle()
+    arrays = original.arrays()
+    assert "personal.matrix.indptr" in arrays and "also_bought.neighbour_support" in arrays
+    assert not any(name.startswith("als.") for name in arrays)  # no ALS in this bundle
+    again = ModelBundle.from_arrays(arrays, original.manifest)
+    np.testing.assert_array_equal(again.tables["personal"].scores, original.tables["personal"].scores)
+    assert (again.personal_matrix.matrix((4, 4)) != PERSONAL).nnz == 0
+    assert again.version == "v7" and again.components["also_bought"]["basis"] == "customers"
+    del arrays["catalog.prices"]
+    with pytest.raises(ArtifactError, match="catalog.prices"):
+        ModelBundle.from_arrays(arrays, original.manifest)
+    spark = build_manifest(components={}, blend={}, params={}, data={}, cleaning={}, counts={}, evaluation={},
+                           gate={}, notes=[], libraries={}, engine={"name": "spark"})
+    assert list(spark)[0] == "engine" and set(spark) - {"engine"} == set(original.manifest) - {"version"}
+
+
+def test_the_service_puts_the_parts_together_in_external_ids() -> None:
+    service = RecommendationService(bundle())
+    picks = service.for_user("u1", 2)
+    assert [r["item_id"] for r in picks["recommendations"]] == ["B", "C"] and picks["known_customer"] is True
+    # u2 owns B and D: A (0.3 from D) and C (1.0 from B), C first.
+    assert [r["item_id"] for r in service.for_user("u2", 2)["recommendations"]] == ["C", "A"]
+    page = service.item_neighbours("also_bought", "A", 3)
+    assert [(r["item_id"], r.get("bought_both")) for r in page["recommendations"]] == [("B", 4), ("C", 2), ("D", None)]
+    assert page["basis"] == "customers" and page["item"]["name"] == "Apple"
+    assert service.item_neighbours("also_bought", "nope", 1)["fallback_reason"] == "unknown_item"
+    assert service.purchased_items("u2") == ["B", "D"] and service.purchased_items("u9") == []
+    best, _ = service.batch_for_users(np.array([0, 1]), 2)
+    assert best.tolist() == [[1, 2], [2, 0]]
+    assert math.isclose(service.for_items(["D"], 1)["recommendations"][0]["score"], 1.0)
