@@ -81,7 +81,6 @@ class ModelBundle:
     user_items: CsrArrays
     catalog: dict[str, NDArray[Any]]
     tables: dict[str, NeighbourArrays]
-    popularity: NDArray[np.float64]
     trending: NDArray[np.float64]
     manifest: dict[str, Any] = field(default_factory=dict)
     personal_matrix: CsrArrays | None = None
@@ -107,7 +106,7 @@ class ModelBundle:
         out: dict[str, Any] = {"item_ids": self.item_ids, "user_ids": self.user_ids,
                                **_prefixed("user_items", self.user_items.to_dict()),
                                **_prefixed("catalog", self.catalog),
-                               "popular.popularity": self.popularity, "trending.popularity": self.trending}
+                               "trending.popularity": self.trending}
         for name, table in self.tables.items():
             out.update(_prefixed(name, table.to_dict()))
         if self.personal_matrix is not None:
@@ -129,7 +128,7 @@ class ModelBundle:
                 item_ids=arrays["item_ids"], user_ids=arrays["user_ids"],
                 user_items=CsrArrays(*(arrays[f"user_items.{f}"] for f in CSR_FIELDS)),
                 catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS},
-                tables=tables, popularity=arrays["popular.popularity"], trending=arrays["trending.popularity"],
+                tables=tables, trending=arrays["trending.popularity"],
                 manifest=manifest, personal_matrix=personal_matrix,
                 als_user_factors=arrays.get("als.user_factors"), als_item_factors=arrays.get("als.item_factors"),
                 predictions={name.removeprefix("evaluation."): array for name, array in arrays.items()

@@ -238,7 +238,6 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
     components["personal"] = {"model": choice.item_model, "basis": basis, "decay_days": choice.decay_days,
                               **personal.get_params()}
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
-    components["popular"] = {"model": "popular", "basis": basis}
     components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
     user_items = interactions.user_items
     return ModelBundle(
@@ -247,7 +246,6 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
         user_items=CsrArrays(user_items.indptr.astype(np.int64), user_items.indices.astype(np.int32),
                              np.ones(user_items.nnz, dtype=np.float32)),
         catalog=catalog, tables=tables,
-        popularity=Popular().fit(binarize(basis_matrix)).popularity_,
         trending=Popular().fit(trending).popularity_,
         manifest={"components": components},
         # The scoring matrix itself, so that server workers memory-map one shared copy.

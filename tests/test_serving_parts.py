@@ -123,7 +123,7 @@ def bundle() -> ModelBundle:
                   "personal": {"model": "item_knn", "basis": "customers"}}
     return ModelBundle(
         item_ids=ITEMS, user_ids=np.array(["u1", "u2"]), user_items=CsrArrays.of(user_items), catalog=CATALOG,
-        tables={"also_bought": table, "personal": table}, popularity=np.array([5.0, 4, 3, 1]), trending=TRENDING,
+        tables={"also_bought": table, "personal": table}, trending=TRENDING,
         personal_matrix=CsrArrays.of(PERSONAL),
         manifest={**build_manifest(components=components, blend={"als_weight": 0.0, "trend_weight": 0.0},
                                    params={}, data={}, cleaning={}, counts={}, evaluation={}, gate={}, notes=[],

@@ -167,7 +167,7 @@ def test_tiny_log_trains_on_spark_and_the_server_answers(spark: object, tmp_path
     assert ids[2, :2].tolist() == [1, 0] and np.allclose(scores[2, :2], [2 / np.sqrt(8), 1 / np.sqrt(6)])
     assert ids[3, 0] == -1
     assert model.arrays["also_bought.neighbour_support"][1, :2].tolist() == [3, 2]
-    assert model.arrays["popular.popularity"].tolist() == [3, 4, 2, 1]
+    assert model.arrays["also_bought.item_support"].tolist() == [3, 4, 2, 1]  # customers per item
     assert model.arrays["catalog.names"].tolist() == ["Apple", "Banana", "Cherry", "Durian"]
     assert model.arrays["catalog.prices"][1] == pytest.approx(1.25)  # the latest price
     assert model.arrays["als.user_factors"].shape == (5, 4)

@@ -99,7 +99,6 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     age_days = ((F.unix_timestamp(F.lit(newest)) - F.unix_timestamp("last")) / 86400.0) if newest else F.lit(0.0)
     trending = item_totals(customer_items.withColumn(
         "weight", F.pow(F.lit(0.5), F.coalesce(age_days, F.lit(0.0)) / choice.trend_half_life_days)), "weight", n_items)
-    popular = item_totals(customer_items.withColumn("one", F.lit(1.0)), "one", n_items)
 
     components = {
         "also_bought": {"model": "item_knn", "basis": "customers", "similarity": "cosine",
@@ -110,7 +109,6 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
                 "regularization": config.als_regularization, "alpha": config.als_alpha,
                 "iterations": config.als_iterations, "confidence": config.als_confidence,
                 "random_state": config.random_state, "spark_params": als_params},
-        "popular": {"model": "popular", "basis": "customers"},
         "trending": {"model": "popular", "basis": "customers", "half_life_days": choice.trend_half_life_days},
     }
     signature = data_signature(config)
@@ -125,7 +123,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
         catalog=_catalog(lines, item_ids, config),
         tables={"also_bought": NeighbourArrays.of(also_bought.to_arrays()),
                 "bought_together": NeighbourArrays.of(bought_together.to_arrays())},
-        popularity=popular, trending=trending,
+        trending=trending,
         als_user_factors=artifacts.StreamedArray((n_users, config.als_factors), np.float32,
                                                  stream_blocks(user_factors.orderBy("id"), factor_rows)),
         als_item_factors=item_factor_array,

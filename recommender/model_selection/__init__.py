@@ -1,0 +1,109 @@
+"""Choosing the recommender that ships, and measuring it against the usual baselines.
+
+The validation protocol comes from the log (``protocols.choose_protocol``): rolling time
+periods, each customer's next purchase, or random held-out customers / baskets. Every choice
+is made on validation folds carved from data before the test fold; the test fold is used once,
+to report the shipped model, its parts and the baselines side by side, each with a bootstrap
+95% interval over the evaluated customers.
+
+The search, on the validation folds of every protocol the log supports:
+
+1. how strongly to down-weight old purchases (``DECAY_DAYS``, "none" included), with the lead
+   item-to-item model: EASE at each ``EASE_L2`` (a multiple of its Gram matrix's mean
+   diagonal, so that the grid means the same on any log) where the catalog allows, else
+   cosine kNN;
+2. every item-to-item model alone, without decay and with the chosen one (EASE also with its
+   negative weights kept, ``EASE(signed=True)``; one Gram matrix per fold and decay);
+3. ALS alone, trending alone (each half-life), popularity alone;
+4. the two best item-to-item models blended with ALS and trending over a grid of weights.
+
+Configurations rank by NDCG@k on the primary protocol (the one the log supports best, whose
+test figure is reported); any other protocol measured guards, so that the choice does well on
+all of them: a configuration clearly worse there than the best (``GUARD_ERRORS`` standard
+errors) ranks last. The best one ships, unless it is a blend that does not beat its best
+single part by more than the bootstrap standard error of the difference: then the part ships.
+
+The package's modules follow that order: ``choice`` (what a configuration is, the grids, the
+default, ``build_als``), ``folds`` (training sides and what to measure), ``scoring`` (fitting
+a configuration's parts on a fold and scoring it), ``search`` (the stages and the ranking
+rule), ``measure`` (the test fold, once).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from numpy.typing import NDArray
+
+from ..config import EvaluationSettings
+from ..protocols import choose_protocol
+from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, default_choice, item_candidates
+from .folds import Fold, evaluation_fold, make_folds
+from .measure import factor_metrics, measure
+from .search import search, simplest_within_noise
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BlendChoice", "Fold", "Selection", "build_als", "default_choice", "evaluation_fold", "factor_metrics",
+           "select_and_evaluate", "simplest_within_noise"]
+
+
+@dataclass
+
+
+class Selection:
+    """The outcome: the choice, the figures behind it, the test predictions, and notes."""
+
+    choice: BlendChoice
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
+
+
+def select_and_evaluate(purchases: pd.DataFrame, settings: EvaluationSettings, current: dict[str, Any] | None = None) -> Selection:
+    """Choose the protocol, tune on its validation folds, measure everything on its test fold.
+
+    ``current`` is the blend of the model now serving (from its manifest): it is measured on
+    the same test fold, for the promotion gate.
+
+    Raises
+    ------
+    DataError
+        Too little data to hold anything out.
+    """
+    started = time.perf_counter()
+    protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
+    logger.info("validation protocol: %s (%s)", protocol.name, protocol.reason)
+    test_fold, validation, secondary = make_folds(purchases, protocol, settings)
+    n_items = len(test_fold.interactions.item_ids)
+    candidates, notes = item_candidates(n_items, settings)
+    evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
+    if evaluated >= MIN_VALIDATION_ROWS:
+        outcome = search(validation, candidates, settings)
+        choice = outcome.pop("choice")
+        logger.info("chosen on validation: %s", choice.label())
+    else:
+        choice = default_choice(n_items, settings, has_customers=not test_fold.basket)
+        outcome = {"rule": (f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the "
+                           f"{MIN_VALIDATION_ROWS} it takes to tell configurations apart; the default ships"),
+                  "configurations_measured": 0, "search": []}
+        logger.warning("validation: %s", outcome["rule"])
+
+    measured = measure(test_fold, choice, settings, current)
+    predictions = measured.pop("predictions")
+    evaluation: dict[str, Any] = {
+        "protocol": {**protocol.to_dict(), **test_fold.description},
+        "validation": {"folds": {name: [fold.description for fold in folds] for name, folds in validation.items()},
+                       **outcome, "chosen": choice.label()},
+        "k": settings.eval_k,
+        **measured,
+    }
+    if secondary is not None:
+        also = measure(secondary, choice, settings, None, item_pages=False)
+        also.pop("predictions")
+        evaluation["also"] = {secondary.description["split"]: {"protocol": secondary.description, **also}}
+    evaluation["seconds"] = round(time.perf_counter() - started, 1)
+    return Selection(choice, evaluation, notes, predictions)

@@ -1,0 +1,211 @@
+"""Training sides and what to measure on them, for each validation protocol."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..config import EvaluationSettings
+from ..data.matrix import Interactions, binarize, build_interactions, decayed
+from ..data.split import HoldoutSplit, next_purchase_split, random_holdout_split
+from ..errors import DataError
+from ..evaluation import HeldOut
+from ..protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, period_cutoffs
+from .choice import MAX_SCORE_ENTRIES, VALIDATION_SHARE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+
+
+class Fold:
+    """A training side and what to measure on it.
+
+    ``kind`` "time": ``held_out.rows`` are customers of the training side, scored from their
+    own (possibly decayed) rows; "holdout": held-out customers or baskets not in the training
+    side, scored from ``held_out.seen`` (the query items).
+    """
+
+    interactions: Interactions
+    held_out: HeldOut
+    description: dict[str, Any]
+    kind: str = "time"
+    fit_on: str = "customers"
+    test: pd.DataFrame | None = None
+    row_ids: list[str] = field(default_factory=list)
+    _weighted: dict[float, sp.csr_matrix] = field(default_factory=dict)
+
+    @property
+    def basket(self) -> bool:
+        return self.fit_on == "orders"
+
+    @property
+    def timed(self) -> bool:
+        return self.kind == "time"
+
+    @property
+    def fit_matrix(self) -> sp.csr_matrix:
+        return self.weighted(0.0)
+
+    def weighted(self, decay_days: float) -> sp.csr_matrix:
+        """The matrix item models fit on, purchases weighted by recency (0: binary)."""
+        if decay_days not in self._weighted:
+            if self.basket:
+                self._weighted[decay_days] = binarize(self.interactions.order_items)
+            elif decay_days and self.timed:
+                self._weighted[decay_days] = decayed(self.interactions.purchase_age, decay_days)
+            else:
+                self._weighted[decay_days] = binarize(self.interactions.user_items)
+        return self._weighted[decay_days]
+
+    def query(self) -> sp.csr_matrix:
+        """What each evaluated row is scored from: its whole history, unweighted."""
+        if self.timed:
+            return self.weighted(0.0)[self.held_out.rows]
+        return self.held_out.seen
+
+
+def make_folds(purchases: pd.DataFrame, protocol: Protocol, settings: EvaluationSettings
+               ) -> tuple[Fold, dict[str, list[Fold]], Fold | None]:
+    """The test fold, the validation folds of each protocol, and a second test fold (the
+    next-purchase one, when the rolling protocol is primary)."""
+    if protocol.name == RANDOM_HOLDOUT:
+        outer = random_holdout_split(purchases, seed=settings.random_state)
+        inner = random_holdout_split(outer.train, seed=settings.random_state + 1)
+        return holdout_fold(outer, settings), {RANDOM_HOLDOUT: [holdout_fold(inner, settings)]}, None
+    if protocol.name == NEXT_PURCHASE:
+        outer_np = next_purchase_split(purchases)
+        inner_np = next_purchase_split(outer_np.train, share=VALIDATION_SHARE, seed=settings.random_state)
+        return (time_fold(outer_np.train, outer_np.test, settings, {"split": NEXT_PURCHASE}),
+                {NEXT_PURCHASE: [time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]}, None)
+    windows = period_cutoffs(purchases["timestamp"].max(), settings.test_days, settings.validation_periods + 1)
+    cut = windows[0][0]
+    test_fold = rolling_fold(purchases, *windows[0], settings)
+    rolling = []
+    for start, stop in windows[1:]:
+        try:
+            rolling.append(rolling_fold(purchases, start, stop, settings))
+        except DataError as exc:
+            logger.warning("validation period from %s skipped: %s", f"{start:%Y-%m-%d}", exc)
+    before = purchases[purchases["timestamp"] < cut]
+    validation = {ROLLING: rolling} if rolling else {}
+    try:
+        inner_np = next_purchase_split(before, share=VALIDATION_SHARE, seed=settings.random_state)
+        validation[NEXT_PURCHASE] = [time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]
+    except DataError as exc:
+        logger.warning("next-purchase validation skipped: %s", exc)
+    if not validation:
+        raise DataError("evaluation: no validation period before the test period")
+    secondary = None
+    try:
+        outer_np = next_purchase_split(purchases, after=cut)
+        secondary = time_fold(outer_np.train, outer_np.test, settings,
+                               {"split": NEXT_PURCHASE, "held_out": f"each customer's last order, from {cut:%Y-%m-%d}"})
+    except DataError as exc:
+        logger.warning("next-purchase test skipped: %s", exc)
+    return test_fold, validation, secondary
+
+
+def evaluation_fold(purchases: pd.DataFrame, settings: EvaluationSettings) -> Fold:
+    """The rolling protocol's test fold: train before the cut-off, measure what customers
+    bought after it. For measuring models fitted elsewhere (the Spark engine's) on the same split."""
+    return rolling_fold(purchases, *period_cutoffs(purchases["timestamp"].max(), settings.test_days, 1)[0], settings)
+
+
+def rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, settings: EvaluationSettings) -> Fold:
+    """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``."""
+    times = purchases["timestamp"]
+    if not (times < start).any():
+        raise DataError(f"evaluation: no purchases before {start:%Y-%m-%d %H:%M}")
+    return time_fold(purchases[times < start], purchases[(times >= start) & (times < stop)], settings,
+                      {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
+
+
+def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSettings, description: dict[str, Any]) -> Fold:
+    """Customers of the training side, measured on the items new to them in ``test``."""
+    interactions = build_interactions(train, "binary")
+    test = test[test["user_id"].notna()]
+    users = interactions.user_ids.indices(test["user_id"])
+    known = users >= 0
+    pairs = pd.DataFrame({"user": users[known], "item": test["item_id"].to_numpy()[known]}).drop_duplicates()
+    items = interactions.item_ids.indices(pairs["item"])
+    pairs["index"] = items
+    already = np.zeros(len(pairs), dtype=bool)
+    reachable = items >= 0
+    already[reachable] = np.asarray(
+        interactions.user_items[pairs["user"].to_numpy()[reachable], items[reachable]]
+    ).ravel() > 0
+    new = pairs[~already]
+    n_targets = new.groupby("user").size()
+    rows = n_targets.index.to_numpy(dtype=np.int64)
+    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(interactions.item_ids))))
+    sampled = len(rows) > limit
+    if sampled:
+        rows = np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False))
+    cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
+    if not len(rows):
+        raise DataError("evaluation: no customer bought anything new in the held-out purchases"
+                        + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else ""))
+    position = pd.Series(np.arange(len(rows)), index=rows)
+    hits = new[(new["index"] >= 0) & new["user"].isin(rows)]
+    targets = sp.csr_matrix(
+        (np.ones(len(hits), dtype=np.float32), (position[hits["user"]].to_numpy(), hits["index"].to_numpy())),
+        shape=(len(rows), len(interactions.item_ids)),
+    )
+    popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
+    held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets,
+                       n_targets[rows].to_numpy(dtype=np.int64), popularity)
+    description = {
+        "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
+        **description,
+        "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
+        "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
+        "customers_evaluated": int(len(rows)), "target_pairs": int(n_targets[rows].sum()),
+        "unreachable_target_pairs": int(n_targets[rows].sum() - targets.nnz),
+        "train_customers": len(interactions.user_ids), "train_items": len(interactions.item_ids),
+    }
+    if sampled:
+        description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
+    row_ids = interactions.user_ids.ids(rows)
+    return Fold(interactions, held_out, description, "time", "customers", test, list(row_ids))
+
+
+def holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:
+    """Held-out customers or baskets, each with one hidden item to find from the rest."""
+    interactions = build_interactions(split.train, "binary")
+    lookup = interactions.item_ids
+    queries, hidden = split.queries, split.hidden
+    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(lookup))))
+    sampled = len(queries) > limit
+    if sampled:
+        keep = np.sort(np.random.default_rng(settings.random_state).choice(len(queries), limit, replace=False))
+        queries, hidden = [queries[i] for i in keep], [hidden[i] for i in keep]
+    rows, cols, targets_cols, target_rows = [], [], [], []
+    for number, (query, item) in enumerate(zip(queries, hidden)):
+        indices = lookup.indices(query)
+        indices = indices[indices >= 0]
+        rows.extend([number] * len(indices))
+        cols.extend(indices.tolist())
+        target = lookup.index(item, missing="none")
+        if target is not None:
+            target_rows.append(number)
+            targets_cols.append(target)
+    shape = (len(queries), len(lookup))
+    seen = binarize(sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape))
+    targets = sp.csr_matrix((np.ones(len(target_rows), dtype=np.float32), (target_rows, targets_cols)), shape=shape)
+    fit_on = split.unit if split.unit == "customers" else "orders"
+    basis = interactions.user_items if fit_on == "customers" else interactions.order_items
+    popularity = np.diff(basis.tocsc().indptr).astype(np.float64)
+    held_out = HeldOut(np.arange(len(queries), dtype=np.int64), seen, targets,
+                       np.ones(len(queries), dtype=np.int64), popularity)
+    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(queries)} {split.unit}",
+                   f"train_{split.unit}": basis.shape[0], "task": "find the one hidden item from the rest"}
+    if sampled:
+        description["sampled"] = f"{len(queries)} of {len(split.queries)} held-out {split.unit}, at random"
+    return Fold(interactions, held_out, description, "holdout", fit_on,
+                row_ids=[f"holdout:{number}" for number in range(len(queries))])

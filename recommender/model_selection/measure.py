@@ -1,0 +1,143 @@
+"""The test fold, used once: the shipped model, its parts, the serving one and the baselines."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..algorithms import ALS, ItemKNN, NeighbourModel
+from ..config import EvaluationSettings
+from ..data.matrix import cap_history
+from ..errors import DataError
+from ..evaluation import next_item_metrics, top_k
+from .choice import BlendChoice, CUTS, SAVED_DEPTH
+from .folds import Fold
+from .scoring import FoldState, choice_scores, fit_item, metrics
+
+
+def measure(fold: Fold, choice: BlendChoice, settings: EvaluationSettings, current: dict[str, Any] | None,
+            item_pages: bool = True) -> dict[str, Any]:
+    """Fit the choice, its parts, the current model's blend and the baselines; measure them all
+    on the test fold (once, after every choice is made)."""
+    state = FoldState(fold)
+    results: dict[str, dict[str, Any]] = {}
+    shipped_scores = choice_scores(state, choice, settings)
+    if shipped_scores is None:
+        raise DataError("evaluation: the chosen model cannot be scored on the test fold")
+    shipped_top = top_k(shipped_scores, fold.held_out.seen, max(CUTS[-1], SAVED_DEPTH))
+    del shipped_scores
+    shipped_name = "shipped: " + choice.label()
+    results[shipped_name] = metrics(fold, np.empty(0), settings, recommended=shipped_top)
+    for part in choice.parts():
+        if part != choice:
+            scores = choice_scores(state, part, settings)
+            if scores is not None:
+                results["part: " + part.label()] = metrics(fold, scores, settings)
+    if current:
+        try:
+            previous = BlendChoice(**current)
+        except TypeError:
+            previous = None
+        scores = choice_scores(state, previous, settings) if previous is not None else None
+        if scores is not None:
+            results["current blend"] = metrics(fold, scores, settings)
+    results.update(_baselines(fold, state, settings))
+    out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
+                           "headline_value": results[shipped_name]["ndcg"],
+                           "headline_ci95": results[shipped_name]["ndcg_ci95"]}
+    if "current blend" in results:
+        out["current_headline_value"] = results["current blend"]["ndcg"]
+    if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
+        out["item_to_item"] = _next_item(fold, fit_item(state, choice) if choice.item_part else None, settings)
+    out["predictions"] = _predictions(fold, shipped_top)
+    return out
+
+
+def _predictions(fold: Fold, recommended: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
+    """The shipped model's test rankings and the targets, in external ids, so that anyone can
+    recompute the reported figures from the saved model version."""
+    item_ids = fold.interactions.item_ids.ids_
+    targets = fold.held_out.targets.tocsr()
+    targets.sort_indices()
+    return {
+        "row_ids": np.asarray(fold.row_ids, dtype=np.str_),
+        "recommended": np.asarray(item_ids[recommended], dtype=np.str_),
+        "targets.indptr": targets.indptr.astype(np.int64),
+        "targets.items": np.asarray(item_ids[targets.indices], dtype=np.str_),
+        "n_targets": fold.held_out.n_targets.astype(np.int64),
+    }
+
+
+def _baselines(fold: Fold, state: FoldState, settings: EvaluationSettings) -> dict[str, dict[str, Any]]:
+    """Popularity, ``implicit``'s own recommenders at their defaults (called directly) and
+    plain EASE, on the same rows."""
+    import warnings
+
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+    from implicit.utils import ParameterWarning
+    from threadpoolctl import threadpool_limits
+
+    matrix = fold.fit_matrix
+    results = {"baseline: popularity": metrics(fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)),
+                                                settings)}
+    query = fold.query()
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", ParameterWarning)
+        for name, model in (("cosine K=100", CosineRecommender(K=100)), ("BM25 K=100", BM25Recommender(K=100))):
+            model.fit(matrix, show_progress=False)
+            results[f"baseline: implicit {name}"] = metrics(fold, (query @ model.similarity).toarray(), settings)
+        if not fold.basket:
+            als = AlternatingLeastSquares(factors=100, regularization=0.01, iterations=15,
+                                          random_state=settings.random_state)
+            als.fit(matrix, show_progress=False)
+            if fold.timed:
+                factors = als.user_factors[fold.held_out.rows]
+            else:
+                factors = ALS.from_arrays({"user_factors": als.user_factors, "item_factors": als.item_factors},
+                                          regularization=0.01, alpha=1.0).fold_in_rows(fold.held_out.seen)
+            results["baseline: implicit ALS factors=100 reg=0.01"] = metrics(fold, factors @ als.item_factors.T,
+                                                                              settings)
+    if len(fold.interactions.item_ids) <= settings.ease_max_items:
+        # As EASE is usually run: binary, every weight (the 200 strongest of each item rank as all do).
+        ease = BlendChoice("ease", {"l2": 250.0, "neighbours": 200, "max_items": settings.ease_max_items,
+                                    "signed": True, "min_pair_support": 0}, 0.0, 0.0, settings.trending_half_life_days)
+        scores = choice_scores(state, ease, settings)
+        if scores is not None:
+            results["baseline: EASE l2=250"] = metrics(fold, scores, settings)
+    return results
+
+
+def _next_item(fold: Fold, shipped_item: NeighbourModel | None, settings: EvaluationSettings) -> dict[str, Any]:
+    """"Customers who bought this also bought", measured on what customers bought next."""
+    assert fold.test is not None
+    test = fold.test.sort_values(["user_id", "timestamp"], kind="stable")
+    test = test.drop_duplicates(["user_id", "item_id"])
+    same_user = test["user_id"].to_numpy()[1:] == test["user_id"].to_numpy()[:-1]
+    later_order = test["order_id"].to_numpy()[1:] != test["order_id"].to_numpy()[:-1]
+    follow = np.flatnonzero(same_user & later_order)
+    queries = fold.interactions.item_ids.indices(test["item_id"].to_numpy()[follow])
+    targets = fold.interactions.item_ids.indices(test["item_id"].to_numpy()[follow + 1])
+    valid = (queries >= 0) & (targets >= 0)
+    queries, targets = queries[valid], targets[valid]
+    knn = settings.neighbours
+    shipped = ItemKNN(similarity=knn.similarity, neighbours=knn.neighbours, min_support=knn.min_support,
+                      min_pair_support=knn.min_pair_support, num_threads=knn.num_threads).fit(
+        cap_history(fold.fit_matrix, fold.interactions.purchase_age, knn.max_history))
+    results = {"also-bought as served (item-knn " + settings.neighbours.similarity + ")":
+               next_item_metrics(shipped.neighbour_ids_, queries, targets, settings.eval_k)}
+    if shipped_item is not None:
+        results[f"{shipped_item.describe()}"] = next_item_metrics(shipped_item.neighbour_ids_, queries, targets,
+                                                                  settings.eval_k)
+    popular = np.argsort(-fold.held_out.popularity, kind="stable")[: settings.eval_k + 1]
+    table = np.tile(popular, (len(fold.held_out.popularity), 1))
+    results["baseline: popularity"] = next_item_metrics(table, queries, targets, settings.eval_k)
+    return {"task": "the next item a customer bought (a later order), among the first item's top k", **results}
+
+
+def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
+                   settings: EvaluationSettings) -> dict[str, float]:
+    """Metrics at ``eval_k`` of a factor model (fitted on ``fold``'s training side) on ``fold``."""
+    scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(np.float32)
+    return metrics(fold, scores, settings)
