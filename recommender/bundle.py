@@ -24,6 +24,7 @@ TABLES = ("also_bought", "bought_together", "personal")
 CATALOG_FIELDS = ("names", "prices", "categories", "available")
 NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
 CSR_FIELDS = ("indptr", "indices", "data")
+LIST_FIELDS = ("items", "scores", "strategy")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,27 @@ class CsrArrays:
         return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
 
 
+@dataclass(frozen=True)
+class PersonalLists:
+    """Each known customer's best candidates, computed at training with the served blend.
+
+    ``items`` (customers, depth) item indices best first, -1 padded; ``scores`` their blended
+    scores; ``strategy`` per customer: 0 nothing personal (no list), 1 item-knn, 2 als, 3 blend.
+    A row shorter than ``depth`` holds every item that could be recommended to that customer.
+    """
+
+    items: NDArray[np.int32]
+    scores: NDArray[np.float32]
+    strategy: NDArray[np.int8]
+
+    @property
+    def depth(self) -> int:
+        return int(self.items.shape[1])
+
+    def to_dict(self) -> dict[str, NDArray[Any]]:
+        return dict(zip(LIST_FIELDS, (self.items, self.scores, self.strategy)))
+
+
 @dataclass
 class ModelBundle:
     """A trained model version: ids, purchases, catalog, the fitted components, the manifest.
@@ -84,9 +106,12 @@ class ModelBundle:
     trending: NDArray[np.float64]
     manifest: dict[str, Any] = field(default_factory=dict)
     personal_matrix: CsrArrays | None = None
+    # Its transpose (row: an item, columns: the items whose rows hold it), for the reasons.
+    personal_incoming: CsrArrays | None = None
     als_user_factors: Any = None
     als_item_factors: NDArray[np.float32] | None = None
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
+    lists: PersonalLists | None = None
 
     @property
     def version(self) -> str:
@@ -111,9 +136,13 @@ class ModelBundle:
             out.update(_prefixed(name, table.to_dict()))
         if self.personal_matrix is not None:
             out.update(_prefixed("personal.matrix", self.personal_matrix.to_dict()))
+        if self.personal_incoming is not None:
+            out.update(_prefixed("personal.incoming", self.personal_incoming.to_dict()))
         if self.als_item_factors is not None:
             out["als.user_factors"], out["als.item_factors"] = self.als_user_factors, self.als_item_factors
         out.update(_prefixed("evaluation", self.predictions))
+        if self.lists is not None:
+            out.update(_prefixed("personal_lists", self.lists.to_dict()))
         return out
 
     @classmethod
@@ -130,6 +159,10 @@ class ModelBundle:
                 catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS},
                 tables=tables, trending=arrays["trending.popularity"],
                 manifest=manifest, personal_matrix=personal_matrix,
+                personal_incoming=(CsrArrays(*(arrays[f"personal.incoming.{f}"] for f in CSR_FIELDS))
+                                   if "personal.incoming.data" in arrays else None),
+                lists=(PersonalLists(*(arrays[f"personal_lists.{f}"] for f in LIST_FIELDS))
+                       if "personal_lists.items" in arrays else None),
                 als_user_factors=arrays.get("als.user_factors"), als_item_factors=arrays.get("als.item_factors"),
                 predictions={name.removeprefix("evaluation."): array for name, array in arrays.items()
                              if name.startswith("evaluation.")},

@@ -41,6 +41,7 @@ TRAIN_HELP = {
     "keep_versions": "model versions kept on disk",
     "num_threads": "threads for implicit (0 = all cores)",
     "max_history": "item-to-item counts each customer's most recent N items only (0 = all)",
+    "personal_list_depth": "each known customer's best N candidates precomputed for serving (0 = score per request)",
     "engine": "training engine: local (pandas + implicit) or spark (pip install .[spark])",
     "spark_master": "Spark master URL (default: local[*], or what spark-submit set)",
     "spark_driver_memory": "driver memory when train.py starts Spark itself (spark-submit sets its own)",

@@ -122,6 +122,8 @@ class TrainConfig:
     eval_k: int = 10
     max_eval_users: int = 5000
     ease_max_items: int = 8000
+    # Each known customer's best candidates precomputed at training (0: none); see serving.service.
+    personal_list_depth: int = 200
     jobs: int = 2
     gate_tolerance: float = 0.05
     force: bool = False
@@ -163,7 +165,7 @@ class TrainConfig:
         for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
                      "als_iterations", "eval_k", "validation_periods", "max_eval_users", "ease_max_items", "jobs"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("num_threads", "max_history", "spark_partitions"):
+        for name in ("num_threads", "max_history", "spark_partitions", "personal_list_depth"):
             _at_least(name, getattr(self, name), 0)
         if self.neighbours > 1000:
             raise ConfigError(f"neighbours: at most 1000, got {self.neighbours}")

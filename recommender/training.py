@@ -115,6 +115,14 @@ def run(config: TrainConfig) -> Path:
         notes=notes,
         libraries={name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
     )
+    if config.personal_list_depth and has_customers:
+        # Ranked by the serving code itself, so that a list answers exactly as scoring would.
+        from .serving.service import RecommendationService
+
+        lists_started = time.perf_counter()
+        bundle.lists = RecommendationService(bundle).precompute_lists(config.personal_list_depth)
+        bundle.manifest["components"]["personal_lists"] = {
+            "depth": bundle.lists.depth, "seconds": round(time.perf_counter() - lists_started, 2)}
     return save_version(config, bundle, evaluation, current_version, started)
 
 
@@ -250,6 +258,7 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
         manifest={"components": components},
         # The scoring matrix itself, so that server workers memory-map one shared copy.
         personal_matrix=CsrArrays.of(personal.neighbour_matrix()),
+        personal_incoming=CsrArrays.of(personal.neighbour_matrix().T.tocsr()),
         als_user_factors=None if als is None else als.user_factors_,
         als_item_factors=None if als is None else als.item_factors_,
     )

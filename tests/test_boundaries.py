@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from recommender import training
 from recommender.model_selection import choice as model_choice
 
-from conftest import tiny_config
+from conftest import free_port, tiny_config, wait_until_ready
 from test_protocols import write_uniform_log
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAINING_STACK = ("pandas", "pyarrow", "implicit", "pyspark", "sklearn", "matplotlib")
 
 
@@ -50,9 +54,38 @@ def test_evaluation_and_the_shipped_model_build_als_with_the_same_parameters(tmp
     monkeypatch.setattr(model_choice.ALS, "__init__", recording)
     log = tmp_path / "shop.csv"
     write_uniform_log(log)
-    config = tiny_config(log, tmp_path / "models", evaluate=True, use_gpu=True, als_factors=3, jobs=1)
+    # No precomputed lists: serving rebuilds ALS from saved factors, which is not a fit.
+    config = tiny_config(log, tmp_path / "models", evaluate=True, use_gpu=True, als_factors=3, jobs=1,
+                         personal_list_depth=0)
     training.run(config)
     assert len(built) >= 2  # at least one evaluation fit and the shipped one
     without_threads = [{k: v for k, v in params.items() if k != "num_threads"} for params in built]
     assert all(params == without_threads[-1] for params in without_threads)
     assert without_threads[-1]["use_gpu"] is True and without_threads[-1]["factors"] == 3
+
+
+def test_long_urls_get_the_apps_json_400_up_to_gunicorns_limit(shared_models: Path, tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "serve.py", "--port", str(port), "--models-dir", str(shared_models), "--workers", "1",
+         "--activity-db", str(tmp_path / "activity.sqlite3"), "--request-log", ""],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(base, server)
+        for length in (300, 6000):  # 6,000 bytes was past gunicorn's default 4,094-byte request line
+            status, body = fetch(f"{base}/v1/items/{'x' * length}/also-bought")
+            assert status == 400 and json.loads(body)["error"]["message"] == "item_id: must be 1 to 128 characters", length
+        status, body = fetch(f"{base}/v1/items/{'x' * 9000}/also-bought")
+        assert status == 400  # past MAX_REQUEST_LINE: gunicorn's own answer (README)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

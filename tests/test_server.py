@@ -141,7 +141,7 @@ def test_model_info_and_health(client) -> None:
     assert info["counts"]["orders"] == 6
     assert len(info["data_fingerprint"]) == 64
     assert info["cleaning"]["rows_read"] == 10 and info["cleaning"]["rows_kept"] == 10
-    assert set(info["components"]) == {"also_bought", "bought_together", "als", "personal", "trending"}
+    assert set(info["components"]) == {"also_bought", "bought_together", "als", "personal", "personal_lists", "trending"}
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").get_json()["model_version"] == info["version"]
 

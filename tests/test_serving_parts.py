@@ -3,6 +3,7 @@ the bundle's own layout, each with answers worked out by hand."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,52 @@ def test_the_service_puts_the_parts_together_in_external_ids() -> None:
     best, _ = service.batch_for_users(np.array([0, 1]), 2)
     assert best.tolist() == [[1, 2], [2, 0]]
     assert math.isclose(service.for_items(["D"], 1)["recommendations"][0]["score"], 1.0)
+
+
+def test_precomputed_lists_answer_as_scoring_everything_does(shared_models: Path) -> None:
+    from recommender import artifacts
+
+    bundle = artifacts.load_current_bundle(shared_models)
+    scored = RecommendationService(bundle)
+    scored.lists = None  # every request scores the whole catalog
+    listed = RecommendationService(bundle)
+    listed.lists = listed.precompute_lists(depth=2)  # short lists: filters often exhaust them
+    cases = [Filters(), Filters(available_only=True), Filters(exclude=frozenset({"B", "C"})),
+             Filters(max_per_category=1), Filters(min_price=1.0)]
+    bought_since = [Event("x", "C", "purchase", 0.0)]
+    for user in listed.users.ids_.tolist():
+        for k in (1, 2, 3):
+            for filters in cases:
+                for recent in ((), bought_since):
+                    want = scored.for_user(user, k, filters, recent=recent)
+                    got = listed.for_user(user, k, filters, recent=recent)
+                    assert [(r["item_id"], r["source"], r.get("because")) for r in got["recommendations"]] == \
+                        [(r["item_id"], r["source"], r.get("because")) for r in want["recommendations"]]
+                    assert [r["score"] for r in got["recommendations"]] == pytest.approx(
+                        [r["score"] for r in want["recommendations"]], abs=1e-6)
+                    assert got["strategy"] == want["strategy"]
+
+
+def test_a_list_answers_without_scoring_when_it_holds_k_that_pass(shared_models: Path, monkeypatch) -> None:
+    from recommender import artifacts
+
+    service = RecommendationService(artifacts.load_current_bundle(shared_models))
+    assert service.lists is not None and service.lists.depth == 4  # the tiny catalog: every item
+    monkeypatch.setattr(service.ranker, "rank", lambda *args: pytest.fail("scored the whole catalog"))
+    assert len(service.for_user("u1", 2)["recommendations"]) == 2
+
+
+def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows() -> None:
+    rng = np.random.default_rng(4)
+    matrix = sp.random(40, 40, density=0.2, format="csr", random_state=5, dtype=np.float32)
+    matrix.data = np.round(matrix.data * 4) / 4 - 0.25  # ties and negative weights
+    shop = Catalog(np.array([f"i{n}" for n in range(40)]), {
+        "names": np.array([f"n{n}" for n in range(40)]), "prices": np.ones(40), "categories": np.array(["c"] * 40),
+        "available": np.ones(40, dtype=bool)})
+    by_rows = Ranker(shop, matrix, None, np.ones(40), BlendWeights())
+    by_columns = Ranker(shop, matrix, None, np.ones(40), BlendWeights(), incoming=matrix.T.tocsr())
+    for _ in range(200):
+        history = rng.choice(40, int(rng.integers(1, 12)), replace=bool(rng.integers(2)))  # repeats: rows' walk
+        weights = rng.choice([0.5, 1.0, 2.0], len(history))
+        chosen = rng.choice(40, 6, replace=False).tolist()
+        assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(history, weights, chosen)

@@ -92,9 +92,11 @@ def check_id(name: str, value: Any) -> str:
     return value
 
 
-def id_list(name: str, values: Any) -> list[str]:
-    """A list of ids, at most ``max_items`` long."""
-    if isinstance(values, str):
+def id_list(name: str, values: Any, comma_separated: bool = False) -> list[str]:
+    """A list of ids, at most ``max_items`` long. A query string gives it comma-separated
+    (``comma_separated``); in a JSON body it must be a list: ``"85123A"`` where a list is
+    documented is a client's mistake, not a one-item list."""
+    if comma_separated and isinstance(values, str):
         values = [part for part in values.split(",") if part != ""]
     if not isinstance(values, list):
         raise bad(name, "must be a list of ids")
@@ -110,7 +112,7 @@ def filters(source: dict[str, Any] | None = None) -> Filters:
 
     values: dict[str, Any] = {}
     if (raw := get("exclude")) is not None:
-        values["exclude"] = frozenset(id_list("exclude", raw))
+        values["exclude"] = frozenset(id_list("exclude", raw, comma_separated=source is None))
     if (raw := get("available")) is not None:
         values["available_only"] = parse_bool("available", raw)
     if (raw := get("category")) is not None:

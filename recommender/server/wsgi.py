@@ -11,6 +11,9 @@ from typing import Any
 
 from ..config import ServeConfig
 
+# The most gunicorn accepts (``limit_request_line``; 0 would mean unlimited, which it advises against).
+MAX_REQUEST_LINE = 8190
+
 
 def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     """gunicorn with the app loaded in each worker; metrics shared through a fresh directory."""
@@ -37,6 +40,10 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             self.cfg.set("threads", config.threads)
             self.cfg.set("worker_class", "gthread" if config.threads > 1 else "sync")
             self.cfg.set("accesslog", None)
+            # gunicorn's longest request line (its default is 4094 bytes): a longer URL gets
+            # gunicorn's own HTML 400 before the app sees it, so an over-long id would not get
+            # the app's JSON 400 naming the parameter. Beyond this, gunicorn still answers.
+            self.cfg.set("limit_request_line", MAX_REQUEST_LINE)
             self.cfg.set("child_exit", child_exit)
             # The app (code, libraries, model maps) is loaded once in the master and shared
             # copy-on-write by the workers, so an added worker costs little memory.

@@ -58,12 +58,15 @@ class Ranker:
     als : fitted ALS, or None when the model has none (a basket-only log).
     trending : (n_items,) trending weights, any scale.
     weights : the blend.
+    incoming : the transpose of ``matrix`` (None: reasons are read off ``matrix``, which walks
+        a shopper's whole history; with it they read only the chosen items' columns).
     """
 
     def __init__(self, catalog: Catalog, matrix: sp.csr_matrix, als: ALS | None, trending: NDArray[np.floating],
-                 weights: BlendWeights) -> None:
+                 weights: BlendWeights, incoming: sp.csr_matrix | None = None) -> None:
         self.catalog = catalog
         self.matrix = matrix
+        self.incoming = incoming
         self.als = als
         trending = np.asarray(trending, dtype=np.float64)
         self.trend = trending / trending.max() if trending.max() > 0 else trending
@@ -135,14 +138,11 @@ class Ranker:
         if not len(history) or not chosen:
             return [-1] * len(chosen)
         columns = np.asarray(chosen)
-        owners, neighbours, contributions = self.contributions(history, weights)
-        relevant = np.isin(neighbours, columns) & (contributions > 0)
-        owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
-        best_owner: dict[int, int] = {}
-        if len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
-            order = np.lexsort((-contributions, neighbours))
-            first = np.r_[True, np.diff(neighbours[order]) != 0]
-            best_owner = dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+        # A list with repeated items (a cart can have them) weighs each occurrence on its own:
+        # the rows' walk handles that; the columns' lookup finds one occurrence per item.
+        by_columns = self.incoming is not None and len(np.unique(history)) == len(history)
+        best_owner = (self._best_owners(history, weights, columns) if by_columns
+                      else self._best_owners_by_rows(history, weights, columns))
         closest = None
         if self.als is not None and len(best_owner) < len(chosen):
             factors = self.als.item_factors_
@@ -154,6 +154,41 @@ class Ranker:
                 owner = int(closest[position])
             reasons.append(int(history[owner]) if owner is not None else -1)
         return reasons
+
+    def _best_owners_by_rows(self, history: NDArray[np.int64], weights: NDArray[np.float64],
+                             columns: NDArray[np.int64]) -> dict[int, int]:
+        """Chosen item -> the history position contributing most, from the history's rows."""
+        owners, neighbours, contributions = self.contributions(history, weights)
+        relevant = np.isin(neighbours, columns) & (contributions > 0)
+        owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
+        if not len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
+            return {}
+        order = np.lexsort((-contributions, neighbours))
+        first = np.r_[True, np.diff(neighbours[order]) != 0]
+        return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+
+    def _best_owners(self, history: NDArray[np.int64], weights: NDArray[np.float64],
+                     columns: NDArray[np.int64]) -> dict[int, int]:
+        """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
+        chosen items' columns: k short rows instead of a heavy buyer's thousands."""
+        incoming = self.incoming
+        starts = np.asarray(incoming.indptr[columns], dtype=np.int64)
+        lengths = np.asarray(incoming.indptr[columns + 1], dtype=np.int64) - starts
+        offsets = np.cumsum(lengths) - lengths
+        positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+        chosen_position = np.repeat(np.arange(len(columns)), lengths)
+        sources = np.asarray(incoming.indices[positions], dtype=np.int64)
+        by_item = np.argsort(history, kind="stable")
+        at = np.minimum(np.searchsorted(history[by_item], sources), len(history) - 1)
+        history_position = by_item[at]
+        contributions = incoming.data[positions] * np.asarray(weights)[history_position]
+        keep = (history[history_position] == sources) & (contributions > 0)
+        chosen_position, history_position = chosen_position[keep], history_position[keep]
+        if not len(chosen_position):
+            return {}
+        order = np.lexsort((history_position, -contributions[keep], chosen_position))
+        first = np.r_[True, np.diff(chosen_position[order]) != 0]
+        return dict(zip(columns[chosen_position[order][first]].tolist(), history_position[order][first].tolist()))
 
     def fill_popular(self, ranked: Ranked, k: int, allowed: NDArray[np.bool_], filters: Filters) -> None:
         """Top a short ranking up with trending items that pass the same filters."""
@@ -183,8 +218,19 @@ class Ranker:
 
         Returns (n, k) item indices (-1 where fewer qualify) and their scores.
         """
+        best, best_scores, _ = self.batch_with_strategy(rows, user_factors, k)
+        return best, best_scores
+
+    def batch_with_strategy(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
+                            ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
+        """``batch``, and for each row which parts had evidence, as ``scores`` names it:
+        0 none (``rank`` answers with trending items), 1 item-knn, 2 als, 3 blend."""
         item_scores = (rows @ self.matrix).toarray()
         als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
+        has_knn = (item_scores != 0).any(axis=1)
+        has_als = (np.zeros(rows.shape[0], dtype=bool) if als_scores is None or self.weights.als <= 0
+                   else (np.asarray(user_factors) != 0).any(axis=1))
+        strategy = (has_knn.astype(np.int8) + 2 * has_als.astype(np.int8))
         scores = blend_scores(item_scores, als_scores, self.trend, self.weights.als, self.weights.trend,
                               self.weights.item)
         if scores is None:
@@ -192,7 +238,7 @@ class Ranker:
         scores[rows.nonzero()] = -np.inf
         best = top_n_rows(scores, k)
         best_scores = np.take_along_axis(scores, best, axis=1)
-        return np.where(np.isfinite(best_scores), best, -1), best_scores
+        return np.where(np.isfinite(best_scores), best, -1), best_scores, strategy
 
 
 def activity_weights(recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None

@@ -20,12 +20,16 @@ from numpy.typing import NDArray
 from ..activity import Event
 from ..algorithms.als import ALS
 from ..algorithms.neighbours import table_matrix
-from ..bundle import ModelBundle
+from ..bundle import ModelBundle, PersonalLists
 from ..data.idmap import IdMap
 from ..errors import ArtifactError
 from ..server import responses
 from .catalog import Catalog, Filters
 from .ranking import BlendWeights, Ranked, Ranker, activity_weights
+
+# A precomputed list's strategy code (``PersonalLists.strategy``) as responses name it.
+LIST_STRATEGIES = {1: "item-knn", 2: "als", 3: "blend"}
+
 
 class RecommendationService:
     """Answers for one model version; read-only and safe to share between threads.
@@ -64,7 +68,12 @@ class RecommendationService:
             blend = bundle.blend
             weights = BlendWeights(float(blend.get("als_weight", 0.5)), float(blend.get("trend_weight", 0.0)),
                                    None if blend.get("item_weight") is None else float(blend["item_weight"]))
-            self.ranker = Ranker(self.catalog, self.knn_matrix, als, bundle.trending, weights)
+            incoming = (bundle.personal_incoming.matrix((len(self.items), len(self.items)))
+                        if bundle.personal_incoming is not None else None)
+            self.ranker = Ranker(self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming)
+            self.lists = bundle.lists
+            if self.lists is not None and self.lists.items.shape[0] != len(self.users):
+                raise ValueError("personal lists do not match the customer list")
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model version {self.version}: incomplete model: {exc}") from None
         self.als = als
@@ -118,8 +127,12 @@ class RecommendationService:
         else:
             history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
             vector = self.ranker.vector(history, weights)
-        exclude = owned if exclude_purchased else np.empty(0, dtype=np.int64)
-        response = self._answer(self.ranker.rank(history, weights, vector, k, filters, exclude))
+        ranked = self._from_list(user_idx, history, weights, k, filters, owned) \
+            if user_idx is not None and exclude_purchased else None
+        if ranked is None:
+            exclude = owned if exclude_purchased else np.empty(0, dtype=np.int64)
+            ranked = self.ranker.rank(history, weights, vector, k, filters, exclude)
+        response = self._answer(ranked)
         if not len(history):
             response["fallback_reason"] = "new_customer"
         response["known_customer"] = user_idx is not None
@@ -221,7 +234,48 @@ class RecommendationService:
                 "training_seconds": manifest.get("training_seconds"), "evaluation": manifest.get("evaluation", {}),
                 "blend": manifest.get("blend", {})}
 
+    def precompute_lists(self, depth: int, block_entries: int = 4_000_000) -> PersonalLists:
+        """Every known customer's best ``depth`` candidates, ranked exactly as ``for_user``
+        ranks them (``Ranker.batch_with_strategy``), in blocks of customers so that a dense
+        block stays under ``block_entries`` scores."""
+        n_users, depth = len(self.users), min(depth, len(self.items))
+        items = np.full((n_users, depth), -1, dtype=np.int32)
+        scores = np.zeros((n_users, depth), dtype=np.float32)
+        strategy = np.zeros(n_users, dtype=np.int8)
+        step = max(1, block_entries // max(1, len(self.items)))
+        for start in range(0, n_users, step):
+            rows = np.arange(start, min(start + step, n_users))
+            factors = self.als.user_factors_[rows] if self.als is not None else None
+            best, best_scores, strategy[rows] = self.ranker.batch_with_strategy(self.user_items[rows], factors, depth)
+            items[rows] = best
+            scores[rows] = np.where(best >= 0, best_scores, 0.0)
+        return PersonalLists(items, scores, strategy)
+
     # ----------------------------------------------------------------- internals
+    def _from_list(self, user_idx: int, history: NDArray[np.int64], weights: NDArray[np.float64], k: int,
+                   filters: Filters, owned: NDArray[np.int64]) -> Ranked | None:
+        """A known customer's answer read off their precomputed list: the list's items that
+        pass the filters and are not bought since, best first. None (score everything) when
+        there is no list, or the filters leave fewer than k of a list that may not hold every
+        candidate. Anything beyond the list scores no higher than its last item, so the answer
+        is the exhaustive ranking's."""
+        if self.lists is None or not self.lists.strategy[user_idx]:
+            return None
+        row = np.asarray(self.lists.items[user_idx])
+        listed = row[row >= 0].astype(np.int64)
+        allowed = self.catalog.allowed(filters, exclude_idx=owned)
+        chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
+        if len(chosen) < k and len(listed) == self.lists.depth:
+            return None
+        strategy = LIST_STRATEGIES[int(self.lists.strategy[user_idx])]
+        place = {item: position for position, item in enumerate(listed.tolist())}
+        list_scores = np.asarray(self.lists.scores[user_idx])
+        ranked = Ranked(items=chosen, scores=[float(list_scores[place[item]]) for item in chosen],
+                        sources=[strategy] * len(chosen), strategy=strategy)
+        self.ranker.fill_popular(ranked, k, allowed, filters)
+        ranked.reasons = self.ranker.reasons(history, weights, ranked.items)
+        return ranked
+
     def _answer(self, ranked: Ranked) -> dict[str, Any]:
         return responses.ranking(ranked, self.catalog, self.version)
 
