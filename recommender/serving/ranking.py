@@ -121,13 +121,8 @@ class Ranker:
                       ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
         """Every (history position, neighbour, weighted score) entry of the history's rows of the
         item-to-item matrix, gathered with numpy from the CSR arrays."""
-        matrix = self.matrix
-        starts = np.asarray(matrix.indptr[history], dtype=np.int64)
-        lengths = np.asarray(matrix.indptr[history + 1], dtype=np.int64) - starts
-        offsets = np.cumsum(lengths) - lengths
-        positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
-        owners = np.repeat(np.arange(len(history)), lengths)
-        return owners, matrix.indices[positions], matrix.data[positions] * np.asarray(weights)[owners]
+        owners, columns, values = gather_rows(self.matrix, history)
+        return owners, columns, values * np.asarray(weights)[owners]
 
     def reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
         """For each chosen item, the history item that contributed most (-1 when none did).
@@ -171,17 +166,12 @@ class Ranker:
                      columns: NDArray[np.int64]) -> dict[int, int]:
         """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
         chosen items' columns: k short rows instead of a heavy buyer's thousands."""
-        incoming = self.incoming
-        starts = np.asarray(incoming.indptr[columns], dtype=np.int64)
-        lengths = np.asarray(incoming.indptr[columns + 1], dtype=np.int64) - starts
-        offsets = np.cumsum(lengths) - lengths
-        positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
-        chosen_position = np.repeat(np.arange(len(columns)), lengths)
-        sources = np.asarray(incoming.indices[positions], dtype=np.int64)
+        chosen_position, sources, values = gather_rows(self.incoming, columns)
+        sources = np.asarray(sources, dtype=np.int64)
         by_item = np.argsort(history, kind="stable")
         at = np.minimum(np.searchsorted(history[by_item], sources), len(history) - 1)
         history_position = by_item[at]
-        contributions = incoming.data[positions] * np.asarray(weights)[history_position]
+        contributions = values * np.asarray(weights)[history_position]
         keep = (history[history_position] == sources) & (contributions > 0)
         chosen_position, history_position = chosen_position[keep], history_position[keep]
         if not len(chosen_position):
@@ -239,6 +229,17 @@ class Ranker:
         best = top_n_rows(scores, k)
         best_scores = np.take_along_axis(scores, best, axis=1)
         return np.where(np.isfinite(best_scores), best, -1), best_scores, strategy
+
+
+def gather_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]
+                ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    """Every stored entry of ``rows`` of a CSR matrix, gathered with numpy straight from its
+    (memory-mapped) arrays, no sparse object built: (position in ``rows``, column, value)."""
+    starts = np.asarray(matrix.indptr[rows], dtype=np.int64)
+    lengths = np.asarray(matrix.indptr[rows + 1], dtype=np.int64) - starts
+    offsets = np.cumsum(lengths) - lengths
+    positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+    return np.repeat(np.arange(len(rows)), lengths), matrix.indices[positions], matrix.data[positions]
 
 
 def activity_weights(recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None
