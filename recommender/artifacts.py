@@ -208,18 +208,19 @@ def prune(models_dir: str | Path, keep_versions: int) -> list[str]:
 
 def load_current(models_dir: str | Path) -> Artifact:
     """Load the version ``current`` points at; ``ArtifactError`` if there is none or it is broken."""
-    version = current_version(models_dir)
-    if version is None:
-        raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
-    return load(Path(models_dir) / version)
+    return load(_current_path(models_dir))
 
 
 def load_current_bundle(models_dir: str | Path) -> ModelBundle:
     """``load_bundle`` of the version ``current`` points at."""
+    return load_bundle(_current_path(models_dir))
+
+
+def _current_path(models_dir: str | Path) -> Path:
     version = current_version(models_dir)
     if version is None:
         raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
-    return load_bundle(Path(models_dir) / version)
+    return Path(models_dir) / version
 
 
 def load_bundle(path: str | Path) -> ModelBundle:

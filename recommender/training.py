@@ -16,7 +16,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
@@ -30,7 +29,7 @@ from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
 from .data.matrix import binarize, build_interactions, cap_history, decayed, trending_weights
 from .errors import DataError, GateRefusedError
-from .model_selection import BlendChoice, build_als, default_choice, select_and_evaluate
+from .model_selection import BlendChoice, build_als, build_item_knn, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +206,6 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
                    catalog: dict[str, NDArray[Any]]) -> ModelBundle:
     """Fit every model the server needs on all the data: a bundle whose manifest holds only
     the ``components`` (the run adds the rest with ``build_manifest``)."""
-    knn_params = dict(similarity=config.similarity, neighbours=config.neighbours, min_support=config.min_support,
-                      min_pair_support=config.min_pair_support, num_threads=config.num_threads)
     has_customers = interactions.user_items.nnz > 0
     # The personal item model is fitted on purchases weighted by recency (all 1 without decay);
     # the server scores a customer's whole history unweighted (``BlendChoice``).
@@ -230,14 +227,14 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
                          num_threads=config.num_threads).candidate_pairs(interactions.user_items)
     als = None
     if has_customers:
-        also_bought = ItemKNN(**knn_params).fit(knn_basis, pairs=shared)
+        also_bought = build_item_knn(config.neighbour_settings).fit(knn_basis, pairs=shared)
         tables["also_bought"] = NeighbourArrays.of(also_bought.to_arrays())
         components["also_bought"] = {"model": "item_knn", "basis": basis, "max_history": config.max_history,
                                      **also_bought.get_params()}
         als = build_als(config.als).fit(interactions.user_counts)
         components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
-        bought_together = ItemKNN(**knn_params).fit(interactions.order_items)
+        bought_together = build_item_knn(config.neighbour_settings).fit(interactions.order_items)
         tables["bought_together"] = NeighbourArrays.of(bought_together.to_arrays())
         components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
     personal = choice.build_item_model(config.num_threads).fit(
@@ -247,18 +244,17 @@ def fit_components(interactions: Any, config: TrainConfig, choice: BlendChoice,
                               **personal.get_params()}
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
     components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
-    user_items = interactions.user_items
+    scoring = personal.neighbour_matrix()
     return ModelBundle(
         item_ids=interactions.item_ids.ids_, user_ids=interactions.user_ids.ids_,
         # A customer is scored from the whole history, unweighted: every stored value is 1.
-        user_items=CsrArrays(user_items.indptr.astype(np.int64), user_items.indices.astype(np.int32),
-                             np.ones(user_items.nnz, dtype=np.float32)),
+        user_items=CsrArrays.of(binarize(interactions.user_items)),
         catalog=catalog, tables=tables,
         trending=Popular().fit(trending).popularity_,
         manifest={"components": components},
         # The scoring matrix itself, so that server workers memory-map one shared copy.
-        personal_matrix=CsrArrays.of(personal.neighbour_matrix()),
-        personal_incoming=CsrArrays.of(personal.neighbour_matrix().T.tocsr()),
+        personal_matrix=CsrArrays.of(scoring),
+        personal_incoming=CsrArrays.of(scoring.T.tocsr()),
         als_user_factors=None if als is None else als.user_factors_,
         als_item_factors=None if als is None else als.item_factors_,
     )

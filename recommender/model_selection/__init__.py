@@ -40,14 +40,14 @@ from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
 from ..protocols import choose_protocol
-from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, default_choice, item_candidates
+from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, build_item_knn, default_choice, item_candidates
 from .folds import Fold, evaluation_fold, make_folds
 from .measure import factor_metrics, measure
 from .search import search, simplest_within_noise
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlendChoice", "Fold", "Selection", "build_als", "default_choice", "evaluation_fold", "factor_metrics",
+__all__ = ["BlendChoice", "Fold", "Selection", "build_als", "build_item_knn", "default_choice", "evaluation_fold", "factor_metrics",
            "select_and_evaluate", "simplest_within_noise"]
 
 

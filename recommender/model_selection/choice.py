@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 
-from ..algorithms import ALS, MODELS, NeighbourModel
-from ..config import AlsSettings, EvaluationSettings
+from ..algorithms import ALS, MODELS, ItemKNN, NeighbourModel
+from ..config import AlsSettings, EvaluationSettings, NeighbourSettings
 
 
 DECAY_DAYS = (0.0, 14.0, 30.0, 60.0, 120.0)
@@ -165,6 +165,13 @@ def build_als(settings: AlsSettings, num_threads: int | None = None) -> ALS:
                iterations=settings.iterations, confidence=settings.confidence,
                random_state=settings.random_state,
                num_threads=settings.num_threads if num_threads is None else num_threads, use_gpu=settings.use_gpu)
+
+
+def build_item_knn(settings: NeighbourSettings) -> ItemKNN:
+    """The "also bought" kNN of a run, from its settings: the one place that maps them onto
+    ``ItemKNN``, so that what evaluation measures on item pages is what ships."""
+    return ItemKNN(similarity=settings.similarity, neighbours=settings.neighbours, min_support=settings.min_support,
+                   min_pair_support=settings.min_pair_support, num_threads=settings.num_threads)
 
 
 def item_candidates(n_items: int, settings: EvaluationSettings) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:

@@ -6,12 +6,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..algorithms import ALS, ItemKNN, NeighbourModel
+from ..algorithms import ALS, NeighbourModel
 from ..config import EvaluationSettings
 from ..data.matrix import cap_history
 from ..errors import DataError
 from ..evaluation import next_item_metrics, top_k
-from .choice import BlendChoice, CUTS, SAVED_DEPTH
+from .choice import BlendChoice, CUTS, SAVED_DEPTH, build_item_knn
 from .folds import Fold
 from .scoring import FoldState, choice_scores, fit_item, metrics
 
@@ -121,10 +121,8 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, settings: Evalua
     targets = fold.interactions.item_ids.indices(test["item_id"].to_numpy()[follow + 1])
     valid = (queries >= 0) & (targets >= 0)
     queries, targets = queries[valid], targets[valid]
-    knn = settings.neighbours
-    shipped = ItemKNN(similarity=knn.similarity, neighbours=knn.neighbours, min_support=knn.min_support,
-                      min_pair_support=knn.min_pair_support, num_threads=knn.num_threads).fit(
-        cap_history(fold.fit_matrix, fold.interactions.purchase_age, knn.max_history))
+    shipped = build_item_knn(settings.neighbours).fit(
+        cap_history(fold.fit_matrix, fold.interactions.purchase_age, settings.neighbours.max_history))
     results = {"also-bought as served (item-knn " + settings.neighbours.similarity + ")":
                next_item_metrics(shipped.neighbour_ids_, queries, targets, settings.eval_k)}
     if shipped_item is not None:

@@ -24,6 +24,8 @@ from .catalog import Catalog, Filters
 
 # How deep the trending ranking is kept for topping answers up.
 POPULAR_DEPTH = 2000
+# Which parts had evidence (1: item-to-item, 2: ALS, both: 3) -> the strategy responses name.
+STRATEGIES = {0: "popular", 1: "item-knn", 2: "als", 3: "blend"}
 # How much one event says about what a shopper wants, by type.
 TYPE_WEIGHTS = {"view": 1.0, "cart": 2.0, "wishlist": 2.0, "purchase": 3.0}
 
@@ -113,8 +115,8 @@ class Ranker:
         if vector is not None and self.als is not None and self.weights.als > 0 and np.any(vector):
             als = self.als.item_factors_ @ vector
         if knn is None and als is None:
-            return None, "popular"
-        strategy = "blend" if knn is not None and als is not None else ("item-knn" if als is None else "als")
+            return None, STRATEGIES[0]
+        strategy = STRATEGIES[(knn is not None) + 2 * (als is not None)]
         return blend_scores(knn, als, self.trend, self.weights.als, self.weights.trend, self.weights.item), strategy
 
     def contributions(self, history: NDArray[np.int64], weights: NDArray[np.float64]
@@ -133,11 +135,9 @@ class Ranker:
         if not len(history) or not chosen:
             return [-1] * len(chosen)
         columns = np.asarray(chosen)
-        # A list with repeated items (a cart can have them) weighs each occurrence on its own:
-        # the rows' walk handles that; the columns' lookup finds one occurrence per item.
-        by_columns = self.incoming is not None and len(np.unique(history)) == len(history)
-        best_owner = (self._best_owners(history, weights, columns) if by_columns
-                      else self._best_owners_by_rows(history, weights, columns))
+        best_owner = self._best_owners(history, weights, columns) if self.incoming is not None else None
+        if best_owner is None:
+            best_owner = self._best_owners_by_rows(history, weights, columns)
         closest = None
         if self.als is not None and len(best_owner) < len(chosen):
             factors = self.als.item_factors_
@@ -163,13 +163,18 @@ class Ranker:
         return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
 
     def _best_owners(self, history: NDArray[np.int64], weights: NDArray[np.float64],
-                     columns: NDArray[np.int64]) -> dict[int, int]:
+                     columns: NDArray[np.int64]) -> dict[int, int] | None:
         """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
-        chosen items' columns: k short rows instead of a heavy buyer's thousands."""
+        chosen items' columns: k short rows instead of a heavy buyer's thousands. None for a
+        list with repeated items (a cart can have them): each occurrence weighs on its own
+        there, which the rows' walk handles and this lookup (one occurrence per item) does not."""
+        by_item = np.argsort(history, kind="stable")
+        ordered = history[by_item]
+        if (ordered[1:] == ordered[:-1]).any():
+            return None
         chosen_position, sources, values = gather_rows(self.incoming, columns)
         sources = np.asarray(sources, dtype=np.int64)
-        by_item = np.argsort(history, kind="stable")
-        at = np.minimum(np.searchsorted(history[by_item], sources), len(history) - 1)
+        at = np.minimum(np.searchsorted(ordered, sources), len(history) - 1)
         history_position = by_item[at]
         contributions = values * np.asarray(weights)[history_position]
         keep = (history[history_position] == sources) & (contributions > 0)
@@ -213,8 +218,8 @@ class Ranker:
 
     def batch_with_strategy(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
                             ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
-        """``batch``, and for each row which parts had evidence, as ``scores`` names it:
-        0 none (``rank`` answers with trending items), 1 item-knn, 2 als, 3 blend."""
+        """``batch``, and for each row which parts had evidence (a key of ``STRATEGIES``; 0:
+        ``rank`` answers with trending items)."""
         item_scores = (rows @ self.matrix).toarray()
         als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
         has_knn = (item_scores != 0).any(axis=1)

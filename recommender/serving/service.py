@@ -19,17 +19,13 @@ from numpy.typing import NDArray
 
 from ..activity import Event
 from ..algorithms.als import ALS
-from ..algorithms.neighbours import table_matrix
+from ..algorithms.neighbours import row_blocks, table_matrix
 from ..bundle import ModelBundle, PersonalLists
 from ..data.idmap import IdMap
 from ..errors import ArtifactError
 from ..server import responses
 from .catalog import Catalog, Filters
-from .ranking import BlendWeights, Ranked, Ranker, activity_weights
-
-# A precomputed list's strategy code (``PersonalLists.strategy``) as responses name it.
-LIST_STRATEGIES = {1: "item-knn", 2: "als", 3: "blend"}
-
+from .ranking import STRATEGIES, BlendWeights, Ranked, Ranker, activity_weights
 
 class RecommendationService:
     """Answers for one model version; read-only and safe to share between threads.
@@ -197,8 +193,13 @@ class RecommendationService:
 
     def batch_for_users(self, user_indices: NDArray[np.int64], k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """Top-k items for many known customers at once, as ``for_user`` ranks them (``Ranker.batch``)."""
+        best, best_scores, _ = self._batch(user_indices, k)
+        return best, best_scores
+
+    def _batch(self, user_indices: NDArray[np.int64], k: int
+               ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         factors = self.als.user_factors_[user_indices] if self.als is not None else None
-        return self.ranker.batch(self.user_items[user_indices], factors, k)
+        return self.ranker.batch_with_strategy(self.user_items[user_indices], factors, k)
 
     # ----------------------------------------------------------------- lookups
     def purchased(self, user_id: str) -> bool:
@@ -234,19 +235,18 @@ class RecommendationService:
                 "training_seconds": manifest.get("training_seconds"), "evaluation": manifest.get("evaluation", {}),
                 "blend": manifest.get("blend", {})}
 
-    def precompute_lists(self, depth: int, block_entries: int = 4_000_000) -> PersonalLists:
+    def precompute_lists(self, depth: int) -> PersonalLists:
         """Every known customer's best ``depth`` candidates, ranked exactly as ``for_user``
-        ranks them (``Ranker.batch_with_strategy``), in blocks of customers so that a dense
-        block stays under ``block_entries`` scores."""
+        ranks them (``Ranker.batch_with_strategy``), in blocks of customers whose dense scores
+        stay bounded (``algorithms.neighbours.row_blocks``)."""
         n_users, depth = len(self.users), min(depth, len(self.items))
         items = np.full((n_users, depth), -1, dtype=np.int32)
         scores = np.zeros((n_users, depth), dtype=np.float32)
         strategy = np.zeros(n_users, dtype=np.int8)
-        step = max(1, block_entries // max(1, len(self.items)))
-        for start in range(0, n_users, step):
-            rows = np.arange(start, min(start + step, n_users))
-            factors = self.als.user_factors_[rows] if self.als is not None else None
-            best, best_scores, strategy[rows] = self.ranker.batch_with_strategy(self.user_items[rows], factors, depth)
+        blocks = row_blocks(n_users, len(self.items))
+        for start in blocks:
+            rows = np.arange(start, min(start + blocks.step, n_users))
+            best, best_scores, strategy[rows] = self._batch(rows, depth)
             items[rows] = best
             scores[rows] = np.where(best >= 0, best_scores, 0.0)
         return PersonalLists(items, scores, strategy)
@@ -267,7 +267,7 @@ class RecommendationService:
         chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
         if len(chosen) < k and len(listed) == self.lists.depth:
             return None
-        strategy = LIST_STRATEGIES[int(self.lists.strategy[user_idx])]
+        strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
         place = {item: position for position, item in enumerate(listed.tolist())}
         list_scores = np.asarray(self.lists.scores[user_idx])
         ranked = Ranked(items=chosen, scores=[float(list_scores[place[item]]) for item in chosen],
