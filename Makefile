@@ -17,7 +17,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser train evaluate nightly export serve serve-dev test bench install-bench bench-spark clean
+.PHONY: run install install-spark install-browser train evaluate nightly export serve serve-dev test bench bench-serve install-bench bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -83,6 +83,11 @@ install-bench:
 
 bench: install install-bench
 	PYTHON=$(BIN)/python bash bench/run_all.sh
+
+## Serving only, shorter (about 10 minutes): every endpoint against /health on the shipped model and
+## the 50,000-item one; bench/results/serving.md.
+bench-serve: install install-bench
+	$(BIN)/python bench/serve_bench.py --models shipped,synthetic --repeat 2 --duration 5 --skip-memory
 
 ## The 20M-line synthetic log through both engines (Spark in local mode): time and peak memory.
 bench-spark: install install-spark install-bench

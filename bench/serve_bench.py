@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Serving: throughput and latency per endpoint (wrk), model load time, memory per gunicorn worker.
 
-    python bench/serve_bench.py                # all three parts
-    python bench/serve_bench.py --skip-memory --repeat 1
+    python bench/serve_bench.py                # both models, all three parts (make bench)
+    python bench/serve_bench.py --models shipped,synthetic --repeat 2 --duration 5 --skip-memory
+                                               # make bench-serve
 
-1. A 50,000-item model: the synthetic log bench/.cache/log_2M-serve.parquet (2M lines,
-   200,000 customers, 50,000 items) trained with ``train.py --no-evaluate`` into
-   bench/.cache/models_serve (reused while the log is the same; --retrain forces it).
-2. The production server, ``python serve.py --workers 2 --threads 4`` on 127.0.0.1, a few
-   events posted for one visitor, then ``wrk -t2 -c32 -d10s --latency`` against /health (the
-   ceiling) and each endpoint, in one run (--repeat N takes medians). wrk shares the 2 cores
-   with the server. -> bench/results/serving.json
+1. Two models, each trained with ``train.py --no-evaluate`` (reused while the log is the same;
+   --retrain forces it): ``synthetic``, the 50,000-item log bench/.cache/log_2M-serve.parquet
+   (2M lines, 200,000 customers) into bench/.cache/models_serve; ``shipped``, the shop log in
+   data/ into bench/.cache/models_shipped.
+2. The production server, ``python serve.py --workers 2`` (``--threads`` as given, 1 = sync
+   workers) on 127.0.0.1, a visitor's events and wish list posted, then ``wrk -t2 -c32 -d10s
+   --latency`` against /health (the ceiling) and each endpoint, interleaved in rounds (--repeat N
+   takes medians). wrk shares the 2 cores with the server.
+   -> bench/results/serving.json (synthetic), serving_shipped.json, and serving.md (both tables)
 3. Model load time (RecommendationService(artifacts.load_current_bundle(M)) in a fresh process,
    median of 3) and PSS/RSS of the master and each worker with 1, 2 and 4 workers after
    requests to every endpoint. -> bench/results/memory.json
@@ -40,15 +43,24 @@ from common import (CACHE, PYTHON, RESULTS, ROOT, busiest_others, children, cpu_
                     process_cpu, rss_mib, shown)  # noqa: E402
 
 SIZE = "2M-serve"
-MODELS = CACHE / "models_serve"
+# Where each model is trained; the memory part measures the synthetic one.
+MODEL_DIRS = {"synthetic": CACHE / "models_serve", "shipped": CACHE / "models_shipped"}
+SHIPPED_LOG = ROOT / "data" / "online_retail.parquet"
+MODELS = MODEL_DIRS["synthetic"]
 VISITOR = "bench-visitor-1"
 TARGET_SHARE, TARGET_P99_MS, TARGET_LOAD_S, TARGET_WORKER_SHARE = 0.70, 10.0, 1.0, 0.10
 
 
 # ---------------------------------------------------------------- model and ids
 
-def ensure_model(retrain: bool) -> dict[str, Any]:
-    log, meta = ensure_log(SIZE)
+def ensure_model(name: str, retrain: bool) -> dict[str, Any]:
+    global MODELS
+    MODELS = MODEL_DIRS[name]
+    if name == "shipped":
+        log = SHIPPED_LOG
+        meta: dict[str, Any] | None = {"path": str(log), "bytes": log.stat().st_size, "mtime": log.stat().st_mtime}
+    else:
+        log, meta = ensure_log(SIZE)
     stamp = MODELS / "bench-log.json"
     if not retrain and (MODELS / "current").exists() and stamp.exists() and json.loads(stamp.read_text()) == meta:
         return {"log": meta, "trained": "reused", "command": None}
@@ -65,16 +77,27 @@ def ensure_model(retrain: bool) -> dict[str, Any]:
 
 
 def pick_ids() -> dict[str, Any]:
-    """A popular item, a customer with a typical (75th percentile) history, a 5-item basket."""
-    import pandas as pd
+    """Read off the trained model, so any log works: a popular item, a customer with a typical
+    (75th percentile) number of distinct items, a 5-item basket, a visitor's items."""
+    import numpy as np
 
-    frame = pd.read_parquet(CACHE / f"log_{SIZE}.parquet", columns=["user_id", "item_id"])
-    items = frame["item_id"].value_counts()
-    distinct = frame.drop_duplicates().groupby("user_id").size().sort_values(kind="stable")
-    user = distinct.index[int(len(distinct) * 0.75)]
-    return {"popular_item": items.index[0], "second_item": items.index[50], "known_user": user,
-            "known_user_items": int(distinct[user]), "basket": list(items.index[[3, 40, 200, 1500, 9000]]),
-            "visitor": VISITOR, "visitor_items": list(items.index[[10, 120, 700, 4000]])}
+    from recommender import artifacts
+
+    bundle = artifacts.load_current_bundle(MODELS)
+    indptr, indices = np.asarray(bundle.user_items.indptr), np.asarray(bundle.user_items.indices)
+    n_items = len(bundle.item_ids)
+    buyers = np.bincount(indices, minlength=n_items)
+    by_buyers = np.argsort(-buyers, kind="stable")
+    sizes = np.diff(indptr)
+    user = int(np.argsort(sizes, kind="stable")[int(len(sizes) * 0.75)])
+    ids = [str(i) for i in bundle.item_ids]
+
+    def at(*ranks: int) -> list[str]:
+        return [ids[by_buyers[min(rank, n_items - 1)]] for rank in ranks]
+
+    return {"popular_item": at(0)[0], "second_item": at(50)[0], "known_user": str(bundle.user_ids[user]),
+            "known_user_items": int(sizes[user]), "basket": at(3, 40, 200, 1500, 9000),
+            "visitor": VISITOR, "visitor_items": at(10, 120, 700, 4000), "visitor_wishlist": at(25, 300, 2500)}
 
 
 def version_dir() -> Path:
@@ -172,6 +195,8 @@ def endpoints(ids: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "GET bought-together", "method": "GET", "path": f"/v1/items/{ids['second_item']}/bought-together?k=10"},
         {"name": "GET user recommendations", "method": "GET", "path": f"/v1/users/{ids['known_user']}/recommendations?k=10"},
         {"name": "GET page-you-made", "method": "GET", "path": f"/v1/users/{ids['visitor']}/page-you-made?k=10"},
+        {"name": "GET wish-list recommendations", "method": "GET",
+         "path": f"/v1/users/{ids['visitor']}/wishlist/recommendations?k=10"},
         {"name": "POST recommendations (5 items)", "method": "POST", "path": "/v1/recommendations", "body": basket},
     ]
 
@@ -181,7 +206,9 @@ def post_events(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
     events = [{"user_id": ids["visitor"], "item_id": item, "type": kind}
               for item, kind in zip(ids["visitor_items"], kinds)]
     status, body, _ = request(server.base, "POST", "/v1/events", {"events": events})
-    return {"status": status, "answer": body, "events": len(events)}
+    wished = [request(server.base, "PUT", f"/v1/users/{ids['visitor']}/wishlist/{item}")[0]
+              for item in ids["visitor_wishlist"]]
+    return {"status": status, "answer": body, "events": len(events), "wishlist_statuses": wished}
 
 
 def check_endpoints(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
@@ -266,8 +293,8 @@ def run_wrk(server: Server, endpoint: dict[str, Any], duration: int, connections
     return result
 
 
-def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: Path) -> dict[str, Any]:
-    server = Server(2, 4, workdir)
+def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: Path, threads: int) -> dict[str, Any]:
+    server = Server(2, threads, workdir)
     try:
         ready_s = server.wait_ready()
         events = post_events(server, ids)
@@ -354,10 +381,10 @@ def smaps(pid: int) -> dict[str, float]:
     return {f"{k.lower()}_mib": out[k] for k in keep if k in out}
 
 
-def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, ...], threads: int) -> dict[str, Any]:
     by_count: dict[str, Any] = {}
     for count in worker_counts:
-        server = Server(count, 4, workdir)
+        server = Server(count, threads, workdir)
         try:
             server.wait_ready()
             post_events(server, ids)
@@ -388,64 +415,103 @@ def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, .
     return by_count
 
 
+def serving_table(documents: dict[str, dict[str, Any]], command: str) -> str:
+    """bench/results/serving.md: one table per model, each endpoint against /health."""
+    lines = ["# Serving: each endpoint against /health in the same run", "", f"`{command}`", ""]
+    for name, document in documents.items():
+        model = document["model"]
+        counts = model.get("counts") or {}
+        lines += [f"## {name}: {counts.get('items')} items, {counts.get('customers')} customers "
+                  f"(version {model['version']}, code {document['machine']['code']['head']})", "",
+                  f"{document['about']}", "",
+                  "| endpoint | req/s | share of /health | p50 ms | p99 ms | server CPU ms/request | non-2xx |",
+                  "|---|---|---|---|---|---|---|"]
+        for endpoint, summary in document["endpoints"].items():
+            lines.append(f"| {endpoint} | {summary.get('rps', 0):,.0f} | {summary.get('ratio_to_health_rps', 0):.2f} | "
+                         f"{summary.get('p50_ms')} | {summary.get('p99_ms')} | "
+                         f"{summary.get('server_cpu_ms_per_request')} | {summary.get('non_2xx')} |")
+        after = document["health_after_all_runs"]
+        lines += ["", f"/health again after all runs: {after.get('rps', 0):,.0f} req/s, p99 {after.get('p99_ms')} ms. "
+                  f"Targets: {json.dumps(document['targets'])}", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="synthetic,shipped", help="which models: synthetic, shipped or both")
     parser.add_argument("--repeat", type=int, default=3, help="wrk runs per endpoint (median reported)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if unknown := set(names) - set(MODEL_DIRS):
+        raise SystemExit(f"--models: unknown model {sorted(unknown)[0]!r} (synthetic, shipped)")
     if not args.skip_throughput and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         raise SystemExit("wrk missing: apt-get install -y wrk")
-    model = ensure_model(args.retrain)
-    ids = pick_ids()
-    sizes = model_bytes()
-    manifest = json.loads((version_dir() / "manifest.json").read_text())
-    model_info = {**model, "version": version_dir().name, "counts": manifest.get("counts"),
-                  "components": {k: v.get("model") for k, v in manifest.get("components", {}).items()}, **sizes}
-    with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
-        workdir = Path(tmp)
-        if not args.skip_throughput:
-            serving = bench_throughput(ids, args.repeat, args.duration, workdir)
-            ok = [s for n, s in serving["endpoints"].items() if n != "GET /health"]
-            document = {
-                "about": f"python bench/serve_bench.py --repeat {args.repeat}: wrk -t2 -c32 -d{args.duration}s --latency "
-                         "on 127.0.0.1 against the production server (gunicorn, 2 workers x 4 threads); wrk shares "
-                         "the 2 cores with the server, so absolute rps are lower than on a separate client; compare "
-                         "ratios to /health from the same run. Figures are medians of the runs.",
-                "note_wrk_shares_cores": True, "machine": machine(), "model": model_info, "ids": ids, **serving,
-                "targets": {
-                    "every endpoint >= 70% of /health rps": all(s.get("meets_70pct_of_health") for s in ok),
-                    "every endpoint p99 < 10 ms": all(s.get("meets_p99_under_10ms") for s in ok),
-                },
-            }
-            (RESULTS / "serving.json").write_text(json.dumps(document, indent=2) + "\n")
-            print(json.dumps({n: {k: s.get(k) for k in ("rps", "p50_ms", "p99_ms", "ratio_to_health_rps")}
-                              for n, s in serving["endpoints"].items()}, indent=1))
-        if not args.skip_memory:
-            load = bench_load()
-            memory = bench_memory(ids, workdir, (1, 2, 4))
-            one, four = memory["1"]["total_pss_mib"], memory["4"]["total_pss_mib"]
-            per_added = (four - one) / 3
-            limit = TARGET_WORKER_SHARE * sizes["npy_mib"]
-            document = {
-                "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current_bundle(M)) "
-                         "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
-                         "/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads 4) after "
-                         "requests to every endpoint.",
-                "machine": machine(), "model": model_info, "load": load, "workers": memory,
-                "pss_added_per_worker_mib": round(per_added, 1),
-                "pss_added_per_worker_1_to_2_mib": round(memory["2"]["total_pss_mib"] - one, 1),
-                "model_npy_mib": sizes["npy_mib"],
-                "added_worker_share_of_model": round(per_added / sizes["npy_mib"], 3),
-                "targets": {"model load < 1 s": load.get("meets_under_1s"),
-                            "each added worker < 10% of model size in PSS": per_added < limit},
-            }
-            (RESULTS / "memory.json").write_text(json.dumps(document, indent=2) + "\n")
-            print(json.dumps({"load": load, "total_pss": {k: v["total_pss_mib"] for k, v in memory.items()},
-                              "per_added_worker_mib": round(per_added, 1), "model_npy_mib": sizes["npy_mib"]}, indent=1))
+    command = "python bench/serve_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    documents: dict[str, dict[str, Any]] = {}
+    for name in names:
+        model = ensure_model(name, args.retrain)
+        ids = pick_ids()
+        sizes = model_bytes()
+        manifest = json.loads((version_dir() / "manifest.json").read_text())
+        model_info = {**model, "version": version_dir().name, "counts": manifest.get("counts"),
+                      "components": {k: v.get("model") for k, v in manifest.get("components", {}).items()}, **sizes}
+        with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
+            workdir = Path(tmp)
+            if not args.skip_throughput:
+                serving = bench_throughput(ids, args.repeat, args.duration, workdir, args.threads)
+                ok = [s for n, s in serving["endpoints"].items() if n != "GET /health"]
+                worker_model = "sync workers" if args.threads == 1 else f"{args.threads} gthread threads each"
+                document = {
+                    "about": f"{command}: wrk -t2 -c32 -d{args.duration}s --latency on 127.0.0.1 against the "
+                             f"production server (gunicorn, 2 {worker_model}); wrk shares the 2 cores with the "
+                             "server, so absolute rps are lower than on a separate client; compare ratios to "
+                             f"/health from the same run. Medians of {args.repeat} interleaved rounds.",
+                    "note_wrk_shares_cores": True, "machine": machine(), "model": model_info, "ids": ids, **serving,
+                    "targets": {
+                        "every endpoint >= 70% of /health rps": all(s.get("meets_70pct_of_health") for s in ok),
+                        "every endpoint p99 < 10 ms": all(s.get("meets_p99_under_10ms") for s in ok),
+                    },
+                }
+                documents[name] = document
+                out = "serving.json" if name == "synthetic" else f"serving_{name}.json"
+                (RESULTS / out).write_text(json.dumps(document, indent=2) + "\n")
+                print(json.dumps({n: {k: s.get(k) for k in ("rps", "p50_ms", "p99_ms", "ratio_to_health_rps")}
+                                  for n, s in serving["endpoints"].items()}, indent=1))
+            if not args.skip_memory and name == "synthetic":
+                bench_memory_document(ids, workdir, model_info, sizes, args.threads)
+    if documents:
+        (RESULTS / "serving.md").write_text(serving_table(documents, command) + "\n")
     return 0
+
+
+def bench_memory_document(ids: dict[str, Any], workdir: Path, model_info: dict[str, Any], sizes: dict[str, Any],
+                          threads: int) -> None:
+    load = bench_load()
+    memory = bench_memory(ids, workdir, (1, 2, 4), threads)
+    one, four = memory["1"]["total_pss_mib"], memory["4"]["total_pss_mib"]
+    per_added = (four - one) / 3
+    limit = TARGET_WORKER_SHARE * sizes["npy_mib"]
+    document = {
+        "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current_bundle(M)) "
+                 "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
+                 f"/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads {threads}) after "
+                 "requests to every endpoint.",
+        "machine": machine(), "model": model_info, "load": load, "workers": memory,
+        "pss_added_per_worker_mib": round(per_added, 1),
+        "pss_added_per_worker_1_to_2_mib": round(memory["2"]["total_pss_mib"] - one, 1),
+        "model_npy_mib": sizes["npy_mib"],
+        "added_worker_share_of_model": round(per_added / sizes["npy_mib"], 3),
+        "targets": {"model load < 1 s": load.get("meets_under_1s"),
+                    "each added worker < 10% of model size in PSS": per_added < limit},
+    }
+    (RESULTS / "memory.json").write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps({"load": load, "total_pss": {k: v["total_pss_mib"] for k, v in memory.items()},
+                      "per_added_worker_mib": round(per_added, 1), "model_npy_mib": sizes["npy_mib"]}, indent=1))
 
 
 if __name__ == "__main__":

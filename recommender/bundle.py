@@ -62,7 +62,9 @@ class CsrArrays:
         if self.indptr[-1] != len(self.indices) or len(self.indptr) != shape[0] + 1:
             raise ValueError("inconsistent sparse arrays")
         matrix = sp.csr_matrix(shape, dtype=np.float32)
-        matrix.data, matrix.indices, matrix.indptr = self.data, self.indices, self.indptr
+        # Plain ndarray views of the same pages: indexing numpy's memmap subclass costs a few
+        # microseconds more each time, and a request indexes these arrays dozens of times.
+        matrix.data, matrix.indices, matrix.indptr = (np.asarray(a) for a in (self.data, self.indices, self.indptr))
         return matrix
 
     def to_dict(self) -> dict[str, NDArray[Any]]:

@@ -51,7 +51,7 @@ SERVE_HELP = {
     "models_dir": "directory with the 'current' model link",
     "host": "address to listen on",
     "workers": "gunicorn worker processes",
-    "threads": "threads per gunicorn worker",
+    "threads": "threads per gunicorn worker (1: sync workers, the default; more: gthread)",
     "activity_db": "SQLite file of the activity store (events, wish lists)",
     "customers_file": "CSV with id,name[,opted_out]: greetings and opt-outs",
     "request_log": "where the JSON line of each request goes: - for stderr, a file, or empty for none",

@@ -80,10 +80,13 @@ def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:
             with urllib.request.urlopen(request, timeout=10) as response:
                 acknowledged += json.loads(response.read())["stored"]
     finally:
-        for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
-            subprocess.run(["kill", "-9", child], check=False)
+        # The master first, so that it cannot start a replacement for a killed worker (which
+        # would keep the port and answer the restarted server's first request, then exit).
+        workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         server.kill()
         server.wait()
+        for child in workers:
+            subprocess.run(["kill", "-9", child], check=False)
     with sqlite3.connect(activity) as connection:
         assert connection.execute("SELECT COUNT(*) FROM events").fetchone()[0] == acknowledged == 200
     restarted = start_server(models, activity, port)

@@ -259,6 +259,12 @@ def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:
             lookup.index("zz")
     with pytest.raises(ValueError, match="unique"):
         IdMap(["b", "a", "b"])
+    # Ids of other lengths than the map's widest: a longer one that starts like a known id is
+    # unknown (not truncated to it); shorter ones and prefixes are found or not, exactly.
+    lookup = IdMap(["ab", "abc", "b"])
+    assert lookup.index("abcd", missing="none") is None and lookup.index("a", missing="none") is None
+    assert [lookup.index(i) for i in ("ab", "abc", "b")] == [0, 1, 2]
+    assert lookup.indices(["abcd", "abc", "b", "", "bb"]).tolist() == [-1, 1, 2, -1, -1]
 
 
 TOKEN = "s3cret-admin-token-0123456789"

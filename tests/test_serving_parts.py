@@ -211,3 +211,46 @@ def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows
         weights = rng.choice([0.5, 1.0, 2.0], len(history))
         chosen = rng.choice(40, 6, replace=False).tolist()
         assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(history, weights, chosen)
+
+
+def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
+    """Random signed item-to-item weights, ALS factors, trending, blends, filters and k: the
+    answer from the pruned candidates (ids, scores, order, reasons) equals the one from the
+    whole catalog, and pruning does happen on most requests."""
+    from recommender.algorithms.als import ALS
+
+    rng = np.random.default_rng(7)
+    n_items = 80
+    ids = np.array([f"i{i}" for i in range(n_items)])
+    shop = Catalog(ids, {"names": ids, "prices": rng.uniform(1, 10, n_items),
+                         "categories": rng.choice(["x", "y", "z"], n_items), "available": rng.random(n_items) < 0.8})
+    dense = rng.normal(size=(n_items, n_items)) * (rng.random((n_items, n_items)) < 0.12)
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    als = ALS.from_arrays({"user_factors": np.zeros((1, 6), np.float32),
+                           "item_factors": rng.normal(size=(n_items, 6)).astype(np.float32)},
+                          regularization=0.1, alpha=1.0)
+    als.gram()
+    pruned_requests = 0
+    for case in range(300):
+        weights = [BlendWeights(0.25, 0.0), BlendWeights(0.5, 0.3), BlendWeights(0.0, 0.5), BlendWeights(0.25, 0.0, 0.75),
+                   BlendWeights(0.7, 1.0)][case % 5]
+        trending = rng.random(n_items) * (rng.random(n_items) < 0.7)
+        pruning = Ranker(shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr())
+        exhaustive = Ranker(shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr())
+        exhaustive.pruned = lambda *args: None  # type: ignore[method-assign]
+        history = rng.choice(n_items, size=int(rng.integers(1, 7)), replace=False)
+        history_weights = rng.uniform(0.5, 3.0, len(history))
+        vector = pruning.vector(history, history_weights)
+        filters = [Filters(), Filters(available_only=True), Filters(category="y"), Filters(max_per_category=2),
+                   Filters(min_price=5.0)][case % 5 if case % 3 else 0]
+        k = int(rng.integers(1, 12))
+        exclude = np.union1d(history, rng.choice(n_items, 5))
+        gathered = pruning.contributions(history, history_weights)
+        allowed = shop.allowed(filters, exclude_idx=exclude)
+        depth = k if filters.max_per_category is None else 10 * k + 50
+        pruned_requests += pruning.pruned(gathered, vector, allowed, depth) is not None
+        fast = pruning.rank(history, history_weights, vector, k, filters, exclude)
+        slow = exhaustive.rank(history, history_weights, vector, k, filters, exclude)
+        assert (fast.items, fast.scores, fast.sources, fast.reasons, fast.strategy) == (
+            slow.items, slow.scores, slow.sources, slow.reasons, slow.strategy), case
+    assert pruned_requests > 150

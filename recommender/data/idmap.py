@@ -29,6 +29,7 @@ class IdMap:
         self.ids_ = ids if isinstance(ids, np.ndarray) and ids.dtype.kind == "U" else np.asarray(
             ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_
         )
+        self._width = self.ids_.dtype.itemsize // np.dtype("U1").itemsize
         self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
         self._index: dict[str, int] | None = None
         if not self._sorted:
@@ -57,7 +58,9 @@ class IdMap:
                             dtype=np.str_)
         if not len(wanted) or not len(self.ids_):
             return np.full(len(wanted), -1, dtype=np.int64)
-        positions = np.searchsorted(self.ids_, wanted)
+        # Searched in the array's own dtype: a wider needle would make numpy convert (copy)
+        # the whole id array on every call. Truncated needles fail the equality check below.
+        positions = np.searchsorted(self.ids_, wanted.astype(self.ids_.dtype))
         clipped = np.minimum(positions, len(self.ids_) - 1)
         return np.where(self.ids_[clipped] == wanted, clipped, -1).astype(np.int64)
 
@@ -68,7 +71,9 @@ class IdMap:
     def _find(self, external_id: str) -> int | None:
         if self._index is not None:
             return self._index.get(external_id)
-        position = int(np.searchsorted(self.ids_, external_id))
+        if len(external_id) > self._width:  # longer than every id (and would be truncated below)
+            return None
+        position = int(np.searchsorted(self.ids_, np.array(external_id, dtype=self.ids_.dtype)))
         if position < len(self.ids_) and self.ids_[position] == external_id:
             return position
         return None

@@ -17,6 +17,7 @@ MAX_REQUEST_LINE = 8190
 
 def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     """gunicorn with the app loaded in each worker; metrics shared through a fresh directory."""
+    import gc
     import os
     import tempfile
 
@@ -48,6 +49,9 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             # The app (code, libraries, model maps) is loaded once in the master and shared
             # copy-on-write by the workers, so an added worker costs little memory.
             self.cfg.set("preload_app", True)
+            # Python's collector writes to every object it visits, which copies the shared
+            # pages into each worker; objects that exist at the fork are frozen out of it.
+            self.cfg.set("pre_fork", lambda server, worker: gc.freeze())
             self.cfg.set("post_fork", lambda server, worker: configure_request_log(config.request_log))
 
         def load(self) -> Any:

@@ -87,26 +87,89 @@ class Ranker:
              k: int, filters: Filters, exclude: NDArray[np.int64]) -> Ranked:
         """Blend, filter, cut to k, top up with trending items, and find each result's reason."""
         allowed = self.catalog.allowed(filters, exclude_idx=exclude)
-        scores, strategy = self.scores(history, weights, vector)
+        depth = k if filters.max_per_category is None else min(len(allowed), 10 * k + 50)
+        gathered = self.contributions(history, weights) if len(history) else None
+        found = self.pruned(gathered, vector, allowed, depth) if gathered is not None else None
+        if found is None:
+            scores, strategy = self.scores(history, weights, vector, gathered)
+            items = None if scores is None else np.arange(len(scores))
+        else:
+            items, scores, strategy = found
         ranked = Ranked(strategy=strategy)
         if scores is not None:
-            masked = np.where(allowed, scores, -np.inf)
-            depth = k if filters.max_per_category is None else min(len(masked), 10 * k + 50)
-            candidates, _ = top_n(masked, depth, positive_only=False)
-            chosen = self.catalog.diversify(candidates.tolist(), k, filters)
+            best, _ = top_n(np.where(allowed[items], scores, -np.inf), depth, positive_only=False)
+            chosen = self.catalog.diversify(items[best].tolist(), k, filters)
+            score_of = dict(zip(items[best].tolist(), scores[best].tolist()))
             ranked.items = chosen
-            ranked.scores = [float(scores[i]) for i in chosen]
+            ranked.scores = [score_of[i] for i in chosen]
             ranked.sources = [strategy] * len(chosen)
         self.fill_popular(ranked, k, allowed, filters)
-        ranked.reasons = self.reasons(history, weights, ranked.items)
+        ranked.reasons = self.reasons(history, weights, ranked.items, gathered)
         return ranked
 
-    def scores(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None
+    def pruned(self, gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]],
+               vector: NDArray[np.float32] | None, allowed: NDArray[np.bool_], depth: int
+               ) -> tuple[NDArray[np.int64], NDArray[np.float64], str] | None:
+        """The blend on a few candidates instead of the whole catalog, with the same result.
+
+        Candidates: the neighbours of the shopper's items, then every other item whose best
+        possible score (its ALS part, plus the largest trending part) reaches the
+        ``depth``-th best allowed neighbour's score. Any item left out scores below that, so
+        the top ``depth`` of the candidates is the exhaustive one. Returns (candidate items in
+        ascending order, their blended scores, strategy), or None where no such bound exists
+        (no neighbours, fewer than ``depth`` allowed ones, item-to-item not weighted): the
+        caller scores everything.
+        """
+        item_weight = self.weights.item if self.weights.item is not None else 1.0 - self.weights.als
+        _, columns, contributions = gathered
+        if item_weight <= 0 or not len(columns):
+            return None
+        neighbours, where = np.unique(columns, return_inverse=True)
+        knn = np.bincount(where, weights=contributions)
+        knn_scale = float(np.abs(knn).max())
+        if knn_scale == 0:
+            return None
+        als = None
+        if vector is not None and self.als is not None and self.weights.als > 0 and np.any(vector):
+            als = self.als.item_factors_ @ vector
+            als_scale = float(np.abs(als).max())
+        strategy = STRATEGIES[1 + 2 * (als is not None)]
+        scales = (knn_scale, als_scale if als is not None else 0.0)
+
+        def blend(items: NDArray[np.int64], item_part: NDArray[np.float64]) -> NDArray[np.float64]:
+            return blend_scores(item_part, None if als is None else als[items], self.trend[items], self.weights.als,
+                                self.weights.trend, self.weights.item, scales=scales)
+
+        scores = blend(neighbours, knn)
+        allowed_scores = scores[allowed[neighbours]]
+        if len(allowed_scores) < depth:
+            return None
+        cut = float(np.partition(allowed_scores, len(allowed_scores) - depth)[len(allowed_scores) - depth])
+        # The most trending can add to an item that is not a neighbour; its ALS part must make up the rest.
+        rest = cut - self.weights.trend * float(self.trend.max(initial=0.0))
+        if als is not None and als_scale > 0:
+            # A float32 comparison: the margin keeps an item at the cut inside (extra candidates cost nothing).
+            threshold = rest * als_scale / self.weights.als
+            others = np.flatnonzero(als >= threshold - 1e-4 * (abs(threshold) + als_scale))
+        elif rest > 0:
+            others = np.empty(0, dtype=np.int64)
+        else:
+            return None
+        others = others[~np.isin(others, neighbours, assume_unique=True)]
+        if not len(others):
+            return neighbours, scores, strategy
+        items = np.concatenate([neighbours, others])
+        scores = np.concatenate([scores, blend(others, np.zeros(len(others)))])
+        order = np.argsort(items, kind="stable")
+        return items[order], scores[order], strategy
+
+    def scores(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None,
+               gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
                ) -> tuple[NDArray[np.float64] | None, str]:
         """Every item's blended score and the strategy that produced it (None: nothing personal)."""
         knn = None
         if len(history):
-            _, columns, contributions = self.contributions(history, weights)
+            _, columns, contributions = gathered if gathered is not None else self.contributions(history, weights)
             if len(columns):
                 knn = np.bincount(columns, weights=contributions, minlength=len(self.catalog))
                 if not np.any(knn):
@@ -126,18 +189,23 @@ class Ranker:
         owners, columns, values = gather_rows(self.matrix, history)
         return owners, columns, values * np.asarray(weights)[owners]
 
-    def reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int]) -> list[int]:
+    def reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int],
+                gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
+                ) -> list[int]:
         """For each chosen item, the history item that contributed most (-1 when none did).
 
         The item-to-item contribution decides; where there is none, the history item whose
-        ALS factors are closest does.
+        ALS factors are closest does. Read from the history's rows (``gathered`` when the
+        caller has them already) or the chosen items' columns, whichever is shorter.
         """
         if not len(history) or not chosen:
             return [-1] * len(chosen)
         columns = np.asarray(chosen)
-        best_owner = self._best_owners(history, weights, columns) if self.incoming is not None else None
+        best_owner = None
+        if gathered is None and self.incoming is not None and self._columns_shorter(history, columns):
+            best_owner = self._best_owners(history, weights, columns)
         if best_owner is None:
-            best_owner = self._best_owners_by_rows(history, weights, columns)
+            best_owner = self._best_owners_by_rows(history, weights, columns, gathered)
         closest = None
         if self.als is not None and len(best_owner) < len(chosen):
             factors = self.als.item_factors_
@@ -150,10 +218,19 @@ class Ranker:
             reasons.append(int(history[owner]) if owner is not None else -1)
         return reasons
 
+    def _columns_shorter(self, history: NDArray[np.int64], columns: NDArray[np.int64]) -> bool:
+        """Whether the chosen items' columns hold fewer entries than the history's rows."""
+        assert self.incoming is not None
+        rows = self.matrix.indptr[history + 1] - self.matrix.indptr[history]
+        incoming = self.incoming.indptr[columns + 1] - self.incoming.indptr[columns]
+        return int(incoming.sum()) < int(rows.sum())
+
     def _best_owners_by_rows(self, history: NDArray[np.int64], weights: NDArray[np.float64],
-                             columns: NDArray[np.int64]) -> dict[int, int]:
+                             columns: NDArray[np.int64],
+                             gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
+                             ) -> dict[int, int]:
         """Chosen item -> the history position contributing most, from the history's rows."""
-        owners, neighbours, contributions = self.contributions(history, weights)
+        owners, neighbours, contributions = gathered if gathered is not None else self.contributions(history, weights)
         relevant = np.isin(neighbours, columns) & (contributions > 0)
         owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
         if not len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from ..activity import Event
 from ..algorithms.als import ALS
 from ..algorithms.neighbours import row_blocks, table_matrix
-from ..bundle import ModelBundle, PersonalLists
+from ..bundle import ModelBundle, NeighbourArrays, PersonalLists
 from ..data.idmap import IdMap
 from ..errors import ArtifactError
 from ..server import responses
@@ -45,8 +45,10 @@ class RecommendationService:
             self.items, self.names, self.prices = self.catalog.items, self.catalog.names, self.catalog.prices
             self.users = IdMap(bundle.user_ids)
             self.user_items = bundle.user_items.matrix((len(self.users), len(self.items)))
-            self.tables = {name: bundle.tables[name] for name in ("also_bought", "bought_together")
-                           if name in bundle.tables}
+            # Plain ndarray views of the memory-mapped arrays (the same shared pages): numpy's
+            # memmap subclass adds microseconds to every indexing, dozens of times per request.
+            self.tables = {name: NeighbourArrays(*map(np.asarray, bundle.tables[name].to_dict().values()))
+                           for name in ("also_bought", "bought_together") if name in bundle.tables}
             if not self.tables:
                 raise ValueError("model has no item-to-item component")
             if any(table.ids.shape[0] != len(self.items) for table in bundle.tables.values()):
@@ -58,7 +60,8 @@ class RecommendationService:
                                if bundle.personal_matrix is not None else table_matrix(personal.ids, personal.scores))
             als = None
             if "als" in components:
-                als = ALS.from_arrays({"user_factors": bundle.als_user_factors, "item_factors": bundle.als_item_factors},
+                als = ALS.from_arrays({"user_factors": np.asarray(bundle.als_user_factors),
+                                       "item_factors": np.asarray(bundle.als_item_factors)},
                                       **{k: components["als"][k] for k in ("regularization", "alpha")})
                 als.gram()
             blend = bundle.blend
@@ -67,7 +70,7 @@ class RecommendationService:
             incoming = (bundle.personal_incoming.matrix((len(self.items), len(self.items)))
                         if bundle.personal_incoming is not None else None)
             self.ranker = Ranker(self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming)
-            self.lists = bundle.lists
+            self.lists = None if bundle.lists is None else PersonalLists(*map(np.asarray, bundle.lists.to_dict().values()))
             if self.lists is not None and self.lists.items.shape[0] != len(self.users):
                 raise ValueError("personal lists do not match the customer list")
         except (KeyError, TypeError, ValueError) as exc:
