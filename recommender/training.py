@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import asdict
@@ -119,7 +120,8 @@ def run(config: TrainConfig) -> Path:
         from .serving.service import RecommendationService
 
         lists_started = time.perf_counter()
-        bundle.lists = RecommendationService(bundle).precompute_lists(config.personal_list_depth)
+        jobs = config.num_threads or os.cpu_count() or 1
+        bundle.lists = RecommendationService(bundle).precompute_lists(config.personal_list_depth, jobs)
         bundle.manifest["components"]["personal_lists"] = {
             "depth": bundle.lists.depth, "seconds": round(time.perf_counter() - lists_started, 2)}
     return save_version(config, bundle, evaluation, current_version, started)

@@ -106,14 +106,20 @@ def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
     n = min(n, scores.shape[1])
     if n == 0:
         return np.empty((len(scores), 0), dtype=np.int64)
-    kept = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    threshold = np.take_along_axis(scores, kept, axis=1).min(axis=1, keepdims=True)
+    # Each row's n-th largest score: a partition of the values (no index array to move).
+    columns = scores.shape[1]
+    threshold = np.partition(scores, columns - n, axis=1)[:, columns - n:columns - n + 1]
     above = scores > threshold
     at = scores == threshold
-    # Of the items tied at the cut, the lowest indices fill the places left.
     places = n - above.sum(axis=1, keepdims=True)
-    chosen = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= places))
-    best = np.flatnonzero(chosen).reshape(len(scores), n) % scores.shape[1]
+    chosen = above | at
+    # Of the items tied at the cut, the lowest indices fill the places left (rows with more
+    # tied items than places only: counting along a row is a pass of its own).
+    crowded = np.flatnonzero(at.sum(axis=1, keepdims=True) > places)
+    if len(crowded):
+        chosen[crowded] = above[crowded] | (at[crowded] & (np.cumsum(at[crowded], axis=1, dtype=np.int32)
+                                                           <= places[crowded]))
+    best = np.flatnonzero(chosen).reshape(len(scores), n) % columns
     best_scores = np.take_along_axis(scores, best, axis=1)
     order = np.lexsort((best, -best_scores), axis=1)
     return np.take_along_axis(best, order, axis=1).astype(np.int64)

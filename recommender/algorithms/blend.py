@@ -36,12 +36,24 @@ def blend_scores(
     for position, (part, weight) in enumerate(((item_scores, item_weight), (als_scores, als_weight))):
         if part is None or weight == 0:
             continue
-        part = np.asarray(part, dtype=np.float64)
-        scale = np.abs(part).max(axis=-1, keepdims=True) if scales is None else np.float64(scales[position])
-        scaled = np.divide(part, scale, out=np.zeros_like(part), where=scale > 0)
-        total = weight * scaled if total is None else total + weight * scaled
+        # One float64 copy per part, then in place: a batch of rows is large, and every
+        # temporary is another pass over it. (max of |x| without the |x| array.)
+        scaled = np.array(part, dtype=np.float64)
+        if scales is None:
+            scale = np.maximum(scaled.max(axis=-1, keepdims=True), -scaled.min(axis=-1, keepdims=True))
+        else:
+            scale = np.full((1,) * scaled.ndim, scales[position], dtype=np.float64)
+        empty = scale <= 0  # every value is 0 there (or no part's scale is known): the part adds 0
+        np.divide(scaled, np.where(empty, 1.0, scale), out=scaled)
+        if empty.any():
+            scaled[np.broadcast_to(empty, scaled.shape)] = 0.0
+        scaled *= weight
+        if total is None:
+            total = scaled
+        else:
+            total += scaled
     if total is None:
         return None
     if trend is not None and trend_weight:
-        total = total + trend_weight * np.asarray(trend, dtype=np.float64)
+        total += trend_weight * np.asarray(trend, dtype=np.float64)
     return total

@@ -238,20 +238,26 @@ class RecommendationService:
                 "training_seconds": manifest.get("training_seconds"), "evaluation": manifest.get("evaluation", {}),
                 "blend": manifest.get("blend", {})}
 
-    def precompute_lists(self, depth: int) -> PersonalLists:
+    def precompute_lists(self, depth: int, jobs: int = 1) -> PersonalLists:
         """Every known customer's best ``depth`` candidates, ranked exactly as ``for_user``
         ranks them (``Ranker.batch_with_strategy``), in blocks of customers whose dense scores
-        stay bounded (``algorithms.neighbours.row_blocks``)."""
+        stay bounded (``algorithms.neighbours.row_blocks``), ``jobs`` blocks at a time (threads:
+        numpy and BLAS release the GIL for the heavy part; each block writes its own rows)."""
+        from joblib import Parallel, delayed
+
         n_users, depth = len(self.users), min(depth, len(self.items))
         items = np.full((n_users, depth), -1, dtype=np.int32)
         scores = np.zeros((n_users, depth), dtype=np.float32)
         strategy = np.zeros(n_users, dtype=np.int8)
         blocks = row_blocks(n_users, len(self.items))
-        for start in blocks:
+
+        def fill(start: int) -> None:
             rows = np.arange(start, min(start + blocks.step, n_users))
             best, best_scores, strategy[rows] = self._batch(rows, depth)
             items[rows] = best
             scores[rows] = np.where(best >= 0, best_scores, 0.0)
+
+        Parallel(n_jobs=jobs, prefer="threads")(delayed(fill)(start) for start in blocks)
         return PersonalLists(items, scores, strategy)
 
     # ----------------------------------------------------------------- internals
