@@ -33,9 +33,11 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): 
 KNN_LINE = re.compile(r"^(item-knn \((\w+)\)) \(K=(\d+)\) on (\d+) x (\d+): (\d+) items with neighbours, (\d+) pairs, ([\d.]+)s$")
 ALS_LINE = re.compile(r"^als \(.*\) on (\d+) x (\d+) \(nnz (\d+)\): ([\d.]+)s$")
 FINISHED = re.compile(r"^training finished in ([\d.]+)s")
+LISTS_LINE = re.compile(r"^personal lists: (\d+) customers x (\d+) items in ([\d.]+)s$")
 KNN_ROLES = ("also_bought (customers x items, K=50)", "bought_together (orders x items, K=50)",
              "personal (customers x items, K=100)")
-TARGET_RATIO, TARGET_PEAK_MIB = 1.5, 3 * 1024
+TARGET_RATIO = 1.5
+TARGET_PEAK_GIB = {"5M": 1.5, "20M": 3.0}
 
 
 def parse_training_log(stderr: list[tuple[float, str]], timeline: list[tuple[float, float]]) -> dict[str, Any]:
@@ -56,6 +58,8 @@ def parse_training_log(stderr: list[tuple[float, str]], timeline: list[tuple[flo
             knn_seen += 1
         elif (m := ALS_LINE.match(message)):
             steps["als"] = float(m.group(4))
+        elif (m := LISTS_LINE.match(message)):
+            steps["personal_lists"] = float(m.group(3))
         elif (m := FINISHED.match(message)):
             steps["training_finished"] = float(m.group(1))
         gap = (stamp - previous_stamp).total_seconds() if previous_stamp else arrived
@@ -101,6 +105,11 @@ def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | 
     if fits and ours_result.get("wall_seconds") and ours["time"]["returncode"] == 0:
         ratio = ours_result["wall_seconds"] / fits
         result["ratio_ours_wall_to_implicit_fits"] = round(ratio, 2)
+        if "personal_lists" in ours_result["steps"]:
+            # The lists score every customer against every item (serving's precomputed answers):
+            # work implicit's two fits do not do, shown apart so both figures are visible.
+            result["ratio_ours_wall_without_lists_to_implicit_fits"] = round(
+                (ours_result["wall_seconds"] - ours_result["steps"]["personal_lists"]) / fits, 2)
         result["ratio_ours_wall_to_implicit_wall"] = round(ours_result["wall_seconds"] / base_result["wall_seconds"], 2)
         steps = ours_result["steps"]
         if "als" in steps and base_result.get("als_fit_seconds"):
@@ -108,11 +117,12 @@ def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | 
         knn = steps.get(f"item-knn {KNN_ROLES[0]}")
         if knn and base_result.get("cosine_fit_seconds"):
             result["ratio_our_also_bought_knn_to_implicit_cosine_fit"] = round(knn / base_result["cosine_fit_seconds"], 2)
-        if size == "20M":
+        if size in TARGET_PEAK_GIB:
+            limit = TARGET_PEAK_GIB[size]
             result["targets"] = {
                 "ours_wall <= 1.5 x implicit fits": {"met": ratio <= TARGET_RATIO, "value": round(ratio, 2)},
-                "peak RSS < 3 GiB": {"met": ours_result["peak_rss_mib"] < TARGET_PEAK_MIB,
-                                     "value_mib": ours_result["peak_rss_mib"]},
+                f"peak RSS < {limit:g} GiB": {"met": ours_result["peak_rss_mib"] < limit * 1024,
+                                             "value_mib": ours_result["peak_rss_mib"]},
             }
     elif ours["time"]["returncode"] != 0:
         if ours["time"].get("stopped_for_memory_at_rss_mib"):

@@ -122,8 +122,10 @@ def run(config: TrainConfig) -> Path:
         lists_started = time.perf_counter()
         jobs = config.num_threads or os.cpu_count() or 1
         bundle.lists = RecommendationService(bundle).precompute_lists(config.personal_list_depth, jobs)
-        bundle.manifest["components"]["personal_lists"] = {
-            "depth": bundle.lists.depth, "seconds": round(time.perf_counter() - lists_started, 2)}
+        lists_seconds = time.perf_counter() - lists_started
+        bundle.manifest["components"]["personal_lists"] = {"depth": bundle.lists.depth, "seconds": round(lists_seconds, 2)}
+        logger.info("personal lists: %d customers x %d items in %.2fs", len(interactions.user_ids), bundle.lists.depth,
+                    lists_seconds)
     return save_version(config, bundle, evaluation, current_version, started)
 
 

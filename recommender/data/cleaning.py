@@ -111,24 +111,31 @@ def clean(
                                       index=frame.index)
 
     if "timestamp" in frame:
-        frame["timestamp"] = _parse_timestamps(frame["timestamp"])
+        frame["timestamp"] = per_value(frame["timestamp"], _parse_timestamps)
     if "quantity" in frame:
-        frame["quantity"] = pd.to_numeric(frame["quantity"], errors="coerce").astype("float64")
+        frame["quantity"] = per_value(frame["quantity"], _numbers).astype("float64")
     else:
         frame["quantity"] = 1.0
     if "price" in frame:
-        frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
+        frame["price"] = per_value(frame["price"], _numbers)
     limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(days=rules.future_tolerance_days)
+    # Each rule sees the rows no earlier rule removed; the frame itself is cut once, at the
+    # end, rather than copied at every rule that removes something.
+    alive = np.ones(len(frame), dtype=bool)
     for step in STEPS:
-        mask = _PANDAS_PREDICATES[step.reason](frame, rules, limit)
+        mask = _PANDAS_PREDICATES[step.reason](frame, rules, limit, alive)
         if mask is None:
             continue
+        mask = np.asarray(mask, dtype=bool) & alive
         count = int(mask.sum())
         if count:
             bucket = report.rejected if step.bucket == "rejected" else report.dropped
             bucket[step.reason] = bucket.get(step.reason, 0) + count
-            frame.drop(index=frame.index[np.asarray(mask, dtype=bool)], inplace=True)
-
+            alive &= ~mask
+    if not alive.all():
+        attrs = dict(frame.attrs)
+        frame = frame[alive]
+        frame.attrs.update(attrs)
     frame.reset_index(drop=True, inplace=True)
     report.rows_kept = len(frame)
     report.guest_rows = int(frame["user_id"].isna().sum())
@@ -157,20 +164,21 @@ def _excluded(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
     return excluded
 
 
-Predicate = Callable[[pd.DataFrame, CleaningRules, pd.Timestamp], "pd.Series | NDArray[np.bool_] | None"]
+Predicate = Callable[[pd.DataFrame, CleaningRules, pd.Timestamp, NDArray[np.bool_]],
+                     "pd.Series | NDArray[np.bool_] | None"]
 _PANDAS_PREDICATES: dict[str, Predicate] = {
-    "missing_item": lambda f, r, limit: f["item_id"].isna(),
-    "unparseable_timestamp": lambda f, r, limit: f["timestamp"].isna() if "timestamp" in f else None,
-    "future_timestamp": lambda f, r, limit: f["timestamp"] > limit if "timestamp" in f else None,
-    "unparseable_quantity": lambda f, r, limit: ~np.isfinite(f["quantity"]),
-    "missing_user_and_order": lambda f, r, limit: f["user_id"].isna() & f["order_id"].isna(),
-    "duplicate": lambda f, r, limit: _duplicated(f),
-    "excluded_item": lambda f, r, limit: _excluded(f, r),
-    "netted_out_by_return": lambda f, r, limit: _netted_out(f, r),
-    "return_or_cancellation": lambda f, r, limit: _is_return(f, r),
-    "non_positive_quantity": lambda f, r, limit: f["quantity"] <= 0,
-    "implausible_quantity": lambda f, r, limit: f["quantity"] > r.max_quantity,
-    "zero_or_negative_price": lambda f, r, limit: f["price"] <= 0 if r.drop_zero_price and "price" in f else None,
+    "missing_item": lambda f, r, limit, alive: f["item_id"].isna(),
+    "unparseable_timestamp": lambda f, r, limit, alive: f["timestamp"].isna() if "timestamp" in f else None,
+    "future_timestamp": lambda f, r, limit, alive: f["timestamp"] > limit if "timestamp" in f else None,
+    "unparseable_quantity": lambda f, r, limit, alive: ~np.isfinite(f["quantity"]),
+    "missing_user_and_order": lambda f, r, limit, alive: f["user_id"].isna() & f["order_id"].isna(),
+    "duplicate": lambda f, r, limit, alive: _duplicated(f),  # an earlier equal row is alive iff this one is
+    "excluded_item": lambda f, r, limit, alive: _excluded(f, r),
+    "netted_out_by_return": lambda f, r, limit, alive: _netted_out(f, r, alive),
+    "return_or_cancellation": lambda f, r, limit, alive: _is_return(f, r),
+    "non_positive_quantity": lambda f, r, limit, alive: f["quantity"] <= 0,
+    "implausible_quantity": lambda f, r, limit, alive: f["quantity"] > r.max_quantity,
+    "zero_or_negative_price": lambda f, r, limit, alive: f["price"] <= 0 if r.drop_zero_price and "price" in f else None,
 }
 if set(_PANDAS_PREDICATES) != {step.reason for step in STEPS}:
     raise ImportError("recommender.data.cleaning does not implement every rule of STEPS in pandas")
@@ -184,29 +192,54 @@ def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     return pd.Series(hashes).duplicated(keep="first").to_numpy()
 
 
-def _netted_out(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
+def _netted_out(frame: pd.DataFrame, rules: CleaningRules, alive: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Purchases that the same customer's returns of the item cancel in full.
 
     A customer who bought 6 and returned 6 did not want the item; one who bought 6 and
     returned 2 still did, so those purchases stay. Guest returns cannot be matched to a
-    buyer and are only removed themselves (``return_or_cancellation``).
+    buyer and are only removed themselves (``return_or_cancellation``). Only ``alive`` rows
+    (not removed by an earlier rule) count on either side.
     """
-    is_return = _is_return(frame, rules)
-    netted_out = pd.Series(False, index=frame.index)
-    known = frame["user_id"].notna()
+    is_return = np.asarray(_is_return(frame, rules), dtype=bool)
+    known = frame["user_id"].notna().to_numpy() & alive
+    netted_out = np.zeros(len(frame), dtype=bool)
     if not (is_return & known).any():
         return netted_out
-    keys = ["user_id", "item_id"]
-    returned = frame.loc[is_return & known].groupby(keys, observed=True)["quantity"].agg(
-        lambda q: q.abs().sum()
-    )
-    bought = frame.loc[~is_return & known].groupby(keys, observed=True)["quantity"].sum()
+    # One integer per (customer, item), from the two columns' category codes.
+    users = frame["user_id"].cat.codes.to_numpy().astype(np.int64)
+    items = frame["item_id"].cat.codes.to_numpy().astype(np.int64)
+    pair = users * (len(frame["item_id"].cat.categories) + 1) + items
+    quantity = frame["quantity"].to_numpy()
+    returns, purchases = is_return & known, ~is_return & known
+    returned = pd.Series(np.abs(quantity[returns])).groupby(pair[returns]).sum()
+    bought = pd.Series(quantity[purchases]).groupby(pair[purchases]).sum()
     fully_returned = returned.reindex(bought.index) >= bought  # NaN (no return) compares False
-    cancelled_pairs = fully_returned[fully_returned].index
+    cancelled_pairs = fully_returned.index[fully_returned.to_numpy()]
     if len(cancelled_pairs):
-        pairs = pd.MultiIndex.from_frame(frame[keys])
-        netted_out = pd.Series(pairs.isin(cancelled_pairs), index=frame.index) & ~is_return & known
+        netted_out = np.isin(pair, cancelled_pairs.to_numpy()) & purchases
     return netted_out
+
+
+def per_value(values: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``convert`` applied once per distinct value of a categorical column (to every value otherwise).
+
+    A log's quantities, prices and times repeat across millions of lines; parsing each
+    distinct text once and spreading the result by the integer codes is exact and cheap.
+    """
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return convert(values)
+    codes = values.cat.codes.to_numpy()
+    converted = convert(pd.Series(values.cat.categories, dtype=values.cat.categories.dtype))
+    if len(converted) == 0:
+        return convert(pd.Series([None] * len(values), index=values.index, dtype=object))
+    spread = converted.iloc[np.maximum(codes, 0)].reset_index(drop=True)
+    spread.index = values.index
+    missing = codes < 0
+    return spread.mask(missing) if missing.any() else spread
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce")
 
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:

@@ -7,14 +7,18 @@ Column names are matched by an explicit mapping, else by a preset: the generic n
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
 import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from ..config import FIELDS
 from ..errors import DataError
@@ -89,23 +93,33 @@ def read_log(
         frame = _read_baskets(path, head, encoding)
         logger.info("read %d basket lines from %s", len(frame), path)
         return frame
-    raw = _read_parquet(path) if format == "parquet" else _read_csv(path, head, encoding)
+    if format == "parquet":
+        available = _parquet_columns(path)
+    else:
+        available = _csv_header(path, head, encoding)[0]
+    preset, mapping = resolve_columns(available, preset, columns or {}, path)
+    # Only the mapped columns are read, each straight to integer codes over its distinct values.
+    wanted = list(dict.fromkeys(mapping.values()))
+    raw = _read_parquet(path, wanted) if format == "parquet" else _read_csv(path, head, encoding, wanted)
     if raw.empty:
         raise DataError(f"{path}: no rows (header only?)")
-    preset, mapping = resolve_columns(list(raw.columns), preset, columns or {}, path)
     frame = pd.DataFrame({field: raw[column] for field, column in mapping.items()})
+    del raw
     # A header line repeated inside the file (logs concatenated with their headers) is a row
     # whose values are the column names: not a purchase. Counted, then rejected by cleaning.
-    header_again = np.zeros(len(raw), dtype=bool)
+    header_again = np.zeros(len(frame), dtype=bool)
     if format != "parquet":  # typed columns cannot hold a header line
         header_again[:] = True
-        for column in mapping.values():
-            header_again &= (raw[column].astype(str).str.strip() == column).to_numpy()
-    frame.attrs["preset"] = preset
-    frame.attrs["repeated_header_rows"] = int(header_again.sum())
+        for field, column in mapping.items():
+            header_again &= _equals_text(frame[field], column)
+    frame.attrs.update(preset=preset, repeated_header_rows=int(header_again.sum()))
     if header_again.any():
+        attrs = dict(frame.attrs)
         frame = frame[~header_again]
-        frame.attrs.update(preset=preset, repeated_header_rows=int(header_again.sum()))
+        # The header's own words are no longer values of any line.
+        frame = frame.apply(lambda column: column.cat.remove_unused_categories()
+                            if isinstance(column.dtype, pd.CategoricalDtype) else column)
+        frame.attrs.update(attrs)
     for field in ID_FIELDS:
         if field in frame:
             frame[field] = to_id_strings(frame[field])
@@ -215,50 +229,158 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     return catalog.dropna(subset=["item_id"]).drop_duplicates("item_id", keep="last")
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
-    """Read Parquet with text columns dictionary-encoded (pandas categoricals), so millions of
-    lines do not become millions of Python strings."""
-    import pyarrow as pa
+def _parquet_columns(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
-        columns = {
-            name: column.dictionary_encode() if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-            else column
-            for name, column in zip(table.column_names, table.columns)
-        }
-        table = pa.table(columns)
-        del columns
-        # Hand each column's buffers to pandas as it is converted, and give Arrow's allocator's
-        # freed memory back, so the file is not held twice (Arrow's and pandas' copies).
-        frame = table.to_pandas(split_blocks=True, self_destruct=True)
-        del table
-        pa.default_memory_pool().release_unused()
-        return frame
+        return list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
 
 
-def _read_csv(path: Path, head: bytes, encoding: str) -> pd.DataFrame:
-    compression = "gzip" if head[:2] == _GZIP_MAGIC else None
+def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read Parquet with text columns read as dictionaries (pandas categoricals): a line holds
+    an integer code, and each distinct id is decoded once, so millions of lines never become
+    millions of Python strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        sample = _first_line(path, compression, encoding)
-        separator = max([",", ";", "\t", "|"], key=sample.count)
-        return pd.read_csv(
-            path, sep=separator, dtype=str, keep_default_na=False, na_values=[""],
-            compression=compression, encoding=encoding, encoding_errors="strict",
-        )
+        schema = pq.read_schema(path)
+        columns = list(schema.names) if columns is None else columns
+        text = [name for name in columns
+                if pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type)]
+        table = pq.read_table(path, columns=columns, read_dictionary=text)
+        return _to_pandas(table)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
+
+
+def _to_pandas(table: Any) -> pd.DataFrame:
+    """Hand each column's buffers to pandas as it is converted, and give Arrow's allocator's
+    freed memory back, so the file is not held twice (Arrow's and pandas' copies)."""
+    import pyarrow as pa
+
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    pa.default_memory_pool().release_unused()
+    return frame
+
+
+def _csv_header(path: Path, head: bytes, encoding: str) -> tuple[list[str], str]:
+    """The column names of a CSV file, as pandas would name them (duplicates get ``.1``, ...),
+    and its separator: whichever of ``, ; tab |`` the header line has most of."""
+    try:
+        first = _first_line(path, "gzip" if head[:2] == _GZIP_MAGIC else None, encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid {encoding} text at byte {exc.start}; pass --encoding (e.g. latin-1)"
-        ) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file has no columns") from None
-    except (pd.errors.ParserError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: not valid {encoding} text at byte {exc.start}; pass --encoding (e.g. latin-1)") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read: {_first_line(exc)}") from None
+    first = first.removeprefix("\ufeff").rstrip("\r\n")
+    if not first.strip():
+        raise DataError(f"{path}: file has no columns")
+    separator = max([",", ";", "\t", "|"], key=first.count)
+    names = next(csv.reader([first], delimiter=separator))
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            while f"{name}.{seen[name]}" in seen:
+                seen[name] += 1
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        unique.append(name)
+    return unique, separator
+
+
+def _read_csv(path: Path, head: bytes, encoding: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read CSV with Arrow, every column as a dictionary of its text values (categorical).
+
+    As pandas' ``read_csv(dtype=str, keep_default_na=False, na_values=[""])`` reads it (short
+    lines padded with empty fields, a line with too many fields an error), values typed
+    later by ``clean`` from each column's distinct values, without a Python string per field.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    compression = "gzip" if head[:2] == _GZIP_MAGIC else None
+    names, separator = _csv_header(path, head, encoding)
+    columns = names if columns is None else columns
+    short_lines: list[str] = []
+    long_lines = [0]
+
+    def set_aside(row: Any) -> str:
+        # A line with fewer fields than the header is read as pandas reads it (the missing
+        # trailing fields empty): kept aside here and parsed below. One with more is skipped.
+        if row.actual_columns < row.expected_columns:
+            short_lines.append(row.text)
+        else:
+            long_lines[0] += 1
+        return "skip"
+
+    text_type = pa.dictionary(pa.int32(), pa.string())
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            table = pacsv.read_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=_arrow_encoding(encoding),
+                                               block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=set_aside,
+                                                 newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=columns, column_types={name: text_type for name in columns},
+                    null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
+            )
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "UTF-8" in str(exc):
+            raise DataError(
+                f"{path}: not valid {encoding} text at byte {_first_bad_byte(path, compression, encoding)}; "
+                "pass --encoding (e.g. latin-1)") from None
         raise DataError(
             f"{path}: cannot parse as CSV: {_first_line(exc)} (one basket per line? use --format baskets)"
         ) from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read: {_first_line(exc)}") from None
+    if long_lines[0]:
+        raise DataError(f"{path}: cannot parse as CSV: {long_lines[0]} lines have more than the {len(names)} fields "
+                        "of the header (one basket per line? use --format baskets)")
+    if short_lines:
+        position = {name: names.index(name) for name in columns}
+        padded = [row + [""] * (len(names) - len(row)) for row in csv.reader(short_lines, delimiter=separator)]
+        extra = pa.table({name: pa.array([row[position[name]] or None for row in padded], pa.string())
+                          .dictionary_encode() for name in columns})
+        table = pa.concat_tables([table, extra.cast(table.schema)], promote_options="permissive")
+    return _to_pandas(table)
+
+
+def _arrow_encoding(encoding: str) -> str:
+    """Arrow's name for an encoding: it only knows utf8 natively and transcodes the rest."""
+    return "utf8" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _first_bad_byte(path: Path, compression: str | None, encoding: str) -> int:
+    """Where a file stops being valid text (error path only: reads the file again)."""
+    opener = gzip.open if compression == "gzip" else open
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0
+    with opener(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return offset + exc.start
+            offset += len(block)
+    return offset
+
+
+def _equals_text(values: pd.Series, text: str) -> NDArray[np.bool_]:
+    """Rows whose value, stripped, is ``text``: compared once per distinct value of a categorical."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        matches = pd.Index(values.cat.categories.astype(str)).str.strip() == text
+        codes = values.cat.codes.to_numpy()
+        return np.where(codes >= 0, matches[np.maximum(codes, 0)], False) if len(matches) else np.zeros(len(codes), bool)
+    return (values.astype(str).str.strip() == text).to_numpy()
 
 
 def _first_line(source: object, compression: str | None = None, encoding: str = "utf-8") -> str:

@@ -65,29 +65,25 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     """
     item_codes, item_ids = _factorize_sorted(purchases["item_id"])
     n_items = len(item_ids)
+    times = (purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+             if "timestamp" in purchases and len(purchases) else None)
 
     known = purchases["user_id"].notna().to_numpy()
     user_codes, user_ids = _factorize_sorted(purchases["user_id"][known])
-    counts = sp.csr_matrix(
-        (np.ones(len(user_codes), dtype=np.float32), (user_codes, item_codes[known])),
-        shape=(len(user_ids), n_items),
-    )
-    counts.sum_duplicates()
+    user_cells = _cells(user_codes, item_codes[known], (len(user_ids), n_items))
+    counts = user_cells.matrix(np.bincount(user_cells.inverse, minlength=user_cells.nnz).astype(np.float32))
     user_items = _weight(counts, weighting)
 
     order_key = order_keys(purchases)
     has_order = order_key.notna().to_numpy()
     order_codes, order_values = pd.factorize(order_key[has_order])
-    order_items = sp.csr_matrix(
-        (np.ones(len(order_codes), dtype=np.float32), (order_codes, item_codes[has_order])),
-        shape=(len(order_values), n_items),
-    )
-    order_items.sum_duplicates()
-    order_items.data[:] = 1.0
+    del order_key
+    order_cells = _cells(order_codes, item_codes[has_order], (len(order_values), n_items))
+    order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
     if len(user_ids):
-        purchase_age = _purchase_age(purchases[known], user_codes, item_codes[known], counts.shape)
+        purchase_age = user_cells.matrix(_latest_age(times, known, user_cells))
     else:
-        purchase_age = _purchase_age(purchases[has_order], order_codes, item_codes[has_order], order_items.shape)
+        purchase_age = order_cells.matrix(_latest_age(times, has_order, order_cells))
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
         user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
@@ -95,12 +91,66 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, purchase_age)
 
 
+@dataclass
+class _Cells:
+    """The distinct (row, item) cells of a list of lines, in CSR order, and each line's cell."""
+
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int32]
+    inverse: NDArray[np.intp]
+    shape: tuple[int, int]
+
+    @property
+    def nnz(self) -> int:
+        return len(self.indices)
+
+    def matrix(self, data: NDArray[np.float32]) -> sp.csr_matrix:
+        return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+
+def _cells(row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]) -> _Cells:
+    """One sort of one 64-bit key per line (row * n_items + item) gives the cells in CSR order
+    and each line's cell, from which counts and latest purchases are reductions: no sparse
+    matrix of lines is built and summed, and no multi-key sort of the log is needed."""
+    key = row_codes.astype(np.int64) * shape[1] + item_codes
+    cells, inverse = np.unique(key, return_inverse=True)
+    del key
+    rows = cells // shape[1]
+    indices = (cells - rows * shape[1]).astype(np.int32)
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return _Cells(indptr, indices, inverse.ravel(), shape)
+
+
+def _latest_age(times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells) -> NDArray[np.float32]:
+    """Per cell, 1 + the age in days of its latest purchase, relative to the log's last one.
+
+    Stored plus one so that a purchase on the last day is not an explicit zero (which sparse
+    matrices drop); without timestamps every age is 0.
+    """
+    if times is None:
+        return np.ones(cells.nnz, dtype=np.float32)
+    chosen = times[lines]
+    ages = (chosen.max(initial=0) - chosen) / 86400.0
+    latest = np.full(cells.nnz, np.inf)
+    np.minimum.at(latest, cells.inverse, ages)
+    return (1.0 + latest).astype(np.float32)
+
+
 def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
     """Codes of the values and an IdMap of the distinct values in string order.
 
     String order (not a categorical's category order) so that the IdMap can look ids up by
-    binary search; the sort is over distinct values only.
+    binary search; the sort is over distinct values only (a categorical's used categories).
     """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)))
+        text = np.asarray(np.asarray(values.cat.categories[used]).astype(str), dtype=np.str_)
+        order = np.argsort(text, kind="stable")
+        rank = np.full(len(values.cat.categories), -1, dtype=np.intp)
+        rank[used[order]] = np.arange(len(order))
+        return rank[codes], IdMap(text[order])
     codes, uniques = pd.factorize(values)
     text = np.asarray(np.asarray(uniques).astype(str), dtype=np.str_)
     order = np.argsort(text, kind="stable")
@@ -133,12 +183,18 @@ def cap_history(user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_item
     ages.sort_indices()
     if not (np.array_equal(ages.indptr, items.indptr) and np.array_equal(ages.indices, items.indices)):
         raise ValueError("purchase_age must have the cells of user_items")
-    rows = np.repeat(np.arange(items.shape[0]), lengths)
-    order = np.lexsort((items.indices, ages.data, rows))
-    rank = np.arange(len(order)) - items.indptr[rows[order]]
-    keep = np.zeros(items.nnz, dtype=bool)
+    # Only the cells of the few customers over the cap are sorted by recency.
+    long_rows = np.flatnonzero(lengths > max_items)
+    starts, stops = items.indptr[long_rows], items.indptr[long_rows + 1]
+    cells = np.concatenate([np.arange(start, stop) for start, stop in zip(starts, stops)])
+    rows = np.repeat(long_rows, lengths[long_rows])
+    order = cells[np.lexsort((items.indices[cells], ages.data[cells], rows))]
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(lengths[long_rows]) - lengths[long_rows], lengths[long_rows])
+    keep = np.ones(items.nnz, dtype=bool)
+    keep[cells] = False
     keep[order[rank < max_items]] = True
-    capped = sp.csr_matrix((items.data[keep], (rows[keep], items.indices[keep])), shape=items.shape)
+    all_rows = np.repeat(np.arange(items.shape[0]), lengths)
+    capped = sp.csr_matrix((items.data[keep], (all_rows[keep], items.indices[keep])), shape=items.shape)
     logger.info("history cap %d: %d of %d customers cut, %d of %d cells kept", max_items,
                 int((lengths > max_items).sum()), items.shape[0], capped.nnz, items.nnz)
     return capped
@@ -149,26 +205,6 @@ def trending_weights(purchase_age: sp.csr_matrix, half_life_days: float) -> sp.c
     weights = purchase_age.copy()
     weights.data = np.power(0.5, (weights.data - 1.0) / half_life_days).astype(np.float32)
     return weights
-
-
-def _purchase_age(
-    rows: pd.DataFrame, row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]
-) -> sp.csr_matrix:
-    """Per (row, item), 1 + the age in days of the latest purchase, relative to the log's last one.
-
-    Stored plus one so that a purchase on the last day is not an explicit zero (which sparse
-    matrices drop); without timestamps every age is 0.
-    """
-    if "timestamp" in rows and len(rows):
-        times = rows["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
-        ages = (times.max() - times) / 86400.0
-    else:
-        ages = np.zeros(len(rows))
-    # Repeat purchases of an item by one customer count once, at their latest (smallest) age.
-    order = np.lexsort((-ages, item_codes, row_codes))
-    last = np.r_[np.diff(row_codes[order]) != 0, True] | np.r_[np.diff(item_codes[order]) != 0, True]
-    keep = order[last]
-    return sp.csr_matrix(((1.0 + ages[keep]).astype(np.float32), (row_codes[keep], item_codes[keep])), shape=shape)
 
 
 def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
