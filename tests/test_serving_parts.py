@@ -254,3 +254,32 @@ def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
         assert (fast.items, fast.scores, fast.sources, fast.reasons, fast.strategy) == (
             slow.items, slow.scores, slow.sources, slow.reasons, slow.strategy), case
     assert pruned_requests > 150
+
+
+def test_blend_rows_equals_blend_scores_on_dense_rows_bit_for_bit() -> None:
+    """The batch blend (sparse item part) must score exactly as the per-request blend, or a
+    precomputed list could rank differently from the scored answer."""
+    import scipy.sparse as sp
+
+    from recommender.algorithms.blend import blend_rows, blend_scores
+
+    rng = np.random.default_rng(7)
+    compared = 0
+    for trial in range(300):
+        n, m = int(rng.integers(1, 10)), int(rng.integers(1, 25))
+        item = sp.random(n, m, density=float(rng.random()), format="csr", random_state=trial, dtype=np.float32)
+        if rng.random() < 0.3:
+            item.data *= -1
+        als = rng.standard_normal((n, m)).astype(np.float32) if rng.random() < 0.8 else None
+        if als is not None and rng.random() < 0.2:
+            als[0] = 0.0
+        trend = rng.random(m) if rng.random() < 0.8 else None
+        als_weight, trend_weight = float(rng.choice([0.0, 0.25, 1.0])), float(rng.choice([0.0, 0.1]))
+        item_weight = None if rng.random() < 0.7 else float(rng.choice([0.0, 0.5]))
+        dense = blend_scores(item.toarray(), als, trend, als_weight, trend_weight, item_weight)
+        batch = blend_rows(item, als, trend, als_weight, trend_weight, item_weight)
+        assert (dense is None) == (batch is None)
+        if dense is not None:
+            assert np.array_equal(dense, batch)
+            compared += 1
+    assert compared > 150

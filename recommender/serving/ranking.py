@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ..algorithms.als import ALS
 from ..algorithms.base import top_n, top_n_rows
-from ..algorithms.blend import blend_scores
+from ..algorithms.blend import blend_rows, blend_scores
 from ..activity import Event
 from ..data.idmap import IdMap
 from .catalog import Catalog, Filters
@@ -297,14 +297,16 @@ class Ranker:
                             ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         """``batch``, and for each row which parts had evidence (a key of ``STRATEGIES``; 0:
         ``rank`` answers with trending items)."""
-        item_scores = (rows @ self.matrix).toarray()
+        item_scores = (rows @ self.matrix).tocsr()  # sparse: blend_rows adds it where it is non-zero
         als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
-        has_knn = (item_scores != 0).any(axis=1)
+        evidence = item_scores.data != 0
+        has_knn = np.bincount(np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
+                              minlength=rows.shape[0]) > 0
         has_als = (np.zeros(rows.shape[0], dtype=bool) if als_scores is None or self.weights.als <= 0
                    else (np.asarray(user_factors) != 0).any(axis=1))
         strategy = (has_knn.astype(np.int8) + 2 * has_als.astype(np.int8))
-        scores = blend_scores(item_scores, als_scores, self.trend, self.weights.als, self.weights.trend,
-                              self.weights.item)
+        scores = blend_rows(item_scores, als_scores, self.trend, self.weights.als, self.weights.trend,
+                            self.weights.item)
         if scores is None:
             scores = np.tile(self.trend, (rows.shape[0], 1))
         scores[rows.nonzero()] = -np.inf
