@@ -13,11 +13,13 @@ ENGINE ?= local
 SPARK_MASTER ?=
 
 ACTIVITY_DB ?= var/activity.sqlite3
+ALERTS ?= exports/alerts.csv
+ALERTS_ARGS ?=
 SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser train evaluate nightly export serve serve-dev test bench bench-serve install-bench bench-spark clean
+.PHONY: run install install-spark install-browser train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -43,6 +45,13 @@ install-spark: $(VENV)/.installed-spark
 train: install $(if $(filter spark,$(ENGINE)),install-spark)
 	$(BIN)/python train.py --data '$(DATA)' --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' \
 		--engine '$(ENGINE)' $(if $(SPARK_MASTER),--spark-master '$(SPARK_MASTER)') $(TRAIN_ARGS)
+
+## Back-in-stock, price-drop and new-for-you alerts: to $(ALERTS) (.csv or .jsonl) and, with
+## smtp_host configured ([alerts] in RECO_CONFIG, or ALERTS_ARGS="--smtp-host ..."), by e-mail.
+alerts: install
+	mkdir -p "$$(dirname '$(ALERTS)')"
+	$(BIN)/python -m recommender alerts --models-dir '$(MODELS_DIR)' --activity-db '$(ACTIVITY_DB)' \
+		--out '$(ALERTS)' $(ALERTS_ARGS)
 
 ## Train and evaluate without promoting: the report is in the new version's report.html.
 evaluate: install

@@ -1,9 +1,10 @@
-"""``python -m recommender train|serve|nightly|export ...``: every command line in one place."""
+"""``python -m recommender train|serve|nightly|export|alerts ...``: every command line in one place."""
 import sys
 
-from .cli import export_main, nightly_main, serve_main, train_main
+from .cli import alerts_main, export_main, nightly_main, serve_main, train_main
 
-COMMANDS = {"train": train_main, "serve": serve_main, "nightly": nightly_main, "export": export_main}
+COMMANDS = {"train": train_main, "serve": serve_main, "nightly": nightly_main, "export": export_main,
+            "alerts": alerts_main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

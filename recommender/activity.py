@@ -43,6 +43,33 @@ CREATE TABLE IF NOT EXISTS wishlist (
     added_at REAL NOT NULL,
     PRIMARY KEY (user_id, item_id)
 );
+CREATE TABLE IF NOT EXISTS catalog_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL,
+    price REAL,
+    available INTEGER,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS catalog_changes_by_item ON catalog_changes (item_id, at);
+CREATE TABLE IF NOT EXISTS digests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'exported', 'refused')),
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS digests_by_user ON digests (user_id, created_at);
+CREATE TABLE IF NOT EXISTS alerts_delivered (
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    change_at REAL NOT NULL,
+    digest_id INTEGER NOT NULL REFERENCES digests (id),
+    PRIMARY KEY (user_id, item_id, reason, change_at)
+);
 """
 
 
@@ -54,6 +81,16 @@ class Event:
     item_id: str
     type: str
     timestamp: float
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    """An item's recorded price and availability from ``at`` on (None: never given)."""
+
+    item_id: str
+    price: float | None
+    available: bool | None
+    at: float
 
 
 class ActivityStore:
@@ -198,6 +235,8 @@ class ActivityStore:
         with self._transaction() as connection:
             events = connection.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             wished = connection.execute("DELETE FROM wishlist WHERE user_id = ?", (user_id,)).rowcount
+            connection.execute("DELETE FROM alerts_delivered WHERE user_id = ?", (user_id,))
+            connection.execute("DELETE FROM digests WHERE user_id = ?", (user_id,))
             connection.execute(
                 "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'forgotten', ?) "
                 "ON CONFLICT (user_id) DO UPDATE SET reason = 'forgotten', at = excluded.at",
@@ -228,6 +267,94 @@ class ActivityStore:
             "wishlist": [{"item_id": item, "added_at": at} for item, at in self.wishlist(user_id)],
             "suppression": self.suppression(user_id),
         }
+
+    # ------------------------------------------------------------ catalog history and alerts
+    def record_catalog(self, states: Iterable[tuple[str, float | None, bool | None]],
+                       now: float | None = None) -> int:
+        """Record items' ``(item_id, price, available)`` where either differs from the item's
+        latest recorded state (None: unchanged), in one transaction; returns how many changed.
+        The history is what the alert rules compare against (``CatalogChange``)."""
+        now = time.time() if now is None else now
+        changed = 0
+        with self._transaction() as connection:
+            for item_id, price, available in states:
+                row = connection.execute(
+                    "SELECT price, available FROM catalog_changes WHERE item_id = ? ORDER BY at DESC, id DESC LIMIT 1",
+                    (item_id,)).fetchone()
+                last_price, last_available = row if row else (None, None)
+                new_price = last_price if price is None else float(price)
+                new_available = last_available if available is None else int(bool(available))
+                if row is not None and new_price == last_price and new_available == last_available:
+                    continue
+                connection.execute("INSERT INTO catalog_changes (item_id, price, available, at) VALUES (?, ?, ?, ?)",
+                                   (item_id, new_price, new_available, now))
+                changed += 1
+        return changed
+
+    def catalog_history(self) -> dict[str, list[CatalogChange]]:
+        """Every item's recorded states, oldest first."""
+        history: dict[str, list[CatalogChange]] = {}
+        for item_id, price, available, at in self.connection.execute(
+                "SELECT item_id, price, available, at FROM catalog_changes ORDER BY item_id, at, id"):
+            history.setdefault(item_id, []).append(
+                CatalogChange(item_id, price, None if available is None else bool(available), at))
+        return history
+
+    def interest(self, since: float, user_id: str | None = None) -> list[tuple[str, str, str, float]]:
+        """``(user_id, item_id, kind, at)``: wish-list items (kind ``wishlist``, whenever added)
+        and items viewed or carted since ``since``, the latest time per kind; one customer or all."""
+        where, args = ("WHERE user_id = ?", (user_id,)) if user_id is not None else ("", ())
+        wished = self.connection.execute(
+            f"SELECT user_id, item_id, 'wishlist', added_at FROM wishlist {where}", args).fetchall()
+        events = self.connection.execute(
+            "SELECT user_id, item_id, type, MAX(ts) FROM events WHERE type IN ('view', 'cart') AND ts >= ?"
+            + (" AND user_id = ?" if user_id is not None else "") + " GROUP BY user_id, item_id, type",
+            (since, *args)).fetchall()
+        return [tuple(row) for row in wished + events]  # type: ignore[misc]
+
+    def delivered_alerts(self, user_id: str | None = None) -> set[tuple[str, str, str, float]]:
+        """``(user_id, item_id, reason, change_at)`` of every alert already in a digest."""
+        where, args = ("WHERE user_id = ?", (user_id,)) if user_id is not None else ("", ())
+        return {tuple(row) for row in self.connection.execute(  # type: ignore[misc]
+            f"SELECT user_id, item_id, reason, change_at FROM alerts_delivered {where}", args)}
+
+    def last_digest_at(self) -> dict[str, float]:
+        """Each customer's latest digest (sent, exported or being sent): the frequency cap's clock."""
+        return {user: at for user, at in self.connection.execute(
+            "SELECT user_id, MAX(created_at) FROM digests GROUP BY user_id")}
+
+    def open_digest(self, user_id: str, channel: str, message_id: str, body: str,
+                    alerts: Sequence[tuple[str, str, float]], now: float | None = None) -> int:
+        """Record a digest about to be delivered and its alerts, in one transaction, before the
+        delivery: from the commit on, a rerun neither builds these alerts again nor forgets the
+        digest (``pending_digests``). Returns its id."""
+        now = time.time() if now is None else now
+        status = "sending" if channel == "smtp" else "exported"
+        with self._transaction() as connection:
+            digest_id = int(connection.execute(
+                "INSERT INTO digests (user_id, channel, status, message_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, channel, status, message_id, body, now)).lastrowid or 0)
+            connection.executemany(
+                "INSERT OR IGNORE INTO alerts_delivered (user_id, item_id, reason, change_at, digest_id) "
+                "VALUES (?, ?, ?, ?, ?)", [(user_id, item, reason, at, digest_id) for item, reason, at in alerts])
+        return digest_id
+
+    def mark_sent(self, digest_id: int, now: float | None = None) -> None:
+        """The mail server accepted the digest."""
+        with self._transaction() as connection:
+            connection.execute("UPDATE digests SET status = 'sent', sent_at = ? WHERE id = ?",
+                               (time.time() if now is None else now, digest_id))
+
+    def mark_refused(self, digest_id: int) -> None:
+        """The mail server refused the recipient for good: not retried."""
+        with self._transaction() as connection:
+            connection.execute("UPDATE digests SET status = 'refused' WHERE id = ?", (digest_id,))
+
+    def pending_digests(self) -> list[tuple[int, str, str, str]]:
+        """``(id, user_id, message_id, body)`` of e-mail digests recorded but not confirmed sent
+        (a run stopped mid-delivery): the next run sends them first, with the same Message-ID."""
+        return self.connection.execute(
+            "SELECT id, user_id, message_id, body FROM digests WHERE status = 'sending' ORDER BY id").fetchall()
 
     def count_events(self) -> int:
         return int(self.connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])

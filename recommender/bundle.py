@@ -22,6 +22,8 @@ from .errors import ArtifactError
 # (orders) and the personal model the run chose.
 TABLES = ("also_bought", "bought_together", "personal")
 CATALOG_FIELDS = ("names", "prices", "categories", "available")
+# Written by versions that know them; older versions (and the Spark engine) go without.
+OPTIONAL_CATALOG_FIELDS = ("first_sold",)
 NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
 CSR_FIELDS = ("indptr", "indices", "data")
 LIST_FIELDS = ("items", "scores", "strategy")
@@ -158,7 +160,8 @@ class ModelBundle:
             return cls(
                 item_ids=arrays["item_ids"], user_ids=arrays["user_ids"],
                 user_items=CsrArrays(*(arrays[f"user_items.{f}"] for f in CSR_FIELDS)),
-                catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS},
+                catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS + OPTIONAL_CATALOG_FIELDS
+                         if f in CATALOG_FIELDS or f"catalog.{f}" in arrays},
                 tables=tables, trending=arrays["trending.popularity"],
                 manifest=manifest, personal_matrix=personal_matrix,
                 personal_incoming=(CsrArrays(*(arrays[f"personal.incoming.{f}"] for f in CSR_FIELDS))

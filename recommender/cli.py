@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ServeConfig, TrainConfig, load_config
+from .config import AlertsConfig, ServeConfig, TrainConfig, load_config
 from .errors import ConfigError, DataError, GateRefusedError, NightlyBusyError, RecommenderError
 
 logger = logging.getLogger("recommender")
@@ -46,6 +46,18 @@ TRAIN_HELP = {
     "spark_master": "Spark master URL (default: local[*], or what spark-submit set)",
     "spark_driver_memory": "driver memory when train.py starts Spark itself (spark-submit sets its own)",
     "spark_partitions": "Spark shuffle partitions (0 = 2 per core of the master)",
+}
+ALERTS_HELP = {
+    "rules": "alerts to find: back_in_stock,price_drop,new_for_you",
+    "price_drop": "price-drop alert when the price fell by at least this fraction since the interest",
+    "interest_days": "views and carts this recent count as interest (wish-list items always do)",
+    "new_days": "new-for-you: items first sold within this many days of the newest one",
+    "new_top": "new-for-you: ... that are among the customer's personal top N",
+    "cap_days": "at most one digest per customer per this many days",
+    "smtp_host": "mail server to send the digests through (none: file only)",
+    "smtp_password": "SMTP password (better: RECO_SMTP_PASSWORD in the environment)",
+    "sender": "From: address of the digests",
+    "unsubscribe_url": "unsubscribe link; {user_id} is replaced by the customer's id",
 }
 SERVE_HELP = {
     "models_dir": "directory with the 'current' model link",
@@ -88,7 +100,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         from .server import create_app, wsgi
 
         config = load_config(ServeConfig, args.config, _overrides(args))
-        app_config = dict(vars(config))
+        app_config: dict[str, Any] = {**vars(config), "alerts": vars(load_config(AlertsConfig, args.config))}
         if args.dev:
             wsgi.configure_request_log(config.request_log)
             create_app(app_config).run(host=config.host, port=config.port, debug=False, threaded=True)
@@ -145,6 +157,61 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     return _guarded(work, args.verbose)
 
 
+def alerts_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recommender alerts``: back-in-stock, price-drop and new-for-you alerts, to a
+    file for the shop's mail tool and/or by e-mail (``--smtp-host``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender alerts",
+        description="Find the alerts due (back in stock, price dropped, new for you) and deliver them: one digest "
+                    "per customer, by e-mail when smtp_host is set, and/or to --out (CSV, or JSON Lines for .jsonl).")
+    parser.add_argument("--out", help="alerts file for the shop's mail tool (.csv or .jsonl)")
+    parser.add_argument("--catalog", help="record this catalog file's prices and availability first (CSV/Parquet)")
+    _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
+    _add_config_options(parser, AlertsConfig, ALERTS_HELP, "alerts", common=False)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    _single_threaded_blas()
+
+    def work() -> None:
+        from . import alerts, artifacts
+        from .activity import ActivityStore
+        from .customers import read_customers
+        from .serving.service import RecommendationService
+
+        given = _overrides(args)
+        alert_fields = {spec.name for spec in dataclasses.fields(AlertsConfig)}
+        config = load_config(ServeConfig, args.config, {k: v for k, v in given.items()
+                                                        if k not in alert_fields and k not in ("out", "catalog")})
+        settings = load_config(AlertsConfig, args.config, {k: v for k, v in given.items() if k in alert_fields})
+        if not args.out and not settings.smtp_host:
+            raise ConfigError("out: give --out FILE and/or --smtp-host (nowhere to deliver the alerts)")
+        out = Path(args.out) if args.out else None
+        if out is not None and out.suffix not in (".csv", ".jsonl"):
+            raise ConfigError(f"out: {out.name} must end in .csv or .jsonl")
+        if args.catalog:
+            from .data.loading import read_catalog
+            from .training import record_catalog
+
+            record_catalog(config.activity_db, read_catalog(args.catalog))
+        customers = read_customers(config.customers_file)
+        store = ActivityStore(config.activity_db, config.history_limit, config.history_days)
+        store.create_schema()
+        try:
+            service = (RecommendationService(artifacts.load_current_bundle(config.models_dir))
+                       if artifacts.current_version(config.models_dir) else None)
+            excluded = customers.opted_out | frozenset(store.suppressed())
+            found = alerts.find_alerts(store, service, settings, excluded)
+            counts = alerts.deliver(found, store, settings, customers.emails, out)
+        finally:
+            store.close()
+        print(f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"
+              + (f" to {out}" if out else "") + (f" by e-mail via {settings.smtp_host}" if settings.smtp_host else "")
+              + f"; {counts['capped']} customers capped, {counts['no_address']} without an address, "
+              f"{counts['resent']} unconfirmed e-mails of an earlier run sent", file=sys.stderr)
+
+    return _guarded(work, args.verbose)
+
+
 def _single_threaded_blas() -> None:
     """One BLAS thread per serving thread: the server scales with gunicorn processes and
     threads, and a multithreaded BLAS under them (a matrix-vector product per request)
@@ -176,14 +243,15 @@ def _positive_int(name: str, raw: str) -> int:
 
 
 def _add_config_options(
-    parser: argparse.ArgumentParser, cls: type, help_texts: dict[str, str], section: str
+    parser: argparse.ArgumentParser, cls: type, help_texts: dict[str, str], section: str, common: bool = True
 ) -> None:
     """One ``--option`` per config field, so every setting can be given on the command line.
 
     Values stay strings here; ``load_config`` converts and validates them with the same
     messages as for files and environment variables.
     """
-    parser.add_argument("--config", help=f"TOML file with a [{section}] table")
+    if common:
+        parser.add_argument("--config", help=f"TOML file with a [{section}] table")
     for spec in dataclasses.fields(cls):
         flag = "--" + spec.name.replace("_", "-")
         default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
@@ -193,7 +261,8 @@ def _add_config_options(
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument(flag, dest=spec.name, default=None, metavar=spec.name.upper(), help=text)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    if common:
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

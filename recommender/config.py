@@ -1,7 +1,7 @@
 """Configuration: the one place that reads configuration files and the environment.
 
 Values are resolved in this order, later ones winning: the dataclass defaults, an optional
-TOML file (``[train]`` / ``[serve]`` tables), ``RECO_*`` environment variables (for example
+TOML file (``[train]`` / ``[serve]`` / ``[alerts]`` tables), ``RECO_*`` environment variables (for example
 ``RECO_MODELS_DIR``), then explicit overrides (command-line options, a test's mapping).
 Every value is validated once, here, and a bad one raises ``ConfigError`` naming it.
 """
@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import ConfigError
 
@@ -24,6 +24,7 @@ CONFIDENCES = ("binary", "log", "bm25")
 FORMATS = ("auto", "csv", "parquet", "baskets")
 ENGINES = ("local", "spark")
 PRESETS = ("auto", "generic", "online_retail")
+ALERT_RULES = ("back_in_stock", "price_drop", "new_for_you")
 FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name")
 
 # Codes that are not products in common shop exports (postage, fees, charity, adjustments).
@@ -224,7 +225,54 @@ class ServeConfig:
         return self
 
 
-ConfigT = TypeVar("ConfigT", TrainConfig, ServeConfig)
+@dataclass(frozen=True)
+class AlertsConfig:
+    """E-mail alerts (``python -m recommender alerts``; ``[alerts]`` in the config file): the
+    rules, which ``GET /v1/users/<id>/alerts`` applies too, and the delivery."""
+
+    SECTION: ClassVar[str] = "alerts"
+
+    # Which alerts to find: any of back_in_stock, price_drop, new_for_you.
+    rules: tuple[str, ...] = ("back_in_stock", "price_drop", "new_for_you")
+    # Rules: price dropped by at least this fraction since the customer wished for or viewed it.
+    price_drop: float = 0.10
+    # Viewed or carted items count as interest for this many days (wish-list items always do).
+    interest_days: float = 30.0
+    # "New for you": items first sold within this many days of the newest item's first sale ...
+    new_days: float = 30.0
+    # ... that are among the customer's personal top this many.
+    new_top: int = 20
+    # Delivery: at most one digest per customer per this many days.
+    cap_days: float = 7.0
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    sender: str = "shop@localhost"
+    shop_name: str = "Our shop"
+    # {user_id} is replaced by the customer's id (URL-quoted).
+    unsubscribe_url: str = "https://shop.example/unsubscribe?customer={user_id}"
+
+    def validate(self) -> AlertsConfig:
+        for rule in self.rules:
+            _choice("rules", rule, ALERT_RULES)
+        if not 0 < self.price_drop < 1:
+            raise ConfigError(f"price_drop: must be a fraction between 0 and 1, got {self.price_drop}")
+        for name in ("interest_days", "new_days"):
+            _positive(name, getattr(self, name))
+        if self.cap_days < 0:
+            raise ConfigError(f"cap_days: must not be negative, got {self.cap_days}")
+        _at_least("new_top", self.new_top, 1)
+        _at_least("smtp_port", self.smtp_port, 1)
+        if "{user_id}" not in self.unsubscribe_url:
+            raise ConfigError("unsubscribe_url: must contain {user_id}")
+        if "@" not in self.sender:
+            raise ConfigError(f"sender: not an e-mail address: {self.sender!r}")
+        return self
+
+
+ConfigT = TypeVar("ConfigT", TrainConfig, ServeConfig, AlertsConfig)
 
 
 def load_config(
@@ -237,7 +285,7 @@ def load_config(
 
     Parameters
     ----------
-    cls : TrainConfig or ServeConfig
+    cls : TrainConfig, ServeConfig or AlertsConfig
     config_file : path of a TOML file, optional; ``RECO_CONFIG`` names one when this is None.
     overrides : values that win over everything (command-line options); None values are ignored.
     environ : the environment to read (``os.environ`` by default; tests pass their own).
@@ -250,7 +298,7 @@ def load_config(
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
-    section = "train" if cls is TrainConfig else "serve"
+    section = getattr(cls, "SECTION", None) or ("train" if cls is TrainConfig else "serve")
     if config_file:
         values.update(_read_toml(Path(config_file), section))
     names = {f.name for f in dataclasses.fields(cls)}

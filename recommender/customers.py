@@ -1,7 +1,8 @@
 """The optional customers file: names to greet customers by, and who opted out.
 
-CSV with ``id`` (or ``user_id``, ``customer_id``) and ``name``, and optionally ``opted_out``
-(true/false): an opted-out customer gets no personal recommendations and no export rows.
+CSV with ``id`` (or ``user_id``, ``customer_id``) and ``name``, and optionally ``email`` (where
+alerts are sent) and ``opted_out`` (true/false): an opted-out customer gets no personal
+recommendations, no export rows and no e-mail.
 Read with the standard ``csv`` module (the server never imports pandas) and held in memory:
 a shop's customer list is small next to its purchase log.
 """
@@ -20,6 +21,7 @@ _TRUE = {"1", "true", "yes", "y"}
 class Customers:
     names: dict[str, str] = field(default_factory=dict)
     opted_out: frozenset[str] = frozenset()
+    emails: dict[str, str] = field(default_factory=dict)
 
 
 def read_customers(path: str | Path | None) -> Customers:
@@ -34,16 +36,18 @@ def read_customers(path: str | Path | None) -> Customers:
             id_field = next((f for f in ("id", "user_id", "customer_id") if f in fields), None)
             if id_field is None:
                 raise ConfigError(f"{path}: customers file needs an 'id' column, has {fields}")
-            names, opted_out = {}, set()
+            names, opted_out, emails = {}, set(), {}
             for row in reader:
                 customer = (row.get(id_field) or "").strip()
                 if not customer:
                     continue
                 if row.get("name"):
                     names[customer] = row["name"].strip()
+                if "@" in (row.get("email") or ""):
+                    emails[customer] = row["email"].strip()
                 if (row.get("opted_out") or "").strip().lower() in _TRUE:
                     opted_out.add(customer)
-            return Customers(names, frozenset(opted_out))
+            return Customers(names, frozenset(opted_out), emails)
     except FileNotFoundError:
         raise ConfigError(f"{path}: customers file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

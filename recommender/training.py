@@ -25,7 +25,7 @@ from .bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
 from .activity import ActivityStore
 from .algorithms import ItemKNN, Popular
 from .config import TrainConfig
-from .data.catalog import build_catalog
+from .data.catalog import build_catalog, first_sold
 from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
 from .data.matrix import binarize, build_interactions, cap_history, decayed, trending_weights
@@ -90,6 +90,9 @@ def run(config: TrainConfig) -> Path:
 
     catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
+    catalog["first_sold"] = first_sold(purchases, interactions.item_ids)
+    if catalog_override is not None:
+        record_catalog(config.activity_db, catalog_override)
     signature = data_signature(config)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
     bundle = fit_components(interactions, config, choice, catalog)
@@ -188,6 +191,24 @@ def cleaning_rules(config: TrainConfig, preset: str) -> CleaningRules:
         future_tolerance_days=config.future_tolerance_days,
         max_quantity=config.max_quantity,
     )
+
+
+def record_catalog(database: Path, catalog: pd.DataFrame) -> None:
+    """A catalog file's prices and availability, recorded in the activity store where they
+    differ from the last recorded state: the history the e-mail alerts compare against."""
+    store = ActivityStore(database)
+    try:
+        store.create_schema()
+        prices = catalog["price"] if "price" in catalog else [None] * len(catalog)
+        available = catalog["available"] if "available" in catalog else [None] * len(catalog)
+        changed = store.record_catalog(
+            (str(item), None if pd.isna(price) else float(price), None if pd.isna(flag) else bool(flag))
+            for item, price, flag in zip(catalog["item_id"], prices, available))
+    except sqlite3.Error as exc:
+        raise DataError(f"{database}: cannot record the catalog's prices: {exc}") from None
+    finally:
+        store.close()
+    logger.info("catalog: %d price or availability changes recorded in %s", changed, database)
 
 
 def forgotten_customers(config: TrainConfig) -> set[str]:

@@ -7,12 +7,14 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from recommender import training
+from recommender.activity import ActivityStore
 
 from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
 from test_personal_api import write_log
@@ -47,6 +49,11 @@ def server(tmp_path: Path):
     request = urllib.request.Request(base + "/v1/events", data=json.dumps({"events": events}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     urllib.request.urlopen(request).read()
+    # G4, carted just now, drops from 10.00 to 5.00: a price-drop alert for g1.
+    store = ActivityStore(tmp_path / "activity.sqlite3")
+    store.record_catalog([("G4", 10.0, True)], now=time.time() - 86400)
+    store.record_catalog([("G4", 5.0, None)], now=time.time() + 1)
+    store.close()
     yield base
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
@@ -88,6 +95,8 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
             assert page.text_content("#greeting") == "Hello, Ana"
             reasons = [h.text_content() for h in page.locator("#page-you-made h4").all()]
             assert reasons and all(reason.startswith("because you") for reason in reasons)
+            alerts = [item.text_content() for item in page.locator("#alerts li[data-item-id='G4']").all()]
+            assert any(text.startswith("price dropped: Garden G4 (G4) 5.00, was 10.00") for text in alerts), alerts
 
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)

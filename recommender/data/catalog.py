@@ -60,3 +60,23 @@ def build_catalog(
         "categories": np.asarray(categories.to_numpy(dtype=str), dtype=np.str_),
         "available": available.to_numpy(dtype=bool),
     }
+
+
+def first_sold(purchases: pd.DataFrame, item_ids: IdMap) -> NDArray[np.float64]:
+    """When each item (aligned with ``item_ids``) was first bought, in seconds since the epoch
+    (NaN without timestamps): what "new for you" alerts call new."""
+    if "timestamp" not in purchases or not len(purchases):
+        return np.full(len(item_ids), np.nan)
+    seconds = purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).astype(np.float64)
+    items = purchases["item_id"]
+    if isinstance(items.dtype, pd.CategoricalDtype):  # looked up once per distinct item
+        codes = items.cat.codes.to_numpy()
+        index = item_ids.indices(items.cat.categories.astype(str))[np.maximum(codes, 0)]
+        index[codes < 0] = -1
+    else:
+        index = item_ids.indices(items)
+    earliest = pd.Series(seconds).groupby(index).min()
+    out = np.full(len(item_ids), np.nan)
+    known = earliest.index.to_numpy() >= 0
+    out[earliest.index.to_numpy()[known]] = earliest.to_numpy()[known]
+    return out

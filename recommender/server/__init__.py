@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..config import ServeConfig, load_config
+from ..config import AlertsConfig, ServeConfig, load_config
 from ..customers import read_customers
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         ...); upper-case keys go to Flask's own config (``TESTING``).
     """
     test_config = dict(test_config or {})
+    # The alert rules (``[alerts]``, ``RECO_*``), for ``GET /v1/users/<id>/alerts``.
+    alerts_config = load_config(AlertsConfig, overrides=test_config.pop("alerts", None))
     serve_config = load_config(
         ServeConfig, overrides={key: value for key, value in test_config.items() if key.islower()}
     )
@@ -48,6 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         activity_half_life_hours=serve_config.activity_half_life_hours,
     )
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
+    app.extensions["recommender_alerts"] = alerts_config
 
     from . import (admin, errors, events, explorer, health, items, model, observability, openapi, privacy,
                    recommendations, stores, users)

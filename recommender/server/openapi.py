@@ -102,6 +102,9 @@ def document() -> dict[str, Any]:
                            "responses": _answers(None, 400, ok_status="204")},
             },
             "/v1/users/{user_id}/wishlist/recommendations": {"get": _recommend("from the wish list", user)},
+            "/v1/users/{user_id}/alerts": {"get": {
+                "summary": "current back-in-stock, price-drop and new-for-you alerts", "parameters": [user],
+                "responses": _answers({"type": "object", "required": ["user_id", "alerts"]}, 400)}},
             "/v1/recommendations": {"post": {
                 "summary": "from a list of items the shop holds",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -128,6 +131,13 @@ def document() -> dict[str, Any]:
                                                  "responses": _answers({"type": "object"}, 400, 401, 403)}},
             "/v1/admin/reload": {"post": {"summary": "load models/current now (admin)", "security": admin,
                                           "responses": _answers({"type": "object"}, 401, 403)}},
+            "/v1/admin/catalog/{item_id}": {"put": {
+                "summary": "record an item's new price and/or availability (admin)", "security": admin,
+                "parameters": [item],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "minProperties": 1, "additionalProperties": False,
+                    "properties": {"price": {"type": "number", "minimum": 0}, "available": {"type": "boolean"}}}}}},
+                "responses": _answers({"type": "object"}, 400, 401, 403)}},
         },
     }
 

@@ -32,6 +32,25 @@ def recommendations(user_id: str) -> Response:
     return respond({"user_id": user_id, **response})
 
 
+@bp.get("/<user_id>/alerts")
+def alerts(user_id: str) -> Response:
+    """The customer's current alerts (back in stock, price dropped, new for you), as the
+    e-mail digest would hold them; ``emailed`` says whether one already went out by e-mail or
+    file. None for an opted-out or forgotten customer."""
+    from ..alerts import find_alerts
+
+    user_id = check_id("user_id", user_id)
+    if reason := personalisation_off(user_id):
+        return jsonify({"user_id": user_id, "alerts": [], "personalized": False, "reason": reason})
+    store = activity_store()
+    found = find_alerts(store, current_app.extensions["recommender"].get(),
+                        current_app.extensions["recommender_alerts"], frozenset(), user_id=user_id).get(user_id, [])
+    delivered = store.delivered_alerts(user_id)
+    return jsonify({"user_id": user_id, "personalized": True, "alerts": [
+        {**alert.to_dict(), "emailed": (user_id, alert.item_id, alert.reason, alert.change_at) in delivered}
+        for alert in found]})
+
+
 @bp.get("/<user_id>/wishlist")
 def wishlist(user_id: str) -> Response:
     user_id = check_id("user_id", user_id)

@@ -43,6 +43,9 @@ class RecommendationService:
         try:
             self.catalog = Catalog(bundle.item_ids, bundle.catalog)
             self.items, self.names, self.prices = self.catalog.items, self.catalog.names, self.catalog.prices
+            # When each item was first sold (seconds since the epoch; NaN unknown): "new for you".
+            self.first_sold = (None if bundle.catalog.get("first_sold") is None
+                               else np.asarray(bundle.catalog["first_sold"], dtype=np.float64))
             self.users = IdMap(bundle.user_ids)
             self.user_items = bundle.user_items.matrix((len(self.users), len(self.items)))
             # Plain ndarray views of the memory-mapped arrays (the same shared pages): numpy's

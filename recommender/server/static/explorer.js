@@ -82,8 +82,9 @@ function listEntry(entry) {
 
 async function showCustomer(userId) {
   const id = encodeURIComponent(userId);
-  const [history, personal, page] = await Promise.all([
+  const [history, personal, page, alerts] = await Promise.all([
     api(`/v1/users/${id}/history`), api(`/v1/users/${id}/recommendations?k=10`), api(`/v1/users/${id}/page-you-made?k=10`),
+    api(`/v1/users/${id}/alerts`),
   ]);
   $("customer-section").hidden = false;
   $("history").replaceChildren(...history.purchases.map(listEntry));
@@ -103,6 +104,15 @@ async function showCustomer(userId) {
     groups.append(block);
   }
   if (!page.groups.length) groups.append(text("p", `no recent activity (${page.fallback_reason || ""})`));
+  const reasons = { back_in_stock: "back in stock", price_drop: "price dropped", new_for_you: "new for you" };
+  $("alerts").replaceChildren(...alerts.alerts.map((alert) => {
+    const was = alert.previous_price ? `, was ${price(alert.previous_price)}` : "";
+    const node = text("li", `${reasons[alert.reason]}: ${alert.name || alert.item_id} (${alert.item_id}) ${price(alert.price)}${was}`);
+    node.dataset.itemId = alert.item_id;
+    node.append(text("div", `${alert.because}${alert.emailed ? " (e-mailed)" : ""}`, "because"));
+    return node;
+  }));
+  if (!alerts.alerts.length) $("alerts").append(text("li", alerts.reason ? `none (${alerts.reason})` : "none"));
   document.body.dataset.customer = userId;
 }
 
