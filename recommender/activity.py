@@ -291,11 +291,16 @@ class ActivityStore:
                 changed += 1
         return changed
 
-    def catalog_history(self) -> dict[str, list[CatalogChange]]:
-        """Every item's recorded states, oldest first."""
+    def catalog_history(self, items: Sequence[str] | None = None) -> dict[str, list[CatalogChange]]:
+        """Recorded states, oldest first, of every item or of ``items`` only (one customer's)."""
+        query = "SELECT item_id, price, available, at FROM catalog_changes"
+        args: tuple[str, ...] = ()
+        if items is not None:
+            items = sorted(set(items))[:10_000]
+            query += f" WHERE item_id IN ({','.join('?' * len(items))})"
+            args = tuple(items)
         history: dict[str, list[CatalogChange]] = {}
-        for item_id, price, available, at in self.connection.execute(
-                "SELECT item_id, price, available, at FROM catalog_changes ORDER BY item_id, at, id"):
+        for item_id, price, available, at in self.connection.execute(query + " ORDER BY item_id, at, id", args):
             history.setdefault(item_id, []).append(
                 CatalogChange(item_id, price, None if available is None else bool(available), at))
         return history

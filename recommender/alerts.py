@@ -81,9 +81,11 @@ def find_alerts(store: ActivityStore, service: Any, settings: AlertsConfig, excl
     now = time.time() if now is None else now
     if user_id is not None and user_id in excluded:
         return {}
-    history = store.catalog_history()
+    interest = store.interest(now - settings.interest_days * 86400, user_id)
+    # One customer's page reads the history of their items only; a run reads all of it once.
+    history = store.catalog_history([row[1] for row in interest] if user_id is not None else None)
     found: dict[tuple[str, str, str], Alert] = {}
-    for customer, item_id, kind, at in store.interest(now - settings.interest_days * 86400, user_id):
+    for customer, item_id, kind, at in interest:
         if customer in excluded:
             continue
         states = history.get(item_id)

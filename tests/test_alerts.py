@@ -282,3 +282,13 @@ def test_a_training_run_records_its_catalog_files_price_and_availability_changes
     history = store.catalog_history()
     assert [(s.price, s.available) for s in history["A"]] == [(2.0, True), (1.5, True)]
     assert [(s.price, s.available) for s in history["C"]] == [(3.5, False), (3.5, True)]
+
+
+def test_forgetting_a_customer_erases_their_digests_and_delivered_alerts(tmp_path: Path) -> None:
+    store = ActivityStore(tmp_path / "activity.sqlite3")
+    store.create_schema()
+    store.open_digest("u1", "file", "", "[]", [("C", "back_in_stock", T2)], now=T2)
+    store.open_digest("u2", "file", "", "[]", [("C", "back_in_stock", T2)], now=T2)
+    store.forget("u1")
+    assert store.delivered_alerts() == {("u2", "C", "back_in_stock", T2)}
+    assert set(store.last_digest_at()) == {"u2"}
