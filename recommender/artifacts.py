@@ -304,21 +304,21 @@ def _write_streamed(path: Path, name: str, streamed: StreamedArray) -> dict[str,
         raise ArtifactError(f"array {name!r}: object arrays cannot be saved without pickle")
     if not streamed.shape[0]:  # an empty file cannot be memory-mapped
         return _write_array(path, name, np.empty(streamed.shape, dtype=dtype))
-    target = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(streamed.shape))
-    try:
+    # Appended chunk by chunk through the page cache, not a writable memory map: mapped dirty
+    # pages would count in the process's resident memory until the whole array is written.
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_2_0(handle, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                      "fortran_order": False, "shape": tuple(streamed.shape)})
         filled = 0
         for chunk in streamed.chunks:
-            chunk = np.asarray(chunk, dtype=dtype)
-            if filled + len(chunk) > len(target) or chunk.shape[1:] != target.shape[1:]:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if filled + len(chunk) > streamed.shape[0] or chunk.shape[1:] != tuple(streamed.shape[1:]):
                 raise ArtifactError(f"array {name!r}: chunks do not fit the declared shape {streamed.shape}")
-            target[filled:filled + len(chunk)] = chunk
+            handle.write(memoryview(chunk).cast("B"))
             filled += len(chunk)
-        if filled != len(target):
-            raise ArtifactError(f"array {name!r}: chunks filled {filled} of {len(target)} rows")
-        target.flush()
-    finally:
-        del target
-    with open(path, "rb+") as handle:
+        if filled != streamed.shape[0]:
+            raise ArtifactError(f"array {name!r}: chunks filled {filled} of {streamed.shape[0]} rows")
+        handle.flush()
         os.fsync(handle.fileno())
     return {"sha256": _sha256(path), "shape": list(streamed.shape), "dtype": dtype.str,
             "bytes": path.stat().st_size}

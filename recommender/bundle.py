@@ -26,7 +26,7 @@ CATALOG_FIELDS = ("names", "prices", "categories", "available")
 OPTIONAL_CATALOG_FIELDS = ("first_sold",)
 NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
 CSR_FIELDS = ("indptr", "indices", "data")
-LIST_FIELDS = ("items", "scores", "strategy")
+LIST_FIELDS = ("packed", "strategy")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class CsrArrays:
         # Plain ndarray views of the same pages: indexing numpy's memmap subclass costs a few
         # microseconds more each time, and a request indexes these arrays dozens of times.
         matrix.data, matrix.indices, matrix.indptr = (np.asarray(a) for a in (self.data, self.indices, self.indptr))
+        if len(self.indices) < np.iinfo(np.int32).max:
+            # One index dtype: scipy converts mixed int32/int64 index arrays to int64 on every
+            # product, a copy of the whole matrix's indices per call (the precomputed lists make
+            # tens of thousands of products). The row pointers are the small array: copied once.
+            matrix.indptr = matrix.indptr.astype(np.int32)
         return matrix
 
     def to_dict(self) -> dict[str, NDArray[Any]]:
@@ -80,6 +85,10 @@ class PersonalLists:
     ``items`` (customers, depth) item indices best first, -1 padded; ``scores`` their blended
     scores; ``strategy`` per customer: 0 nothing personal (no list), 1 item-knn, 2 als, 3 blend.
     A row shorter than ``depth`` holds every item that could be recommended to that customer.
+
+    On disk (``LIST_FIELDS``): ``packed``, one int32 array (customers, 2, depth) holding the
+    items and the bits of the float32 scores, so that training writes it in one pass, block
+    by block (``StreamedLists``), and ``strategy``.
     """
 
     items: NDArray[np.int32]
@@ -90,8 +99,30 @@ class PersonalLists:
     def depth(self) -> int:
         return int(self.items.shape[1])
 
+    @classmethod
+    def from_packed(cls, packed: NDArray[np.int32], strategy: NDArray[np.int8]) -> PersonalLists:
+        """Views of the saved layout (no copy: a memory-mapped file stays mapped)."""
+        return cls(packed[:, 0, :], packed[:, 1, :].view(np.float32), strategy)
+
     def to_dict(self) -> dict[str, NDArray[Any]]:
-        return dict(zip(LIST_FIELDS, (self.items, self.scores, self.strategy)))
+        packed = np.empty((len(self.items), 2, self.depth), dtype=np.int32)
+        packed[:, 0] = self.items
+        packed[:, 1] = np.asarray(self.scores, dtype=np.float32).view(np.int32)
+        return dict(zip(LIST_FIELDS, (packed, self.strategy)))
+
+
+@dataclass(frozen=True)
+class StreamedLists:
+    """Lists computed while the version is written (``artifacts.StreamedArray`` chunks), so
+    that a million customers' lists are never held in memory: ``packed`` first, block by
+    block; ``strategy`` is complete once ``packed`` has been written, and written after it."""
+
+    packed: Any
+    strategy: Any
+    depth: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(zip(LIST_FIELDS, (self.packed, self.strategy)))
 
 
 @dataclass
@@ -115,7 +146,7 @@ class ModelBundle:
     als_user_factors: Any = None
     als_item_factors: NDArray[np.float32] | None = None
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
-    lists: PersonalLists | None = None
+    lists: PersonalLists | StreamedLists | None = None
 
     @property
     def version(self) -> str:
@@ -166,8 +197,7 @@ class ModelBundle:
                 manifest=manifest, personal_matrix=personal_matrix,
                 personal_incoming=(CsrArrays(*(arrays[f"personal.incoming.{f}"] for f in CSR_FIELDS))
                                    if "personal.incoming.data" in arrays else None),
-                lists=(PersonalLists(*(arrays[f"personal_lists.{f}"] for f in LIST_FIELDS))
-                       if "personal_lists.items" in arrays else None),
+                lists=_lists(arrays),
                 als_user_factors=arrays.get("als.user_factors"), als_item_factors=arrays.get("als.item_factors"),
                 predictions={name.removeprefix("evaluation."): array for name, array in arrays.items()
                              if name.startswith("evaluation.")},
@@ -188,6 +218,15 @@ def build_manifest(*, components: dict[str, Any], blend: dict[str, Any], params:
     if engine is not None:
         manifest = {"engine": engine, **manifest}
     return manifest
+
+
+def _lists(arrays: dict[str, NDArray[Any]]) -> PersonalLists | None:
+    if "personal_lists.packed" in arrays:
+        return PersonalLists.from_packed(arrays["personal_lists.packed"], arrays["personal_lists.strategy"])
+    if "personal_lists.items" in arrays:  # versions written before the packed layout
+        return PersonalLists(arrays["personal_lists.items"], arrays["personal_lists.scores"],
+                             arrays["personal_lists.strategy"])
+    return None
 
 
 def _prefixed(prefix: str, arrays: dict[str, Any]) -> dict[str, Any]:

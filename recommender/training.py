@@ -119,16 +119,23 @@ def run(config: TrainConfig) -> Path:
         libraries={name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
     )
     if config.personal_list_depth and has_customers:
-        # Ranked by the serving code itself, so that a list answers exactly as scoring would.
+        # Ranked by the serving code itself, so that a list answers exactly as scoring would;
+        # computed while the version is written, block by block, never whole in memory.
         from .serving.service import RecommendationService
 
-        lists_started = time.perf_counter()
+        lists_entry: dict[str, Any] = {}
+        bundle.manifest["components"]["personal_lists"] = lists_entry
+
+        def lists_done(seconds: float) -> None:
+            # Called while the version is written, before its manifest is: both figures include the lists.
+            lists_entry["seconds"] = round(seconds, 2)
+            bundle.manifest["training_seconds"] = round(time.perf_counter() - started, 3)
+            logger.info("personal lists: %d customers x %d items in %.2fs", len(interactions.user_ids),
+                        lists_entry["depth"], seconds)
+
         jobs = config.num_threads or os.cpu_count() or 1
-        bundle.lists = RecommendationService(bundle).precompute_lists(config.personal_list_depth, jobs)
-        lists_seconds = time.perf_counter() - lists_started
-        bundle.manifest["components"]["personal_lists"] = {"depth": bundle.lists.depth, "seconds": round(lists_seconds, 2)}
-        logger.info("personal lists: %d customers x %d items in %.2fs", len(interactions.user_ids), bundle.lists.depth,
-                    lists_seconds)
+        bundle.lists = RecommendationService(bundle).stream_lists(config.personal_list_depth, jobs, lists_done)
+        lists_entry["depth"] = bundle.lists.depth
     return save_version(config, bundle, evaluation, current_version, started)
 
 

@@ -95,7 +95,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
 class _Cells:
     """The distinct (row, item) cells of a list of lines, in CSR order, and each line's cell."""
 
-    indptr: NDArray[np.int64]
+    indptr: NDArray[np.integer]
     indices: NDArray[np.int32]
     inverse: NDArray[np.intp]
     shape: tuple[int, int]
@@ -117,7 +117,9 @@ def _cells(row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tup
     del key
     rows = cells // shape[1]
     indices = (cells - rows * shape[1]).astype(np.int32)
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    # int32 row pointers when they fit, as scipy makes them: mixed index dtypes make every
+    # later sparse product convert the whole matrix to int64.
+    indptr = np.zeros(shape[0] + 1, dtype=np.int32 if len(cells) < np.iinfo(np.int32).max else np.int64)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     return _Cells(indptr, indices, inverse.ravel(), shape)
 

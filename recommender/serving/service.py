@@ -11,7 +11,8 @@ run chose), ``popular`` (trending items, the fallback when nothing personal is k
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 from ..activity import Event
 from ..algorithms.als import ALS
 from ..algorithms.neighbours import row_blocks, table_matrix
-from ..bundle import ModelBundle, NeighbourArrays, PersonalLists
+from ..bundle import ModelBundle, NeighbourArrays, PersonalLists, StreamedLists
 from ..data.idmap import IdMap
 from ..errors import ArtifactError
 from ..server import responses
@@ -73,7 +74,9 @@ class RecommendationService:
             incoming = (bundle.personal_incoming.matrix((len(self.items), len(self.items)))
                         if bundle.personal_incoming is not None else None)
             self.ranker = Ranker(self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming)
-            self.lists = None if bundle.lists is None else PersonalLists(*map(np.asarray, bundle.lists.to_dict().values()))
+            lists = bundle.lists
+            self.lists = None if not isinstance(lists, PersonalLists) else PersonalLists(
+                np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy))
             if self.lists is not None and self.lists.items.shape[0] != len(self.users):
                 raise ValueError("personal lists do not match the customer list")
         except (KeyError, TypeError, ValueError) as exc:
@@ -242,26 +245,51 @@ class RecommendationService:
                 "blend": manifest.get("blend", {})}
 
     def precompute_lists(self, depth: int, jobs: int = 1) -> PersonalLists:
+        """Every known customer's best ``depth`` candidates, in memory (``stream_lists``)."""
+        streamed = self.stream_lists(depth, jobs)
+        blocks = list(streamed.packed.chunks)
+        packed = (np.concatenate(blocks) if blocks
+                  else np.empty((0, 2, streamed.depth), dtype=np.int32))
+        return PersonalLists.from_packed(packed, next(iter(streamed.strategy.chunks)))
+
+    def stream_lists(self, depth: int, jobs: int = 1,
+                     finished: Callable[[float], None] | None = None) -> StreamedLists:
         """Every known customer's best ``depth`` candidates, ranked exactly as ``for_user``
-        ranks them (``Ranker.batch_with_strategy``), in blocks of customers whose dense scores
-        stay bounded (``algorithms.neighbours.row_blocks``), ``jobs`` blocks at a time (threads:
-        numpy and BLAS release the GIL for the heavy part; each block writes its own rows)."""
+        ranks them (``Ranker.batch_with_strategy``), computed as the version is written: in
+        blocks of customers whose dense scores stay bounded (``algorithms.neighbours.row_blocks``),
+        ``jobs`` blocks at a time (threads: numpy and BLAS release the GIL for the heavy part),
+        each block handed to the writer in order and dropped. ``finished`` gets the seconds
+        the whole pass took."""
         from joblib import Parallel, delayed
 
+        from ..artifacts import StreamedArray
+
         n_users, depth = len(self.users), min(depth, len(self.items))
-        items = np.full((n_users, depth), -1, dtype=np.int32)
-        scores = np.zeros((n_users, depth), dtype=np.float32)
         strategy = np.zeros(n_users, dtype=np.int8)
         blocks = row_blocks(n_users, len(self.items))
 
-        def fill(start: int) -> None:
+        def block(start: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int8]]:
             rows = np.arange(start, min(start + blocks.step, n_users))
-            best, best_scores, strategy[rows] = self._batch(rows, depth)
-            items[rows] = best
-            scores[rows] = np.where(best >= 0, best_scores, 0.0)
+            best, best_scores, kinds = self._batch(rows, depth)
+            packed = np.empty((len(rows), 2, depth), dtype=np.int32)
+            packed[:, 0] = best
+            packed[:, 1] = np.where(best >= 0, best_scores, 0.0).astype(np.float32).view(np.int32)
+            return rows, packed, kinds
 
-        Parallel(n_jobs=jobs, prefer="threads")(delayed(fill)(start) for start in blocks)
-        return PersonalLists(items, scores, strategy)
+        def packed_blocks() -> Iterator[NDArray[np.int32]]:
+            started = time.perf_counter()
+            for rows, packed, kinds in Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(
+                    delayed(block)(start) for start in blocks):
+                strategy[rows] = kinds
+                yield packed
+            if finished is not None:
+                finished(time.perf_counter() - started)
+
+        def strategy_blocks() -> Iterator[NDArray[np.int8]]:
+            yield strategy
+
+        return StreamedLists(StreamedArray((n_users, 2, depth), np.int32, packed_blocks()),
+                             StreamedArray((n_users,), np.int8, strategy_blocks()), depth)
 
     # ----------------------------------------------------------------- internals
     def _from_list(self, user_idx: int, history: NDArray[np.int64], weights: NDArray[np.float64], k: int,
