@@ -69,20 +69,24 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
              if "timestamp" in purchases and len(purchases) else None)
 
     known = purchases["user_id"].notna().to_numpy()
-    user_codes, user_ids = _factorize_sorted(purchases["user_id"][known])
-    user_cells = _cells(user_codes, item_codes[known], (len(user_ids), n_items))
+    everyone = bool(known.all())  # the usual case: no copies of the per-line arrays
+    user_codes, user_ids = _factorize_sorted(purchases["user_id"] if everyone else purchases["user_id"][known])
+    user_cells = _cells(user_codes, item_codes if everyone else item_codes[known], (len(user_ids), n_items))
+    del user_codes
     counts = user_cells.matrix(np.bincount(user_cells.inverse, minlength=user_cells.nnz).astype(np.float32))
     user_items = _weight(counts, weighting)
+    purchase_age = user_cells.matrix(_latest_age(times, known, user_cells)) if len(user_ids) else None
+    del user_cells  # its per-line index goes before the orders' is built
 
     order_key = order_keys(purchases)
     has_order = order_key.notna().to_numpy()
-    order_codes, order_values = pd.factorize(order_key[has_order])
+    order_codes, order_values = pd.factorize(order_key if has_order.all() else order_key[has_order])
     del order_key
-    order_cells = _cells(order_codes, item_codes[has_order], (len(order_values), n_items))
+    order_cells = _cells(order_codes, item_codes if has_order.all() else item_codes[has_order],
+                         (len(order_values), n_items))
+    del order_codes
     order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
-    if len(user_ids):
-        purchase_age = user_cells.matrix(_latest_age(times, known, user_cells))
-    else:
+    if purchase_age is None:
         purchase_age = order_cells.matrix(_latest_age(times, has_order, order_cells))
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
@@ -132,11 +136,13 @@ def _latest_age(times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells
     """
     if times is None:
         return np.ones(cells.nnz, dtype=np.float32)
-    chosen = times[lines]
-    ages = (chosen.max(initial=0) - chosen) / 86400.0
-    latest = np.full(cells.nnz, np.inf)
-    np.minimum.at(latest, cells.inverse, ages)
-    return (1.0 + latest).astype(np.float32)
+    chosen = times if lines.all() else times[lines]
+    # The latest time per cell, then its age: the same float64 arithmetic as taking the
+    # smallest age per line, on one value per cell instead of one per line.
+    latest = np.full(cells.nnz, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, cells.inverse, chosen)
+    ages = (chosen.max(initial=0) - latest) / 86400.0
+    return (1.0 + ages).astype(np.float32)
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
@@ -150,8 +156,8 @@ def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
         used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)))
         text = np.asarray(np.asarray(values.cat.categories[used]).astype(str), dtype=np.str_)
         order = np.argsort(text, kind="stable")
-        rank = np.full(len(values.cat.categories), -1, dtype=np.intp)
-        rank[used[order]] = np.arange(len(order))
+        rank = np.full(len(values.cat.categories), -1, dtype=np.int32)
+        rank[used[order]] = np.arange(len(order), dtype=np.int32)
         return rank[codes], IdMap(text[order])
     codes, uniques = pd.factorize(values)
     text = np.asarray(np.asarray(uniques).astype(str), dtype=np.str_)
