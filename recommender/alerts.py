@@ -176,13 +176,15 @@ def _drop(alert: Alert) -> float:
 
 # ------------------------------------------------------------------------------ delivery
 def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: AlertsConfig, emails: dict[str, str],
-            out: Path | None = None, now: float | None = None) -> dict[str, int]:
+            out: Path | None = None, now: float | None = None,
+            excluded: frozenset[str] | set[str] = frozenset()) -> dict[str, int]:
     """Deliver the alerts: by e-mail when ``settings.smtp_host`` is set, to ``out`` (CSV, or
     JSON Lines for ``.jsonl``) for the shop's mail tool, or both. Returns counts.
 
     A customer whose last digest is younger than ``cap_days`` is skipped this run (their
     alerts stay pending); without SMTP a customer needs no address, with it one without an
-    address is skipped. Digests left unconfirmed by an interrupted run are sent first.
+    address is skipped. Digests left unconfirmed by an interrupted run are sent first, unless
+    their customer is now ``excluded`` (opted out, forgotten) or has no address.
     """
     now = time.time() if now is None else now
     counts = {"customers_with_alerts": len(alerts), "digests": 0, "alerts": 0, "capped": 0, "no_address": 0,
@@ -193,7 +195,10 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
     try:
         if smtp is not None:
             for digest_id, user_id, message_id, body in store.pending_digests():
-                counts["resent"] += _send(smtp, store, digest_id, body, settings, emails.get(user_id))
+                if user_id in excluded or user_id not in emails:
+                    store.mark_refused(digest_id)  # opted out (or no address) since: never sent
+                    continue
+                counts["resent"] += _send(smtp, store, digest_id, body, settings, emails[user_id])
         chosen: list[tuple[str, list[Alert]]] = []
         for user_id, user_alerts in alerts.items():
             fresh = [a for a in user_alerts if (a.user_id, a.item_id, a.reason, a.change_at) not in delivered]
@@ -284,12 +289,10 @@ def _connect(settings: AlertsConfig) -> smtplib.SMTP:
 
 
 def _send(smtp: smtplib.SMTP, store: ActivityStore, digest_id: int, body: str, settings: AlertsConfig,
-          address: str | None) -> bool:
+          address: str) -> bool:
     """Hand one recorded digest to the mail server and confirm it in the store. False when the
     server refuses this recipient for good (the digest is then marked, not retried); a lost
     connection raises, leaving the digest to the next run."""
-    if address is None:
-        return False
     try:
         smtp.sendmail(settings.sender, [address], body.encode("utf-8"))
     except smtplib.SMTPRecipientsRefused:

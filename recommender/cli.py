@@ -201,7 +201,7 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
                        if artifacts.current_version(config.models_dir) else None)
             excluded = customers.opted_out | frozenset(store.suppressed())
             found = alerts.find_alerts(store, service, settings, excluded)
-            counts = alerts.deliver(found, store, settings, customers.emails, out)
+            counts = alerts.deliver(found, store, settings, customers.emails, out, excluded=excluded)
         finally:
             store.close()
         print(f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"

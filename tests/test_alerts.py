@@ -292,3 +292,23 @@ def test_forgetting_a_customer_erases_their_digests_and_delivered_alerts(tmp_pat
     store.forget("u1")
     assert store.delivered_alerts() == {("u2", "C", "back_in_stock", T2)}
     assert set(store.last_digest_at()) == {"u2"}
+
+
+def test_an_unconfirmed_digest_is_not_resent_to_a_customer_who_opted_out_since(tmp_path: Path,
+                                                                               smtp_server: Any) -> None:
+    from recommender.alerts import Alert, deliver
+
+    store = ActivityStore(tmp_path / "activity.sqlite3")
+    store.create_schema()
+    inbox = Inbox()
+    settings = AlertsConfig(smtp_host="127.0.0.1", smtp_port=smtp_server(inbox))
+    emails = {"c1": "c1@example.com", "c2": "c2@example.com"}
+    for user in emails:  # recorded as "sending" by a run that then died
+        message = compose(user, emails[user], [Alert(user, "C", "back_in_stock", "Cherry", 3.5, None, T2, "x")],
+                          settings, now=T2)
+        store.open_digest(user, "smtp", str(message["Message-ID"]), message.as_string(), [("C", "back_in_stock", T2)])
+    counts = deliver({}, store, settings, emails, excluded=frozenset({"c1"}))
+    assert inbox.recipients() == {"c2@example.com": 1} and counts["resent"] == 1
+    assert store.pending_digests() == []
+    deliver({}, store, settings, emails)  # nothing left to resend, to anyone
+    assert inbox.recipients() == {"c2@example.com": 1}
