@@ -37,18 +37,7 @@ def blend_scores(
     for position, (part, weight) in enumerate(((item_scores, item_weight), (als_scores, als_weight))):
         if part is None or weight == 0:
             continue
-        # One float64 copy per part, then in place: a batch of rows is large, and every
-        # temporary is another pass over it. (max of |x| without the |x| array.)
-        scaled = np.array(part, dtype=np.float64)
-        if scales is None:
-            scale = np.maximum(scaled.max(axis=-1, keepdims=True), -scaled.min(axis=-1, keepdims=True))
-        else:
-            scale = np.full((1,) * scaled.ndim, scales[position], dtype=np.float64)
-        empty = scale <= 0  # every value is 0 there (or no part's scale is known): the part adds 0
-        np.divide(scaled, np.where(empty, 1.0, scale), out=scaled)
-        if empty.any():
-            scaled[np.broadcast_to(empty, scaled.shape)] = 0.0
-        scaled *= weight
+        scaled = _scaled(part, weight, None if scales is None else scales[position])
         if total is None:
             total = scaled
         else:
@@ -81,15 +70,7 @@ def blend_rows(
     if not use_item and not use_als:
         return None
     if use_als:
-        als = np.asarray(als_scores)
-        # max |x| per row, on the float32 values (exact in float64), without an |x| array.
-        scale = np.maximum(als.max(axis=-1, keepdims=True), -als.min(axis=-1, keepdims=True)).astype(np.float64)
-        empty = scale <= 0
-        total = np.empty(als.shape, dtype=np.float64)
-        np.divide(als, np.where(empty, 1.0, scale), out=total)
-        if empty.any():
-            total[np.broadcast_to(empty, total.shape)] = 0.0
-        total *= als_weight
+        total = _scaled(als_scores, als_weight)
     else:
         total = np.zeros(item_rows.shape, dtype=np.float64)  # type: ignore[union-attr]
     if use_item:
@@ -112,3 +93,24 @@ def blend_rows(
     if trend is not None and trend_weight:
         total += trend_weight * np.asarray(trend, dtype=np.float64)
     return total
+
+
+def _scaled(part: NDArray[np.floating], weight: float, scale: float | None = None) -> NDArray[np.float64]:
+    """``weight * part / scale`` in a new float64 array, ``scale`` each row's largest absolute
+    value unless given; a part whose scale is 0 (all zeros, or no known scale) adds 0.
+
+    The largest value is taken on the part as given (exact once in float64) and the division
+    writes float64 directly: one pass each and no |x| array, as a batch of rows is large.
+    """
+    part = np.asarray(part)
+    if scale is None:
+        peak = np.maximum(part.max(axis=-1, keepdims=True), -part.min(axis=-1, keepdims=True)).astype(np.float64)
+    else:
+        peak = np.full((1,) * part.ndim, scale, dtype=np.float64)
+    empty = peak <= 0
+    scaled = np.empty(part.shape, dtype=np.float64)
+    np.divide(part, np.where(empty, 1.0, peak), out=scaled)
+    if empty.any():
+        scaled[np.broadcast_to(empty, scaled.shape)] = 0.0
+    scaled *= weight
+    return scaled

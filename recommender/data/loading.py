@@ -93,14 +93,12 @@ def read_log(
         frame = _read_baskets(path, head, encoding)
         logger.info("read %d basket lines from %s", len(frame), path)
         return frame
-    if format == "parquet":
-        available = _parquet_columns(path)
-    else:
-        available = _csv_header(path, head, encoding)[0]
+    header = None if format == "parquet" else _csv_header(path, head, encoding)
+    available = _parquet_columns(path) if header is None else header[0]
     preset, mapping = resolve_columns(available, preset, columns or {}, path)
     # Only the mapped columns are read, each straight to integer codes over its distinct values.
     wanted = list(dict.fromkeys(mapping.values()))
-    raw = _read_parquet(path, wanted) if format == "parquet" else _read_csv(path, head, encoding, wanted)
+    raw = _read_parquet(path, wanted) if header is None else _read_csv(path, head, encoding, wanted, header)
     if raw.empty:
         raise DataError(f"{path}: no rows (header only?)")
     frame = pd.DataFrame({field: raw[column] for field, column in mapping.items()})
@@ -294,18 +292,20 @@ def _csv_header(path: Path, head: bytes, encoding: str) -> tuple[list[str], str]
     return unique, separator
 
 
-def _read_csv(path: Path, head: bytes, encoding: str, columns: list[str] | None = None) -> pd.DataFrame:
+def _read_csv(path: Path, head: bytes, encoding: str, columns: list[str] | None = None,
+              header: tuple[list[str], str] | None = None) -> pd.DataFrame:
     """Read CSV with Arrow, every column as a dictionary of its text values (categorical).
 
     As pandas' ``read_csv(dtype=str, keep_default_na=False, na_values=[""])`` reads it (short
     lines padded with empty fields, a line with too many fields an error), values typed
     later by ``clean`` from each column's distinct values, without a Python string per field.
+    ``header`` is ``_csv_header``'s answer when the caller has it already.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     compression = "gzip" if head[:2] == _GZIP_MAGIC else None
-    names, separator = _csv_header(path, head, encoding)
+    names, separator = header or _csv_header(path, head, encoding)
     columns = names if columns is None else columns
     short_lines: list[str] = []
     long_lines = [0]
