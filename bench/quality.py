@@ -17,7 +17,9 @@ Cases (``--cases``, default all):
     each customer's orders cut to a 21-day burst; a synthetic log of taste groups). Each
     customer's last order is held out, the rest trained; the model's answers are scored
     against the new items of that order, beside EASE alone and implicit's cosine kNN fitted
-    here on the same training lines (NDCG@10). The trainer's protocol choice is read from
+    here on the same training lines (NDCG@10). Targets and references keep the lines of the
+    ANCHORS.md reference cleaning (products only: postage, manual lines and carriage are not
+    something to recommend, and the trainer drops them). The trainer's protocol choice is read from
     ``GET /v1/model``.
 
 Every figure has a bootstrap 95% interval over customers (or baskets). Results go to
@@ -155,11 +157,18 @@ def reference_rankings(train_pairs: pd.DataFrame, users: list[str], k: int = 20)
 
 
 # ----------------------------------------------------------------------------- cases
+def reference_lines(lines: pd.DataFrame) -> pd.Series:
+    """The lines ANCHORS.md's reference cleaning keeps: sales (all-digit invoices, quantity and
+    price above 0) of products (stock codes of five digits and up to two letters: no postage,
+    manual lines or bank charges)."""
+    return (lines["InvoiceNo"].astype(str).str.fullmatch(r"\d+") & (lines["Quantity"] > 0) & (lines["UnitPrice"] > 0)
+            & lines["StockCode"].astype(str).str.fullmatch(r"\d{5}[A-Z]{0,2}"))
+
+
 def retail_reference(raw: pd.DataFrame) -> pd.DataFrame:
     """The reference cleaning of shared/ANCHORS.md."""
     data = raw[raw["CustomerID"].notna()].copy()
-    data = data[data["InvoiceNo"].astype(str).str.fullmatch(r"\d+") & (data["Quantity"] > 0) & (data["UnitPrice"] > 0)
-                & data["StockCode"].astype(str).str.fullmatch(r"\d{5}[A-Z]{0,2}")]
+    data = data[reference_lines(data)]
     data["user_id"] = data["CustomerID"].astype(int).astype(str)
     data["item_id"] = data["StockCode"].astype(str)
     return data
@@ -280,12 +289,10 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
     held_key = set(zip(last["CustomerID"], last["InvoiceNo"]))
     held = np.array([(c, o) in held_key for c, o in zip(frame["CustomerID"], frame["InvoiceNo"])])
     train_lines, test_lines = frame[~held], frame[held]
-    valid = ((train_lines["Quantity"] > 0) & train_lines["StockCode"].astype(str).str.fullmatch(r"[0-9A-Z]+")
-             & ~train_lines["InvoiceNo"].str.startswith("C"))
-    train_pairs = train_lines[valid][["CustomerID", "StockCode"]].astype(str).drop_duplicates()
+    train_pairs = train_lines[reference_lines(train_lines)][["CustomerID", "StockCode"]].astype(str).drop_duplicates()
     train_pairs.columns = ["user_id", "item_id"]
     bought = train_pairs.groupby("user_id")["item_id"].agg(set)
-    test_valid = test_lines[(test_lines["Quantity"] > 0) & ~test_lines["InvoiceNo"].str.startswith("C")]
+    test_valid = test_lines[reference_lines(test_lines)]
     targets = {}
     for user, items in test_valid.groupby("CustomerID")["StockCode"].agg(lambda s: set(map(str, s))).items():
         if user in bought.index:

@@ -209,9 +209,12 @@ def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -
     assert evaluation["validation"]["rule"].startswith("not tuned: the validation folds evaluate ")
     assert evaluation["validation"]["configurations_measured"] == 0
     shipped = artifacts.load(version).manifest["blend"]
+    # Its item-to-item part alone: no blend can be shown to beat its part on so few customers.
     default = model_selection.default_choice(400, config.evaluation_settings)
-    assert (shipped["item_model"], shipped["als_weight"], shipped["trend_weight"]) == (
-        default.item_model, default.als_weight, default.trend_weight)
+    assert default.als_weight > 0
+    assert (shipped["item_model"], shipped["item_params"]["l2"], shipped["als_weight"], shipped["trend_weight"]) == (
+        default.item_model, default.item_params["l2"], 0.0, 0.0)
+    assert "item-to-item part ships alone" in evaluation["validation"]["rule"]
     # The test fold still measures it against the baselines, on 300 customers' last orders.
     assert evaluation["protocol"]["customers_evaluated"] == 300
     assert "baseline: implicit cosine K=100" in evaluation["models"]
