@@ -71,22 +71,38 @@ def choose_protocol(purchases: pd.DataFrame, test_days: float = 30.0, validation
     """Apply the module's rule to a cleaned purchase log (``user_id`` NA for guest lines)."""
     customers = purchases[purchases["user_id"].notna()]
     if customers.empty:
-        return Protocol(RANDOM_HOLDOUT, "the log has no customer ids: baskets are held out")
+        return Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
     if "timestamp" not in purchases:
-        return Protocol(RANDOM_HOLDOUT, "the log has no timestamps: customers are held out at random")
+        return Protocol(RANDOM_HOLDOUT, NO_TIMESTAMPS)
     times = customers["timestamp"]
     if times.nunique() < 2:
-        return Protocol(RANDOM_HOLDOUT, "every purchase has the same timestamp: customers are held out at random")
+        return Protocol(RANDOM_HOLDOUT, ONE_TIMESTAMP)
     user_codes, _ = pd.factorize(customers["user_id"])
     time_codes = times.to_numpy(dtype="datetime64[s]").astype(np.int64)
     distinct = pd.DataFrame({"user": user_codes, "time": time_codes}).drop_duplicates()
     times_per_customer = np.bincount(distinct["user"].to_numpy())
     repeat = int((times_per_customer >= 2).sum())
-    stats: dict[str, Any] = {"customers": int(len(times_per_customer)), "repeat_customers": repeat}
-    if repeat < MIN_CUSTOMERS:
+    periods = None
+    if repeat >= MIN_CUSTOMERS:
+        periods = _period_coverage(customers, user_codes, time_codes, test_days, validation_periods + 1, repeat)
+    return decide(int(len(times_per_customer)), repeat, periods, test_days)
+
+
+NO_CUSTOMERS = "the log has no customer ids: baskets are held out"
+NO_TIMESTAMPS = "the log has no timestamps: customers are held out at random"
+ONE_TIMESTAMP = "every purchase has the same timestamp: customers are held out at random"
+
+
+def decide(customers: int, repeat: int, periods: list[dict[str, Any]] | None, test_days: float,
+           measure_both: bool = True) -> Protocol:
+    """Rules 2-4 of the module docstring, from the figures either engine computes: customers,
+    those who bought at two different times, and each period's evaluable customers and
+    coverage (``periods``, newest first; needed only when ``repeat >= MIN_CUSTOMERS``).
+    ``measure_both`` false: the rolling protocol is measured alone (the Spark engine)."""
+    stats: dict[str, Any] = {"customers": customers, "repeat_customers": repeat}
+    if repeat < MIN_CUSTOMERS or not periods:
         return Protocol(RANDOM_HOLDOUT, f"only {repeat} customers bought at two different times "
                                         f"(fewer than {MIN_CUSTOMERS}): customers are held out at random", stats=stats)
-    periods = _period_coverage(customers, user_codes, time_codes, test_days, validation_periods + 1, repeat)
     stats["periods"] = periods
     coverages = [period["coverage"] for period in periods]
     evaluable = [period["evaluable_customers"] for period in periods]
@@ -102,9 +118,12 @@ def choose_protocol(purchases: pd.DataFrame, test_days: float = 30.0, validation
         return Protocol(NEXT_PURCHASE, f"the last {test_days:g}-day periods cover the repeat customers too unevenly "
                                        f"({worst:.1%} to {best:.1%}): each customer's last order is held out instead",
                         stats=stats)
-    return Protocol(ROLLING, f"each of the last {len(periods)} {test_days:g}-day periods holds {worst:.0%} or more of "
-                             f"the {repeat} repeat customers: rolling time split, each customer's next purchase "
-                             "measured too", also=(NEXT_PURCHASE,), stats=stats)
+    reason = (f"each of the last {len(periods)} {test_days:g}-day periods holds {worst:.0%} or more of the {repeat} "
+              "repeat customers: rolling time split")
+    if not measure_both:
+        return Protocol(ROLLING, reason, stats=stats)
+    return Protocol(ROLLING, reason + ", each customer's next purchase measured too", also=(NEXT_PURCHASE,),
+                    stats=stats)
 
 
 def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes: np.ndarray, test_days: float,

@@ -2,12 +2,14 @@
 and model files the unchanged server loads. Spark runs in local mode (it needs Java 17)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from recommender import artifacts
 from recommender.algorithms import ItemKNN
 from recommender.config import TrainConfig
 from recommender.data.matrix import build_interactions, cap_history
+from recommender.protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING
 from recommender.training import load_purchases
 
 from conftest import PYTHON, ROOT, SHIPPED_LOG, TINY_LOG, make_app
@@ -145,6 +148,123 @@ def test_spark_als_ndcg_within_ten_percent_of_local_als(
     spark_ndcg = factor_metrics(fold, user_factors, item_factors, config)["ndcg"]
     assert local_ndcg > 0.08  # the local ALS itself is a working model on this split
     assert spark_ndcg >= 0.9 * local_ndcg, (spark_ndcg, local_ndcg)
+
+
+def _spark_lines(spark: object, log: pd.DataFrame) -> object:
+    """A cleaned log as the Spark evaluation reads it: integer customer and item indices."""
+    frame = pd.DataFrame({"row": pd.factorize(log["user_id"], sort=True)[0].astype(np.int32),
+                          "item": pd.factorize(log["item_id"], sort=True)[0].astype(np.int32),
+                          "order_id": log["order_id"].astype(str),
+                          "timestamp": log["timestamp"].astype("datetime64[us]")})
+    return spark.createDataFrame(frame)  # type: ignore[attr-defined]
+
+
+def _orders_log(customers: int, days: Callable[[int], Iterable[float]], seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [(f"c{c}", f"i{item}", pd.Timestamp("2023-01-01") + pd.Timedelta(days=float(day)), f"c{c}-{n}")
+            for c in range(customers) for n, day in enumerate(days(c)) for item in rng.choice(300, 2, replace=False)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "order_id"])
+
+
+@pytest.mark.parametrize("days, expected", [
+    (lambda c: range(c % 10, 365, 10), ROLLING),                   # every period holds every customer
+    (lambda c: [c * 1.5, c * 1.5 + 4, c * 1.5 + 9], NEXT_PURCHASE),  # bursts spread over the year
+    (lambda c: [0.0, 0.0], RANDOM_HOLDOUT),                        # one timestamp for every line
+])
+def test_spark_protocol_applies_the_local_rule_to_the_same_figures(spark: object, days: Any, expected: str) -> None:
+    from recommender.protocols import choose_protocol
+    from recommender.spark.evaluation import spark_protocol
+
+    log = _orders_log(240, days)
+    config = TrainConfig()
+    settings = config.evaluation_settings
+    local = choose_protocol(log, settings.test_days, settings.validation_periods)
+    from pyspark.sql import functions as F
+
+    lines = _spark_lines(spark, log).select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t"))
+    on_spark = spark_protocol(lines, config)
+    assert local.name == on_spark.name == expected
+    assert on_spark.stats == local.stats
+    assert on_spark.also == ()  # Spark measures the primary protocol only
+
+
+def test_spark_next_purchase_split_holds_out_the_lines_the_local_one_does(spark: object) -> None:
+    """Each customer's last order by time (then order id); c2's two orders share a time, so
+    c2 has no earlier side and nothing is held out."""
+    from pyspark.sql import functions as F
+
+    from recommender.data.split import next_purchase_split
+    from recommender.spark.evaluation import _next_purchase_split
+
+    day = pd.Timestamp("2024-01-01")
+    log = pd.DataFrame([("c0", "A", day, "o1"), ("c0", "B", day + pd.Timedelta(days=3), "o2"),
+                        ("c0", "C", day + pd.Timedelta(days=3), "o3"), ("c1", "A", day, "o4"),
+                        ("c1", "D", day + pd.Timedelta(days=1), "o5"), ("c2", "B", day, "o6"),
+                        ("c2", "C", day, "o7"), ("c3", "A", day, "o8")],
+                       columns=["user_id", "item_id", "timestamp", "order_id"])
+    lines = _spark_lines(spark, log).select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t"))
+    _, held = _next_purchase_split(lines, 1.0, 0)
+    spark_held = sorted(held.select("order_id").distinct().toPandas()["order_id"])
+    local_held = sorted(next_purchase_split(log).test["order_id"].unique())
+    assert spark_held == local_held == ["o3", "o5"]
+
+
+def test_spark_evaluation_equals_the_local_engine_within_ten_percent(
+        shipped_spark_model: artifacts.Artifact, shipped_local: tuple[pd.DataFrame, dict[str, object]]) -> None:
+    """The shipped log, one protocol: the Spark engine's reported NDCG@10 for the model it
+    ships against the local engine's measure of the same blend on the same test fold."""
+    from recommender.model_selection import BlendChoice, evaluation_fold
+    from recommender.model_selection.scoring import FoldState, choice_scores, metrics
+    from recommender.protocols import choose_protocol
+
+    evaluation = json.loads((shipped_spark_model.path / "evaluation.json").read_text())
+    purchases, _ = shipped_local
+    settings = TrainConfig().evaluation_settings
+    local_protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
+    assert evaluation["engine"] == "spark"
+    assert evaluation["protocol"]["name"] == local_protocol.name == ROLLING
+    assert evaluation["protocol"]["stats"] == local_protocol.stats
+    fold = evaluation_fold(purchases, settings)
+    assert evaluation["protocol"]["customers_evaluated"] == fold.description["customers_evaluated"]
+    assert evaluation["validation"]["configurations_measured"] >= 10
+    choice = BlendChoice(**shipped_spark_model.manifest["blend"])
+    assert evaluation["shipped"] == "shipped: " + choice.label()
+    local = metrics(fold, choice_scores(FoldState(fold), choice, settings), settings)["ndcg"]
+    reported = evaluation["headline_value"]
+    assert local > 0.05
+    assert abs(reported - local) <= 0.10 * local, (reported, local)
+    assert shipped_spark_model.manifest["evaluation"]["value"] == reported
+    assert evaluation["models"]["baseline: popularity"]["ndcg"] < reported
+    # As on the local engine, the figure is recomputed from the rankings saved in the version.
+    arrays = shipped_spark_model.arrays
+    indptr, items = arrays["evaluation.targets.indptr"], arrays["evaluation.targets.items"]
+    values = []
+    for row, ranked in enumerate(arrays["evaluation.recommended"]):
+        targets = set(items[indptr[row]: indptr[row + 1]].tolist())
+        gains = sum(1 / np.log2(rank + 2) for rank, item in enumerate(ranked[:10]) if item in targets)
+        values.append(gains / sum(1 / np.log2(rank + 2) for rank in range(min(int(arrays["evaluation.n_targets"][row]), 10))))
+    assert np.mean(values) == pytest.approx(reported, abs=1e-9)
+
+
+def test_a_worse_spark_model_is_refused_by_the_gate(shipped_spark_model: artifacts.Artifact, tmp_path: Path) -> None:
+    """2 factors, 1 iteration, 1 neighbour: measured against the serving model's recipe
+    refitted on the same test fold, it is refused (exit 3) and the serving model stays."""
+    models = tmp_path / "models"
+    shutil.copytree(shipped_spark_model.path.parent, models, symlinks=True)
+    result = subprocess.run(
+        [PYTHON, "train.py", "--engine", "spark", "--spark-master", "local[2]", "--spark-driver-memory", "2g",
+         "--data", str(SHIPPED_LOG), "--models-dir", str(models), "--activity-db", str(models / "none.sqlite3"),
+         "--als-factors", "2", "--als-iterations", "1", "--neighbours", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "not promoted" in result.stderr and "Traceback" not in result.stderr
+    assert artifacts.current_version(models) == shipped_spark_model.version
+    refused = [version for version in artifacts.versions(models) if version != shipped_spark_model.version]
+    gate = artifacts.read_manifest(models, refused[0])["gate"]
+    assert gate["status"] == "refused"
+    assert gate["new"] < 0.95 * gate["current"]
+    assert gate["current"] == pytest.approx(shipped_spark_model.manifest["evaluation"]["value"], rel=0.05)
 
 
 def test_tiny_log_trains_on_spark_and_the_server_answers(spark: object, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from ..algorithms.ease import gram_matrix
 from ..config import EvaluationSettings
 from ..data.matrix import trending_weights
 from ..errors import ModelSkippedError
-from ..evaluation import bootstrap_interval, ranking_metrics, row_ndcg, top_k
+from ..evaluation import HeldOut, bootstrap_interval, ranking_metrics, row_ndcg, top_k
 from .choice import BlendChoice, CUTS, build_als
 from .folds import Fold
 
@@ -108,15 +108,22 @@ def choice_scores(state: FoldState, choice: BlendChoice, settings: EvaluationSet
 
 def metrics(fold: Fold, scores: NDArray[np.floating], settings: EvaluationSettings,
             recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
+    return held_out_metrics(fold.held_out, scores, settings, recommended)
+
+
+def held_out_metrics(held_out: HeldOut, scores: NDArray[np.floating], settings: EvaluationSettings,
+                     recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
+    """Every metric of the report for ``scores`` (or the rankings ``recommended``) of the
+    held-out rows, with NDCG's bootstrap interval and standard error: what either engine reports."""
     if recommended is None:
-        recommended = top_k(scores, fold.held_out.seen, max(CUTS))
-    result: dict[str, Any] = ranking_metrics(recommended[:, : settings.eval_k], fold.held_out, settings.eval_k)
-    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : settings.eval_k], fold.held_out),
+        recommended = top_k(scores, held_out.seen, max(CUTS))
+    result: dict[str, Any] = ranking_metrics(recommended[:, : settings.eval_k], held_out, settings.eval_k)
+    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : settings.eval_k], held_out),
                                           seed=settings.random_state)
     result["ndcg_ci95"] = [round(low, 5), round(high, 5)]
     result["ndcg_se"] = round(error, 5)
     result["by_k"] = {
-        str(cut): {name: ranking_metrics(recommended[:, :cut], fold.held_out, cut)[name]
+        str(cut): {name: ranking_metrics(recommended[:, :cut], held_out, cut)[name]
                    for name in ("ndcg", "recall", "hit_rate")}
         for cut in CUTS
     }

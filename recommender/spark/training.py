@@ -31,6 +31,7 @@ from ..model_selection import BlendChoice
 from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
                         save_version)
 from . import cleaning
+from .evaluation import default_choice, select_and_evaluate
 from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
 
@@ -94,7 +95,9 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     for row in item_factors.collect():
         item_factor_array[row["id"]] = row["features"]
 
-    choice = BlendChoice("item_knn", {"similarity": "cosine", **knn}, 0.5, 0.5, config.trending_half_life_days)
+    current_version = artifacts.current_version(config.models_dir)
+    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    choice, evaluation, notes, predictions = _choose(lines, users, item_ids, config, current_manifest)
     newest = customer_items.agg(F.max("last")).first()[0]
     age_days = ((F.unix_timestamp(F.lit(newest)) - F.unix_timestamp("last")) / 86400.0) if newest else F.lit(0.0)
     trending = item_totals(customer_items.withColumn(
@@ -112,11 +115,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
         "trending": {"model": "popular", "basis": "customers", "half_life_days": choice.trend_half_life_days},
     }
     signature = data_signature(config)
-    current_version = artifacts.current_version(config.models_dir)
-    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
-    gate = gate_decision({}, current_version, bool((current_manifest or {}).get("blend")), config)
-    notes = ["trained by the spark engine: not evaluated (the evaluation runs on the local engine: "
-             "make evaluate on the log or a sample of it); the blend is the default one"]
+    gate = gate_decision(evaluation, current_version, bool((current_manifest or {}).get("blend")), config)
     bundle = ModelBundle(
         item_ids=item_ids.ids_, user_ids=_user_ids(users, n_users),
         user_items=CsrArrays(**_user_items(customer_items, n_users, nnz)),
@@ -136,13 +135,32 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
             cleaning=cleaning_report,
             counts={"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
                     "purchase_lines": cleaning_report["rows_kept"]},
-            evaluation=headline({}),
+            evaluation=headline(evaluation),
             gate=gate,
             notes=notes,
             libraries={name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
         ),
     )
-    return save_version(config, bundle, {}, current_version, started)
+    bundle.predictions = predictions
+    return save_version(config, bundle, evaluation, current_version, started)
+
+
+def _choose(lines: DataFrame, users: DataFrame, item_ids: IdMap, config: TrainConfig,
+            current_manifest: dict[str, Any] | None
+            ) -> tuple[BlendChoice, dict[str, Any], list[str], dict[str, NDArray[Any]]]:
+    """The blend to ship, with the evaluation behind it (``spark.evaluation``), as the local
+    engine's ``training.run`` chooses it; the untuned default with ``--no-evaluate`` or when
+    the log is too small to hold anything out."""
+    if not config.evaluate:
+        return default_choice(config), {}, ["not evaluated (--no-evaluate); using the default blend"], {}
+    try:
+        selection = select_and_evaluate(lines, users, item_ids.ids_, config, current_manifest)
+    except DataError as exc:
+        logger.warning("not evaluated (%s); using the default blend", exc)
+        return default_choice(config), {}, [f"not evaluated: {exc}"], {}
+    logger.info("spark evaluation: %s, ndcg@%d %.4f", selection.choice.label(), config.eval_k,
+                selection.evaluation["headline_value"])
+    return selection.choice, selection.evaluation, selection.notes, selection.predictions
 
 
 def _check_supported(config: TrainConfig) -> None:
