@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="8g", help="Spark driver memory (local mode: all of Spark)")
     parser.add_argument("--timeout", type=float, default=5400.0, help="seconds before a run is stopped")
     parser.add_argument("--out", type=Path, default=RESULTS / "spark.json")
+    parser.add_argument("--engines", default="local,spark",
+                        help="spark alone re-measures the Spark engine and keeps the local run already in --out "
+                             "(marked as from an earlier run: its ratio then spans two runs)")
     args = parser.parse_args(argv)
+    engines = {engine.strip() for engine in args.engines.split(",")}
     update_json(args.out, None, {
         "about": "python bench/spark_scale.py --sizes SIZE: train.py --no-evaluate with the local engine, then with "
                  "--engine spark --spark-master local[cores], same synthetic log (bench/synthetic.py, seed 42); "
@@ -109,10 +113,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown size {size!r}")
         log, meta = ensure_log(size)
         code = git_state()
-        local = run_engine("local", log, size, args.driver_memory, args.timeout)
+        earlier = json.loads(args.out.read_text()).get("sizes", {}).get(size, {}) if args.out.exists() else {}
+        if "local" in engines or "local" not in earlier:
+            local = run_engine("local", log, size, args.driver_memory, args.timeout)
+        else:
+            local = {**earlier["local"], "from_earlier_run": {"code": earlier.get("code"), "date_utc": earlier.get("date_utc")}}
         spark = run_engine("spark", log, size, args.driver_memory, args.timeout)
         result: dict[str, Any] = {"log": meta, "local": local, "spark": spark, "code": code,
                                   "date_utc": machine()["date_utc"]}
+        if "spark" in earlier:  # what it replaces, for the comparison (another run: compare steps with care)
+            result["spark_previous_run"] = {"code": earlier.get("code"), "date_utc": earlier.get("date_utc"),
+                                            **{k: v for k, v in earlier["spark"].items() if k != "previous"}}
         if local.get("wall_seconds") and spark.get("wall_seconds") and not local["returncode"] | spark["returncode"]:
             result["ratio_spark_wall_to_local_wall"] = round(spark["wall_seconds"] / local["wall_seconds"], 2)
             result["ratio_spark_peak_to_local_peak"] = round(spark["peak_tree_rss_mib"] / local["peak_tree_rss_mib"], 2)

@@ -348,6 +348,18 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
     """Append the purchases recorded through the API (``POST /v1/events``) to the log."""
+    recorded = recorded_purchases(database)
+    if recorded is None:
+        return log
+    keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
+    combined = pd.concat([log, recorded[keep]], ignore_index=True)
+    combined.attrs.update(log.attrs)
+    return combined
+
+
+def recorded_purchases(database: Path) -> pd.DataFrame | None:
+    """The purchases recorded through the API as log lines (one order per purchase event;
+    None when there are none), for either engine to append to its log."""
     if not Path(database).is_file():
         raise DataError(f"{database}: activity database not found")
     store = ActivityStore(database)
@@ -358,19 +370,15 @@ def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
     finally:
         store.close()
     if not events:
-        return log
-    recorded = pd.DataFrame({
+        return None
+    logger.info("adding %d purchases from the activity store %s", len(events), database)
+    return pd.DataFrame({
         "user_id": pd.array([e.user_id for e in events], dtype="string"),
         "item_id": pd.array([e.item_id for e in events], dtype="string"),
         "timestamp": pd.to_datetime([e.timestamp for e in events], unit="s"),
         "quantity": 1.0,
         "order_id": pd.array([f"api:{e.user_id}:{int(e.timestamp)}" for e in events], dtype="string"),
     })
-    keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
-    combined = pd.concat([log, recorded[keep]], ignore_index=True)
-    combined.attrs.update(log.attrs)
-    logger.info("added %d purchases from the activity store %s", len(events), database)
-    return combined
 
 
 def jsonable(values: dict[str, Any]) -> dict[str, Any]:

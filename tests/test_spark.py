@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -302,16 +303,43 @@ def test_tiny_log_trains_on_spark_and_the_server_answers(spark: object, tmp_path
     assert picks and picks.isdisjoint({"B", "C"})  # u3 owns B and C
 
 
+def test_purchases_recorded_through_the_api_are_trained_on_spark(spark: object, tmp_path: Path) -> None:
+    """``--include-activity``: u5 bought D in the log and A through the API; both engines
+    then know u5 as a buyer of A and D, and clean the same lines."""
+    from recommender.activity import ActivityStore, Event
+    from recommender.spark import training as spark_training
+
+    log = tmp_path / "tiny.csv"
+    log.write_text(TINY_LOG)
+    database = tmp_path / "a.sqlite3"
+    store = ActivityStore(database)
+    store.create_schema()
+    now = time.time()
+    store.add_events([Event("u5", "A", "purchase", now - 3600), Event("u5", "B", "view", now - 1800)])
+    store.close()
+    config = TrainConfig(data=log, models_dir=tmp_path / "models", activity_db=database, include_activity=database,
+                         engine="spark", spark_master="local[2]", min_support=1, min_pair_support=1,
+                         als_factors=4, als_iterations=3, evaluate=False)
+    model = artifacts.load(spark_training.run(config))
+    users, items = model.arrays["user_ids"].tolist(), model.arrays["item_ids"].tolist()
+    indptr, indices = model.arrays["user_items.indptr"], model.arrays["user_items.indices"]
+    row = users.index("u5")
+    assert sorted(items[i] for i in indices[indptr[row]: indptr[row + 1]]) == ["A", "D"]
+    _, local_report = load_purchases(config)
+    assert model.manifest["cleaning"] == local_report
+    assert model.manifest["cleaning"]["rows_kept"] == 11
+
+
 def test_history_cap_keeps_the_same_items_on_both_engines(spark: object) -> None:
     """u1 bought A (day 1), B (day 3), C (day 2), D (day 3); a cap of 2 keeps B and D (the
     most recent; B before D on the equal day by index), u2's two items stay."""
-    from recommender.spark.training import _capped
+    from recommender.spark.models import capped_pairs
 
     day = pd.Timestamp("2024-01-01")
     rows = [(0, 0, day), (0, 1, day + pd.Timedelta(days=2)), (0, 2, day + pd.Timedelta(days=1)),
             (0, 3, day + pd.Timedelta(days=2)), (1, 0, day), (1, 2, day)]
     frame = spark.createDataFrame(pd.DataFrame(rows, columns=["row", "item", "last"]))  # type: ignore[attr-defined]
-    spark_kept = sorted((r["row"], r["item"]) for r in _capped(frame, 2).collect())
+    spark_kept = sorted((r["row"], r["item"]) for r in capped_pairs(frame, 2).collect())
     newest = max(r[2] for r in rows)
     ages = [1.0 + (newest - r[2]).days for r in rows]
     shape = (2, 4)

@@ -42,7 +42,7 @@ from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MAX_SCORE_ENTRIES, MIN_
 from ..model_selection.scoring import held_out_metrics
 from ..protocols import (NEXT_PURCHASE, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol, decide,
                          period_cutoffs)
-from .models import SparkCosineNeighbours, fit_als, item_totals, spark_als_params
+from .models import SparkCosineNeighbours, capped_pairs, fit_als, item_totals, spark_als_params
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -78,6 +78,7 @@ class SparkFold:
     description: dict[str, Any]
     row_ids: list[str]
     newest: int | None
+    max_history: int = 0
     fitted: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
@@ -288,7 +289,7 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainCon
     }
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
-    return SparkFold("time", train, held_out, absent, description, [], train_until)
+    return SparkFold("time", train, held_out, absent, description, [], train_until, config.max_history)
 
 
 def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: TrainConfig) -> SparkFold:
@@ -325,7 +326,7 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(candidates)} held-out customers, at random"
     return SparkFold("holdout", train, held_out, absent, description,
-                     [f"holdout:{number}" for number in range(len(rows))], None)
+                     [f"holdout:{number}" for number in range(len(rows))], None, config.max_history)
 
 
 def _binary(rows: NDArray[np.int64], cols: NDArray[np.int64], shape: tuple[int, int]) -> sp.csr_matrix:
@@ -340,11 +341,16 @@ def _when(seconds: int | None) -> str | None:
 
 # ----------------------------------------------------------------------------- scoring
 def _item_scores(fold: SparkFold, params: dict[str, Any]) -> NDArray[np.float32]:
+    """Cosine neighbours fitted by Spark on the fold's training side, each customer's history
+    capped as the shipped "also bought" table is; the rows' scores."""
+    from pyspark.sql import functions as F
+
     key = ("knn", tuple(sorted(params.items())))
     if key not in fold.fitted:
         n_items = len(fold.absent)
         knn = {name: int(params[name]) for name in ("neighbours", "min_support", "min_pair_support") if name in params}
-        model = SparkCosineNeighbours(**knn).fit(fold.train.select("row", "item").distinct(), n_items)
+        latest = fold.train.groupBy("row", "item").agg(F.max("t").alias("last"))
+        model = SparkCosineNeighbours(**knn).fit(capped_pairs(latest, fold.max_history), n_items)
         fold.fitted[key] = model.score_rows(fold.held_out.seen)
     return fold.fitted[key]
 

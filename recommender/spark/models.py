@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,6 +88,19 @@ class SparkCosineNeighbours(NeighbourModel):
         return self
 
 
+def capped_pairs(customer_items: DataFrame, max_history: int) -> DataFrame:
+    """Each customer's ``max_history`` most recent items (``data.matrix.cap_history``) from
+    ``(row, item, last)``, so that one heavy buyer cannot make the pair count quadratic."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    pairs = customer_items.select("row", "item", "last")
+    if max_history > 0:
+        recent = Window.partitionBy("row").orderBy(F.col("last").desc_nulls_last(), F.col("item"))
+        pairs = pairs.withColumn("rank", F.row_number().over(recent)).where(F.col("rank") <= max_history)
+    return pairs.select("row", "item")
+
+
 def _dense(rows: list[tuple[int, float]], length: int) -> NDArray[np.float64]:
     values = np.zeros(length, dtype=np.float64)
     if rows:
@@ -129,6 +143,17 @@ def fit_als(ratings: DataFrame, params: dict[str, float], seed: int) -> tuple[Da
     return model.userFactors, model.itemFactors
 
 
-def factor_rows(rows: list[object]) -> NDArray[np.float32]:
-    """The ``features`` of factor rows as one float32 block (run on the executors)."""
-    return np.array([row["features"] for row in rows], dtype=np.float32)  # type: ignore[index]
+def factor_block(table: Any) -> NDArray[np.float32]:
+    """The ``features`` column of a partition of factor rows (an Arrow table) as one float32
+    block (run on the executors, by ``session.stream_blocks``)."""
+    import pyarrow.compute as pc
+
+    values = pc.list_flatten(table.column("features")).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float32).reshape(table.num_rows, -1)
+
+
+def column_block(name: str, dtype: Any) -> Callable[[Any], NDArray[Any]]:
+    """A ``stream_blocks`` converter: one column of the partition's Arrow table as ``dtype``."""
+    def block(table: Any) -> NDArray[Any]:
+        return np.asarray(table.column(name).to_numpy(zero_copy_only=False)).astype(dtype)
+    return block

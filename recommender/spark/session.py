@@ -1,8 +1,10 @@
 """Starting (or joining) the Spark session a training run uses."""
 from __future__ import annotations
 
+import io
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,10 @@ def spark_session(config: TrainConfig) -> SparkSession:
     }
     if not submitted:  # spark-submit has started the driver JVM with its own --driver-memory
         settings["spark.driver.memory"] = config.spark_driver_memory
+    if master.startswith("local"):
+        # Local workers run this interpreter (its packages, pyarrow included), not whichever
+        # python3 is first on PATH; a cluster's is PYSPARK_PYTHON (see the README).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if config.spark_partitions:
         settings["spark.sql.shuffle.partitions"] = str(config.spark_partitions)
     elif master.startswith("local") and not submitted:  # Spark's 200 suits a cluster, not a few local cores
@@ -76,19 +82,39 @@ def data_uri(path: object) -> str:
     return os.path.abspath(text)
 
 
-def stream_blocks(frame: DataFrame, to_block: Callable[[list[Any]], NDArray[Any]]) -> Iterator[NDArray[Any]]:
+def stream_blocks(frame: DataFrame, to_block: Callable[[Any], NDArray[Any]]) -> Iterator[NDArray[Any]]:
     """The rows of a sorted DataFrame as numpy blocks, one partition at a time, in order.
 
-    Each partition is turned into one compact array on the executors (``to_block`` gets the
-    partition's rows) and only that array travels to the driver, so arrays of any length
-    (user factors of millions of customers) are written without the driver holding them.
+    Each partition reaches the executor's Python worker as Arrow record batches
+    (``mapInArrow``), where ``to_block`` turns the partition's ``pyarrow.Table`` into one
+    compact array (column to numpy, no Python object per row); only that array's bytes travel
+    to the driver, partition by partition, so arrays of any length (user factors of millions
+    of customers) are written without the driver holding them. A partition's block must stay
+    under 2 GB (Arrow's binary values): Spark's default partition sizes are far below it.
     """
-    blocks = frame.rdd.mapPartitions(lambda rows: [to_block(list(rows))])
+    blocks = frame.mapInArrow(_encoder(to_block), "block binary").rdd
     context = frame.sparkSession.sparkContext
     for partition in range(blocks.getNumPartitions()):
-        for block in context.runJob(blocks, lambda part: part, [partition]):
+        for row in context.runJob(blocks, lambda part: part, [partition]):
+            block = np.load(io.BytesIO(row["block"]), allow_pickle=False)
             if len(block):
-                yield np.asarray(block)
+                yield block
+
+
+def _encoder(to_block: Callable[[Any], NDArray[Any]]) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The ``mapInArrow`` function: a partition's batches to one ``.npy`` payload."""
+
+    def encode(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        collected = list(batches)
+        if not collected:
+            return
+        buffer = io.BytesIO()
+        np.save(buffer, to_block(pa.Table.from_batches(collected)), allow_pickle=False)
+        yield pa.RecordBatch.from_arrays([pa.array([buffer.getvalue()], type=pa.binary())], names=["block"])
+
+    return encode
 
 
 def first_line(exc: BaseException) -> str:

@@ -29,10 +29,10 @@ from ..data.loading import read_catalog
 from ..errors import ConfigError, DataError
 from ..model_selection import BlendChoice
 from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                        save_version)
+                        recorded_purchases, save_version)
 from . import cleaning
 from .evaluation import default_choice, select_and_evaluate
-from .models import SparkCosineNeighbours, factor_rows, fit_als, item_totals, spark_als_params
+from .models import SparkCosineNeighbours, capped_pairs, column_block, factor_block, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     from pyspark.sql import functions as F
 
     frame, preset, repeated_headers = cleaning.read_log(spark, uri, config)
+    if config.include_activity:
+        frame = _with_activity_purchases(frame, config.include_activity)
     kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config),
                                            repeated_headers=repeated_headers)
     if cleaning_report["rows_kept"] == cleaning_report["guest_rows_kept_for_baskets_only"]:
@@ -81,7 +83,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     logger.info("spark interactions: %d customers x %d items (nnz %d)", n_users, n_items, nnz)
 
     knn = dict(neighbours=config.neighbours, min_support=config.min_support, min_pair_support=config.min_pair_support)
-    also_bought = SparkCosineNeighbours(**knn).fit(_capped(customer_items, config.max_history), n_items)
+    also_bought = SparkCosineNeighbours(**knn).fit(capped_pairs(customer_items, config.max_history), n_items)
     orders = _order_items(lines, kept)
     n_orders = orders.select("row").distinct().count()
     bought_together = SparkCosineNeighbours(**knn).fit(orders, n_items)
@@ -124,7 +126,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
                 "bought_together": NeighbourArrays.of(bought_together.to_arrays())},
         trending=trending,
         als_user_factors=artifacts.StreamedArray((n_users, config.als_factors), np.float32,
-                                                 stream_blocks(user_factors.orderBy("id"), factor_rows)),
+                                                 stream_blocks(user_factors.orderBy("id"), factor_block)),
         als_item_factors=item_factor_array,
         manifest=build_manifest(
             engine={"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
@@ -169,11 +171,39 @@ def _check_supported(config: TrainConfig) -> None:
                           f"(got similarity={config.similarity}, weighting={config.weighting})")
     if config.als_confidence == "bm25":
         raise ConfigError("als_confidence: bm25 is not available on the spark engine (binary or log)")
-    if config.include_activity:
-        raise ConfigError("include_activity: the spark engine reads the log only; append the recorded "
-                          "purchases to it, or train with --engine local")
     if config.use_gpu:
         raise ConfigError("use_gpu: the spark engine trains on the cluster's CPUs")
+
+
+def _with_activity_purchases(frame: DataFrame, database: Path) -> DataFrame:
+    """The log with the purchases recorded through the API appended, as the local engine
+    appends them (``training.recorded_purchases``): each value cast to the log's own column
+    type, so the cleaning that follows treats both alike."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import NumericType, StringType
+
+    recorded = recorded_purchases(database)
+    if recorded is None:
+        return frame
+    table = pd.DataFrame({"user_id": recorded["user_id"].astype(str), "item_id": recorded["item_id"].astype(str),
+                          "order_id": recorded["order_id"].astype(str),
+                          "seconds": recorded["timestamp"].astype("datetime64[s]").astype(np.int64)})
+    lines = frame.sparkSession.createDataFrame(table)
+    columns = []
+    for column in frame.schema.fields:
+        kind = column.dataType
+        if column.name in ("user_id", "item_id", "order_id"):
+            value = F.col(column.name)
+        elif column.name == "timestamp":
+            value = (F.col("seconds") if isinstance(kind, NumericType) else
+                     F.date_format(F.timestamp_seconds("seconds"), "yyyy-MM-dd HH:mm:ss")
+                     if isinstance(kind, StringType) else F.timestamp_seconds("seconds"))
+        elif column.name == "quantity":
+            value = F.lit(1.0)
+        else:
+            value = F.lit(None)
+        columns.append(value.cast(kind).alias(column.name))
+    return frame.unionByName(lines.select(*columns))
 
 
 def _index(spark: SparkSession, frame: DataFrame, column: str, index: str) -> DataFrame:
@@ -185,18 +215,6 @@ def _index(spark: SparkSession, frame: DataFrame, column: str, index: str) -> Da
     numbered = distinct.rdd.zipWithIndex().map(lambda pair: (pair[0][0], int(pair[1])))
     schema = StructType([StructField(column, StringType(), False), StructField(index, IntegerType(), False)])
     return spark.createDataFrame(numbered, schema).persist()
-
-
-def _capped(customer_items: DataFrame, max_history: int) -> DataFrame:
-    """Each customer's ``max_history`` most recent items (``data.matrix.cap_history``)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    pairs = customer_items.select("row", "item", "last")
-    if max_history > 0:
-        recent = Window.partitionBy("row").orderBy(F.col("last").desc_nulls_last(), F.col("item"))
-        pairs = pairs.withColumn("rank", F.row_number().over(recent)).where(F.col("rank") <= max_history)
-    return pairs.select("row", "item")
 
 
 def _order_items(lines: DataFrame, kept: DataFrame) -> DataFrame:
@@ -217,13 +235,12 @@ def _user_ids(users: DataFrame, n_users: int) -> artifacts.StreamedArray:
 
     width = users.agg(F.max(F.length("user_id"))).first()[0] or 1
     return artifacts.StreamedArray((n_users,), f"<U{width}", stream_blocks(
-        users.orderBy("row").select("user_id"), lambda rows: np.array([r[0] for r in rows], dtype=np.str_)))
+        users.orderBy("row").select("user_id"), column_block("user_id", np.str_)))
 
 
 def _user_items(customer_items: DataFrame, n_users: int, nnz: int) -> dict[str, artifacts.StreamedArray]:
     """The customers x items purchase matrix as CSR arrays, streamed in customer order."""
-    counts = stream_blocks(customer_items.groupBy("row").count().orderBy("row"),
-                           lambda rows: np.array([r[1] for r in rows], dtype=np.int64))
+    counts = stream_blocks(customer_items.groupBy("row").count().orderBy("row"), column_block("count", np.int64))
 
     def indptr() -> Iterator[NDArray[np.int64]]:
         offset = 0
@@ -237,8 +254,7 @@ def _user_items(customer_items: DataFrame, n_users: int, nnz: int) -> dict[str, 
         for start in range(0, nnz, 1 << 22):
             yield np.ones(min(1 << 22, nnz - start), dtype=np.float32)
 
-    indices = stream_blocks(customer_items.select("row", "item").orderBy("row", "item"),
-                            lambda rows: np.array([r[1] for r in rows], dtype=np.int32))
+    indices = stream_blocks(customer_items.select("row", "item").orderBy("row", "item"), column_block("item", np.int32))
     return {
         "indptr": artifacts.StreamedArray((n_users + 1,), np.int64, indptr()),
         "indices": artifacts.StreamedArray((nnz,), np.int32, indices),
