@@ -77,10 +77,13 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
     validation = evaluation.get("validation")
     if validation:
         sections.append("<h2>How the shipped model was chosen</h2>")
-        sections.append("<p>On validation folds before the test fold only: the decay of old purchases first, then "
-                        "every single component (item-to-item models, ALS, trending, popularity), then the two best "
-                        "item-to-item models blended with ALS and trending. A blend ships only if it beats its best "
-                        "part by more than the bootstrap standard error. Chosen: "
+        how = ("On Spark, on one validation fold before the test fold: " + str(evaluation["spark"]) + ". "
+               if evaluation.get("engine") == "spark" else
+               "On validation folds before the test fold only: the decay of old purchases first, then "
+               "every single component (item-to-item models, ALS, trending, popularity), then the two best "
+               "item-to-item models blended with ALS and trending. ")
+        sections.append("<p>" + html.escape(how) + "A blend ships only if it beats its best part by more than the "
+                        "bootstrap standard error. Chosen: "
                         f"<b>{html.escape(str(validation.get('chosen')))}</b>.</p>")
         sections.append(_definition_list({k2: v for k2, v in validation.items()
                                           if k2 not in ("search", "chosen", "folds")}))

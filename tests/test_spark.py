@@ -330,6 +330,36 @@ def test_purchases_recorded_through_the_api_are_trained_on_spark(spark: object, 
     assert model.manifest["cleaning"]["rows_kept"] == 11
 
 
+def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(tmp_path: Path) -> None:
+    """Groceries baskets as a log without customer ids: baskets are held out (one hidden item
+    each), no ALS and no customers exist, and the server answers a basket from the
+    "bought together" neighbours."""
+    baskets = [line.split(",") for line in (ROOT / "data" / "groceries.csv").read_text().splitlines()[:3000]]
+    log = tmp_path / "baskets.csv"
+    pd.DataFrame([(f"b{number}", item) for number, basket in enumerate(baskets) for item in basket],
+                 columns=["order_id", "item_id"]).to_csv(log, index=False)
+    models = tmp_path / "models"
+    result = subprocess.run(
+        [PYTHON, "train.py", "--engine", "spark", "--spark-master", "local[2]", "--spark-driver-memory", "2g",
+         "--data", str(log), "--models-dir", str(models), "--activity-db", str(tmp_path / "none.sqlite3")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = artifacts.load_current(models)
+    evaluation = json.loads((model.path / "evaluation.json").read_text())
+    assert evaluation["protocol"]["name"] == RANDOM_HOLDOUT and "no customer ids" in evaluation["protocol"]["reason"]
+    assert evaluation["protocol"]["held_out"].endswith(" baskets")
+    assert not any("ALS" in name for name in evaluation["models"])
+    assert evaluation["models"]["baseline: popularity"]["hit_rate"] < evaluation["models"][evaluation["shipped"]]["hit_rate"]
+    assert model.manifest["counts"]["customers"] == 0 and model.manifest["blend"]["als_weight"] == 0.0
+    assert model.manifest["counts"]["orders"] == len(baskets)
+    client = make_app(models, tmp_path / "a.sqlite3").test_client()
+    answer = client.post("/v1/recommendations", json={"items": ["whole milk", "yogurt"], "k": 5})
+    assert answer.status_code == 200, answer.get_json()
+    picks = [r["item_id"] for r in answer.get_json()["recommendations"]]
+    assert len(picks) == 5 and not {"whole milk", "yogurt"} & set(picks)
+
+
 def test_history_cap_keeps_the_same_items_on_both_engines(spark: object) -> None:
     """u1 bought A (day 1), B (day 3), C (day 2), D (day 3); a cap of 2 keeps B and D (the
     most recent; B before D on the equal day by index), u2's two items stay."""

@@ -40,7 +40,7 @@ from ..model_selection import BlendChoice, Selection, simplest_within_noise
 from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MAX_SCORE_ENTRIES, MIN_VALIDATION_ROWS,
                                       POPULARITY_HALF_LIFE, SAVED_DEPTH, TREND_WEIGHTS, VALIDATION_SHARE)
 from ..model_selection.scoring import held_out_metrics
-from ..protocols import (NEXT_PURCHASE, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol, decide,
+from ..protocols import (NEXT_PURCHASE, NO_CUSTOMERS, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol, decide,
                          period_cutoffs)
 from .models import SparkCosineNeighbours, capped_pairs, fit_als, item_totals, spark_als_params
 
@@ -79,6 +79,7 @@ class SparkFold:
     row_ids: list[str]
     newest: int | None
     max_history: int = 0
+    unit: str = "customers"
     fitted: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
@@ -86,12 +87,13 @@ class SparkFold:
         return self.kind == "time"
 
 
-def select_and_evaluate(lines: DataFrame, users: DataFrame, item_ids: NDArray[np.str_], config: TrainConfig,
+def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDArray[np.str_], config: TrainConfig,
                         current: dict[str, Any] | None) -> Selection:
     """Choose the protocol, tune on its validation fold, measure on its test fold.
 
     ``lines``: the cleaned customer lines with integer ``row`` and ``item`` and the
-    ``order_id`` and ``timestamp`` columns; ``users``: ``user_id`` to ``row``; ``item_ids``
+    ``order_id`` and ``timestamp`` columns; ``users``: ``user_id`` to ``row``, or None for a
+    log of guest baskets, whose ``row`` numbers the baskets (held out at random); ``item_ids``
     the item index's ids. ``current`` is
     the manifest of the model now serving: its recipe (blend and parameters) is refitted on
     the test fold for the gate.
@@ -106,9 +108,9 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame, item_ids: NDArray[np
     lines = (lines.where(F.col("row").isNotNull())
              .select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t")).persist())
     try:
-        protocol = spark_protocol(lines, config)
+        protocol = spark_protocol(lines, config) if users is not None else Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
         logger.info("spark validation protocol: %s (%s)", protocol.name, protocol.reason)
-        test, validation = _folds(lines, protocol, n_items, config)
+        test, validation = _folds(lines, protocol, n_items, config, "customers" if users is not None else "baskets")
         notes: list[str] = []
         rows_measured = validation.held_out.seen.shape[0] if validation is not None else 0
         default = default_choice(config)
@@ -169,7 +171,7 @@ def _seconds(moment: pd.Timestamp) -> int:
 
 
 # ----------------------------------------------------------------------------- the folds
-def _folds(lines: DataFrame, protocol: Protocol, n_items: int, config: TrainConfig
+def _folds(lines: DataFrame, protocol: Protocol, n_items: int, config: TrainConfig, unit: str
            ) -> tuple[SparkFold, SparkFold | None]:
     """The test fold and the validation fold carved from its training side."""
     from pyspark.sql import functions as F
@@ -178,9 +180,9 @@ def _folds(lines: DataFrame, protocol: Protocol, n_items: int, config: TrainConf
     seed = settings.random_state
     if protocol.name == RANDOM_HOLDOUT:
         train, held = _holdout_split(lines, seed)
-        test = _holdout_fold(train, held, n_items, config)
+        test = _holdout_fold(train, held, n_items, config, unit)
         inner_train, inner_held = _holdout_split(train, seed + 1)
-        return test, _optional(lambda: _holdout_fold(inner_train, inner_held, n_items, config))
+        return test, _optional(lambda: _holdout_fold(inner_train, inner_held, n_items, config, unit))
     if protocol.name == NEXT_PURCHASE:
         train, held = _next_purchase_split(lines, 1.0, seed)
         test = _time_fold(train, held, n_items, config, {"split": NEXT_PURCHASE})
@@ -292,8 +294,9 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainCon
     return SparkFold("time", train, held_out, absent, description, [], train_until, config.max_history)
 
 
-def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: TrainConfig) -> SparkFold:
-    """Held-out customers with two or more items, one of them hidden (the lowest seeded hash)."""
+def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: TrainConfig, unit: str) -> SparkFold:
+    """Held-out customers (or baskets) with two or more items, one of them hidden (the lowest
+    seeded hash)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -320,13 +323,13 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
     popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(np.float64)
     held_out = HeldOut(np.arange(len(rows), dtype=np.int64), seen, targets, np.ones(len(rows), dtype=np.int64),
                        popularity)
-    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(rows)} customers",
-                   "train_customers": int(bought.select("row").distinct().count()),
+    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(rows)} {unit}",
+                   f"train_{unit}": int(bought.select("row").distinct().count()),
                    "task": "find the one hidden item from the rest"}
     if sampled:
-        description["sampled"] = f"{len(rows)} of {len(candidates)} held-out customers, at random"
+        description["sampled"] = f"{len(rows)} of {len(candidates)} held-out {unit}, at random"
     return SparkFold("holdout", train, held_out, absent, description,
-                     [f"holdout:{number}" for number in range(len(rows))], None, config.max_history)
+                     [f"holdout:{number}" for number in range(len(rows))], None, config.max_history, unit)
 
 
 def _binary(rows: NDArray[np.int64], cols: NDArray[np.int64], shape: tuple[int, int]) -> sp.csr_matrix:
@@ -432,14 +435,17 @@ def _search(fold: SparkFold, protocol: str, config: TrainConfig) -> tuple[BlendC
     settings = config.evaluation_settings
     params = {"similarity": "cosine", **knn_params(config)}
     half_life = config.trending_half_life_days
+    has_als = fold.unit == "customers"  # a basket has no factors of its own to learn
     candidates = [BlendChoice("item_knn", params, 0.0, 0.0, half_life),
-                  BlendChoice("item_knn", params, 1.0, 0.0, half_life),
                   BlendChoice("item_knn", params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0)]
+    if has_als:
+        candidates.append(BlendChoice("item_knn", params, 1.0, 0.0, half_life))
     if fold.timed:
         candidates.append(BlendChoice("item_knn", params, 0.0, 1.0, half_life, 0.0, 0.0))
     trend_half_life = half_life if fold.timed else POPULARITY_HALF_LIFE
     candidates += [BlendChoice("item_knn", params, als_weight, trend_weight, trend_half_life)
-                   for als_weight in ALS_WEIGHTS for trend_weight in TREND_WEIGHTS if als_weight or trend_weight]
+                   for als_weight in (ALS_WEIGHTS if has_als else (0.0,)) for trend_weight in TREND_WEIGHTS
+                   if als_weight or trend_weight]
     rows = {}
     for choice in dict.fromkeys(candidates):
         recommended = _ranked(fold, _scores(fold, choice, settings.als), settings.eval_k)
@@ -471,8 +477,9 @@ def _measure(fold: SparkFold, choice: BlendChoice, config: TrainConfig, current:
     params = {"similarity": "cosine", **knn_params(config)}
     results["baseline: item-knn cosine (spark)"] = _metrics(
         fold, BlendChoice("item_knn", params, 0.0, 0.0, config.trending_half_life_days), settings.als, settings)
-    results["baseline: ALS (spark)"] = _metrics(
-        fold, BlendChoice("item_knn", params, 1.0, 0.0, config.trending_half_life_days), settings.als, settings)
+    if fold.unit == "customers":
+        results["baseline: ALS (spark)"] = _metrics(
+            fold, BlendChoice("item_knn", params, 1.0, 0.0, config.trending_half_life_days), settings.als, settings)
     out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
                            "headline_value": results[shipped_name]["ndcg"],
                            "headline_ci95": results[shipped_name]["ndcg_ci95"], "recommended": shipped_top}

@@ -31,7 +31,7 @@ from ..model_selection import BlendChoice
 from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
                         recorded_purchases, save_version)
 from . import cleaning
-from .evaluation import default_choice, select_and_evaluate
+from .evaluation import default_choice, knn_params, select_and_evaluate
 from .models import SparkCosineNeighbours, capped_pairs, column_block, factor_block, fit_als, item_totals, spark_als_params
 from .session import data_uri, spark_session, stream_blocks
 
@@ -65,28 +65,71 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
         frame = _with_activity_purchases(frame, config.include_activity)
     kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config),
                                            repeated_headers=repeated_headers)
-    if cleaning_report["rows_kept"] == cleaning_report["guest_rows_kept_for_baskets_only"]:
-        raise DataError(f"{uri}: the spark engine needs customer ids (this log has only guest baskets; "
-                        "train it with --engine local)")
+    has_customers = cleaning_report["rows_kept"] > cleaning_report["guest_rows_kept_for_baskets_only"]
 
     items = _index(spark, kept, "item_id", "item")
-    users = _index(spark, kept, "user_id", "row")
     item_ids = IdMap(np.array([row[0] for row in items.orderBy("item").collect()], dtype=np.str_))
     n_items = len(item_ids)
-    lines = kept.join(F.broadcast(items) if n_items < 1_000_000 else items, "item_id").join(users, "user_id", "left")
+    lines = kept.join(F.broadcast(items) if n_items < 1_000_000 else items, "item_id")
+    users = _index(spark, kept, "user_id", "row") if has_customers else None
+    lines = lines.join(users, "user_id", "left") if users is not None else lines.withColumn("row", F.lit(None).cast("int"))
     if "timestamp" not in kept.columns:
         lines = lines.withColumn("timestamp", F.lit(None).cast("timestamp"))
+    knn = knn_params(config)
+    orders = _order_items(lines, kept).persist()
+    n_orders = orders.select("row").distinct().count()
+    bought_together = SparkCosineNeighbours(**knn).fit(orders, n_items)
+
+    current_version = artifacts.current_version(config.models_dir)
+    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    if has_customers:
+        parts = _customer_parts(lines, users, item_ids, config, current_manifest)
+    else:
+        parts = _basket_parts(spark, orders, item_ids, config, current_manifest)
+    choice = parts.pop("choice")
+    evaluation, notes, predictions = parts.pop("evaluation"), parts.pop("notes"), parts.pop("predictions")
+    components, counts = parts.pop("components"), parts.pop("counts")
+    components["bought_together"] = {"model": "item_knn", "basis": "orders", "similarity": "cosine", **knn}
+    parts["tables"]["bought_together"] = NeighbourArrays.of(bought_together.to_arrays())
+    signature = data_signature(config)
+    gate = gate_decision(evaluation, current_version, bool((current_manifest or {}).get("blend")), config)
+    bundle = ModelBundle(
+        item_ids=item_ids.ids_,
+        catalog=_catalog(lines, item_ids, config),
+        **parts,
+        manifest=build_manifest(
+            engine={"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
+            components=components,
+            blend=asdict(choice) if has_customers else {**asdict(choice), "als_weight": 0.0},
+            params=jsonable(vars(config)),
+            data={"path": uri, "sha256": signature["log_sha256"], "signature": signature},
+            cleaning=cleaning_report,
+            counts={"items": n_items, "orders": n_orders, "purchase_lines": cleaning_report["rows_kept"], **counts},
+            evaluation=headline(evaluation),
+            gate=gate,
+            notes=notes,
+            libraries={name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
+        ),
+    )
+    bundle.predictions = predictions
+    orders.unpersist()
+    return save_version(config, bundle, evaluation, current_version, started)
+
+
+def _customer_parts(lines: DataFrame, users: DataFrame, item_ids: IdMap, config: TrainConfig,
+                    current_manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """What a log of customers adds: "also bought" on their histories, ALS, trending, the
+    customers' arrays (streamed), and the blend chosen by the evaluation."""
+    from pyspark.sql import functions as F
+
+    n_items = len(item_ids)
     customer_items = (lines.where(F.col("row").isNotNull()).groupBy("row", "item")
                       .agg(F.count("*").alias("lines"), F.max("timestamp").alias("last")).persist())
     n_users = users.count()
     nnz = customer_items.count()
     logger.info("spark interactions: %d customers x %d items (nnz %d)", n_users, n_items, nnz)
-
-    knn = dict(neighbours=config.neighbours, min_support=config.min_support, min_pair_support=config.min_pair_support)
+    knn = knn_params(config)
     also_bought = SparkCosineNeighbours(**knn).fit(capped_pairs(customer_items, config.max_history), n_items)
-    orders = _order_items(lines, kept)
-    n_orders = orders.select("row").distinct().count()
-    bought_together = SparkCosineNeighbours(**knn).fit(orders, n_items)
 
     weight = F.lit(1.0) if config.als_confidence == "binary" else 1.0 + F.log(F.col("lines").cast("double"))
     als_params = spark_als_params(config.als_factors, config.als_regularization, config.als_alpha,
@@ -97,18 +140,14 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     for row in item_factors.collect():
         item_factor_array[row["id"]] = row["features"]
 
-    current_version = artifacts.current_version(config.models_dir)
-    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
     choice, evaluation, notes, predictions = _choose(lines, users, item_ids, config, current_manifest)
     newest = customer_items.agg(F.max("last")).first()[0]
     age_days = ((F.unix_timestamp(F.lit(newest)) - F.unix_timestamp("last")) / 86400.0) if newest else F.lit(0.0)
     trending = item_totals(customer_items.withColumn(
         "weight", F.pow(F.lit(0.5), F.coalesce(age_days, F.lit(0.0)) / choice.trend_half_life_days)), "weight", n_items)
-
     components = {
         "also_bought": {"model": "item_knn", "basis": "customers", "similarity": "cosine",
                         "max_history": config.max_history, **knn},
-        "bought_together": {"model": "item_knn", "basis": "orders", "similarity": "cosine", **knn},
         # regularization and alpha as the server's fold-in uses them (implicit's convention).
         "als": {"model": "als", "basis": "customers", "factors": config.als_factors,
                 "regularization": config.als_regularization, "alpha": config.als_alpha,
@@ -116,38 +155,47 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
                 "random_state": config.random_state, "spark_params": als_params},
         "trending": {"model": "popular", "basis": "customers", "half_life_days": choice.trend_half_life_days},
     }
-    signature = data_signature(config)
-    gate = gate_decision(evaluation, current_version, bool((current_manifest or {}).get("blend")), config)
-    bundle = ModelBundle(
-        item_ids=item_ids.ids_, user_ids=_user_ids(users, n_users),
-        user_items=CsrArrays(**_user_items(customer_items, n_users, nnz)),
-        catalog=_catalog(lines, item_ids, config),
-        tables={"also_bought": NeighbourArrays.of(also_bought.to_arrays()),
-                "bought_together": NeighbourArrays.of(bought_together.to_arrays())},
-        trending=trending,
-        als_user_factors=artifacts.StreamedArray((n_users, config.als_factors), np.float32,
-                                                 stream_blocks(user_factors.orderBy("id"), factor_block)),
-        als_item_factors=item_factor_array,
-        manifest=build_manifest(
-            engine={"name": "spark", "pyspark": metadata.version("pyspark"), "master": spark.sparkContext.master},
-            components=components,
-            blend=asdict(choice),
-            params=jsonable(vars(config)),
-            data={"path": uri, "sha256": signature["log_sha256"], "signature": signature},
-            cleaning=cleaning_report,
-            counts={"customers": n_users, "items": n_items, "orders": n_orders, "customer_item_pairs": nnz,
-                    "purchase_lines": cleaning_report["rows_kept"]},
-            evaluation=headline(evaluation),
-            gate=gate,
-            notes=notes,
-            libraries={name: metadata.version(name) for name in ("pyspark", "numpy", "pandas")},
-        ),
-    )
-    bundle.predictions = predictions
-    return save_version(config, bundle, evaluation, current_version, started)
+    return {
+        "choice": choice, "evaluation": evaluation, "notes": notes, "predictions": predictions,
+        "components": components, "counts": {"customers": n_users, "customer_item_pairs": nnz},
+        "user_ids": _user_ids(users, n_users),
+        "user_items": CsrArrays(**_user_items(customer_items, n_users, nnz)),
+        "tables": {"also_bought": NeighbourArrays.of(also_bought.to_arrays())},
+        "trending": trending,
+        "als_user_factors": artifacts.StreamedArray((n_users, config.als_factors), np.float32,
+                                                    stream_blocks(user_factors.orderBy("id"), factor_block)),
+        "als_item_factors": item_factor_array,
+    }
 
 
-def _choose(lines: DataFrame, users: DataFrame, item_ids: IdMap, config: TrainConfig,
+def _basket_parts(spark: SparkSession, orders: DataFrame, item_ids: IdMap, config: TrainConfig,
+                  current_manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """A log of guest baskets only (no customer ids), as the local engine trains one: the
+    personal part scores a basket's items with the "bought together" neighbours, popularity
+    (orders per item) ranks the rest, and no customer arrays or ALS exist. The evaluation holds
+    out baskets (``spark.evaluation``, ``baskets=True``)."""
+    from pyspark.sql import functions as F
+
+    n_items = len(item_ids)
+    numbered = _index(spark, orders.select(F.col("row").cast("string").alias("order_key")), "order_key", "basket")
+    baskets = (orders.join(numbered, orders["row"].cast("string") == numbered["order_key"])
+               .select(F.col("basket").alias("row"), "item", F.col("order_key").alias("order_id"),
+                       F.lit(None).cast("timestamp").alias("timestamp")))
+    choice, evaluation, notes, predictions = _choose(baskets, None, item_ids, config, current_manifest)
+    popularity = item_totals(orders.withColumn("one", F.lit(1.0)), "one", n_items)
+    numbered.unpersist()
+    return {
+        "choice": choice, "evaluation": evaluation, "notes": notes, "predictions": predictions,
+        "components": {"trending": {"model": "popular", "basis": "orders",
+                                    "half_life_days": choice.trend_half_life_days}},
+        "counts": {"customers": 0, "customer_item_pairs": 0},
+        "user_ids": np.zeros(0, dtype="<U1"),
+        "user_items": CsrArrays(np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)),
+        "tables": {}, "trending": popularity,
+    }
+
+
+def _choose(lines: DataFrame, users: DataFrame | None, item_ids: IdMap, config: TrainConfig,
             current_manifest: dict[str, Any] | None
             ) -> tuple[BlendChoice, dict[str, Any], list[str], dict[str, NDArray[Any]]]:
     """The blend to ship, with the evaluation behind it (``spark.evaluation``), as the local
