@@ -248,14 +248,18 @@ def test_spark_evaluation_equals_the_local_engine_within_ten_percent(
 
 
 def test_a_worse_spark_model_is_refused_by_the_gate(shipped_spark_model: artifacts.Artifact, tmp_path: Path) -> None:
-    """2 factors, 1 iteration, 1 neighbour: measured against the serving model's recipe
+    """2 factors, 1 iteration, 1 neighbour, histories cut to 100 items, retrained on the log's
+    last three months: measured against the serving model's recipe (its own settings)
     refitted on the same test fold, it is refused (exit 3) and the serving model stays."""
     models = tmp_path / "models"
     shutil.copytree(shipped_spark_model.path.parent, models, symlinks=True)
+    recent = tmp_path / "recent.parquet"
+    log = pd.read_parquet(SHIPPED_LOG)
+    log[log["InvoiceDate"] >= "2011-09-09"].to_parquet(recent, index=False)
     result = subprocess.run(
         [PYTHON, "train.py", "--engine", "spark", "--spark-master", "local[2]", "--spark-driver-memory", "2g",
-         "--data", str(SHIPPED_LOG), "--models-dir", str(models), "--activity-db", str(models / "none.sqlite3"),
-         "--als-factors", "2", "--als-iterations", "1", "--neighbours", "1"],
+         "--data", str(recent), "--models-dir", str(models), "--activity-db", str(models / "none.sqlite3"),
+         "--als-factors", "2", "--als-iterations", "1", "--neighbours", "1", "--max-history", "100"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 3, result.stderr[-3000:]
@@ -265,7 +269,7 @@ def test_a_worse_spark_model_is_refused_by_the_gate(shipped_spark_model: artifac
     gate = artifacts.read_manifest(models, refused[0])["gate"]
     assert gate["status"] == "refused"
     assert gate["new"] < 0.95 * gate["current"]
-    assert gate["current"] == pytest.approx(shipped_spark_model.manifest["evaluation"]["value"], rel=0.05)
+    assert gate["current_version"] == shipped_spark_model.version
 
 
 def test_tiny_log_trains_on_spark_and_the_server_answers(spark: object, tmp_path: Path) -> None:
@@ -350,7 +354,8 @@ def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(tmp_path: Path)
     assert evaluation["protocol"]["name"] == RANDOM_HOLDOUT and "no customer ids" in evaluation["protocol"]["reason"]
     assert evaluation["protocol"]["held_out"].endswith(" baskets")
     assert not any("ALS" in name for name in evaluation["models"])
-    assert evaluation["models"]["baseline: popularity"]["hit_rate"] < evaluation["models"][evaluation["shipped"]]["hit_rate"]
+    # Popularity is a candidate: what ships is never worse than it.
+    assert evaluation["models"]["baseline: popularity"]["hit_rate"] <= evaluation["models"][evaluation["shipped"]]["hit_rate"]
     assert model.manifest["counts"]["customers"] == 0 and model.manifest["blend"]["als_weight"] == 0.0
     assert model.manifest["counts"]["orders"] == len(baskets)
     client = make_app(models, tmp_path / "a.sqlite3").test_client()

@@ -343,17 +343,17 @@ def _when(seconds: int | None) -> str | None:
 
 
 # ----------------------------------------------------------------------------- scoring
-def _item_scores(fold: SparkFold, params: dict[str, Any]) -> NDArray[np.float32]:
+def _item_scores(fold: SparkFold, params: dict[str, Any], max_history: int) -> NDArray[np.float32]:
     """Cosine neighbours fitted by Spark on the fold's training side, each customer's history
     capped as the shipped "also bought" table is; the rows' scores."""
     from pyspark.sql import functions as F
 
-    key = ("knn", tuple(sorted(params.items())))
+    key = ("knn", tuple(sorted(params.items())), max_history)
     if key not in fold.fitted:
         n_items = len(fold.absent)
         knn = {name: int(params[name]) for name in ("neighbours", "min_support", "min_pair_support") if name in params}
         latest = fold.train.groupBy("row", "item").agg(F.max("t").alias("last"))
-        model = SparkCosineNeighbours(**knn).fit(capped_pairs(latest, fold.max_history), n_items)
+        model = SparkCosineNeighbours(**knn).fit(capped_pairs(latest, max_history), n_items)
         fold.fitted[key] = model.score_rows(fold.held_out.seen)
     return fold.fitted[key]
 
@@ -411,10 +411,13 @@ def _trend(fold: SparkFold, half_life: float) -> NDArray[np.float64]:
     return fold.fitted[key]
 
 
-def _scores(fold: SparkFold, choice: BlendChoice, als: AlsSettings) -> NDArray[np.float64]:
+def _scores(fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None = None
+            ) -> NDArray[np.float64]:
     """Every item's score for the fold's rows under ``choice`` (items absent from the
-    training side at minus infinity)."""
-    item = _item_scores(fold, choice.item_params) if choice.item_part > 0 else None
+    training side at minus infinity); neighbours on histories capped at ``max_history``
+    (default: the run's)."""
+    cap = fold.max_history if max_history is None else max_history
+    item = _item_scores(fold, choice.item_params, cap) if choice.item_part > 0 else None
     factors = _als_scores(fold, als) if choice.als_weight > 0 else None
     trend = _trend(fold, choice.trend_half_life_days)
     scores = blend_scores(item, factors, trend, choice.als_weight, choice.trend_weight, choice.item_weight)
@@ -467,19 +470,20 @@ def _measure(fold: SparkFold, choice: BlendChoice, config: TrainConfig, current:
     results = {shipped_name: held_out_metrics(fold.held_out, np.empty(0), settings, shipped_top)}
     for part in choice.parts():
         if part != choice:
-            results["part: " + part.label()] = _metrics(fold, part, settings.als, settings)
+            results["part: " + part.label()] = _metrics(fold, part, settings.als, None, settings)
     recipe = _current_recipe(current, notes)
     if recipe is not None:
-        results["current blend"] = _metrics(fold, recipe[0], recipe[1], settings)
+        results["current blend"] = _metrics(fold, *recipe, settings)
     results["baseline: popularity"] = _metrics(
         fold, BlendChoice("item_knn", choice.item_params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0), settings.als,
-        settings)
+        None, settings)
     params = {"similarity": "cosine", **knn_params(config)}
     results["baseline: item-knn cosine (spark)"] = _metrics(
-        fold, BlendChoice("item_knn", params, 0.0, 0.0, config.trending_half_life_days), settings.als, settings)
+        fold, BlendChoice("item_knn", params, 0.0, 0.0, config.trending_half_life_days), settings.als, None, settings)
     if fold.unit == "customers":
         results["baseline: ALS (spark)"] = _metrics(
-            fold, BlendChoice("item_knn", params, 1.0, 0.0, config.trending_half_life_days), settings.als, settings)
+            fold, BlendChoice("item_knn", params, 1.0, 0.0, config.trending_half_life_days), settings.als, None,
+            settings)
     out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
                            "headline_value": results[shipped_name]["ndcg"],
                            "headline_ci95": results[shipped_name]["ndcg_ci95"], "recommended": shipped_top}
@@ -488,13 +492,16 @@ def _measure(fold: SparkFold, choice: BlendChoice, config: TrainConfig, current:
     return out
 
 
-def _metrics(fold: SparkFold, choice: BlendChoice, als: AlsSettings, settings: Any) -> dict[str, Any]:
-    return held_out_metrics(fold.held_out, np.empty(0), settings, _ranked(fold, _scores(fold, choice, als), max(CUTS)))
+def _metrics(fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None, settings: Any
+             ) -> dict[str, Any]:
+    scores = _scores(fold, choice, als, max_history)
+    return held_out_metrics(fold.held_out, np.empty(0), settings, _ranked(fold, scores, max(CUTS)))
 
 
-def _current_recipe(current: dict[str, Any] | None, notes: list[str]) -> tuple[BlendChoice, AlsSettings] | None:
-    """The serving model's blend and ALS settings, from its manifest, when Spark can refit
-    them: its item part must be cosine neighbours (a local model's EASE, say, is not)."""
+def _current_recipe(current: dict[str, Any] | None, notes: list[str]
+                    ) -> tuple[BlendChoice, AlsSettings, int | None] | None:
+    """The serving model's blend, ALS settings and history cap, from its manifest, when Spark
+    can refit them: its item part must be cosine neighbours (a local model's EASE, say, is not)."""
     if not current or not current.get("blend"):
         return None
     try:
@@ -509,7 +516,7 @@ def _current_recipe(current: dict[str, Any] | None, notes: list[str]) -> tuple[B
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     als = dataclasses.replace(TrainConfig(), **{key: value for key, value in params.items()
                                                 if key.startswith("als_") and key in fields}).als
-    return blend, als
+    return blend, als, params.get("max_history")
 
 
 def _predictions(fold: SparkFold, recommended: NDArray[np.int64], users: DataFrame,
