@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
 from ..protocols import choose_protocol
-from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, build_item_knn, default_choice, item_candidates
+from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, build_item_knn, default_choice, item_candidates, untuned
 from .folds import Fold, evaluation_fold, make_folds
 from .measure import factor_metrics, measure
 from .search import search, simplest_within_noise
@@ -86,12 +86,7 @@ def select_and_evaluate(purchases: pd.DataFrame, settings: EvaluationSettings, c
         choice = outcome.pop("choice")
         logger.info("chosen on validation: %s", choice.label())
     else:
-        # Nothing shows a blend beating its parts here, so (rule 2 of the search) its lead part ships.
-        choice = default_choice(n_items, settings, has_customers=not test_fold.basket).parts()[0]
-        outcome = {"rule": (f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the "
-                           f"{MIN_VALIDATION_ROWS} it takes to tell configurations apart; the default's "
-                           "item-to-item part ships alone, as no blend can be shown to beat its part"),
-                  "configurations_measured": 0, "search": []}
+        choice, outcome = untuned(default_choice(n_items, settings, has_customers=not test_fold.basket), evaluated)
         logger.warning("validation: %s", outcome["rule"])
 
     measured = measure(test_fold, choice, settings, current)

@@ -140,6 +140,23 @@ class BlendChoice:
         return " + ".join(terms)
 
 
+def sample_limit(settings: EvaluationSettings, n_items: int) -> int:
+    """How many rows a fold measures at most: ``max_eval_users``, fewer where scoring them over
+    ``n_items`` would exceed ``MAX_SCORE_ENTRIES``, never under 100."""
+    return max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, n_items)))
+
+
+def untuned(default: BlendChoice, evaluated: int) -> tuple[BlendChoice, dict[str, Any]]:
+    """What ships when the validation rows are too few to tune (either engine): the default's
+    item-to-item part alone, since no blend can be shown to beat its part (the search's noise
+    rule), and the rule that says so."""
+    return default.parts()[0], {
+        "rule": (f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the {MIN_VALIDATION_ROWS} "
+                 "it takes to tell configurations apart; the default's item-to-item part ships alone, as no blend "
+                 "can be shown to beat its part"),
+        "configurations_measured": 0, "search": []}
+
+
 def default_choice(n_items: int, settings: EvaluationSettings, has_customers: bool = True) -> BlendChoice:
     """The blend used when it cannot be tuned (``--no-evaluate``, or too few validation rows):
     EASE (the middle of the searched l2 grid) where the catalog allows, else cosine kNN, with

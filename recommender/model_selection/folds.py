@@ -15,7 +15,7 @@ from ..data.split import HoldoutSplit, next_purchase_split, random_holdout_split
 from ..errors import DataError
 from ..evaluation import HeldOut
 from ..protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, period_cutoffs
-from .choice import MAX_SCORE_ENTRIES, VALIDATION_SHARE
+from .choice import VALIDATION_SHARE, sample_limit
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSetti
     new = pairs[~already]
     n_targets = new.groupby("user").size()
     rows = n_targets.index.to_numpy(dtype=np.int64)
-    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(interactions.item_ids))))
+    limit = sample_limit(settings, len(interactions.item_ids))
     sampled = len(rows) > limit
     if sampled:
         rows = np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False))
@@ -180,7 +180,7 @@ def holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:
     interactions = build_interactions(split.train, "binary")
     lookup = interactions.item_ids
     queries, hidden = split.queries, split.hidden
-    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, len(lookup))))
+    limit = sample_limit(settings, len(lookup))
     sampled = len(queries) > limit
     if sampled:
         keep = np.sort(np.random.default_rng(settings.random_state).choice(len(queries), limit, replace=False))

@@ -37,8 +37,8 @@ from ..config import AlsSettings, TrainConfig
 from ..errors import DataError
 from ..evaluation import HeldOut, row_ndcg, top_k
 from ..model_selection import BlendChoice, Selection, simplest_within_noise
-from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MAX_SCORE_ENTRIES, MIN_VALIDATION_ROWS,
-                                      POPULARITY_HALF_LIFE, SAVED_DEPTH, TREND_WEIGHTS, VALIDATION_SHARE)
+from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MIN_VALIDATION_ROWS, POPULARITY_HALF_LIFE, SAVED_DEPTH,
+                                      TREND_WEIGHTS, VALIDATION_SHARE, sample_limit, untuned)
 from ..model_selection.scoring import held_out_metrics
 from ..protocols import (NEXT_PURCHASE, NO_CUSTOMERS, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol, decide,
                          period_cutoffs)
@@ -113,15 +113,10 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDA
         test, validation = _folds(lines, protocol, n_items, config, "customers" if users is not None else "baskets")
         notes: list[str] = []
         rows_measured = validation.held_out.seen.shape[0] if validation is not None else 0
-        default = default_choice(config)
         if rows_measured >= MIN_VALIDATION_ROWS and validation is not None:
             choice, outcome = _search(validation, protocol.name, config)
         else:
-            choice = default.parts()[0]
-            outcome = {"rule": (f"not tuned: the validation fold evaluates {rows_measured} rows, fewer than the "
-                                f"{MIN_VALIDATION_ROWS} it takes to tell configurations apart; the default's "
-                                "item-to-item part ships alone, as no blend can be shown to beat its part"),
-                       "configurations_measured": 0, "search": []}
+            choice, outcome = untuned(default_choice(config), rows_measured)
         measured = _measure(test, choice, config, current, notes)
         predictions = _predictions(test, measured.pop("recommended"), users, item_ids)
         evaluation: dict[str, Any] = {
@@ -246,7 +241,7 @@ def _holdout_split(lines: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
 def _sample(rows: NDArray[np.int64], n_items: int, config: TrainConfig) -> tuple[NDArray[np.int64], bool]:
     """The rows measured: all, or as many as ``max_eval_users`` (and the score budget) allow."""
     settings = config.evaluation_settings
-    limit = max(100, min(settings.max_eval_users, MAX_SCORE_ENTRIES // max(1, n_items)))
+    limit = sample_limit(settings, n_items)
     if len(rows) <= limit:
         return rows, False
     return np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False)), True
@@ -273,14 +268,12 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainCon
     chosen = train.sparkSession.createDataFrame(pd.DataFrame({"row": rows.astype(np.int32)}))
     seen_rows, seen_items = _pairs(bought.join(F.broadcast(chosen), "row"), ("row", "item"))
     target_rows, target_items = _pairs(new.join(F.broadcast(chosen), "row"), ("row", "item"))
-    absent = np.ones(n_items, dtype=bool)
-    absent[_pairs(train.select("item").distinct(), ("item",))[0]] = False
+    popularity, absent = _training_items(bought, n_items)
     reachable = ~absent[target_items]
     shape = (len(rows), n_items)
     seen = _binary(np.searchsorted(rows, seen_rows), seen_items, shape)
     targets = _binary(np.searchsorted(rows, target_rows[reachable]), target_items[reachable], shape)
     counts = n_targets.set_index("row")["count"].loc[rows].to_numpy(dtype=np.int64)
-    popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(np.float64)
     held_out = HeldOut(rows, seen, targets, counts, popularity)
     train_until, test_from, test_until = train.agg(F.max("t")).first()[0], *test.agg(F.min("t"), F.max("t")).first()
     description = {
@@ -312,15 +305,13 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
     chosen = train.sparkSession.createDataFrame(pd.DataFrame({"row": rows.astype(np.int32)}))
     row_of, item_of, rank_of = _pairs(ranked.join(F.broadcast(chosen), "row"), ("row", "item", "rank"))
     bought = train.select("row", "item").distinct()
-    absent = np.ones(n_items, dtype=bool)
-    absent[_pairs(train.select("item").distinct(), ("item",))[0]] = False
+    popularity, absent = _training_items(bought, n_items)
     position = np.searchsorted(rows, row_of)
     shape = (len(rows), n_items)
     query = rank_of > 1
     seen = _binary(position[query], item_of[query], shape)
     hidden = ~query & ~absent[item_of]
     targets = _binary(position[hidden], item_of[hidden], shape)
-    popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(np.float64)
     held_out = HeldOut(np.arange(len(rows), dtype=np.int64), seen, targets, np.ones(len(rows), dtype=np.int64),
                        popularity)
     description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(rows)} {unit}",
@@ -330,6 +321,14 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
         description["sampled"] = f"{len(rows)} of {len(candidates)} held-out {unit}, at random"
     return SparkFold("holdout", train, held_out, absent, description,
                      [f"holdout:{number}" for number in range(len(rows))], None, config.max_history, unit)
+
+
+def _training_items(bought: DataFrame, n_items: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Customers (rows) per item on the training side, and the items none bought there."""
+    from pyspark.sql import functions as F
+
+    popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(np.float64)
+    return popularity, popularity == 0
 
 
 def _binary(rows: NDArray[np.int64], cols: NDArray[np.int64], shape: tuple[int, int]) -> sp.csr_matrix:
