@@ -16,10 +16,12 @@ it once). The standard library's ``smtplib`` and ``email.message`` do the e-mail
 from __future__ import annotations
 
 import csv
+import email.policy
 import html
 import json
 import logging
 import math
+import re
 import smtplib
 import time
 import uuid
@@ -41,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 REASONS = ("back_in_stock", "price_drop", "new_for_you")
 FILE_FIELDS = ("user_id", "reason", "item_id", "name", "price", "previous_price", "change_at", "because")
+# What goes on the wire: CRLF line ends (RFC 5321), and 7-bit bodies (non-ASCII text as
+# quoted-printable or base64), so any server takes them, with or without 8BITMIME.
+MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 
 class DeliveryError(RecommenderError):
@@ -219,9 +224,9 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
                 store.open_digest(user_id, "file", "", json.dumps([a.to_dict() for a in fresh]), keys, now)
             else:
                 message = compose(user_id, emails[user_id], fresh, settings, now)
-                digest_id = store.open_digest(user_id, "smtp", str(message["Message-ID"]), message.as_string(),
-                                              keys, now)
-                if not _send(smtp, store, digest_id, message.as_string(), settings, emails[user_id]):
+                body = message.as_bytes().decode("ascii")
+                digest_id = store.open_digest(user_id, "smtp", str(message["Message-ID"]), body, keys, now)
+                if not _send(smtp, store, digest_id, body, settings, emails[user_id]):
                     counts["refused"] += 1
                     continue
             counts["digests"] += 1
@@ -239,9 +244,10 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
 def compose(user_id: str, address: str, alerts: Sequence[Alert], settings: AlertsConfig,
             now: float | None = None) -> EmailMessage:
     """One customer's digest: a text and an HTML part, and an unsubscribe link in both and in
-    the ``List-Unsubscribe`` header."""
+    the ``List-Unsubscribe`` header. Built under ``MAIL_POLICY``: ``as_bytes()`` is what the
+    mail server receives, byte for byte, and what the store keeps for a resend."""
     unsubscribe = settings.unsubscribe_url.replace("{user_id}", quote(user_id, safe=""))
-    message = EmailMessage()
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = settings.sender
     message["To"] = address
     message["Subject"] = _subject(alerts, settings)
@@ -292,9 +298,14 @@ def _send(smtp: smtplib.SMTP, store: ActivityStore, digest_id: int, body: str, s
           address: str) -> bool:
     """Hand one recorded digest to the mail server and confirm it in the store. False when the
     server refuses this recipient for good (the digest is then marked, not retried); a lost
-    connection raises, leaving the digest to the next run."""
+    connection raises, leaving the digest to the next run.
+
+    ``smtplib`` turns line ends into CRLF for ``str`` messages only, and then demands ASCII;
+    the bytes are given CRLF here, so a digest stored by an older version (``\n`` line ends,
+    8-bit UTF-8 text) goes out as the standard says too. ``smtplib`` doubles leading dots."""
+    wire = re.sub(r"\r?\n", "\r\n", body).encode("utf-8")
     try:
-        smtp.sendmail(settings.sender, [address], body.encode("utf-8"))
+        smtp.sendmail(settings.sender, [address], wire)
     except smtplib.SMTPRecipientsRefused:
         store.mark_refused(digest_id)
         return False
@@ -312,12 +323,17 @@ def _write(out: Path, alerts: Sequence[Alert]) -> None:
     with partial.open("w", newline="", encoding="utf-8") as handle:
         if out.suffix == ".jsonl":
             for alert in alerts:
-                handle.write(json.dumps(alert.to_dict(), ensure_ascii=False) + "\n")
+                handle.write(json.dumps(_file_row(alert), ensure_ascii=False, allow_nan=False) + "\n")
         else:
             writer = csv.writer(handle)
             writer.writerow(FILE_FIELDS)
             for alert in alerts:
-                row = alert.to_dict()
-                writer.writerow(["" if row[f] is None or (isinstance(row[f], float) and math.isnan(row[f]))
-                                 else row[f] for f in FILE_FIELDS])
+                row = _file_row(alert)
+                writer.writerow(["" if row[f] is None else row[f] for f in FILE_FIELDS])
     partial.replace(out)
+
+
+def _file_row(alert: Alert) -> dict[str, Any]:
+    """An alert's fields for the files, a missing number as null (JSON has no NaN)."""
+    return {field: None if isinstance(value, float) and not math.isfinite(value) else value
+            for field, value in alert.to_dict().items()}

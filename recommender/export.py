@@ -8,6 +8,7 @@ forgotten customers get no rows.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -48,7 +49,11 @@ def export(
     show = sys.stderr.isatty() if progress is None else progress
     path = None if str(destination) == "-" else Path(destination)
     partial = path.with_name(path.name + ".partial") if path else None
-    handle: IO[str] = partial.open("w", newline="", encoding="utf-8") if partial else sys.stdout
+    # UTF-8 and the writers' own line ends, whatever the locale says of standard output.
+    if partial is None:
+        sys.stdout.flush()
+    handle: IO[str] = (partial.open("w", newline="", encoding="utf-8") if partial
+                       else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline=""))
     written = 0
     try:
         writer = _writer(handle, format)
@@ -68,6 +73,10 @@ def export(
             handle.close()
             partial.unlink(missing_ok=True)
         raise
+    finally:
+        if partial is None:
+            handle.flush()
+            handle.detach()  # standard output stays open for the caller
     if partial and path:
         handle.close()
         partial.replace(path)
@@ -77,7 +86,7 @@ def export(
 
 def _writer(handle: IO[str], format: str) -> Any:
     if format == "jsonl":
-        return lambda line: handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return lambda line: handle.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
     writer = csv.writer(handle)
     writer.writerow(["user_id", "rank", "item_id", "name", "price", "score"])
     return writer.writerows
@@ -91,7 +100,8 @@ def _lines(service: RecommendationService, batch: np.ndarray, items: np.ndarray,
         if format == "jsonl":
             yield {"user_id": user, "recommendations": [
                 {"item_id": str(service.items.ids_[item]), "name": service.names[item],
-                 "price": service.prices[item], "score": round(score, 6)} for item, score in picks]}
+                 "price": service.prices[item], "score": round(score, 6) if math.isfinite(score) else None}
+                for item, score in picks]}
         else:
             yield [[user, rank, str(service.items.ids_[item]), service.names[item],
                     "" if service.prices[item] is None else service.prices[item],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import html
 import email.policy
 import os
 import signal
@@ -312,3 +313,108 @@ def test_an_unconfirmed_digest_is_not_resent_to_a_customer_who_opted_out_since(t
     assert store.pending_digests() == []
     deliver({}, store, settings, emails)  # nothing left to resend, to anyone
     assert inbox.recipients() == {"c2@example.com": 1}
+
+
+# ------------------------------------------------------------------ a standards-conforming server
+class StockMailbox:
+    """aiosmtpd with its stock ``Mailbox`` handler and its default SMTP line limit (1,001
+    bytes, CRLF-terminated lines, as RFC 5321 says): what the server stored, parsed back."""
+
+    def __init__(self, directory: Path) -> None:
+        from aiosmtpd.handlers import Mailbox
+
+        self.directory = directory
+        self.port = free_port()
+        self.controller = Controller(Mailbox(str(directory)), hostname="127.0.0.1", port=self.port)
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        files = sorted((self.directory / "new").glob("*")) if (self.directory / "new").exists() else []
+        return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+                for path in files]
+
+
+@pytest.fixture
+def stock_mailbox(tmp_path: Path) -> Any:
+    mailbox = StockMailbox(tmp_path / "maildir")
+    mailbox.controller.start()
+    yield mailbox
+    mailbox.controller.stop()
+
+
+def _dot_led_name() -> str:
+    """An item name whose digest, as encoded for the wire, has a line starting with a dot
+    (which SMTP must double, and the server undo)."""
+    from recommender.alerts import Alert
+
+    for padding in range(1, 200):
+        name = "Lantern " + "o" * padding + ". Polished brass, with a glass shade and a long description"
+        message = compose("d1", "d1@example.com", [Alert("d1", "L", "back_in_stock", name, 9.5, None, T2, "x")],
+                          AlertsConfig())
+        if any(line.startswith(b".") for line in message.as_bytes().split(b"\r\n")):
+            return name
+    raise AssertionError("no padding puts a dot at the start of a line")
+
+
+@pytest.mark.parametrize("case", ["long", "non_ascii", "dot"])
+def test_digests_reach_a_standard_mail_server_intact(tmp_path: Path, stock_mailbox: StockMailbox,
+                                                    case: str) -> None:
+    from recommender.alerts import Alert, deliver
+
+    names = {"long": [f"Set of {n} enamel storage tins, assorted vintage designs, " + "extra long name " * 6
+                      for n in range(8)],
+             "non_ascii": ["Crème brûlée dish — ½ litre, 日本製"],
+             "dot": [_dot_led_name()]}[case]
+    alerts = {"c1": [Alert("c1", f"I{n}", "price_drop", name, 5.0, 10.0, T2, "on your wish list")
+                     for n, name in enumerate(names)]}
+    store = ActivityStore(tmp_path / "activity.sqlite3")
+    store.create_schema()
+    settings = AlertsConfig(smtp_host="127.0.0.1", smtp_port=stock_mailbox.port, sender="shop@example.test",
+                            shop_name="Tiny shop")
+    counts = deliver(alerts, store, settings, {"c1": "c1@example.com"})
+    assert counts["digests"] == 1 and counts["refused"] == 0
+    [received] = stock_mailbox.messages()
+    wire = (stock_mailbox.directory / "new").iterdir().__next__().read_bytes()
+    if case == "long":
+        assert len(wire) > 2048
+    text = received.get_body(("plain",)).get_content()
+    page = received.get_body(("html",)).get_content()
+    for name in names:
+        assert f"{name} now 5.00, was 10.00 (on your wish list)" in text
+        assert html.escape(name) in page
+    assert received["List-Unsubscribe"] == "<https://shop.example/unsubscribe?customer=c1>"
+    assert "Unsubscribe: https://shop.example/unsubscribe?customer=c1" in text
+    assert str(received["Subject"]).startswith(names[0]) and str(received["To"]) == "c1@example.com"
+    assert received["Message-ID"] and str(received["Message-ID"]) == str(received["Message-ID"]).strip()
+    assert store.pending_digests() == []
+
+
+def test_an_alerts_run_delivers_one_digest_once_to_a_stock_mail_server(shared_models: Path, tmp_path: Path,
+                                                                      stock_mailbox: StockMailbox) -> None:
+    """The scenario of the issue: prices and availability recorded through the admin API, two
+    items on a wish list, a price drop and a restock; one digest naming both, once."""
+    db = tmp_path / "activity.sqlite3"
+    client = make_app(shared_models, db, admin_token=TOKEN).test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    client.put("/v1/admin/catalog/A", json={"price": 10.0, "available": True}, headers=auth)
+    client.put("/v1/admin/catalog/C", json={"price": 10.0, "available": False}, headers=auth)
+    for user in ("w1", "w2"):
+        for item in ("A", "C"):
+            assert client.put(f"/v1/users/{user}/wishlist/{item}").status_code == 201
+    time.sleep(0.01)  # the changes come after the wishes
+    client.put("/v1/admin/catalog/A", json={"price": 5.0}, headers=auth)
+    client.put("/v1/admin/catalog/C", json={"available": True}, headers=auth)
+    customers = _customers_file(tmp_path, ["w1", "w2"], opted_out=("w2",))
+    command = _alerts_command(shared_models, db, customers, stock_mailbox.port, "--sender", "shop@example.test",
+                              "--unsubscribe-url", "https://shop.example/stop?c={user_id}")
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    [digest] = stock_mailbox.messages()
+    assert str(digest["To"]) == "w1@example.com"
+    assert digest["List-Unsubscribe"] == "<https://shop.example/stop?c=w1>"
+    text = digest.get_body(("plain",)).get_content()
+    assert "Cherry is back in stock at 10.00 (on your wish list)" in text
+    assert "Apple now 5.00, was 10.00 (on your wish list)" in text
+    assert "https://shop.example/stop?c=w1" in text
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert len(stock_mailbox.messages()) == 1

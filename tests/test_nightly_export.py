@@ -143,3 +143,44 @@ def test_export_command_honours_the_customers_file_and_suppression_list(setup, t
     assert "2 opted out or forgotten" in result.stderr
     users = {row["user_id"] for row in csv.DictReader(out.read_text().splitlines())}
     assert "g1" not in users and "k1" not in users and "g2" in users
+
+
+ODD_NAMES = {"Apple": 'Crème "brûlée", 日本製', "Banana": "=SUM(A1) ½ litre", "Cherry": "Tin; with\ttab"}
+
+
+def test_export_files_keep_odd_names_intact_whatever_the_locale(tmp_path: Path) -> None:
+    """Quotes, commas, tabs and non-ASCII names survive both formats: CSV as RFC 4180 says
+    (CRLF, quoted fields, UTF-8), JSON Lines as strict JSON, standard output in UTF-8 even
+    where the locale says ASCII."""
+    from conftest import TINY_LOG
+
+    from recommender import training
+
+    log = tmp_path / "odd.csv"
+    text = TINY_LOG
+    for plain, odd in ODD_NAMES.items():
+        text = text.replace(f",{plain}\n", f',"{odd.replace(chr(34), chr(34) * 2)}"\n')
+    log.write_text(text, encoding="utf-8")
+    models = tmp_path / "models"
+    training.run(tiny_config(log, models))
+    out = tmp_path / "campaign.csv"
+    command = [PYTHON, "-m", "recommender", "export", "--models-dir", str(models), "--k", "3",
+               "--activity-db", str(tmp_path / "activity.sqlite3")]
+    ascii_locale = {**__import__("os").environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    written = subprocess.run([*command, "--out", str(out)], cwd=ROOT, capture_output=True, timeout=120,
+                             env=ascii_locale)
+    assert written.returncode == 0, written.stderr
+    raw = out.read_bytes()
+    assert raw.count(b"\r\n") == raw.count(b"\n") and raw.endswith(b"\r\n")
+    with out.open(newline="", encoding="utf-8") as handle:
+        names = {row["name"] for row in csv.DictReader(handle)}
+    assert set(ODD_NAMES.values()) <= names
+    streamed = subprocess.run([*command, "--out", "-", "--format", "jsonl"], cwd=ROOT, capture_output=True,
+                              timeout=120, env=ascii_locale)
+    assert streamed.returncode == 0, streamed.stderr.decode()
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    lines = [json.loads(line, parse_constant=no_constants) for line in streamed.stdout.decode("utf-8").splitlines()]
+    assert set(ODD_NAMES.values()) <= {pick["name"] for line in lines for pick in line["recommendations"]}
