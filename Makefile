@@ -19,7 +19,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-spark clean
+.PHONY: run install install-spark install-browser install-postgres train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -82,7 +82,13 @@ install-browser:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo "chromium could not be installed: the browser tests will be skipped"
 
-test: install install-spark install-browser
+## Debian's PostgreSQL for the shared-store tests (they start a throwaway cluster on 127.0.0.1 themselves).
+install-postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"
+
+test: install install-spark install-browser install-postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,

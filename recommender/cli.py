@@ -1,7 +1,7 @@
 """Command lines of ``train.py`` and ``serve.py``: parse options, configure logging, map errors to exit codes.
 
 Exit codes: 0 success, 2 bad input or configuration (a one-line message naming the file,
-field or option), 3 a new model refused by the promotion gate, 75 another nightly run holds the lock, 1 anything else (a one-line
+field or option), 3 a new model refused by the promotion gate, 75 another nightly or alerts run holds the lock, 1 anything else (a one-line
 message; ``--verbose`` adds the traceback).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AlertsConfig, ServeConfig, TrainConfig, load_config
-from .errors import ConfigError, DataError, GateRefusedError, NightlyBusyError, RecommenderError
+from .errors import BusyError, ConfigError, DataError, GateRefusedError, RecommenderError
 
 logger = logging.getLogger("recommender")
 
@@ -35,7 +35,9 @@ TRAIN_HELP = {
     "weighting": "customer x item cell value for item-to-item: binary, count, log",
     "excluded_items": "comma-separated non-product codes to drop",
     "item_pattern": "regular expression that product ids must match",
-    "include_activity": "activity database (SQLite) whose recorded purchases join the log",
+    "include_activity": "activity store (SQLite file or postgresql:// URL) whose recorded purchases join the log",
+    "activity_db": "activity store: a SQLite file or a postgresql://user@host:port/db URL",
+    "activity_db_password": "PostgreSQL password (better: RECO_ACTIVITY_DB_PASSWORD or PGPASSWORD)",
     "als_confidence": "ALS confidence weighting: binary, log, bm25",
     "trending_half_life_days": "age at which a sale counts half for trending items, when the blend is not tuned",
     "keep_versions": "model versions kept on disk",
@@ -64,7 +66,8 @@ SERVE_HELP = {
     "host": "address to listen on",
     "workers": "gunicorn worker processes",
     "threads": "threads per gunicorn worker (1: sync workers, the default; more: gthread)",
-    "activity_db": "SQLite file of the activity store (events, wish lists)",
+    "activity_db": "activity store (events, wish lists, privacy): a SQLite file or a postgresql:// URL",
+    "activity_db_password": "PostgreSQL password (better: RECO_ACTIVITY_DB_PASSWORD or PGPASSWORD)",
     "customers_file": "CSV with id,name[,opted_out]: greetings and opt-outs",
     "request_log": "where the JSON line of each request goes: - for stderr, a file, or empty for none",
 }
@@ -192,16 +195,19 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
             from .data.loading import read_catalog
             from .training import record_catalog
 
-            record_catalog(config.activity_db, read_catalog(args.catalog))
+            record_catalog(config.activity_db, read_catalog(args.catalog), config.activity_db_password)
         customers = read_customers(config.customers_file)
-        store = ActivityStore(config.activity_db, config.history_limit, config.history_days)
-        store.create_schema()
+        store = ActivityStore(config.activity_db, config.history_limit, config.history_days,
+                              password=config.activity_db_password)
         try:
-            service = (RecommendationService(artifacts.load_current_bundle(config.models_dir))
-                       if artifacts.current_version(config.models_dir) else None)
-            excluded = customers.opted_out | frozenset(store.suppressed())
-            found = alerts.find_alerts(store, service, settings, excluded)
-            counts = alerts.deliver(found, store, settings, customers.emails, out, excluded=excluded)
+            # One run at a time per store, on any host: overlapping runs would send a digest twice.
+            with store.run_lock("alerts"):
+                store.create_schema()
+                service = (RecommendationService(artifacts.load_current_bundle(config.models_dir))
+                           if artifacts.current_version(config.models_dir) else None)
+                excluded = customers.opted_out | frozenset(store.suppressed())
+                found = alerts.find_alerts(store, service, settings, excluded)
+                counts = alerts.deliver(found, store, settings, customers.emails, out, excluded=excluded)
         finally:
             store.close()
         print(f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"
@@ -227,11 +233,9 @@ def _forgotten(config: ServeConfig) -> frozenset[str]:
     """Customers whose data must not be used (the activity store's suppression list, if any)."""
     from .activity import ActivityStore
 
-    if not Path(config.activity_db).is_file():
-        return frozenset()
-    store = ActivityStore(config.activity_db)
+    store = ActivityStore(config.activity_db, password=config.activity_db_password)
     try:
-        return frozenset(store.suppressed())
+        return frozenset(store.suppressed()) if store.exists() else frozenset()
     finally:
         store.close()
 
@@ -278,7 +282,7 @@ def _guarded(work: Any, verbose: bool) -> int:
     except GateRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 3
-    except NightlyBusyError as exc:
+    except BusyError as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return 75
     except RecommenderError as exc:

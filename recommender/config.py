@@ -114,8 +114,10 @@ class TrainConfig:
     use_gpu: bool = False
     random_state: int = 42
     trending_half_life_days: float = 14.0
-    activity_db: Path = Path("var/activity.sqlite3")
-    include_activity: Path | None = None
+    # A SQLite file or a postgresql:// URL (``activity.ActivityStore``); the password may come apart.
+    activity_db: Path | str = Path("var/activity.sqlite3")
+    include_activity: Path | str | None = None
+    activity_db_password: str | None = None
     evaluate: bool = True
     test_days: float = 30.0
     # Rolling validation periods of ``test_days`` before the test period (see ``protocols``).
@@ -198,7 +200,9 @@ class ServeConfig:
     # Sync workers (1 thread each): measured against 4 gthread threads, p99 at 32 connections
     # is half or less at about the same throughput (README, Performance). Behind a buffering proxy.
     threads: int = 1
-    activity_db: Path = Path("var/activity.sqlite3")
+    # A SQLite file or a postgresql:// URL (``activity.ActivityStore``); the password may come apart.
+    activity_db: Path | str = Path("var/activity.sqlite3")
+    activity_db_password: str | None = None
     history_limit: int = 200
     history_days: float = 90.0
     activity_half_life_hours: float = 72.0
@@ -354,8 +358,8 @@ def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
         if kind.startswith("Path"):
-            if name == "data" and isinstance(value, str) and "://" in value:
-                return value  # a URI for the Spark engine: Path would fold its "//"
+            if isinstance(value, str) and "://" in value:
+                return value  # a URI (Spark's data, a database URL): Path would fold its "//"
             return None if value in ("", None) else Path(value)
         if kind == "bool":
             if isinstance(value, str):

@@ -31,8 +31,20 @@ class GateRefusedError(RecommenderError):
     """A new model measured worse than the one serving; it was kept on disk but not promoted."""
 
 
-class NightlyBusyError(RecommenderError):
+class BusyError(RecommenderError):
+    """Another run of the same job (nightly, alerts) holds its lock (exit code 75: try later)."""
+
+
+class NightlyBusyError(BusyError):
     """Another nightly run holds the lock."""
+
+
+class StoreError(RecommenderError):
+    """The activity store refused a statement or holds a schema this version cannot use."""
+
+
+class StoreUnavailable(StoreError):
+    """The activity store cannot be reached now (database down, network): retry later (HTTP 503)."""
 
 
 class NotFittedError(RecommenderError, ValueError, AttributeError):

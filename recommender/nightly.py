@@ -1,6 +1,8 @@
 """The nightly job: new data in, a better model out, the server switched over, old data pruned.
 
-Steps: take the lock (one run at a time); stop early when neither the log nor the activity
+Steps: take the lock (one run at a time: a lock file in the models directory, and with
+``--include-activity`` the activity store's own run lock, so that with one PostgreSQL shared
+by several hosts, each running this from cron, one trains and the others exit 75); stop early when neither the log nor the activity
 store changed since the serving model was trained; train, evaluate, gate and promote
 (``training.run``); wait until the running server answers with the new version (it reloads
 by itself when ``models/current`` changes, between requests, without a restart); delete
@@ -16,13 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from . import artifacts, training
 from .activity import ActivityStore
 from .config import TrainConfig
-from .errors import NightlyBusyError
+from .errors import BusyError, DataError, NightlyBusyError, StoreError
 
 logger = logging.getLogger(__name__)
 LOCK_NAME = ".nightly.lock"
@@ -35,11 +38,21 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     show = sys.stderr.isatty() if progress is None else progress
     models_dir = Path(config.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / LOCK_NAME, "a+") as lock:
+    store = (ActivityStore(config.include_activity, history_limit=10**9, history_days=config.event_retention_days,
+                           password=config.activity_db_password) if config.include_activity else None)
+    with open(models_dir / LOCK_NAME, "a+") as lock, ExitStack() as held:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise NightlyBusyError(f"{models_dir / LOCK_NAME}: another nightly run is in progress") from None
+        if store is not None:
+            held.callback(store.close)
+            try:
+                held.enter_context(store.run_lock("nightly"))
+            except BusyError as exc:
+                raise NightlyBusyError(str(exc)) from None
+            except StoreError as exc:
+                raise DataError(f"include_activity: {exc}") from None
         steps = ["look for new data", "train, evaluate, gate, promote", "server reload", "prune old events"]
         with tqdm(total=len(steps), desc="nightly", unit="step", disable=not show) as bar:
             def step(name: str) -> None:
@@ -67,14 +80,7 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             bar.update(1)
 
             step(steps[3])
-            pruned = 0
-            if config.include_activity and Path(config.include_activity).is_file():
-                store = ActivityStore(config.include_activity, history_limit=10**9,
-                                      history_days=config.event_retention_days)
-                try:
-                    pruned = store.prune()
-                finally:
-                    store.close()
+            pruned = store.prune() if store is not None and store.exists() else 0
             bar.update(1)
     result = {"status": "trained", "version": version, "server": reload, "events_pruned": pruned}
     logger.info("nightly: %s", result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import time
 from dataclasses import asdict
 from importlib import metadata
@@ -22,14 +21,14 @@ from numpy.typing import NDArray
 
 from . import artifacts, report
 from .bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
-from .activity import ActivityStore
+from .activity import ActivityStore, describe
 from .algorithms import ItemKNN, Popular
 from .config import TrainConfig
 from .data.catalog import build_catalog, first_sold
 from .data.cleaning import CleaningRules, clean
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint, read_catalog, read_log
 from .data.matrix import binarize, build_interactions, cap_history, decayed, trending_weights
-from .errors import DataError, GateRefusedError
+from .errors import DataError, GateRefusedError, StoreError
 from .model_selection import BlendChoice, build_als, build_item_knn, default_choice, select_and_evaluate
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def run(config: TrainConfig) -> Path:
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
     catalog["first_sold"] = first_sold(purchases, interactions.item_ids)
     if catalog_override is not None:
-        record_catalog(config.activity_db, catalog_override)
+        record_catalog(config.activity_db, catalog_override, config.activity_db_password)
     signature = data_signature(config)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
     bundle = fit_components(interactions, config, choice, catalog)
@@ -172,7 +171,7 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read and clean the log (plus purchases recorded through the API, if asked)."""
     log = read_log(config.data, config.format, config.preset, config.columns, config.encoding)
     if config.include_activity:
-        log = _with_activity_purchases(log, config.include_activity)
+        log = _with_activity_purchases(log, config.include_activity, config.activity_db_password)
     rules = cleaning_rules(config, log.attrs.get("preset", ""))
     purchases, cleaning = clean(log, rules, source=str(config.data))
     report = cleaning.to_dict()
@@ -200,10 +199,10 @@ def cleaning_rules(config: TrainConfig, preset: str) -> CleaningRules:
     )
 
 
-def record_catalog(database: Path, catalog: pd.DataFrame) -> None:
+def record_catalog(database: Path | str, catalog: pd.DataFrame, password: str | None = None) -> None:
     """A catalog file's prices and availability, recorded in the activity store where they
     differ from the last recorded state: the history the e-mail alerts compare against."""
-    store = ActivityStore(database)
+    store = ActivityStore(database, password=password)
     try:
         store.create_schema()
         prices = catalog["price"] if "price" in catalog else [None] * len(catalog)
@@ -211,26 +210,26 @@ def record_catalog(database: Path, catalog: pd.DataFrame) -> None:
         changed = store.record_catalog(
             (str(item), None if pd.isna(price) else float(price), None if pd.isna(flag) else bool(flag))
             for item, price, flag in zip(catalog["item_id"], prices, available))
-    except sqlite3.Error as exc:
-        raise DataError(f"{database}: cannot record the catalog's prices: {exc}") from None
+    except StoreError as exc:
+        raise DataError(f"cannot record the catalog's prices: {exc}") from None
     finally:
         store.close()
-    logger.info("catalog: %d price or availability changes recorded in %s", changed, database)
+    logger.info("catalog: %d price or availability changes recorded in %s", changed, describe(database))
 
 
 def forgotten_customers(config: TrainConfig) -> set[str]:
     """Customers erased through ``DELETE /v1/users/<id>``: their purchases never reach a model.
     Read from the activity store the server writes (and the one given to --include-activity)."""
     forgotten: set[str] = set()
-    for database in {config.activity_db, config.include_activity} - {None}:
-        if Path(database).is_file():
-            store = ActivityStore(database)
-            try:
+    for database in {str(config.activity_db), str(config.include_activity or "")} - {""}:
+        store = ActivityStore(database, password=config.activity_db_password)
+        try:
+            if store.exists():
                 forgotten.update(store.suppressed("forgotten"))
-            except sqlite3.Error as exc:
-                raise DataError(f"{database}: cannot read the suppression list: {exc}") from None
-            finally:
-                store.close()
+        except StoreError as exc:
+            raise DataError(f"cannot read the suppression list: {exc}") from None
+        finally:
+            store.close()
     return forgotten
 
 
@@ -299,10 +298,12 @@ def data_signature(config: TrainConfig) -> dict[str, Any]:
     # which the nightly job reads as "cannot tell, train".
     local = Path(config.data) if "://" not in str(config.data) else None
     signature: dict[str, Any] = {"log_sha256": fingerprint(local) if local and local.is_file() else None}
-    if config.include_activity and Path(config.include_activity).is_file():
-        store = ActivityStore(config.include_activity)
+    if config.include_activity:
+        store = ActivityStore(config.include_activity, password=config.activity_db_password)
         try:
-            purchases = store.purchases()
+            purchases = store.purchases() if store.exists() else []
+        except StoreError as exc:
+            raise DataError(f"include_activity: {exc}") from None
         finally:
             store.close()
         signature["activity_purchases"] = len(purchases)
@@ -346,9 +347,9 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
+def _with_activity_purchases(log: pd.DataFrame, database: Path | str, password: str | None) -> pd.DataFrame:
     """Append the purchases recorded through the API (``POST /v1/events``) to the log."""
-    recorded = recorded_purchases(database)
+    recorded = recorded_purchases(database, password)
     if recorded is None:
         return log
     keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
@@ -357,21 +358,21 @@ def _with_activity_purchases(log: pd.DataFrame, database: Path) -> pd.DataFrame:
     return combined
 
 
-def recorded_purchases(database: Path) -> pd.DataFrame | None:
+def recorded_purchases(database: Path | str, password: str | None = None) -> pd.DataFrame | None:
     """The purchases recorded through the API as log lines (one order per purchase event;
     None when there are none), for either engine to append to its log."""
-    if not Path(database).is_file():
-        raise DataError(f"{database}: activity database not found")
-    store = ActivityStore(database)
+    store = ActivityStore(database, password=password)
     try:
+        if not store.exists():
+            raise DataError(f"include_activity: {store.where}: activity database not found")
         events = store.purchases()
-    except sqlite3.Error as exc:
-        raise DataError(f"{database}: cannot read purchases: {exc}") from None
+    except StoreError as exc:
+        raise DataError(f"include_activity: cannot read purchases: {exc}") from None
     finally:
         store.close()
     if not events:
         return None
-    logger.info("adding %d purchases from the activity store %s", len(events), database)
+    logger.info("adding %d purchases from the activity store %s", len(events), describe(database))
     return pd.DataFrame({
         "user_id": pd.array([e.user_id for e in events], dtype="string"),
         "item_id": pd.array([e.item_id for e in events], dtype="string"),
@@ -382,8 +383,13 @@ def recorded_purchases(database: Path) -> pd.DataFrame | None:
 
 
 def jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the manifest keeps them: no password, a database URL without its own."""
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if key.endswith("password"):
+            continue
+        if key in ("activity_db", "include_activity") and value is not None:
+            value = describe(value)
         if isinstance(value, Path):
             value = str(value)
         elif isinstance(value, tuple):

@@ -131,7 +131,7 @@ def test_export_command_honours_the_customers_file_and_suppression_list(setup, t
     customers = tmp_path / "customers.csv"
     customers.write_text("id,name,opted_out\ng1,Ana,true\ng2,Ben,false\n")
     store = ActivityStore(activity)
-    store.connection.execute("INSERT INTO suppressed VALUES ('k1', 'forgotten', 0)")
+    store.forget("k1", now=0)
     store.close()
     out = tmp_path / "out.csv"
     result = subprocess.run(

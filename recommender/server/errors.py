@@ -6,6 +6,8 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from ..errors import StoreUnavailable
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,6 +32,14 @@ def init_app(app: Flask) -> None:
         response, status = error_response(error.status, error.code, error.message, error.details)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="recommender admin"'
+        return response, status
+
+    @app.errorhandler(StoreUnavailable)
+    def handle_store_unavailable(error: StoreUnavailable) -> tuple[Response, int]:
+        """Nothing was stored: the shop's back end retries (``Retry-After``)."""
+        response, status = error_response(503, "store_unavailable",
+                                          "the activity store cannot be reached; nothing was stored, retry shortly")
+        response.headers["Retry-After"] = "1"
         return response, status
 
     @app.errorhandler(HTTPException)

@@ -33,6 +33,17 @@ MODEL_CREATED = Gauge("recommender_model_created_timestamp_seconds", "Training t
 MODEL_LOADED = Gauge("recommender_model_loaded_timestamp_seconds", "When this model version was loaded",
                      ["version"], multiprocess_mode="max")
 
+STORE_UP = Gauge("recommender_activity_store_up", "1 while the activity store answers, 0 while it cannot be reached",
+                 multiprocess_mode="livemin")
+STORE_UNAVAILABLE = Counter("recommender_activity_store_unavailable", "Store calls that found it unreachable")
+
+
+def note_store_state(up: bool) -> None:
+    """Called by the activity store when it finds the database away (or back)."""
+    STORE_UP.set(1 if up else 0)
+    if not up:
+        STORE_UNAVAILABLE.inc()
+
 
 def note_strategy(body: dict[str, Any]) -> None:
     """Remember the strategy of a recommendation response, for the metrics and the log line."""
@@ -52,6 +63,8 @@ def note_model(version: str, created_at: str | None) -> None:
 
 
 def init_app(app: Flask) -> None:
+    STORE_UP.set(1)
+
     @app.before_request
     def start_timer() -> None:
         g.started = time.perf_counter()

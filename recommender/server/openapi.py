@@ -18,6 +18,8 @@ _ENTRY = {"type": "object", "required": ["item_id", "name", "score", "source"], 
 _RECOMMENDATIONS = {"type": "object", "required": ["strategy", "model_version", "recommendations"], "properties": {
     "strategy": {"type": "string", "enum": ["item-knn", "als", "blend", "popular"]},
     "model_version": {"type": "string"}, "fallback_reason": {"type": "string"},
+    "activity": {"type": "string", "enum": ["unavailable"],
+                 "description": "the activity store could not be reached: the answer ignores recent activity"},
     "recommendations": {"type": "array", "items": _ENTRY}}}
 _FILTERS = [
     {"name": "exclude", "in": "query", "schema": {"type": "string"}, "description": "comma-separated item ids"},
@@ -94,17 +96,17 @@ def document() -> dict[str, Any]:
                 "personal picks", user, {"name": "exclude_purchased", "in": "query", "schema": {"type": "boolean"}})},
             "/v1/users/{user_id}/page-you-made": {"get": _recommend("the page you made", user)},
             "/v1/users/{user_id}/wishlist": {"get": {"summary": "the wish list", "parameters": [user],
-                                                     "responses": _answers({"type": "object"}, 400)}},
+                                                     "responses": _answers({"type": "object"}, 400, 503)}},
             "/v1/users/{user_id}/wishlist/{item_id}": {
                 "put": {"summary": "add to the wish list", "parameters": [user, item],
-                        "responses": {**_answers({"type": "object"}, 400, 409), "201": {"description": "added"}}},
+                        "responses": {**_answers({"type": "object"}, 400, 409, 503), "201": {"description": "added"}}},
                 "delete": {"summary": "remove from the wish list", "parameters": [user, item],
-                           "responses": _answers(None, 400, ok_status="204")},
+                           "responses": _answers(None, 400, 503, ok_status="204")},
             },
             "/v1/users/{user_id}/wishlist/recommendations": {"get": _recommend("from the wish list", user)},
             "/v1/users/{user_id}/alerts": {"get": {
                 "summary": "current back-in-stock, price-drop and new-for-you alerts", "parameters": [user],
-                "responses": _answers({"type": "object", "required": ["user_id", "alerts"]}, 400)}},
+                "responses": _answers({"type": "object", "required": ["user_id", "alerts"]}, 400, 503)}},
             "/v1/recommendations": {"post": {
                 "summary": "from a list of items the shop holds",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -117,18 +119,18 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["events"],
                     "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": event}}}}}},
-                "responses": {**_answers(None, 400, 413), "201": {"description": "stored", "content": {
+                "responses": {**_answers(None, 400, 413, 503), "201": {"description": "stored", "content": {
                     "application/json": {"schema": {"type": "object", "properties": {"stored": {"type": "integer"}}}}}}}}},
             "/v1/users/{user_id}": {"delete": {"summary": "forget a customer (admin)", "security": admin,
-                                               "parameters": [user], "responses": _answers({"type": "object"}, 400, 401, 403)}},
+                                               "parameters": [user], "responses": _answers({"type": "object"}, 400, 401, 403, 503)}},
             "/v1/users/{user_id}/opt-out": {
                 "put": {"summary": "opt out of personalisation (admin)", "security": admin, "parameters": [user],
-                        "responses": _answers({"type": "object"}, 400, 401, 403)},
+                        "responses": _answers({"type": "object"}, 400, 401, 403, 503)},
                 "delete": {"summary": "opt back in (admin)", "security": admin, "parameters": [user],
-                           "responses": _answers({"type": "object"}, 400, 401, 403)}},
+                           "responses": _answers({"type": "object"}, 400, 401, 403, 503)}},
             "/v1/users/{user_id}/data": {"get": {"summary": "everything held about a customer (admin)",
                                                  "security": admin, "parameters": [user],
-                                                 "responses": _answers({"type": "object"}, 400, 401, 403)}},
+                                                 "responses": _answers({"type": "object"}, 400, 401, 403, 503)}},
             "/v1/admin/reload": {"post": {"summary": "load models/current now (admin)", "security": admin,
                                           "responses": _answers({"type": "object"}, 401, 403)}},
             "/v1/admin/catalog/{item_id}": {"put": {
@@ -137,7 +139,7 @@ def document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "minProperties": 1, "additionalProperties": False,
                     "properties": {"price": {"type": "number", "minimum": 0}, "available": {"type": "boolean"}}}}}},
-                "responses": _answers({"type": "object"}, 400, 401, 403)}},
+                "responses": _answers({"type": "object"}, 400, 401, 403, 503)}},
         },
     }
 

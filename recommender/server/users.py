@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from .errors import ApiError
 from .items import respond
 from .params import check_id, filters, k_param, parse_bool, query_value
-from .stores import activity_store, current_service
+from .stores import activity_store, current_service, recent_activity
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
 
@@ -27,9 +27,9 @@ def recommendations(user_id: str) -> Response:
     exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
     if reason := personalisation_off(user_id):
         return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
-    recent = activity_store().recent_events(user_id)
+    recent, activity = recent_activity(user_id)
     response = current_service().for_user(user_id, k, chosen, exclude_purchased, recent)
-    return respond({"user_id": user_id, **response})
+    return respond({"user_id": user_id, **response, **activity})
 
 
 @bp.get("/<user_id>/alerts")
@@ -71,6 +71,7 @@ def add_to_wishlist(user_id: str, item_id: str) -> tuple[Response, int]:
     user_id, item_id = check_id("user_id", user_id), check_id("item_id", item_id)
     if activity_store().suppression(user_id) == "forgotten":
         raise ApiError(409, "forgotten", "user_id: this customer asked to be forgotten; nothing is stored for this id")
+    # False too when a forget through another server commits in between: nothing is stored.
     created = activity_store().add_to_wishlist(user_id, item_id)
     return jsonify({"user_id": user_id, "item_id": item_id, "added": created}), 201 if created else 200
 
@@ -101,8 +102,8 @@ def page_you_made(user_id: str) -> Response:
     if reason := personalisation_off(user_id):
         return respond({"user_id": user_id, "groups": [],
                         **current_service().not_personal(user_id, k, chosen, reason)})
-    recent = activity_store().recent_events(user_id)
+    recent, activity = recent_activity(user_id)
     response = current_service().page_you_made(user_id, recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}
-    return respond({"user_id": user_id, **greeting, **response})
+    return respond({"user_id": user_id, **greeting, **response, **activity})

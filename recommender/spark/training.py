@@ -62,7 +62,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
 
     frame, preset, repeated_headers = cleaning.read_log(spark, uri, config)
     if config.include_activity:
-        frame = _with_activity_purchases(frame, config.include_activity)
+        frame = _with_activity_purchases(frame, config.include_activity, config.activity_db_password)
     kept, cleaning_report = cleaning.clean(frame, cleaning_rules(config, preset), uri, forgotten_customers(config),
                                            repeated_headers=repeated_headers)
     has_customers = cleaning_report["rows_kept"] > cleaning_report["guest_rows_kept_for_baskets_only"]
@@ -223,14 +223,14 @@ def _check_supported(config: TrainConfig) -> None:
         raise ConfigError("use_gpu: the spark engine trains on the cluster's CPUs")
 
 
-def _with_activity_purchases(frame: DataFrame, database: Path) -> DataFrame:
+def _with_activity_purchases(frame: DataFrame, database: Path | str, password: str | None) -> DataFrame:
     """The log with the purchases recorded through the API appended, as the local engine
     appends them (``training.recorded_purchases``): each value cast to the log's own column
     type, so the cleaning that follows treats both alike."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType, StringType
 
-    recorded = recorded_purchases(database)
+    recorded = recorded_purchases(database, password)
     if recorded is None:
         return frame
     table = pd.DataFrame({"user_id": recorded["user_id"].astype(str), "item_id": recorded["item_id"].astype(str),
