@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/online_retail.parquet
-MODELS_DIR ?= models
+MODELS_DIR ?= $(or $(RECO_MODELS_DIR),models)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 TRAIN_ARGS ?=
@@ -12,14 +12,15 @@ PYTEST_ARGS ?=
 ENGINE ?= local
 SPARK_MASTER ?=
 
-ACTIVITY_DB ?= var/activity.sqlite3
+# A SQLite file or a postgresql:// URL (README, "Several servers, one PostgreSQL").
+ACTIVITY_DB ?= $(or $(RECO_ACTIVITY_DB),var/activity.sqlite3)
 ALERTS ?= exports/alerts.csv
 ALERTS_ARGS ?=
 SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser install-postgres train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-spark clean
+.PHONY: run install install-spark install-browser install-postgres train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -94,7 +95,8 @@ test: install install-spark install-browser install-postgres
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,
 ## model load time and memory per worker. Results in bench/results/. SIZES=1M,5M for a short run.
 install-bench:
-	command -v wrk >/dev/null && test -x /usr/bin/time || (apt-get update && apt-get install -y wrk time)
+	command -v wrk >/dev/null && command -v hey >/dev/null && test -x /usr/bin/time \
+		|| (apt-get update && apt-get install -y wrk hey time)
 
 bench: install install-bench
 	PYTHON=$(BIN)/python bash bench/run_all.sh
@@ -103,6 +105,12 @@ bench: install install-bench
 ## the 50,000-item one; bench/results/serving.md.
 bench-serve: install install-bench
 	$(BIN)/python bench/serve_bench.py --models shipped,synthetic --repeat 2 --duration 5 --skip-memory
+
+## The activity store on PostgreSQL against SQLite (same run): the driver's hot path, and every
+## personal endpoint and POST /v1/events at saturation and at 1,000 req/s; bench/results/store.md.
+bench-store: install install-bench install-postgres
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/store_bench.py
 
 ## The 20M-line synthetic log through both engines (Spark in local mode): time and peak memory.
 bench-spark: install install-spark install-bench

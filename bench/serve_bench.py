@@ -121,12 +121,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workers: int, threads: int, workdir: Path) -> None:
+    def __init__(self, workers: int, threads: int, workdir: Path, activity_db: str | None = None,
+                 models: Path | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.command = [PYTHON, str(ROOT / "serve.py"), "--host", "127.0.0.1", "--port", str(self.port),
-                        "--models-dir", str(MODELS), "--activity-db", str(workdir / "activity.sqlite3"),
-                        "--workers", str(workers), "--threads", str(threads)]
+                        "--models-dir", str(models or MODELS),
+                        "--activity-db", activity_db or str(workdir / "activity.sqlite3"),
+                        "--workers", str(workers), "--threads", str(threads), *extra]
         self.log = (workdir / f"server-{workers}w.log").open("w")
         self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.workers = workers

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from recommender import training
 from recommender.config import TrainConfig, load_config
 from recommender.server import create_app
+from recommender.testing import PG_PASSWORD, PostgresCluster, PostgresMissing, free_port  # noqa: F401
 
 threadpool_limits(limits=1, user_api="blas")
 
@@ -122,12 +122,6 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
     """Poll ``base``/ready until it answers 200 (a model is loaded); fail if the server exits
     or ``timeout`` seconds pass."""
@@ -142,76 +136,18 @@ def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0)
 
 
 # ------------------------------------------------------------------ a real PostgreSQL server
-PG_PASSWORD = "test-secret"
-
-
-class PostgresCluster:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's ``postgresql`` package, installed
-    by ``make test``), run as the ``postgres`` user when the tests run as root (PostgreSQL
-    refuses root). Password authentication, as a shop's would be."""
-
-    def __init__(self) -> None:
-        import glob
-        import tempfile
-
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        if not found:
-            message = "PostgreSQL is not installed (make test installs Debian's postgresql package)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        self.bin = Path(found[-1]).parent
-        # Not under pytest's own temporary directory: the postgres user cannot enter it.
-        self.root, self.port = Path(tempfile.mkdtemp(prefix="recommender-pg-")), free_port()
-        self.data = self.root / "data"
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-        password_file = self.root / "password"
-        password_file.write_text(PG_PASSWORD)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "scram-sha-256",
-                  "--pwfile", str(password_file), "-E", "UTF8", "--no-sync")
-        self.databases = 0
-        self.start()
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bin / tool), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{tool} failed: {done.stderr.strip() or done.stdout.strip()}")
-
-    def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def url(self, database: str = "postgres", password: bool = True) -> str:
-        secret = f":{PG_PASSWORD}" if password else ""
-        return f"postgresql://postgres{secret}@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database's URL."""
-        import psycopg
-
-        self.databases += 1
-        name = f"shop{self.databases}"
-        with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    yield cluster
+    """A throwaway cluster for the session (``recommender.testing``); skipped, with the
+    reason, where PostgreSQL cannot be installed, and a failure under CI."""
     try:
-        cluster.stop()
-    except RuntimeError:
-        pass  # a test stopped it
-    shutil.rmtree(cluster.root, ignore_errors=True)
+        cluster = PostgresCluster()
+    except PostgresMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.remove()
 
 
 @pytest.fixture

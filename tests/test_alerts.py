@@ -172,7 +172,7 @@ def _customers_file(tmp_path: Path, users: list[str], opted_out: tuple[str, ...]
     return path
 
 
-def _alerts_command(models: Path, db: Path, customers: Path, port: int, *extra: str) -> list[str]:
+def _alerts_command(models: Path, db: Path | str, customers: Path, port: int, *extra: str) -> list[str]:
     return [PYTHON, "-m", "recommender", "alerts", "--models-dir", str(models), "--activity-db", str(db),
             "--customers-file", str(customers), "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
             "--rules", "back_in_stock,price_drop", *extra]
@@ -389,10 +389,12 @@ def test_digests_reach_a_standard_mail_server_intact(tmp_path: Path, stock_mailb
 
 
 def test_an_alerts_run_delivers_one_digest_once_to_a_stock_mail_server(shared_models: Path, tmp_path: Path,
-                                                                      stock_mailbox: StockMailbox) -> None:
+                                                                      stock_mailbox: StockMailbox,
+                                                                      store_location: str) -> None:
     """The scenario of the issue: prices and availability recorded through the admin API, two
-    items on a wish list, a price drop and a restock; one digest naming both, once."""
-    db = tmp_path / "activity.sqlite3"
+    items on a wish list, a price drop and a restock; one digest naming both, once. On both
+    stores: the server and the alerts run share it."""
+    db = store_location
     client = make_app(shared_models, db, admin_token=TOKEN).test_client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     client.put("/v1/admin/catalog/A", json={"price": 10.0, "available": True}, headers=auth)

@@ -9,6 +9,7 @@ lock; purchases recorded through both servers join the next training.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ from recommender import artifacts
 from recommender.activity import ActivityStore
 from recommender.serving.service import RecommendationService
 
-from conftest import PYTHON, ROOT, free_port, make_app, wait_until_ready
+from conftest import PG_PASSWORD, PYTHON, ROOT, free_port, make_app, wait_until_ready
 from test_personal_api import write_log
 
 TOKEN = "a-long-enough-admin-token"
@@ -118,11 +119,15 @@ def test_jobs_take_the_stores_lock_and_an_unreachable_store_fails_training_clean
 
 
 # ------------------------------------------------------------------ two server processes
-def _serve(models: Path, url: str, port: int) -> subprocess.Popen:
+def _serve(models: Path, url: str, port: int, password: str | None = None) -> subprocess.Popen:
+    """A server process; with ``password``, the URL has none and the environment gives it."""
+    environment = {**os.environ, "RECO_ACTIVITY_DB_PASSWORD": password} if password else None
+    if password:
+        url = url.replace(f":{password}@", "@")
     server = subprocess.Popen(
         [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "1",
          "--activity-db", url, "--request-log", "", "--admin-token", TOKEN, "--reload-interval", "0.5"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=environment)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", server)
     except AssertionError:
@@ -155,7 +160,7 @@ def test_two_server_processes_on_one_database_and_one_models_directory(tmp_path:
     write_log(log)
     before = _train(log, models, pg_url)
     ports = [free_port(), free_port()]
-    servers = [_serve(models, pg_url, port) for port in ports]
+    servers = [_serve(models, pg_url, ports[0], password=PG_PASSWORD), _serve(models, pg_url, ports[1])]
     one, two = (f"http://127.0.0.1:{port}" for port in ports)
     try:
         assert _call(f"{one}/v1/users/g1/wishlist/K4", "PUT")[0] == 201

@@ -14,6 +14,8 @@ outside this package knows which one it has.
 """
 from __future__ import annotations
 
-from .store import EVENT_TYPES, SCHEMA_VERSION, ActivityStore, CatalogChange, Event, describe, is_database_url
+from .store import (EVENT_TYPES, SCHEMA_VERSION, ActivityStore, CatalogChange, Event, Shopper, describe,
+                    is_database_url)
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "ActivityStore", "CatalogChange", "Event", "describe", "is_database_url"]
+__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "ActivityStore", "CatalogChange", "Event", "Shopper", "describe",
+           "is_database_url"]

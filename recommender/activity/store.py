@@ -55,6 +55,17 @@ class CatalogChange:
     at: float
 
 
+@dataclass(frozen=True)
+class Shopper:
+    """What a personal answer needs from the store, read in one round trip: the customer's
+    suppression (``forgotten``, ``opted_out`` or None), recent events (newest first) and,
+    when asked for, the wish list (``(item_id, added_at)``, most recently added first)."""
+
+    suppression: str | None
+    recent: list[Event]
+    wishlist: list[tuple[str, float]]
+
+
 class Session(Protocol):
     """What a backend's connection offers: ``?`` placeholders, cursors with ``fetchone``,
     ``fetchall``, ``rowcount`` and iteration."""
@@ -178,6 +189,27 @@ class ActivityStore:
                               "ORDER BY ts DESC, id DESC LIMIT ?",
                               (user_id, cutoff, limit or self.history_limit)).fetchall()
         return [Event(*row) for row in rows]
+
+    def shopper(self, user_id: str, wishlist: bool = False, now: float | None = None) -> Shopper:
+        """``Shopper`` in one statement (a database round trip costs more than the rows). While
+        the database cannot be reached this raises ``StoreUnavailable``; ``suppression``
+        still answers then, from the list last read."""
+        cutoff = (time.time() if now is None else now) - self.history_days * 86400
+        query = ("SELECT 's', reason, NULL, 0, 0 FROM suppressed WHERE user_id = ? UNION ALL "
+                 "SELECT 'e', item_id, type, ts, id FROM (SELECT item_id, type, ts, id FROM events "
+                 "WHERE user_id = ? AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?) AS recent")
+        args: tuple[Any, ...] = (user_id, user_id, cutoff, self.history_limit)
+        if wishlist:
+            query += " UNION ALL SELECT 'w', item_id, NULL, added_at, 0 FROM wishlist WHERE user_id = ?"
+            args += (user_id,)
+        with self.backend.reading() as db:
+            rows = db.execute(query, args).fetchall()
+            if time.monotonic() - self._known_checked > SUPPRESSION_REFRESH_SECONDS:
+                self._refresh_known_suppressed(db)
+        suppression = next((row[1] for row in rows if row[0] == "s"), None)
+        events = sorted((row for row in rows if row[0] == "e"), key=lambda row: (row[3], row[4]), reverse=True)
+        wished = sorted(((row[1], row[3]) for row in rows if row[0] == "w"), key=lambda pair: (-pair[1], pair[0]))
+        return Shopper(suppression, [Event(user_id, item, kind, ts) for _, item, kind, ts, _ in events], wished)
 
     def purchases(self, since: float | None = None) -> list[Event]:
         """Purchase events (all shoppers), oldest first: what the nightly training adds to its log."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import Flask, current_app
 
@@ -26,14 +27,32 @@ def activity_store() -> ActivityStore:
     return current_app.extensions["recommender_activity"]
 
 
-def recent_activity(user_id: str) -> tuple[list[Event], dict[str, str]]:
-    """A shopper's recent events for a personal answer, and what the response should say of
-    them: nothing normally, ``{"activity": "unavailable"}`` when the store cannot be reached
-    (the answer then comes from the model alone, and says so)."""
+@dataclass(frozen=True)
+class ShopperState:
+    """A personal request's view of the shopper: why nothing personal may be used (the
+    suppression list, or the customers file's opt-out), their recent events and wish list,
+    and ``activity``: ``{"activity": "unavailable"}`` for the response when the store could
+    not be reached (the answer then comes from the model alone), else empty."""
+
+    personalisation_off: str | None
+    recent: list[Event]
+    wishlist: list[tuple[str, float]]
+    activity: dict[str, str]
+
+
+def shopper_state(user_id: str, wishlist: bool = False) -> ShopperState:
+    """Everything a personal answer reads from the store, in one round trip."""
+    store = activity_store()
     try:
-        return activity_store().recent_events(user_id), {}
+        shopper = store.shopper(user_id, wishlist=wishlist)
+        reason, recent, wished, activity = shopper.suppression, shopper.recent, shopper.wishlist, {}
     except StoreUnavailable:
-        return [], {"activity": "unavailable"}
+        if wishlist:
+            raise  # a wish list's answer is the wish list: 503, the shop retries
+        reason, recent, wished, activity = store.suppression(user_id), [], [], {"activity": "unavailable"}
+    if reason is None and user_id in current_app.extensions["recommender_customers"].opted_out:
+        reason = "opted_out"
+    return ShopperState(reason, recent, wished, activity)
 
 
 def init_app(app: Flask) -> None:

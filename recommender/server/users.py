@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from .errors import ApiError
 from .items import respond
 from .params import check_id, filters, k_param, parse_bool, query_value
-from .stores import activity_store, current_service, recent_activity
+from .stores import activity_store, current_service, shopper_state
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
 
@@ -25,11 +25,11 @@ def recommendations(user_id: str) -> Response:
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
     raw = query_value("exclude_purchased")
     exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
-    if reason := personalisation_off(user_id):
+    shopper = shopper_state(user_id)
+    if reason := shopper.personalisation_off:
         return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
-    recent, activity = recent_activity(user_id)
-    response = current_service().for_user(user_id, k, chosen, exclude_purchased, recent)
-    return respond({"user_id": user_id, **response, **activity})
+    response = current_service().for_user(user_id, k, chosen, exclude_purchased, shopper.recent)
+    return respond({"user_id": user_id, **response, **shopper.activity})
 
 
 @bp.get("/<user_id>/alerts")
@@ -87,11 +87,11 @@ def remove_from_wishlist(user_id: str, item_id: str) -> tuple[str, int]:
 def wishlist_recommendations(user_id: str) -> Response:
     """What customers who wanted these items also bought; not the wish list, not past purchases."""
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
-    if reason := personalisation_off(user_id):
+    shopper = shopper_state(user_id, wishlist=True)
+    if reason := shopper.personalisation_off:
         return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
-    store = activity_store()
-    wished = [item_id for item_id, _ in store.wishlist(user_id)]
-    response = current_service().for_wishlist(user_id, wished, store.recent_events(user_id), k, chosen)
+    wished = [item_id for item_id, _ in shopper.wishlist]
+    response = current_service().for_wishlist(user_id, wished, shopper.recent, k, chosen)
     return respond({"user_id": user_id, "wishlist": wished, **response})
 
 
@@ -99,11 +99,11 @@ def wishlist_recommendations(user_id: str) -> Response:
 def page_you_made(user_id: str) -> Response:
     """Recommendations from recent views, carts, wishes and purchases, grouped by what led to them."""
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
-    if reason := personalisation_off(user_id):
+    shopper = shopper_state(user_id)
+    if reason := shopper.personalisation_off:
         return respond({"user_id": user_id, "groups": [],
                         **current_service().not_personal(user_id, k, chosen, reason)})
-    recent, activity = recent_activity(user_id)
-    response = current_service().page_you_made(user_id, recent, k, chosen)
+    response = current_service().page_you_made(user_id, shopper.recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}
-    return respond({"user_id": user_id, **greeting, **response, **activity})
+    return respond({"user_id": user_id, **greeting, **response, **shopper.activity})
