@@ -22,11 +22,13 @@ from test_personal_api import write_log
 
 
 @pytest.fixture
-def setup(tmp_path: Path):
-    log, models, activity = tmp_path / "tribes.csv", tmp_path / "models", tmp_path / "activity.sqlite3"
+def setup(tmp_path: Path, store_location: str):
+    """The nightly job's config on each store (SQLite file, PostgreSQL database)."""
+    log, models, activity = tmp_path / "tribes.csv", tmp_path / "models", store_location
     write_log(log)
     ActivityStore(activity).create_schema()
-    config = tiny_config(log, models, include_activity=activity, als_factors=2, event_retention_days=30)
+    config = tiny_config(log, models, include_activity=activity, activity_db=activity, als_factors=2,
+                         event_retention_days=30)
     return config, activity
 
 
