@@ -38,9 +38,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (CACHE, PYTHON, RESULTS, ROOT, busiest_others, children, cpu_busy_seconds, ensure_log, machine,
-                    wait_for_quiet,
-                    process_cpu, rss_mib, shown)  # noqa: E402
+from common import (
+    CACHE,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    busiest_others,
+    children,
+    cpu_busy_seconds,
+    ensure_log,
+    machine,
+    process_cpu,  # noqa: E402
+    rss_mib,
+    shown,
+    wait_for_quiet,
+)
 
 SIZE = "2M-serve"
 # Where each model is trained; the memory part measures the synthetic one.

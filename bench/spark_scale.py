@@ -26,8 +26,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (CACHE, PYTHON, RESULTS, ROOT, SIZES, children, ensure_log, git_state, machine, rss_mib,  # noqa: E402
-                    timed_run, update_json, wait_for_quiet)
+from common import (  # noqa: E402
+    CACHE,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    SIZES,
+    children,
+    ensure_log,
+    git_state,
+    machine,
+    rss_mib,
+    timed_run,
+    update_json,
+    wait_for_quiet,
+)
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
 

@@ -25,8 +25,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (CACHE, PYTHON, RESULTS, ROOT, SIZES, ensure_log, git_state, machine, timed_run, update_json,
-                    wait_for_quiet)  # noqa: E402
+from common import (
+    CACHE,
+    PYTHON,
+    RESULTS,
+    ROOT,
+    SIZES,
+    ensure_log,
+    git_state,
+    machine,
+    timed_run,
+    update_json,
+    wait_for_quiet,  # noqa: E402
+)
 
 TRAIN_SIZES = ("1M", "5M", "20M")
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")

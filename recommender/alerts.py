@@ -37,7 +37,8 @@ import numpy as np
 
 from .activity import ActivityStore, CatalogChange
 from .config import AlertsConfig
-from .errors import RecommenderError
+from .errors import DeliveryError
+from .serving.batch import top_k_for_users
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ FILE_FIELDS = ("user_id", "reason", "item_id", "name", "price", "previous_price"
 # What goes on the wire: CRLF line ends (RFC 5321), and 7-bit bodies (non-ASCII text as
 # quoted-printable or base64), so any server takes them, with or without 8BITMIME.
 MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
-
-
-class DeliveryError(RecommenderError):
-    """The mail server could not be reached or refused the session (exit code 1)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +150,7 @@ def _new_for_you(service: Any, settings: AlertsConfig, excluded: frozenset[str] 
         rows = np.flatnonzero([user not in excluded for user in service.users.ids_.tolist()]).astype(np.int64)
     for start in range(0, len(rows), 2000):
         batch = rows[start:start + 2000]
-        items, _ = service.batch_for_users(batch, settings.new_top)
+        items, _ = top_k_for_users(service, batch, settings.new_top)
         for customer, picks in zip(service.users.ids(batch), items.tolist()):
             for item in picks:
                 if item >= 0 and is_new[item]:

@@ -81,10 +81,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
 
     def work() -> None:
-        from . import training
+        from . import runner
 
         config = load_config(TrainConfig, args.config, _overrides(args))
-        path = training.train(config)
+        path = runner.train(config)
         print(f"trained model version {path.name} in {config.models_dir}")
 
     return _guarded(work, args.verbose)
@@ -192,10 +192,11 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
         if out is not None and out.suffix not in (".csv", ".jsonl"):
             raise ConfigError(f"out: {out.name} must end in .csv or .jsonl")
         if args.catalog:
+            from .data.catalog import catalog_states
             from .data.loading import read_catalog
-            from .training import record_catalog
+            from .run_steps import record_catalog
 
-            record_catalog(config.activity_db, read_catalog(args.catalog), config.activity_db_password)
+            record_catalog(config.activity_db, catalog_states(read_catalog(args.catalog)), config.activity_db_password)
         customers = read_customers(config.customers_file)
         store = ActivityStore(config.activity_db, config.history_limit, config.history_days,
                               password=config.activity_db_password)

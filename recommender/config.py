@@ -79,6 +79,16 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """The promotion gate (``run_steps.gate_decision``): how much worse than the current model
+    a new one may measure, at which cut-off, and whether ``--force`` overrides a refusal."""
+
+    gate_tolerance: float
+    eval_k: int
+    force: bool
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; see ``train.py --help`` for each option."""
 
@@ -147,6 +157,10 @@ class TrainConfig:
     def neighbour_settings(self) -> NeighbourSettings:
         return NeighbourSettings(self.similarity, self.neighbours, self.min_support, self.min_pair_support,
                                  self.max_history, self.num_threads)
+
+    @property
+    def gate(self) -> GateSettings:
+        return GateSettings(self.gate_tolerance, self.eval_k, self.force)
 
     @property
     def evaluation_settings(self) -> EvaluationSettings:

@@ -55,9 +55,5 @@ class UnknownItemError(RecommenderError, KeyError):
     """An external item id that the model has never seen."""
 
 
-class UnknownUserError(RecommenderError, KeyError):
-    """An external user id that the model has never seen."""
-
-
-class DataWarning(UserWarning):
-    """Rows were dropped or values coerced while reading a log."""
+class DeliveryError(RecommenderError):
+    """The mail server could not be reached or refused the session (exit code 1)."""

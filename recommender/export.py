@@ -1,6 +1,6 @@
 """E-mail campaign export: every customer's top picks, streamed to CSV or JSON Lines.
 
-Customers are scored in batches (matrix products, as ``RecommendationService.batch_for_users``
+Customers are scored in batches (matrix products, ``serving.batch.top_k_for_users``
 does for the API), batches run in parallel threads, and rows are written as each batch
 finishes in order, so memory holds a few batches, never all customers. Opted-out and
 forgotten customers get no rows.
@@ -20,6 +20,7 @@ from typing import IO, Any
 import numpy as np
 from joblib import Parallel, delayed
 
+from .serving.batch import top_k_for_users
 from .serving.service import RecommendationService
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def export(
     try:
         writer = _writer(handle, format)
         results = Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(
-            delayed(service.batch_for_users)(batch, k) for batch in batches
+            delayed(top_k_for_users)(service, batch, k) for batch in batches
         )
         with tqdm(total=len(eligible), unit="customer", disable=not show, desc="export") as bar:
             for batch, (items, scores) in zip(batches, results):

@@ -4,7 +4,7 @@ Steps: take the lock (one run at a time: a lock file in the models directory, an
 ``--include-activity`` the activity store's own run lock, so that with one PostgreSQL shared
 by several hosts, each running this from cron, one trains and the others exit 75); stop early when neither the log nor the activity
 store changed since the serving model was trained; train, evaluate, gate and promote
-(``training.run``); wait until the running server answers with the new version (it reloads
+(``runner.train``); wait until the running server answers with the new version (it reloads
 by itself when ``models/current`` changes, between requests, without a restart); delete
 activity events older than the retention period. Progress bars in a terminal, plain log
 lines under cron.
@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, training
+from . import artifacts, run_steps, runner
 from .activity import ActivityStore
 from .config import TrainConfig
 from .errors import BusyError, DataError, NightlyBusyError, StoreError
@@ -61,7 +61,7 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
                     logger.info("nightly: %s", name)
 
             step(steps[0])
-            signature = training.data_signature(config)
+            signature = run_steps.data_signature(config)
             current = artifacts.current_version(models_dir)
             manifest = artifacts.read_manifest(models_dir, current) if current else None
             unchanged = signature.get("log_sha256") is not None and manifest and (
@@ -72,7 +72,7 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             bar.update(1)
 
             step(steps[1])
-            version = training.train(config).name
+            version = runner.train(config).name
             bar.update(1)
 
             step(steps[2])

@@ -31,10 +31,12 @@ The rule (``choose_protocol``), with the figures behind it kept in ``Protocol.st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+from .data.split import protocol_figures
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROLLING, NEXT_PURCHASE, RANDOM_HOLDOUT = "rolling-time", "next-purchase", "random-holdout"
 MIN_CUSTOMERS = 50
@@ -55,37 +57,14 @@ class Protocol:
         return {"name": self.name, "also_measured": list(self.also), "reason": self.reason, "stats": self.stats}
 
 
-def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    """``periods`` consecutive (start, stop) windows of ``test_days`` ending at the log's end,
-    newest first; starts at midnight. The first is the test period."""
-    windows = []
-    stop = end + pd.Timedelta(seconds=1)
-    for _ in range(periods):
-        start = (stop - pd.Timedelta(days=test_days)).normalize()
-        windows.append((start, stop))
-        stop = start
-    return windows
-
-
 def choose_protocol(purchases: pd.DataFrame, test_days: float = 30.0, validation_periods: int = 3) -> Protocol:
-    """Apply the module's rule to a cleaned purchase log (``user_id`` NA for guest lines)."""
-    customers = purchases[purchases["user_id"].notna()]
-    if customers.empty:
-        return Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
-    if "timestamp" not in purchases:
-        return Protocol(RANDOM_HOLDOUT, NO_TIMESTAMPS)
-    times = customers["timestamp"]
-    if times.nunique() < 2:
-        return Protocol(RANDOM_HOLDOUT, ONE_TIMESTAMP)
-    user_codes, _ = pd.factorize(customers["user_id"])
-    time_codes = times.to_numpy(dtype="datetime64[s]").astype(np.int64)
-    distinct = pd.DataFrame({"user": user_codes, "time": time_codes}).drop_duplicates()
-    times_per_customer = np.bincount(distinct["user"].to_numpy())
-    repeat = int((times_per_customer >= 2).sum())
-    periods = None
-    if repeat >= MIN_CUSTOMERS:
-        periods = _period_coverage(customers, user_codes, time_codes, test_days, validation_periods + 1, repeat)
-    return decide(int(len(times_per_customer)), repeat, periods, test_days)
+    """Apply the module's rule to a cleaned purchase log (``user_id`` NA for guest lines);
+    ``data.split.protocol_figures`` counts what the rule reads."""
+    figures = protocol_figures(purchases, test_days, validation_periods + 1, MIN_CUSTOMERS)
+    if figures.missing:
+        return Protocol(RANDOM_HOLDOUT, {"customers": NO_CUSTOMERS, "timestamps": NO_TIMESTAMPS,
+                                         "times": ONE_TIMESTAMP}[figures.missing])
+    return decide(figures.customers, figures.repeat, figures.periods, test_days)
 
 
 NO_CUSTOMERS = "the log has no customer ids: baskets are held out"
@@ -124,24 +103,3 @@ def decide(customers: int, repeat: int, periods: list[dict[str, Any]] | None, te
         return Protocol(ROLLING, reason, stats=stats)
     return Protocol(ROLLING, reason + ", each customer's next purchase measured too", also=(NEXT_PURCHASE,),
                     stats=stats)
-
-
-def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes: np.ndarray, test_days: float,
-                     periods: int, repeat: int) -> list[dict[str, Any]]:
-    """For each period: customers who bought before it and bought an item new to them in it."""
-    item_codes, _ = pd.factorize(customers["item_id"])
-    first_bought = pd.DataFrame({"user": user_codes, "item": item_codes, "time": time_codes}) \
-        .groupby(["user", "item"], sort=False)["time"].min()
-    first_seen = pd.Series(time_codes).groupby(user_codes).min()
-    pair_users = first_bought.index.get_level_values("user").to_numpy()
-    pair_first = first_bought.to_numpy()
-    end = pd.Timestamp(int(time_codes.max()), unit="s")
-    out = []
-    for start, stop in period_cutoffs(end, test_days, periods):
-        lo, hi = int(start.value // 10**9), int(stop.value // 10**9)
-        new_in_period = (pair_first >= lo) & (pair_first < hi)
-        candidates = np.unique(pair_users[new_in_period])
-        evaluable = int((first_seen.loc[candidates].to_numpy() < lo).sum()) if len(candidates) else 0
-        out.append({"start": f"{start:%Y-%m-%d}", "evaluable_customers": evaluable,
-                    "coverage": round(evaluable / repeat, 4)})
-    return out

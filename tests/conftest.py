@@ -1,80 +1,33 @@
-"""Shared fixtures: hand-written logs whose answers are worked out in the tests, a trained model, the app."""
+"""Fixtures: a trained tiny model (once per session), the app and its test client, a
+PostgreSQL cluster, and a store location on each backend. Helpers live in ``helpers.py``."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_limits
 
 from recommender import training
-from recommender.config import TrainConfig, load_config
-from recommender.server import create_app
-from recommender.testing import PG_PASSWORD, PostgresCluster, PostgresMissing, free_port  # noqa: F401
+
+from helpers import (  # noqa: F401
+    TINY_LOG,
+    PostgresCluster,
+    PostgresMissing,
+    make_app,
+    private_copy,
+    tiny_config,
+    unchanged,
+)
 
 threadpool_limits(limits=1, user_api="blas")
-
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_LOG = ROOT / "data" / "online_retail.parquet"
-PYTHON = sys.executable
-
-# Customers: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
-# Buyers: A 3, B 4, C 2, D 1. Orders: o1 {A,B}, o2 {A,B,C}, o3 {B,C}, o4 {A}, o5 {B}, o6 {D}.
-TINY_LOG = """user_id,item_id,timestamp,quantity,order_id,price,name
-u1,A,2024-01-01T10:00:00,1,o1,2.00,Apple
-u1,B,2024-01-01T10:00:00,2,o1,1.00,Banana
-u2,A,2024-01-02T10:00:00,1,o2,2.00,Apple
-u2,B,2024-01-02T10:00:00,1,o2,1.00,Banana
-u2,C,2024-01-02T10:00:00,1,o2,3.00,Cherry
-u3,B,2024-01-03T10:00:00,1,o3,1.00,Banana
-u3,C,2024-01-03T10:00:00,1,o3,3.50,Cherry
-u4,A,2024-01-04T10:00:00,1,o4,2.00,Apple
-u4,B,2024-01-05T10:00:00,1,o5,1.25,Banana
-u5,D,2024-01-06T10:00:00,1,o6,9.00,Durian
-"""
-
 
 @pytest.fixture
 def tiny_log(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.csv"
     path.write_text(TINY_LOG)
     return path
-
-
-def tiny_config(data: Path, models_dir: Path, **overrides: object) -> TrainConfig:
-    """Config for the tiny log: every item with 2+ buyers gets neighbours; one shared buyer suffices."""
-    values = {"data": data, "models_dir": models_dir, "min_support": 2, "min_pair_support": 1,
-              "num_threads": 1, "evaluate": False, "activity_db": Path(models_dir).parent / "var" / "activity.sqlite3",
-              **overrides}
-    return load_config(TrainConfig, overrides=values, environ={})
-
-
-def snapshot(directory: Path) -> list[tuple[str, object, int]]:
-    """Every path under ``directory`` with its link target or size and its mtime."""
-    return sorted((str(path.relative_to(directory)),
-                   os.readlink(path) if path.is_symlink() else path.lstat().st_size,
-                   path.lstat().st_mtime_ns) for path in directory.rglob("*"))
-
-
-@contextmanager
-def unchanged(directory: Path) -> Iterator[Path]:
-    """Lend a models directory shared between tests, and fail the test that changed it."""
-    before = snapshot(directory)
-    yield directory
-    assert snapshot(directory) == before, f"{directory} is shared: a test that writes models needs a copy"
-
-
-def private_copy(models_dir: Path, destination: Path) -> Path:
-    """A copy of a trained models directory (``current`` is a relative link) a test may change."""
-    shutil.copytree(models_dir, destination, symlinks=True)
-    return destination
 
 
 @pytest.fixture(scope="session")
@@ -100,12 +53,6 @@ def trained_models(tiny_models_once: Path, tmp_path: Path) -> Path:
     return private_copy(tiny_models_once, tmp_path / "models")
 
 
-def make_app(models_dir: Path, activity_db: Path, **settings: object):
-    """An app on ``models_dir`` whose activity store is a real SQLite file at ``activity_db``."""
-    return create_app({"TESTING": True, "models_dir": models_dir, "activity_db": activity_db,
-                       "reload_interval": 0, **settings})
-
-
 @pytest.fixture
 def activity_db(tmp_path: Path) -> Path:
     return tmp_path / "var" / "activity.sqlite3"
@@ -120,19 +67,6 @@ def app(shared_models: Path, activity_db: Path):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Poll ``base``/ready until it answers 200 (a model is loaded); fail if the server exits
-    or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/ready", timeout=2):
-                return
-        except OSError:  # refused while starting, or 503 until the model is loaded
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
-            time.sleep(0.2)
 
 
 # ------------------------------------------------------------------ a real PostgreSQL server

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import email
-import html
 import email.policy
+import html
 import os
 import signal
 import subprocess
@@ -26,7 +26,7 @@ from recommender.alerts import compose, find_alerts
 from recommender.config import AlertsConfig
 from recommender.serving.service import RecommendationService
 
-from conftest import PYTHON, ROOT, free_port, make_app
+from helpers import PYTHON, ROOT, free_port, make_app
 
 DAY = 86400.0
 T0 = float(int(time.time() - 3 * 86400))  # catalog recorded (recent: the CLI judges "recent" by the clock)
@@ -268,9 +268,9 @@ def test_alerts_without_a_destination_or_with_an_unreachable_server_fail_cleanly
 
 
 def test_a_training_run_records_its_catalog_files_price_and_availability_changes(tmp_path: Path) -> None:
-    from conftest import TINY_LOG, tiny_config
-
     from recommender import training
+
+    from helpers import TINY_LOG, tiny_config
 
     log, catalog = tmp_path / "tiny.csv", tmp_path / "catalog.csv"
     log.write_text(TINY_LOG)

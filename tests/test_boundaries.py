@@ -14,8 +14,7 @@ from pathlib import Path
 from recommender import training
 from recommender.model_selection import choice as model_choice
 
-from conftest import free_port, tiny_config, wait_until_ready
-from test_protocols import write_uniform_log
+from helpers import free_port, tiny_config, wait_until_ready, write_uniform_log
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_STACK = ("pandas", "pyarrow", "implicit", "pyspark", "sklearn", "matplotlib")

@@ -11,7 +11,7 @@ from recommender import artifacts, training
 from recommender.data.cleaning import CleaningRules, clean
 from recommender.data.loading import read_log
 
-from conftest import PYTHON, ROOT, tiny_config
+from helpers import PYTHON, ROOT, tiny_config
 
 BROKEN = ROOT / "tests" / "data" / "broken"
 

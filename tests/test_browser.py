@@ -16,8 +16,7 @@ import pytest
 from recommender import training
 from recommender.activity import ActivityStore
 
-from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
-from test_personal_api import write_log
+from helpers import PYTHON, ROOT, free_port, tiny_config, wait_until_ready, write_log
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

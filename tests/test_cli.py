@@ -8,7 +8,7 @@ import pytest
 
 from recommender import artifacts
 
-from conftest import PYTHON, ROOT
+from helpers import PYTHON, ROOT
 
 
 def train(*args: str) -> subprocess.CompletedProcess:

@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.algorithms import ALS, EASE, MODELS, Cooccurrence, ItemKNN, Popular, RP3beta
+from recommender.algorithms import (
+    ALS,
+    EASE,
+    MODELS,
+    Cooccurrence,
+    ItemKNN,
+    Popular,
+    RP3beta,
+)
 from recommender.errors import NotFittedError
 
-from test_item_knn import USER_ITEMS
+from helpers import USER_ITEMS
 
 # Items 0-2 and 3-5 are two tribes; the last customer bought 0 and 3.
 TRIBES = sp.csr_matrix(np.array(

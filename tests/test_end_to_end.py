@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import PYTHON, ROOT, SHIPPED_LOG, free_port, wait_until_ready
+from helpers import PYTHON, ROOT, SHIPPED_LOG, free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 

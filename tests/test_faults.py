@@ -13,8 +13,7 @@ import pytest
 
 from recommender import artifacts, training
 
-from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
-from test_personal_api import write_log
+from helpers import PYTHON, ROOT, free_port, start_server, tiny_config, write_log
 
 pytestmark = pytest.mark.slow
 
@@ -49,20 +48,6 @@ def test_training_killed_at_several_moments_leaves_the_previous_model(tmp_path: 
     assert after.returncode == 0, after.stderr
     assert not list(models.glob(".tmp-*")), "staging directories of killed runs are cleaned up"
     assert artifacts.current_version(models) > serving
-
-
-def start_server(models: Path, activity: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "2",
-         "--activity-db", str(activity), "--request-log", ""],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", server)
-    except AssertionError:
-        server.kill()
-        raise
-    return server
 
 
 def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:

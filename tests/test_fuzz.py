@@ -15,8 +15,7 @@ import pytest
 
 from recommender import training
 
-from conftest import PYTHON, ROOT, free_port, tiny_config, wait_until_ready
-from test_personal_api import write_log
+from helpers import PYTHON, ROOT, free_port, tiny_config, wait_until_ready, write_log
 
 pytestmark = pytest.mark.slow
 TOKEN = "fuzz-admin-token-0123456789"

@@ -8,10 +8,8 @@ import scipy.sparse as sp
 from recommender.algorithms import ItemKNN, Popular
 from recommender.algorithms.base import top_n
 
-# Customers x items A, B, C, D: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
-USER_ITEMS = sp.csr_matrix(np.array(
-    [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32
-))
+from helpers import USER_ITEMS
+
 A, B, C, D = range(4)
 # Cosine on binary columns: shared buyers / sqrt(buyers_i * buyers_j); A 3, B 4, C 2 buyers.
 COS_AB, COS_AC, COS_BC = 3 / np.sqrt(12), 1 / np.sqrt(6), 2 / np.sqrt(8)

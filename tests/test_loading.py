@@ -9,7 +9,7 @@ import pytest
 from recommender.data.loading import read_catalog, read_log
 from recommender.errors import DataError
 
-from conftest import TINY_LOG
+from helpers import TINY_LOG
 
 
 def test_generic_column_names_are_recognised(tiny_log: Path) -> None:

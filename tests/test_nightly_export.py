@@ -17,8 +17,7 @@ from recommender.activity import ActivityStore, Event
 from recommender.errors import NightlyBusyError
 from recommender.serving.service import RecommendationService
 
-from conftest import PYTHON, ROOT, make_app, tiny_config
-from test_personal_api import write_log
+from helpers import PYTHON, ROOT, make_app, tiny_config, write_log
 
 
 @pytest.fixture
@@ -121,7 +120,7 @@ def test_a_failed_export_leaves_no_file(service: RecommendationService, tmp_path
     def broken(*args, **kwargs):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(service, "batch_for_users", broken)
+    monkeypatch.setattr(export, "top_k_for_users", broken)
     with pytest.raises(MemoryError):
         export.export(service, tmp_path / "campaign.csv", progress=False)
     assert list(tmp_path.glob("campaign*")) == []
@@ -154,9 +153,9 @@ def test_export_files_keep_odd_names_intact_whatever_the_locale(tmp_path: Path) 
     """Quotes, commas, tabs and non-ASCII names survive both formats: CSV as RFC 4180 says
     (CRLF, quoted fields, UTF-8), JSON Lines as strict JSON, standard output in UTF-8 even
     where the locale says ASCII."""
-    from conftest import TINY_LOG
-
     from recommender import training
+
+    from helpers import TINY_LOG
 
     log = tmp_path / "odd.csv"
     text = TINY_LOG

@@ -16,24 +16,18 @@ import pytest
 from recommender import artifacts, training
 from recommender.activity import ActivityStore
 
-from conftest import make_app, private_copy, tiny_config, unchanged
-
-GARDEN, KITCHEN = ["G1", "G2", "G3", "G4"], ["K1", "K2", "K3", "K4"]
-BASKETS = {
-    "g1": ["G1", "G2", "G3"], "g2": ["G1", "G2", "G4"], "g3": ["G1", "G3", "G4"], "g4": ["G2", "G3", "G4"],
-    "g5": GARDEN, "g6": GARDEN, "g7": GARDEN,
-    "k1": ["K1", "K2", "K3"], "k2": ["K1", "K2", "K4"], "k3": ["K1", "K3", "K4"], "k4": ["K2", "K3", "K4"],
-    "k5": KITCHEN, "k6": KITCHEN, "k7": KITCHEN,
-    "x1": ["G1", "K1"],
-}
-PRICES = {"G1": 10, "G2": 20, "G3": 30, "G4": 40, "K1": 5, "K2": 15, "K3": 25, "K4": 35}
-
-
-def write_log(path: Path) -> None:
-    lines = ["user_id,item_id,timestamp,quantity,order_id,price"]
-    for day, (user, items) in enumerate(BASKETS.items(), start=1):
-        lines += [f"{user},{item},2024-03-{day:02d}T12:00:00,1,{user}-o,{PRICES[item]}" for item in items]
-    path.write_text("\n".join(lines) + "\n")
+from helpers import (
+    BASKETS,
+    GARDEN,
+    KITCHEN,
+    PRICES,
+    count_events,
+    make_app,
+    private_copy,
+    tiny_config,
+    unchanged,
+    write_log,
+)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +215,7 @@ def test_bad_events_are_refused_whole(client, activity_db: Path, payload, status
     assert fragment in (error["message"] + str(error.get("details")))
     if "details" in error:
         assert [d["index"] for d in error["details"]] == [1]
-    assert ActivityStore(activity_db).count_events() == 0
+    assert count_events(ActivityStore(activity_db)) == 0
 
 
 def test_event_batches_have_limits(client) -> None:

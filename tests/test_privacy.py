@@ -7,8 +7,7 @@ import pytest
 
 from recommender import artifacts, training
 
-from conftest import make_app, private_copy, tiny_config, unchanged
-from test_personal_api import write_log
+from helpers import make_app, private_copy, tiny_config, unchanged, write_log
 
 TOKEN = "privacy-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,25 +17,16 @@ from recommender.algorithms import EASE
 from recommender.data.matrix import build_interactions, decayed
 from recommender.data.split import next_purchase_split, random_holdout_split
 from recommender.model_selection import BlendChoice, simplest_within_noise
-from recommender.protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, choose_protocol
+from recommender.protocols import (
+    NEXT_PURCHASE,
+    RANDOM_HOLDOUT,
+    ROLLING,
+    choose_protocol,
+)
 
-from conftest import tiny_config
+from helpers import ORIGIN, shop_log, tiny_config, write_uniform_log
 
-ORIGIN = pd.Timestamp("2023-01-01")
 EASE_PARAMS = {"l2": 10.0, "neighbours": 20, "max_items": 100}
-
-
-def shop_log(customers: int, days_active: callable, seed: int = 0) -> pd.DataFrame:
-    """One order every ``gap`` days for each customer over the days ``days_active(c)`` gives,
-    each order two items drawn from 400 (so new items keep appearing)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for customer in range(customers):
-        for order, day in enumerate(days_active(customer)):
-            for item in rng.choice(400, 2, replace=False):
-                rows.append((f"c{customer}", f"i{item}", ORIGIN + pd.Timedelta(days=float(day)), f"c{customer}-{order}"))
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "order_id"])
-    return frame.astype({"user_id": "string", "item_id": "string", "order_id": "string"})
 
 
 def test_uniform_activity_gets_the_rolling_time_split_with_next_purchase_measured_too() -> None:
@@ -189,11 +180,6 @@ def test_labels_and_parts_of_single_components() -> None:
     blend = BlendChoice("ease", EASE_PARAMS, 0.25, 0.5, 7.0, 30.0)
     assert blend.label() == "ease(l2=10.0, decay 30d) x0.75 + ALS x0.25 + trending(7d) x0.5"
     assert blend.parts()[1] == als_alone  # the ALS part ignores the item model's parameters
-
-
-def write_uniform_log(path: Path) -> None:
-    log = shop_log(120, lambda c: range(c % 7, 200, 7), seed=3)
-    log.to_csv(path, index=False)
 
 
 @pytest.mark.slow

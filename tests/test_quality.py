@@ -13,8 +13,7 @@ from recommender.config import TrainConfig, load_config
 from recommender.errors import GateRefusedError
 from recommender.evaluation import top_k
 
-from conftest import ROOT, make_app, tiny_config
-from test_personal_api import write_log
+from helpers import ROOT, make_app, tiny_config, write_log
 
 
 @pytest.mark.slow

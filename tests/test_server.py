@@ -8,7 +8,7 @@ import pytest
 
 from recommender import artifacts, training
 
-from conftest import make_app, tiny_config
+from helpers import make_app, tiny_config
 
 COS_AB, COS_AC = 3 / math.sqrt(12), 1 / math.sqrt(6)
 

@@ -12,10 +12,13 @@ import scipy.sparse as sp
 from recommender.activity import Event
 from recommender.bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
 from recommender.errors import ArtifactError
-from recommender.server import responses
+from recommender.serving import responses
+from recommender.serving.batch import stream_lists, top_k_for_users
 from recommender.serving.catalog import Catalog, Filters
 from recommender.serving.ranking import BlendWeights, Ranker, activity_weights
 from recommender.serving.service import RecommendationService
+
+from helpers import collect_lists
 
 ITEMS = np.array(["A", "B", "C", "D"])
 CATALOG = {"names": np.array(["Apple", "Bread", "Cheese", "Dates"]), "prices": np.array([1.0, 2.0, np.nan, 4.0]),
@@ -83,7 +86,7 @@ def test_rank_masks_cuts_tops_up_with_trending_and_names_reasons() -> None:
 
 def test_batch_ranks_as_one_request_does() -> None:
     rows = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
-    best, scores = ranker().batch(rows, None, 2)
+    best, scores, _ = ranker().batch_with_strategy(rows, None, 2)
     for row, history in enumerate(([0], [1, 3])):
         one = ranker().rank(np.array(history), np.ones(len(history)), None, 2, Filters(), np.array(history))
         assert best[row].tolist() == one.items[:2]
@@ -159,7 +162,7 @@ def test_the_service_puts_the_parts_together_in_external_ids() -> None:
     assert page["basis"] == "customers" and page["item"]["name"] == "Apple"
     assert service.item_neighbours("also_bought", "nope", 1)["fallback_reason"] == "unknown_item"
     assert service.purchased_items("u2") == ["B", "D"] and service.purchased_items("u9") == []
-    best, _ = service.batch_for_users(np.array([0, 1]), 2)
+    best, _ = top_k_for_users(service, np.array([0, 1]), 2)
     assert best.tolist() == [[1, 2], [2, 0]]
     assert math.isclose(service.for_items(["D"], 1)["recommendations"][0]["score"], 1.0)
 
@@ -171,7 +174,7 @@ def test_precomputed_lists_answer_as_scoring_everything_does(shared_models: Path
     scored = RecommendationService(bundle)
     scored.lists = None  # every request scores the whole catalog
     listed = RecommendationService(bundle)
-    listed.lists = listed.precompute_lists(depth=2)  # short lists: filters often exhaust them
+    listed.lists = collect_lists(stream_lists(listed, depth=2))  # short lists: filters often exhaust them
     cases = [Filters(), Filters(available_only=True), Filters(exclude=frozenset({"B", "C"})),
              Filters(max_per_category=1), Filters(min_price=1.0)]
     bought_since = [Event("x", "C", "purchase", 0.0)]

@@ -24,8 +24,15 @@ from recommender import artifacts
 from recommender.activity import ActivityStore
 from recommender.serving.service import RecommendationService
 
-from conftest import PG_PASSWORD, PYTHON, ROOT, free_port, make_app, wait_until_ready
-from test_personal_api import write_log
+from helpers import (
+    PG_PASSWORD,
+    PYTHON,
+    ROOT,
+    free_port,
+    make_app,
+    wait_until_ready,
+    write_log,
+)
 
 TOKEN = "a-long-enough-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

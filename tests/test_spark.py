@@ -24,7 +24,7 @@ from recommender.data.matrix import build_interactions, cap_history
 from recommender.protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING
 from recommender.training import load_purchases
 
-from conftest import PYTHON, ROOT, SHIPPED_LOG, TINY_LOG, make_app
+from helpers import PYTHON, ROOT, SHIPPED_LOG, TINY_LOG, make_app
 
 _JAVA = shutil.which("java") or (os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin", "java").exists())
 pytestmark = [
@@ -183,7 +183,7 @@ def test_spark_protocol_applies_the_local_rule_to_the_same_figures(spark: object
     from pyspark.sql import functions as F
 
     lines = _spark_lines(spark, log).select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t"))
-    on_spark = spark_protocol(lines, config)
+    on_spark = spark_protocol(lines, settings)
     assert local.name == on_spark.name == expected
     assert on_spark.stats == local.stats
     assert on_spark.also == ()  # Spark measures the primary protocol only

@@ -32,7 +32,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ..errors import BusyError, StoreError, StoreUnavailable
-from .store import describe, upgrade
+from .base import describe, upgrade
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BusyError, StoreError, StoreUnavailable
-from .store import upgrade
+from .base import upgrade
 
 # Version 1: the schema written before the store had a version (upgraded in place).
 BASE = [

@@ -80,3 +80,12 @@ def first_sold(purchases: pd.DataFrame, item_ids: IdMap) -> NDArray[np.float64]:
     known = earliest.index.to_numpy() >= 0
     out[earliest.index.to_numpy()[known]] = earliest.to_numpy()[known]
     return out
+
+
+def catalog_states(catalog: pd.DataFrame) -> list[tuple[str, float | None, bool | None]]:
+    """A catalog file's ``(item_id, price, available)`` per item (None where not given), as
+    the activity store records them."""
+    prices = catalog["price"] if "price" in catalog else [None] * len(catalog)
+    available = catalog["available"] if "available" in catalog else [None] * len(catalog)
+    return [(str(item), None if pd.isna(price) else float(price), None if pd.isna(flag) else bool(flag))
+            for item, price, flag in zip(catalog["item_id"], prices, available)]

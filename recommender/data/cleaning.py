@@ -253,3 +253,13 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
         if retry.any():
             parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
     return parsed.dt.tz_localize(None)
+
+
+def drop_customers(purchases: pd.DataFrame, customers: set[str]) -> tuple[pd.DataFrame, int]:
+    """``purchases`` without the lines of ``customers`` (forgotten ones), and how many went."""
+    if not customers:
+        return purchases, 0
+    gone = purchases["user_id"].isin(customers).to_numpy()
+    if not gone.any():
+        return purchases, 0
+    return purchases[~gone].reset_index(drop=True), int(gone.sum())

@@ -12,7 +12,7 @@ import csv
 import gzip
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -406,3 +406,28 @@ def _read_baskets(path: Path, head: bytes, encoding: str) -> pd.DataFrame:
         raise DataError(f"{path}: no baskets")
     frame = pd.DataFrame({"order_id": order_ids, "item_id": item_ids}, dtype="string")
     return frame.apply(to_id_strings)
+
+
+def recorded_lines(events: Sequence[Any]) -> pd.DataFrame | None:
+    """Purchases recorded through the API (``activity.Event``) as log lines, one order per
+    purchase event; None when there are none. Both engines append these to their log."""
+    if not events:
+        return None
+    return pd.DataFrame({
+        "user_id": pd.array([e.user_id for e in events], dtype="string"),
+        "item_id": pd.array([e.item_id for e in events], dtype="string"),
+        "timestamp": pd.to_datetime([e.timestamp for e in events], unit="s"),
+        "quantity": 1.0,
+        "order_id": pd.array([f"api:{e.user_id}:{int(e.timestamp)}" for e in events], dtype="string"),
+    })
+
+
+def with_recorded_purchases(log: pd.DataFrame, events: Sequence[Any]) -> pd.DataFrame:
+    """``log`` with the purchases recorded through the API (``POST /v1/events``) appended."""
+    recorded = recorded_lines(events)
+    if recorded is None:
+        return log
+    keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
+    combined = pd.concat([log, recorded[keep]], ignore_index=True)
+    combined.attrs.update(log.attrs)
+    return combined

@@ -31,16 +31,6 @@ class Interactions:
     user_counts: sp.csr_matrix
     purchase_age: sp.csr_matrix
 
-    @property
-    def item_customers(self) -> NDArray[np.int64]:
-        """Number of distinct customers who bought each item."""
-        return np.diff(self.user_items.tocsc().indptr).astype(np.int64)
-
-    @property
-    def item_orders(self) -> NDArray[np.int64]:
-        """Number of distinct orders containing each item."""
-        return np.diff(self.order_items.tocsc().indptr).astype(np.int64)
-
 
 def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
     """Build the interaction matrices from a cleaned purchase frame.

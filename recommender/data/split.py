@@ -4,12 +4,13 @@ those): each customer's last order, and random held-out customers or baskets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .matrix import order_keys
+from .matrix import Interactions, order_keys
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,87 @@ def _held_ids(customers: pd.DataFrame, split: BasketSplit) -> pd.Index:
     kept = pd.Index(split.train["user_id"].unique())
     everyone = pd.Index(customers["user_id"].unique())
     return everyone.difference(kept)
+
+
+@dataclass(frozen=True)
+class ProtocolFigures:
+    """What the validation protocol's rule (``protocols.decide``) reads from a log: customers,
+    those who bought at two different times, and each period's evaluable customers and
+    coverage (newest first; counted only with ``min_repeat`` repeat customers or more).
+    ``missing`` names what the log lacks for a time split (customers, timestamps, times)."""
+
+    customers: int = 0
+    repeat: int = 0
+    periods: list[dict[str, Any]] | None = None
+    missing: str | None = None
+
+
+def protocol_figures(purchases: pd.DataFrame, test_days: float, periods: int, min_repeat: int) -> ProtocolFigures:
+    """``ProtocolFigures`` of a cleaned purchase log (``user_id`` NA for guest lines)."""
+    customers = purchases[purchases["user_id"].notna()]
+    if customers.empty:
+        return ProtocolFigures(missing="customers")
+    if "timestamp" not in purchases:
+        return ProtocolFigures(missing="timestamps")
+    times = customers["timestamp"]
+    if times.nunique() < 2:
+        return ProtocolFigures(missing="times")
+    user_codes, _ = pd.factorize(customers["user_id"])
+    time_codes = times.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    distinct = pd.DataFrame({"user": user_codes, "time": time_codes}).drop_duplicates()
+    times_per_customer = np.bincount(distinct["user"].to_numpy())
+    repeat = int((times_per_customer >= 2).sum())
+    coverage = (_period_coverage(customers, user_codes, time_codes, test_days, periods, repeat)
+                if repeat >= min_repeat else None)
+    return ProtocolFigures(int(len(times_per_customer)), repeat, coverage)
+
+
+def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """``periods`` consecutive (start, stop) windows of ``test_days`` ending at the log's end,
+    newest first; starts at midnight. The first is the test period."""
+    windows = []
+    stop = end + pd.Timedelta(seconds=1)
+    for _ in range(periods):
+        start = (stop - pd.Timedelta(days=test_days)).normalize()
+        windows.append((start, stop))
+        stop = start
+    return windows
+
+
+
+
+def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes: np.ndarray, test_days: float,
+                     periods: int, repeat: int) -> list[dict[str, Any]]:
+    """For each period: customers who bought before it and bought an item new to them in it."""
+    item_codes, _ = pd.factorize(customers["item_id"])
+    first_bought = pd.DataFrame({"user": user_codes, "item": item_codes, "time": time_codes}) \
+        .groupby(["user", "item"], sort=False)["time"].min()
+    first_seen = pd.Series(time_codes).groupby(user_codes).min()
+    pair_users = first_bought.index.get_level_values("user").to_numpy()
+    pair_first = first_bought.to_numpy()
+    end = pd.Timestamp(int(time_codes.max()), unit="s")
+    out = []
+    for start, stop in period_cutoffs(end, test_days, periods):
+        lo, hi = int(start.value // 10**9), int(stop.value // 10**9)
+        new_in_period = (pair_first >= lo) & (pair_first < hi)
+        candidates = np.unique(pair_users[new_in_period])
+        evaluable = int((first_seen.loc[candidates].to_numpy() < lo).sum()) if len(candidates) else 0
+        out.append({"start": f"{start:%Y-%m-%d}", "evaluable_customers": evaluable,
+                    "coverage": round(evaluable / repeat, 4)})
+    return out
+
+
+def new_purchase_pairs(interactions: Interactions, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (customer row, item index) pairs of ``test`` whose customer is known to
+    ``interactions`` and had not bought the item there; an item it does not know has index -1
+    (a target no model can reach). What a time fold measures."""
+    test = test[test["user_id"].notna()]
+    users = interactions.user_ids.indices(test["user_id"])
+    known = users >= 0
+    pairs = pd.DataFrame({"user": users[known], "item": test["item_id"].to_numpy()[known]}).drop_duplicates()
+    items = interactions.item_ids.indices(pairs["item"])
+    pair_users = pairs["user"].to_numpy()
+    already = np.zeros(len(pairs), dtype=bool)
+    reachable = items >= 0
+    already[reachable] = np.asarray(interactions.user_items[pair_users[reachable], items[reachable]]).ravel() > 0
+    return pair_users[~already].astype(np.int64), items[~already].astype(np.int64)

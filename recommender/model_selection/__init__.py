@@ -33,9 +33,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
@@ -44,6 +43,9 @@ from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, build_item_knn,
 from .folds import Fold, evaluation_fold, make_folds
 from .measure import factor_metrics, measure
 from .search import search, simplest_within_noise
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 

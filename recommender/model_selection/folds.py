@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions, binarize, build_interactions, decayed
-from ..data.split import HoldoutSplit, next_purchase_split, random_holdout_split
+from ..data.split import HoldoutSplit, new_purchase_pairs, next_purchase_split, random_holdout_split
 from ..errors import DataError
 from ..evaluation import HeldOut
-from ..protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol, period_cutoffs
+from ..data.split import period_cutoffs
+from ..protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol
 from .choice import VALIDATION_SHARE, sample_limit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -129,20 +132,9 @@ def rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestam
 def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSettings, description: dict[str, Any]) -> Fold:
     """Customers of the training side, measured on the items new to them in ``test``."""
     interactions = build_interactions(train, "binary")
-    test = test[test["user_id"].notna()]
-    users = interactions.user_ids.indices(test["user_id"])
-    known = users >= 0
-    pairs = pd.DataFrame({"user": users[known], "item": test["item_id"].to_numpy()[known]}).drop_duplicates()
-    items = interactions.item_ids.indices(pairs["item"])
-    pairs["index"] = items
-    already = np.zeros(len(pairs), dtype=bool)
-    reachable = items >= 0
-    already[reachable] = np.asarray(
-        interactions.user_items[pairs["user"].to_numpy()[reachable], items[reachable]]
-    ).ravel() > 0
-    new = pairs[~already]
-    n_targets = new.groupby("user").size()
-    rows = n_targets.index.to_numpy(dtype=np.int64)
+    users, items = new_purchase_pairs(interactions, test)
+    evaluable, per_customer = np.unique(users, return_counts=True)
+    rows = evaluable.astype(np.int64)
     limit = sample_limit(settings, len(interactions.item_ids))
     sampled = len(rows) > limit
     if sampled:
@@ -151,26 +143,25 @@ def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSetti
     if not len(rows):
         raise DataError("evaluation: no customer bought anything new in the held-out purchases"
                         + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else ""))
-    position = pd.Series(np.arange(len(rows)), index=rows)
-    hits = new[(new["index"] >= 0) & new["user"].isin(rows)]
+    hits = (items >= 0) & np.isin(users, rows)
     targets = sp.csr_matrix(
-        (np.ones(len(hits), dtype=np.float32), (position[hits["user"]].to_numpy(), hits["index"].to_numpy())),
+        (np.ones(int(hits.sum()), dtype=np.float32), (np.searchsorted(rows, users[hits]), items[hits])),
         shape=(len(rows), len(interactions.item_ids)),
     )
+    n_targets = per_customer[np.searchsorted(evaluable, rows)].astype(np.int64)
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
-    held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets,
-                       n_targets[rows].to_numpy(dtype=np.int64), popularity)
+    held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets, n_targets, popularity)
     description = {
         "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
         **description,
         "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
         "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
-        "customers_evaluated": int(len(rows)), "target_pairs": int(n_targets[rows].sum()),
-        "unreachable_target_pairs": int(n_targets[rows].sum() - targets.nnz),
+        "customers_evaluated": int(len(rows)), "target_pairs": int(n_targets.sum()),
+        "unreachable_target_pairs": int(n_targets.sum() - targets.nnz),
         "train_customers": len(interactions.user_ids), "train_items": len(interactions.item_ids),
     }
     if sampled:
-        description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
+        description["sampled"] = f"{len(rows)} of {len(evaluable)} evaluable customers, at random"
     row_ids = interactions.user_ids.ids(rows)
     return Fold(interactions, held_out, description, "time", "customers", test, list(row_ids))
 

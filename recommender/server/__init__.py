@@ -14,6 +14,7 @@ from flask import Flask
 
 from ..config import AlertsConfig, ServeConfig, load_config
 from ..customers import read_customers
+from ..serving.holder import ModelHolder
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     serve_config = load_config(
         ServeConfig, overrides={key: value for key, value in test_config.items() if key.islower()}
     )
-    # Imported here: serving shapes its answers with ``server.responses``, so importing the
-    # serving layer at the top of this package would be circular.
-    from ..serving.holder import ModelHolder
-
     app = Flask(__name__)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=serve_config.max_body_bytes,

@@ -283,20 +283,14 @@ class Ranker:
         self.fill_popular(ranked, k, self.catalog.allowed(filters, exclude), filters)
         return ranked
 
-    def batch(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
-              ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    def batch_with_strategy(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
+                            ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         """Top-k items for many known customers at once, as ``rank`` ranks one (same blend,
         their items excluded), with matrix products over the batch instead of a loop.
 
-        Returns (n, k) item indices (-1 where fewer qualify) and their scores.
-        """
-        best, best_scores, _ = self.batch_with_strategy(rows, user_factors, k)
-        return best, best_scores
-
-    def batch_with_strategy(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
-                            ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
-        """``batch``, and for each row which parts had evidence (a key of ``STRATEGIES``; 0:
-        ``rank`` answers with trending items)."""
+        Returns (n, k) item indices (-1 where fewer qualify), their scores, and for each row
+        which parts had evidence (a key of ``STRATEGIES``; 0: ``rank`` answers with trending
+        items)."""
         item_scores = (rows @ self.matrix).tocsr()  # sparse: blend_rows adds it where it is non-zero
         als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
         evidence = item_scores.data != 0

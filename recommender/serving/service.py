@@ -3,7 +3,8 @@
 Built once per version from its bundle; everything a request needs (id dicts, names as
 Python strings, the personal matrix, the trending ranking, ALS factors) is prepared here, so
 a request maps ids, asks ``Ranker`` for one or two BLAS calls and a partial sort, and has
-``server.responses`` shape the answer.
+``serving.responses`` shape the answer. Batch scoring for training, export and alerts
+is ``serving.batch``.
 
 Strategies, as each response names them: ``item-knn`` (item-to-item neighbours), ``als``
 (matrix factorisation alone), ``blend`` (both, plus trending, with the weights the training
@@ -11,8 +12,7 @@ run chose), ``popular`` (trending items, the fallback when nothing personal is k
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,11 +20,11 @@ from numpy.typing import NDArray
 
 from ..activity import Event
 from ..algorithms.als import ALS
-from ..algorithms.neighbours import row_blocks, table_matrix
-from ..bundle import ModelBundle, NeighbourArrays, PersonalLists, StreamedLists
+from ..algorithms.neighbours import table_matrix
+from ..bundle import ModelBundle, NeighbourArrays, PersonalLists
 from ..data.idmap import IdMap
 from ..errors import ArtifactError
-from ..server import responses
+from . import responses
 from .catalog import Catalog, Filters
 from .ranking import STRATEGIES, BlendWeights, Ranked, Ranker, activity_weights
 
@@ -200,16 +200,6 @@ class RecommendationService:
         response["fallback_reason"] = reason
         return response
 
-    def batch_for_users(self, user_indices: NDArray[np.int64], k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """Top-k items for many known customers at once, as ``for_user`` ranks them (``Ranker.batch``)."""
-        best, best_scores, _ = self._batch(user_indices, k)
-        return best, best_scores
-
-    def _batch(self, user_indices: NDArray[np.int64], k: int
-               ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
-        factors = self.als.user_factors_[user_indices] if self.als is not None else None
-        return self.ranker.batch_with_strategy(self.user_items[user_indices], factors, k)
-
     # ----------------------------------------------------------------- lookups
     def purchased(self, user_id: str) -> bool:
         """Whether the model was trained on purchases of this customer."""
@@ -243,53 +233,6 @@ class RecommendationService:
                 "components": manifest.get("components", {}), "cleaning": manifest.get("cleaning", {}),
                 "training_seconds": manifest.get("training_seconds"), "evaluation": manifest.get("evaluation", {}),
                 "blend": manifest.get("blend", {})}
-
-    def precompute_lists(self, depth: int, jobs: int = 1) -> PersonalLists:
-        """Every known customer's best ``depth`` candidates, in memory (``stream_lists``)."""
-        streamed = self.stream_lists(depth, jobs)
-        blocks = list(streamed.packed.chunks)
-        packed = (np.concatenate(blocks) if blocks
-                  else np.empty((0, 2, streamed.depth), dtype=np.int32))
-        return PersonalLists.from_packed(packed, next(iter(streamed.strategy.chunks)))
-
-    def stream_lists(self, depth: int, jobs: int = 1,
-                     finished: Callable[[float], None] | None = None) -> StreamedLists:
-        """Every known customer's best ``depth`` candidates, ranked exactly as ``for_user``
-        ranks them (``Ranker.batch_with_strategy``), computed as the version is written: in
-        blocks of customers whose dense scores stay bounded (``algorithms.neighbours.row_blocks``),
-        ``jobs`` blocks at a time (threads: numpy and BLAS release the GIL for the heavy part),
-        each block handed to the writer in order and dropped. ``finished`` gets the seconds
-        the whole pass took."""
-        from joblib import Parallel, delayed
-
-        from ..artifacts import StreamedArray
-
-        n_users, depth = len(self.users), min(depth, len(self.items))
-        strategy = np.zeros(n_users, dtype=np.int8)
-        blocks = row_blocks(n_users, len(self.items))
-
-        def block(start: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int8]]:
-            rows = np.arange(start, min(start + blocks.step, n_users))
-            best, best_scores, kinds = self._batch(rows, depth)
-            packed = np.empty((len(rows), 2, depth), dtype=np.int32)
-            packed[:, 0] = best
-            packed[:, 1] = np.where(best >= 0, best_scores, 0.0).astype(np.float32).view(np.int32)
-            return rows, packed, kinds
-
-        def packed_blocks() -> Iterator[NDArray[np.int32]]:
-            started = time.perf_counter()
-            for rows, packed, kinds in Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(
-                    delayed(block)(start) for start in blocks):
-                strategy[rows] = kinds
-                yield packed
-            if finished is not None:
-                finished(time.perf_counter() - started)
-
-        def strategy_blocks() -> Iterator[NDArray[np.int8]]:
-            yield strategy
-
-        return StreamedLists(StreamedArray((n_users, 2, depth), np.int32, packed_blocks()),
-                             StreamedArray((n_users,), np.int8, strategy_blocks()), depth)
 
     # ----------------------------------------------------------------- internals
     def _from_list(self, user_idx: int, history: NDArray[np.int64], weights: NDArray[np.float64], k: int,

@@ -33,15 +33,16 @@ from numpy.typing import NDArray
 
 from ..algorithms import ALS
 from ..algorithms.blend import blend_scores
-from ..config import AlsSettings, TrainConfig
+from ..config import AlsSettings, EvaluationSettings, TrainConfig
 from ..errors import DataError
 from ..evaluation import HeldOut, row_ndcg, top_k
 from ..model_selection import BlendChoice, Selection, simplest_within_noise
 from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MIN_VALIDATION_ROWS, POPULARITY_HALF_LIFE, SAVED_DEPTH,
                                       TREND_WEIGHTS, VALIDATION_SHARE, sample_limit, untuned)
 from ..model_selection.scoring import held_out_metrics
-from ..protocols import (NEXT_PURCHASE, NO_CUSTOMERS, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol, decide,
-                         period_cutoffs)
+from ..data.split import period_cutoffs
+from ..protocols import (NEXT_PURCHASE, NO_CUSTOMERS, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol,
+                         decide)
 from .models import SparkCosineNeighbours, capped_pairs, fit_als, item_totals, spark_als_params
 
 if TYPE_CHECKING:
@@ -53,16 +54,16 @@ HOLDOUT_SHARE = 0.2
 DAY = 86400.0
 
 
-def default_choice(config: TrainConfig) -> BlendChoice:
+def default_choice(settings: EvaluationSettings) -> BlendChoice:
     """What the Spark engine ships untuned (``--no-evaluate``): cosine neighbours x0.5 + ALS
     x0.5 + trending x0.5."""
-    return BlendChoice("item_knn", {"similarity": "cosine", **knn_params(config)}, 0.5, 0.5,
-                       config.trending_half_life_days)
+    return BlendChoice("item_knn", {"similarity": "cosine", **knn_params(settings)}, 0.5, 0.5,
+                       settings.trending_half_life_days)
 
 
-def knn_params(config: TrainConfig) -> dict[str, int]:
-    return {"neighbours": config.neighbours, "min_support": config.min_support,
-            "min_pair_support": config.min_pair_support}
+def knn_params(settings: EvaluationSettings) -> dict[str, int]:
+    return {"neighbours": settings.neighbours.neighbours, "min_support": settings.neighbours.min_support,
+            "min_pair_support": settings.neighbours.min_pair_support}
 
 
 @dataclass
@@ -87,7 +88,7 @@ class SparkFold:
         return self.kind == "time"
 
 
-def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDArray[np.str_], config: TrainConfig,
+def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDArray[np.str_], settings: EvaluationSettings,
                         current: dict[str, Any] | None) -> Selection:
     """Choose the protocol, tune on its validation fold, measure on its test fold.
 
@@ -103,21 +104,20 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDA
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    settings = config.evaluation_settings
     n_items = len(item_ids)
     lines = (lines.where(F.col("row").isNotNull())
              .select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t")).persist())
     try:
-        protocol = spark_protocol(lines, config) if users is not None else Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
+        protocol = spark_protocol(lines, settings) if users is not None else Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
         logger.info("spark validation protocol: %s (%s)", protocol.name, protocol.reason)
-        test, validation = _folds(lines, protocol, n_items, config, "customers" if users is not None else "baskets")
+        test, validation = _folds(lines, protocol, n_items, settings, "customers" if users is not None else "baskets")
         notes: list[str] = []
         rows_measured = validation.held_out.seen.shape[0] if validation is not None else 0
         if rows_measured >= MIN_VALIDATION_ROWS and validation is not None:
-            choice, outcome = _search(validation, protocol.name, config)
+            choice, outcome = _search(validation, protocol.name, settings)
         else:
-            choice, outcome = untuned(default_choice(config), rows_measured)
-        measured = _measure(test, choice, config, current, notes)
+            choice, outcome = untuned(default_choice(settings), rows_measured)
+        measured = _measure(test, choice, settings, current, notes)
         predictions = _predictions(test, measured.pop("recommended"), users, item_ids)
         evaluation: dict[str, Any] = {
             "engine": "spark",
@@ -136,11 +136,10 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDA
 
 
 # ----------------------------------------------------------------------------- the protocol
-def spark_protocol(lines: DataFrame, config: TrainConfig) -> Protocol:
+def spark_protocol(lines: DataFrame, settings: EvaluationSettings) -> Protocol:
     """``protocols.choose_protocol`` on Spark: the same figures, counted by Spark SQL."""
     from pyspark.sql import functions as F
 
-    settings = config.evaluation_settings
     low, high = lines.agg(F.min("t"), F.max("t")).first()
     if high is None:
         return Protocol(RANDOM_HOLDOUT, NO_TIMESTAMPS)
@@ -166,30 +165,29 @@ def _seconds(moment: pd.Timestamp) -> int:
 
 
 # ----------------------------------------------------------------------------- the folds
-def _folds(lines: DataFrame, protocol: Protocol, n_items: int, config: TrainConfig, unit: str
+def _folds(lines: DataFrame, protocol: Protocol, n_items: int, settings: EvaluationSettings, unit: str
            ) -> tuple[SparkFold, SparkFold | None]:
     """The test fold and the validation fold carved from its training side."""
     from pyspark.sql import functions as F
 
-    settings = config.evaluation_settings
     seed = settings.random_state
     if protocol.name == RANDOM_HOLDOUT:
         train, held = _holdout_split(lines, seed)
-        test = _holdout_fold(train, held, n_items, config, unit)
+        test = _holdout_fold(train, held, n_items, settings, unit)
         inner_train, inner_held = _holdout_split(train, seed + 1)
-        return test, _optional(lambda: _holdout_fold(inner_train, inner_held, n_items, config, unit))
+        return test, _optional(lambda: _holdout_fold(inner_train, inner_held, n_items, settings, unit))
     if protocol.name == NEXT_PURCHASE:
         train, held = _next_purchase_split(lines, 1.0, seed)
-        test = _time_fold(train, held, n_items, config, {"split": NEXT_PURCHASE})
+        test = _time_fold(train, held, n_items, settings, {"split": NEXT_PURCHASE})
         inner_train, inner_held = _next_purchase_split(train, VALIDATION_SHARE, seed)
-        return test, _optional(lambda: _time_fold(inner_train, inner_held, n_items, config, {"split": NEXT_PURCHASE}))
+        return test, _optional(lambda: _time_fold(inner_train, inner_held, n_items, settings, {"split": NEXT_PURCHASE}))
     high = lines.agg(F.max("t")).first()[0]
     windows = period_cutoffs(pd.Timestamp(int(high), unit="s"), settings.test_days, 2)
 
     def period(start: pd.Timestamp, stop: pd.Timestamp) -> SparkFold:
         lo, hi = _seconds(start), _seconds(stop)
         return _time_fold(lines.where(F.col("t") < lo), lines.where((F.col("t") >= lo) & (F.col("t") < hi)),
-                          n_items, config, {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
+                          n_items, settings, {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
 
     return period(*windows[0]), _optional(lambda: period(*windows[1]))
 
@@ -238,9 +236,8 @@ def _holdout_split(lines: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
     return lines.where(~held_rows), lines.where(held_rows)
 
 
-def _sample(rows: NDArray[np.int64], n_items: int, config: TrainConfig) -> tuple[NDArray[np.int64], bool]:
+def _sample(rows: NDArray[np.int64], n_items: int, settings: EvaluationSettings) -> tuple[NDArray[np.int64], bool]:
     """The rows measured: all, or as many as ``max_eval_users`` (and the score budget) allow."""
-    settings = config.evaluation_settings
     limit = sample_limit(settings, n_items)
     if len(rows) <= limit:
         return rows, False
@@ -252,7 +249,7 @@ def _pairs(frame: DataFrame, columns: tuple[str, ...]) -> tuple[NDArray[np.int64
     return tuple(table[column].to_numpy(dtype=np.int64) for column in columns)
 
 
-def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainConfig,
+def _time_fold(train: DataFrame, test: DataFrame, n_items: int, settings: EvaluationSettings,
                description: dict[str, Any]) -> SparkFold:
     """Customers of the training side, measured on the items new to them in ``test``."""
     from pyspark.sql import functions as F
@@ -264,7 +261,7 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainCon
     if n_targets.empty:
         raise DataError("evaluation: no customer bought anything new in the held-out purchases")
     n_targets = n_targets.sort_values("row")
-    rows, sampled = _sample(n_targets["row"].to_numpy(dtype=np.int64), n_items, config)
+    rows, sampled = _sample(n_targets["row"].to_numpy(dtype=np.int64), n_items, settings)
     chosen = train.sparkSession.createDataFrame(pd.DataFrame({"row": rows.astype(np.int32)}))
     seen_rows, seen_items = _pairs(bought.join(F.broadcast(chosen), "row"), ("row", "item"))
     target_rows, target_items = _pairs(new.join(F.broadcast(chosen), "row"), ("row", "item"))
@@ -284,16 +281,16 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, config: TrainCon
     }
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
-    return SparkFold("time", train, held_out, absent, description, [], train_until, config.max_history)
+    return SparkFold("time", train, held_out, absent, description, [], train_until, settings.neighbours.max_history)
 
 
-def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: TrainConfig, unit: str) -> SparkFold:
+def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, settings: EvaluationSettings, unit: str) -> SparkFold:
     """Held-out customers (or baskets) with two or more items, one of them hidden (the lowest
     seeded hash)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    seed = config.evaluation_settings.random_state
+    seed = settings.random_state
     pairs = held.select("row", "item").distinct()
     draw = Window.partitionBy("row").orderBy(F.xxhash64("row", "item", F.lit(seed)), "item")
     ranked = (pairs.withColumn("rank", F.row_number().over(draw))
@@ -301,7 +298,7 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
     candidates = np.sort(_pairs(ranked.where(F.col("rank") == 1), ("row",))[0])
     if not len(candidates):
         raise DataError("evaluation: too few customers to hold any out")
-    rows, sampled = _sample(candidates, n_items, config)
+    rows, sampled = _sample(candidates, n_items, settings)
     chosen = train.sparkSession.createDataFrame(pd.DataFrame({"row": rows.astype(np.int32)}))
     row_of, item_of, rank_of = _pairs(ranked.join(F.broadcast(chosen), "row"), ("row", "item", "rank"))
     bought = train.select("row", "item").distinct()
@@ -320,7 +317,7 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, config: Train
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(candidates)} held-out {unit}, at random"
     return SparkFold("holdout", train, held_out, absent, description,
-                     [f"holdout:{number}" for number in range(len(rows))], None, config.max_history, unit)
+                     [f"holdout:{number}" for number in range(len(rows))], None, settings.neighbours.max_history, unit)
 
 
 def _training_items(bought: DataFrame, n_items: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -431,12 +428,11 @@ def _ranked(fold: SparkFold, scores: NDArray[np.float64], depth: int) -> NDArray
 
 
 # ----------------------------------------------------------------------------- search and measure
-def _search(fold: SparkFold, protocol: str, config: TrainConfig) -> tuple[BlendChoice, dict[str, Any]]:
+def _search(fold: SparkFold, protocol: str, settings: EvaluationSettings) -> tuple[BlendChoice, dict[str, Any]]:
     """Every part alone (neighbours, ALS, trending, popularity) and the neighbours blended with
     ALS and trending over the local engine's weight grids; the noise rule picks."""
-    settings = config.evaluation_settings
-    params = {"similarity": "cosine", **knn_params(config)}
-    half_life = config.trending_half_life_days
+    params = {"similarity": "cosine", **knn_params(settings)}
+    half_life = settings.trending_half_life_days
     has_als = fold.unit == "customers"  # a basket has no factors of its own to learn
     candidates = [BlendChoice("item_knn", params, 0.0, 0.0, half_life),
                   BlendChoice("item_knn", params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0)]
@@ -459,11 +455,10 @@ def _search(fold: SparkFold, protocol: str, config: TrainConfig) -> tuple[BlendC
                                for c in table]}
 
 
-def _measure(fold: SparkFold, choice: BlendChoice, config: TrainConfig, current: dict[str, Any] | None,
+def _measure(fold: SparkFold, choice: BlendChoice, settings: EvaluationSettings, current: dict[str, Any] | None,
              notes: list[str]) -> dict[str, Any]:
     """The shipped choice, its parts, the serving model's recipe refitted, and popularity, on
     the test fold (used once, after the choice)."""
-    settings = config.evaluation_settings
     shipped_top = _ranked(fold, _scores(fold, choice, settings.als), max(CUTS[-1], SAVED_DEPTH))
     shipped_name = "shipped: " + choice.label()
     results = {shipped_name: held_out_metrics(fold.held_out, np.empty(0), settings, shipped_top)}
@@ -476,12 +471,12 @@ def _measure(fold: SparkFold, choice: BlendChoice, config: TrainConfig, current:
     results["baseline: popularity"] = _metrics(
         fold, BlendChoice("item_knn", choice.item_params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0), settings.als,
         None, settings)
-    params = {"similarity": "cosine", **knn_params(config)}
+    params = {"similarity": "cosine", **knn_params(settings)}
     results["baseline: item-knn cosine (spark)"] = _metrics(
-        fold, BlendChoice("item_knn", params, 0.0, 0.0, config.trending_half_life_days), settings.als, None, settings)
+        fold, BlendChoice("item_knn", params, 0.0, 0.0, settings.trending_half_life_days), settings.als, None, settings)
     if fold.unit == "customers":
         results["baseline: ALS (spark)"] = _metrics(
-            fold, BlendChoice("item_knn", params, 1.0, 0.0, config.trending_half_life_days), settings.als, None,
+            fold, BlendChoice("item_knn", params, 1.0, 0.0, settings.trending_half_life_days), settings.als, None,
             settings)
     out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
                            "headline_value": results[shipped_name]["ndcg"],

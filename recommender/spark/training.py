@@ -28,8 +28,9 @@ from ..data.idmap import IdMap
 from ..data.loading import read_catalog
 from ..errors import ConfigError, DataError
 from ..model_selection import BlendChoice
-from ..training import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                        recorded_purchases, save_version)
+from ..data.loading import recorded_lines
+from ..run_steps import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
+                         recorded_purchases, save_version)
 from . import cleaning
 from .evaluation import default_choice, knn_params, select_and_evaluate
 from .models import SparkCosineNeighbours, capped_pairs, column_block, factor_block, fit_als, item_totals, spark_als_params
@@ -75,7 +76,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     lines = lines.join(users, "user_id", "left") if users is not None else lines.withColumn("row", F.lit(None).cast("int"))
     if "timestamp" not in kept.columns:
         lines = lines.withColumn("timestamp", F.lit(None).cast("timestamp"))
-    knn = knn_params(config)
+    knn = knn_params(config.evaluation_settings)
     orders = _order_items(lines, kept).persist()
     n_orders = orders.select("row").distinct().count()
     bought_together = SparkCosineNeighbours(**knn).fit(orders, n_items)
@@ -92,7 +93,7 @@ def _run(spark: SparkSession, config: TrainConfig, uri: str, started: float) -> 
     components["bought_together"] = {"model": "item_knn", "basis": "orders", "similarity": "cosine", **knn}
     parts["tables"]["bought_together"] = NeighbourArrays.of(bought_together.to_arrays())
     signature = data_signature(config)
-    gate = gate_decision(evaluation, current_version, bool((current_manifest or {}).get("blend")), config)
+    gate = gate_decision(evaluation, current_version, bool((current_manifest or {}).get("blend")), config.gate)
     bundle = ModelBundle(
         item_ids=item_ids.ids_,
         catalog=_catalog(lines, item_ids, config),
@@ -128,7 +129,7 @@ def _customer_parts(lines: DataFrame, users: DataFrame, item_ids: IdMap, config:
     n_users = users.count()
     nnz = customer_items.count()
     logger.info("spark interactions: %d customers x %d items (nnz %d)", n_users, n_items, nnz)
-    knn = knn_params(config)
+    knn = knn_params(config.evaluation_settings)
     also_bought = SparkCosineNeighbours(**knn).fit(capped_pairs(customer_items, config.max_history), n_items)
 
     weight = F.lit(1.0) if config.als_confidence == "binary" else 1.0 + F.log(F.col("lines").cast("double"))
@@ -202,12 +203,12 @@ def _choose(lines: DataFrame, users: DataFrame | None, item_ids: IdMap, config: 
     engine's ``training.run`` chooses it; the untuned default with ``--no-evaluate`` or when
     the log is too small to hold anything out."""
     if not config.evaluate:
-        return default_choice(config), {}, ["not evaluated (--no-evaluate); using the default blend"], {}
+        return default_choice(config.evaluation_settings), {}, ["not evaluated (--no-evaluate); using the default blend"], {}
     try:
-        selection = select_and_evaluate(lines, users, item_ids.ids_, config, current_manifest)
+        selection = select_and_evaluate(lines, users, item_ids.ids_, config.evaluation_settings, current_manifest)
     except DataError as exc:
         logger.warning("not evaluated (%s); using the default blend", exc)
-        return default_choice(config), {}, [f"not evaluated: {exc}"], {}
+        return default_choice(config.evaluation_settings), {}, [f"not evaluated: {exc}"], {}
     logger.info("spark evaluation: %s, ndcg@%d %.4f", selection.choice.label(), config.eval_k,
                 selection.evaluation["headline_value"])
     return selection.choice, selection.evaluation, selection.notes, selection.predictions
@@ -225,12 +226,12 @@ def _check_supported(config: TrainConfig) -> None:
 
 def _with_activity_purchases(frame: DataFrame, database: Path | str, password: str | None) -> DataFrame:
     """The log with the purchases recorded through the API appended, as the local engine
-    appends them (``training.recorded_purchases``): each value cast to the log's own column
+    appends them (``run_steps.recorded_purchases``, ``data.loading.recorded_lines``): each value cast to the log's own column
     type, so the cleaning that follows treats both alike."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import NumericType, StringType
 
-    recorded = recorded_purchases(database, password)
+    recorded = recorded_lines(recorded_purchases(database, password))
     if recorded is None:
         return frame
     table = pd.DataFrame({"user_id": recorded["user_id"].astype(str), "item_id": recorded["item_id"].astype(str),
