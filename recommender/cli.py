@@ -176,10 +176,7 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
     _single_threaded_blas()
 
     def work() -> None:
-        from . import alerts, artifacts
-        from .activity import ActivityStore
-        from .customers import read_customers
-        from .serving.service import RecommendationService
+        from . import alerts
 
         given = _overrides(args)
         alert_fields = {spec.name for spec in dataclasses.fields(AlertsConfig)}
@@ -191,26 +188,13 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.out) if args.out else None
         if out is not None and out.suffix not in (".csv", ".jsonl"):
             raise ConfigError(f"out: {out.name} must end in .csv or .jsonl")
+        catalog = None
         if args.catalog:
             from .data.catalog import catalog_states
             from .data.loading import read_catalog
-            from .run_steps import record_catalog
 
-            record_catalog(config.activity_db, catalog_states(read_catalog(args.catalog)), config.activity_db_password)
-        customers = read_customers(config.customers_file)
-        store = ActivityStore(config.activity_db, config.history_limit, config.history_days,
-                              password=config.activity_db_password)
-        try:
-            # One run at a time per store, on any host: overlapping runs would send a digest twice.
-            with store.run_lock("alerts"):
-                store.create_schema()
-                service = (RecommendationService(artifacts.load_current_bundle(config.models_dir))
-                           if artifacts.current_version(config.models_dir) else None)
-                excluded = customers.opted_out | frozenset(store.suppressed())
-                found = alerts.find_alerts(store, service, settings, excluded)
-                counts = alerts.deliver(found, store, settings, customers.emails, out, excluded=excluded)
-        finally:
-            store.close()
+            catalog = catalog_states(read_catalog(args.catalog))
+        counts = alerts.run(config, settings, out, catalog)
         print(f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"
               + (f" to {out}" if out else "") + (f" by e-mail via {settings.smtp_host}" if settings.smtp_host else "")
               + f"; {counts['capped']} customers capped, {counts['no_address']} without an address, "

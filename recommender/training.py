@@ -24,11 +24,33 @@ from .config import AlsSettings, NeighbourSettings, TrainConfig
 from .data.catalog import build_catalog, catalog_states, first_sold
 from .data.cleaning import clean, drop_customers
 from .data.loading import read_catalog, read_log, with_recorded_purchases
-from .data.matrix import Interactions, binarize, build_interactions, cap_history, decayed, trending_weights
+from .data.matrix import (
+    Interactions,
+    binarize,
+    build_interactions,
+    cap_history,
+    decayed,
+    trending_weights,
+)
 from .errors import DataError
-from .model_selection import BlendChoice, build_als, build_item_knn, default_choice, select_and_evaluate
-from .run_steps import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                        record_catalog, recorded_purchases, save_version)
+from .model_selection import (
+    BlendChoice,
+    build_als,
+    build_item_knn,
+    default_choice,
+    select_and_evaluate,
+)
+from .run_steps import (
+    cleaning_rules,
+    data_signature,
+    forgotten_customers,
+    gate_decision,
+    headline,
+    jsonable,
+    record_catalog,
+    recorded_purchases,
+    save_version,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

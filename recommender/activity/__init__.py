@@ -15,7 +15,15 @@ Nothing outside this package knows which database it has.
 """
 from __future__ import annotations
 
-from .base import EVENT_TYPES, SCHEMA_VERSION, CatalogChange, Event, Shopper, describe, is_database_url
+from .base import (
+           EVENT_TYPES,
+           SCHEMA_VERSION,
+           CatalogChange,
+           Event,
+           Shopper,
+           describe,
+           is_database_url,
+)
 from .store import ActivityStore
 
 __all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "ActivityStore", "CatalogChange", "Event", "Shopper", "describe",

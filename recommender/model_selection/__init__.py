@@ -39,7 +39,15 @@ from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
 from ..protocols import choose_protocol
-from .choice import MIN_VALIDATION_ROWS, BlendChoice, build_als, build_item_knn, default_choice, item_candidates, untuned
+from .choice import (
+    MIN_VALIDATION_ROWS,
+    BlendChoice,
+    build_als,
+    build_item_knn,
+    default_choice,
+    item_candidates,
+    untuned,
+)
 from .folds import Fold, evaluation_fold, make_folds
 from .measure import factor_metrics, measure
 from .search import search, simplest_within_noise

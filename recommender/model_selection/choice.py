@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-
 from ..algorithms import ALS, MODELS, ItemKNN, NeighbourModel
 from ..config import AlsSettings, EvaluationSettings, NeighbourSettings
-
 
 DECAY_DAYS = (0.0, 14.0, 30.0, 60.0, 120.0)
 # EASE's l2 as a multiple of the mean diagonal of its Gram matrix (``EASE(scale_l2=True)``):

@@ -10,10 +10,15 @@ import scipy.sparse as sp
 
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions, binarize, build_interactions, decayed
-from ..data.split import HoldoutSplit, new_purchase_pairs, next_purchase_split, random_holdout_split
+from ..data.split import (
+    HoldoutSplit,
+    new_purchase_pairs,
+    next_purchase_split,
+    period_cutoffs,
+    random_holdout_split,
+)
 from ..errors import DataError
 from ..evaluation import HeldOut
-from ..data.split import period_cutoffs
 from ..protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING, Protocol
 from .choice import VALIDATION_SHARE, sample_limit
 

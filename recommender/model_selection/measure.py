@@ -11,7 +11,7 @@ from ..config import EvaluationSettings
 from ..data.matrix import cap_history
 from ..errors import DataError
 from ..evaluation import next_item_metrics, top_k
-from .choice import BlendChoice, CUTS, SAVED_DEPTH, build_item_knn
+from .choice import CUTS, SAVED_DEPTH, BlendChoice, build_item_knn
 from .folds import Fold
 from .scoring import FoldState, choice_scores, fit_item, metrics
 

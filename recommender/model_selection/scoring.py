@@ -14,7 +14,7 @@ from ..config import EvaluationSettings
 from ..data.matrix import trending_weights
 from ..errors import ModelSkippedError
 from ..evaluation import HeldOut, bootstrap_interval, ranking_metrics, row_ndcg, top_k
-from .choice import BlendChoice, CUTS, build_als
+from .choice import CUTS, BlendChoice, build_als
 from .folds import Fold
 
 

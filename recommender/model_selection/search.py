@@ -12,7 +12,15 @@ from numpy.typing import NDArray
 from ..config import EvaluationSettings
 from ..errors import DataError
 from ..evaluation import bootstrap_interval, row_ndcg, top_k
-from .choice import ALS_WEIGHTS, BlendChoice, DECAY_DAYS, GUARD_ERRORS, HALF_LIVES, POPULARITY_HALF_LIFE, TREND_WEIGHTS
+from .choice import (
+    ALS_WEIGHTS,
+    DECAY_DAYS,
+    GUARD_ERRORS,
+    HALF_LIVES,
+    POPULARITY_HALF_LIFE,
+    TREND_WEIGHTS,
+    BlendChoice,
+)
 from .folds import Fold
 from .scoring import FoldState, choice_scores
 

@@ -49,8 +49,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
     app.extensions["recommender_alerts"] = alerts_config
 
-    from . import (admin, errors, events, explorer, health, items, model, observability, openapi, privacy,
-                   recommendations, stores, users)
+    from . import (
+        admin,
+        errors,
+        events,
+        explorer,
+        health,
+        items,
+        model,
+        observability,
+        openapi,
+        privacy,
+        recommendations,
+        stores,
+        users,
+    )
 
     errors.init_app(app)
     stores.init_app(app)

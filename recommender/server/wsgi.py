@@ -25,6 +25,7 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     # prometheus_client decides at import whether it runs in multiprocess mode: set it first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from gunicorn.app.base import BaseApplication
+
     # Imported here, not in the hook: gunicorn calls the hook from its SIGCHLD handler, and two
     # workers exiting together would re-enter a half-done import ("partially initialized module").
     from prometheus_client import multiprocess
@@ -74,10 +75,9 @@ def configure_request_log(request_log: str | None) -> None:
         return
     requests = logging.getLogger("recommender.requests")
     import atexit
+    import json
     import queue
     from logging.handlers import QueueHandler, QueueListener
-
-    import json
 
     class Deferred(QueueHandler):
         """Enqueue the record as it is: formatting happens in the writer thread, off the request."""

@@ -15,10 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ..activity import Event
 from ..algorithms.als import ALS
 from ..algorithms.base import top_n, top_n_rows
 from ..algorithms.blend import blend_rows, blend_scores
-from ..activity import Event
 from ..data.idmap import IdMap
 from .catalog import Catalog, Filters
 

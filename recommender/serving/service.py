@@ -28,6 +28,7 @@ from . import responses
 from .catalog import Catalog, Filters
 from .ranking import STRATEGIES, BlendWeights, Ranked, Ranker, activity_weights
 
+
 class RecommendationService:
     """Answers for one model version; read-only and safe to share between threads.
 

@@ -34,15 +34,32 @@ from numpy.typing import NDArray
 from ..algorithms import ALS
 from ..algorithms.blend import blend_scores
 from ..config import AlsSettings, EvaluationSettings, TrainConfig
+from ..data.split import period_cutoffs
 from ..errors import DataError
 from ..evaluation import HeldOut, row_ndcg, top_k
 from ..model_selection import BlendChoice, Selection, simplest_within_noise
-from ..model_selection.choice import (ALS_WEIGHTS, CUTS, MIN_VALIDATION_ROWS, POPULARITY_HALF_LIFE, SAVED_DEPTH,
-                                      TREND_WEIGHTS, VALIDATION_SHARE, sample_limit, untuned)
+from ..model_selection.choice import (
+    ALS_WEIGHTS,
+    CUTS,
+    MIN_VALIDATION_ROWS,
+    POPULARITY_HALF_LIFE,
+    SAVED_DEPTH,
+    TREND_WEIGHTS,
+    VALIDATION_SHARE,
+    sample_limit,
+    untuned,
+)
 from ..model_selection.scoring import held_out_metrics
-from ..data.split import period_cutoffs
-from ..protocols import (NEXT_PURCHASE, NO_CUSTOMERS, NO_TIMESTAMPS, ONE_TIMESTAMP, RANDOM_HOLDOUT, ROLLING, Protocol,
-                         decide)
+from ..protocols import (
+    NEXT_PURCHASE,
+    NO_CUSTOMERS,
+    NO_TIMESTAMPS,
+    ONE_TIMESTAMP,
+    RANDOM_HOLDOUT,
+    ROLLING,
+    Protocol,
+    decide,
+)
 from .models import SparkCosineNeighbours, capped_pairs, fit_als, item_totals, spark_als_params
 
 if TYPE_CHECKING:

@@ -25,15 +25,30 @@ from ..bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
-from ..data.loading import read_catalog
+from ..data.loading import read_catalog, recorded_lines
 from ..errors import ConfigError, DataError
 from ..model_selection import BlendChoice
-from ..data.loading import recorded_lines
-from ..run_steps import (cleaning_rules, data_signature, forgotten_customers, gate_decision, headline, jsonable,
-                         recorded_purchases, save_version)
+from ..run_steps import (
+    cleaning_rules,
+    data_signature,
+    forgotten_customers,
+    gate_decision,
+    headline,
+    jsonable,
+    recorded_purchases,
+    save_version,
+)
 from . import cleaning
 from .evaluation import default_choice, knn_params, select_and_evaluate
-from .models import SparkCosineNeighbours, capped_pairs, column_block, factor_block, fit_als, item_totals, spark_als_params
+from .models import (
+    SparkCosineNeighbours,
+    capped_pairs,
+    column_block,
+    factor_block,
+    fit_als,
+    item_totals,
+    spark_als_params,
+)
 from .session import data_uri, spark_session, stream_blocks
 
 if TYPE_CHECKING:
