@@ -314,7 +314,7 @@ def _write_streamed(path: Path, name: str, streamed: StreamedArray) -> dict[str,
             chunk = np.ascontiguousarray(chunk, dtype=dtype)
             if filled + len(chunk) > streamed.shape[0] or chunk.shape[1:] != tuple(streamed.shape[1:]):
                 raise ArtifactError(f"array {name!r}: chunks do not fit the declared shape {streamed.shape}")
-            handle.write(memoryview(chunk).cast("B"))
+            handle.write(chunk.data.cast("B"))
             filled += len(chunk)
         if filled != streamed.shape[0]:
             raise ArtifactError(f"array {name!r}: chunks filled {filled} of {streamed.shape[0]} rows")

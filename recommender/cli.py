@@ -243,7 +243,7 @@ def _add_config_options(
         parser.add_argument("--config", help=f"TOML file with a [{section}] table")
     for spec in dataclasses.fields(cls):
         flag = "--" + spec.name.replace("_", "-")
-        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[operator]
         shown = ",".join(default) if isinstance(default, tuple) else default
         text = f"{help_texts.get(spec.name, spec.name.replace('_', ' '))} (default: {shown or 'none'})"
         if str(spec.type) == "bool":

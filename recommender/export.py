@@ -75,7 +75,7 @@ def export(
             partial.unlink(missing_ok=True)
         raise
     finally:
-        if partial is None:
+        if isinstance(handle, io.TextIOWrapper) and partial is None:
             handle.flush()
             handle.detach()  # standard output stays open for the caller
     if partial and path:

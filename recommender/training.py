@@ -212,7 +212,7 @@ def fit_components(interactions: Interactions, neighbours: NeighbourSettings, al
         # A customer is scored from the whole history, unweighted: every stored value is 1.
         user_items=CsrArrays.of(binarize(interactions.user_items)),
         catalog=catalog, tables=tables,
-        trending=Popular().fit(trending).popularity_,
+        trending=Popular().fit(trending).popularity_,  # type: ignore[arg-type]
         manifest={"components": components},
         # The scoring matrix itself, so that server workers memory-map one shared copy.
         personal_matrix=CsrArrays.of(scoring),

@@ -5,7 +5,7 @@ version and its upgrade, and ``StorePart``, the base of the store's parts (``eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +118,16 @@ class StorePart:
     def _refresh_known_suppressed(self, db: Session) -> None:
         raise NotImplementedError
 
+    def wishlist(self, user_id: str) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
 
 def marks(values: Sequence[Any]) -> str:
     """``?,?,...``: one placeholder per value."""
     return ",".join("?" * len(values))
 
 
-def upgrade(db: Session, version: int, base: Sequence[str], migrations: dict[int, Sequence[str]]) -> int:
+def upgrade(db: Session, version: int, base: Sequence[str], migrations: Mapping[int, Sequence[str]]) -> int:
     """Bring a schema at ``version`` (0: none) to ``SCHEMA_VERSION``: ``base`` creates the
     oldest schema this backend knows, then each migration above ``version`` runs in order.
     Runs inside the caller's transaction; returns the version it found."""

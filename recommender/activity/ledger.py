@@ -65,7 +65,7 @@ class CatalogLedger(StorePart):
         """``(user_id, item_id, reason, change_at)`` of every alert already in a digest."""
         where, args = ("WHERE user_id = ?", (user_id,)) if user_id is not None else ("", ())
         with self.backend.reading() as db:
-            return {tuple(row) for row in db.execute(  # type: ignore[misc]
+            return {tuple(row) for row in db.execute(
                 f"SELECT user_id, item_id, reason, change_at FROM alerts_delivered {where}", args)}
 
     def last_digest_at(self) -> dict[str, float]:
@@ -104,6 +104,6 @@ class CatalogLedger(StorePart):
         """``(id, user_id, message_id, body)`` of e-mail digests recorded but not confirmed sent
         (a run stopped mid-delivery): the next run sends them first, with the same Message-ID."""
         with self.backend.reading() as db:
-            return [tuple(row) for row in db.execute(  # type: ignore[misc]
+            return [tuple(row) for row in db.execute(
                 "SELECT id, user_id, message_id, body FROM digests WHERE status = 'sending' ORDER BY id")]
 

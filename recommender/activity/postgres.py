@@ -196,10 +196,11 @@ class PostgresBackend:
         with connection.transaction():
             session = _Session(connection)
             session.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK}, 0)")
-            exists = session.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
-            events = session.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]
-            version = (int(session.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0) if exists
-                       else (1 if events else 0))
+            found = session.execute("SELECT to_regclass('schema_version') IS NOT NULL, "
+                                    "to_regclass('events') IS NOT NULL").fetchone()
+            exists, events = found if found else (False, False)
+            stored = session.execute("SELECT MAX(version) FROM schema_version").fetchone() if exists else None
+            version = int(stored[0] or 0) if stored else (1 if events else 0)
             upgrade(session, version, BASE, MIGRATIONS)
         self._schema_ready_in = os.getpid()
 

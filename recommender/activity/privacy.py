@@ -16,7 +16,7 @@ class Suppression(StorePart):
 
     def suppressed(self, reason: str | None = None) -> list[str]:
         """Ids of customers who were forgotten (``reason="forgotten"``) or opted out."""
-        query, args = "SELECT user_id FROM suppressed", ()
+        query, args = "SELECT user_id FROM suppressed", tuple[str, ...]()
         if reason is not None:
             query, args = query + " WHERE reason = ?", (reason,)
         with self.backend.reading() as db:

@@ -70,7 +70,7 @@ def blend_rows(
     if not use_item and not use_als:
         return None
     if use_als:
-        total = _scaled(als_scores, als_weight)
+        total = _scaled(als_scores, als_weight)  # type: ignore[arg-type]  # use_als: not None
     else:
         total = np.zeros(item_rows.shape, dtype=np.float64)  # type: ignore[union-attr]
     if use_item:

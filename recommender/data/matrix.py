@@ -115,7 +115,7 @@ def _cells(row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tup
     # later sparse product convert the whole matrix to int64.
     indptr = np.zeros(shape[0] + 1, dtype=np.int32 if len(cells) < np.iinfo(np.int32).max else np.int64)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return _Cells(indptr, indices, inverse.ravel(), shape)
+    return _Cells(indptr, indices, inverse.ravel(), shape)  # type: ignore[arg-type]
 
 
 def _latest_age(times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells) -> NDArray[np.float32]:

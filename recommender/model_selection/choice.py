@@ -168,7 +168,7 @@ def default_choice(n_items: int, settings: EvaluationSettings, has_customers: bo
         item_model, params = "ease", {"l2": EASE_L2[len(EASE_L2) // 2], "scale_l2": True, "neighbours": 200,
                                       "max_items": settings.ease_max_items}
     else:
-        item_model, params = "item_knn", {"similarity": "cosine", "neighbours": 100, "min_support": 1,
+        item_model, params = "item_knn", {"similarity": "cosine", "neighbours": 100, "min_support": 1,  # type: ignore[dict-item]
                                           "min_pair_support": 1}
     return BlendChoice(item_model, params, 0.25 if has_customers else 0.0, 0.0, settings.trending_half_life_days)
 

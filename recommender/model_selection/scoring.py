@@ -47,13 +47,13 @@ def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
             model.check_catalog(len(fold.interactions.item_ids))  # before any dense Gram matrix is built
             for decay in dict.fromkeys((0.0, fit_decay)):
                 if decay not in state.grams:
-                    state.grams[decay] = gram_matrix(fold.weighted(decay))
+                    state.grams[decay] = gram_matrix(fold.weighted(decay))  # type: ignore[assignment]
             model.fit(matrix, gram=state.grams[fit_decay], counts=state.grams[0.0])
         else:
             model.fit(matrix)
     except ModelSkippedError:
         model = None  # type: ignore[assignment]
-    state.items[key] = model  # type: ignore[assignment]
+    state.items[key] = model
     return model
 
 

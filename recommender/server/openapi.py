@@ -57,7 +57,7 @@ def _recommend(summary: str, *parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    admin = [{"bearer": []}]
+    admin: list[dict[str, list[str]]] = [{"bearer": []}]
     item, user = _path("item_id"), _path("user_id")
     event = {"type": "object", "required": ["user_id", "item_id", "type"], "additionalProperties": False,
              "properties": {"user_id": _ID, "item_id": _ID, "type": {"enum": ["view", "cart", "wishlist", "purchase"]},

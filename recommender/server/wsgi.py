@@ -35,7 +35,7 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{config.host}:{config.port}")
             self.cfg.set("workers", config.workers)

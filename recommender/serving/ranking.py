@@ -98,8 +98,8 @@ class Ranker:
         ranked = Ranked(strategy=strategy)
         if scores is not None:
             best, _ = top_n(np.where(allowed[items], scores, -np.inf), depth, positive_only=False)
-            chosen = self.catalog.diversify(items[best].tolist(), k, filters)
-            score_of = dict(zip(items[best].tolist(), scores[best].tolist()))
+            chosen = self.catalog.diversify(items[best].tolist(), k, filters)  # type: ignore[index]
+            score_of = dict(zip(items[best].tolist(), scores[best].tolist()))  # type: ignore[index]
             ranked.items = chosen
             ranked.scores = [score_of[i] for i in chosen]
             ranked.sources = [strategy] * len(chosen)
@@ -137,10 +137,10 @@ class Ranker:
         scales = (knn_scale, als_scale if als is not None else 0.0)
 
         def blend(items: NDArray[np.int64], item_part: NDArray[np.float64]) -> NDArray[np.float64]:
-            return blend_scores(item_part, None if als is None else als[items], self.trend[items], self.weights.als,
+            return blend_scores(item_part, None if als is None else als[items], self.trend[items], self.weights.als,  # type: ignore[return-value]
                                 self.weights.trend, self.weights.item, scales=scales)
 
-        scores = blend(neighbours, knn)
+        scores = blend(neighbours, knn)  # type: ignore[arg-type]
         allowed_scores = scores[allowed[neighbours]]
         if len(allowed_scores) < depth:
             return None
@@ -157,7 +157,7 @@ class Ranker:
             return None
         others = others[~np.isin(others, neighbours, assume_unique=True)]
         if not len(others):
-            return neighbours, scores, strategy
+            return neighbours, scores, strategy  # type: ignore[return-value]
         items = np.concatenate([neighbours, others])
         scores = np.concatenate([scores, blend(others, np.zeros(len(others)))])
         order = np.argsort(items, kind="stable")
@@ -180,7 +180,7 @@ class Ranker:
         if knn is None and als is None:
             return None, STRATEGIES[0]
         strategy = STRATEGIES[(knn is not None) + 2 * (als is not None)]
-        return blend_scores(knn, als, self.trend, self.weights.als, self.weights.trend, self.weights.item), strategy
+        return blend_scores(knn, als, self.trend, self.weights.als, self.weights.trend, self.weights.item), strategy  # type: ignore[arg-type]
 
     def contributions(self, history: NDArray[np.int64], weights: NDArray[np.float64]
                       ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
@@ -292,7 +292,7 @@ class Ranker:
         which parts had evidence (a key of ``STRATEGIES``; 0: ``rank`` answers with trending
         items)."""
         item_scores = (rows @ self.matrix).tocsr()  # sparse: blend_rows adds it where it is non-zero
-        als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None
+        als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None  # type: ignore[operator]
         evidence = item_scores.data != 0
         has_knn = np.bincount(np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
                               minlength=rows.shape[0]) > 0

@@ -43,7 +43,7 @@ class SparkCosineNeighbours(NeighbourModel):
     def describe(self) -> str:
         return "item-knn (cosine, spark)"
 
-    def _candidate_pairs(self, user_items, present):  # type: ignore[no-untyped-def]
+    def _candidate_pairs(self, user_items, present):
         raise NotImplementedError("SparkCosineNeighbours.fit takes a Spark DataFrame")
 
     def fit(self, pairs: DataFrame, n_items: int) -> SparkCosineNeighbours:  # type: ignore[override]
