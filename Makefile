@@ -20,7 +20,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser install-postgres train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark clean
+.PHONY: run install install-spark install-browser install-postgres lint typecheck train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -89,8 +89,19 @@ install-postgres:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 		|| echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"
 
-test: install install-spark install-browser install-postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+## ruff (format and lint, pyproject.toml) and import-linter's contracts (setup.cfg).
+lint: install
+	$(BIN)/ruff format --check --quiet recommender tests bench train.py serve.py
+	$(BIN)/ruff check --quiet recommender tests bench train.py serve.py
+	$(BIN)/lint-imports --no-cache >/dev/null || $(BIN)/lint-imports --no-cache
+
+## mypy on the package (setup.cfg).
+typecheck: install
+	$(BIN)/mypy recommender
+
+## CI=true: a test that would be skipped for want of Java, Chromium or PostgreSQL fails instead.
+test: install install-spark install-browser install-postgres lint typecheck
+	CI=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,
 ## model load time and memory per worker. Results in bench/results/. SIZES=1M,5M for a short run.

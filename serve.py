@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Serve the current model over HTTP: ``python serve.py --help``."""
+
 import sys
 
 from recommender.cli import serve_main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Train on a purchase log and promote a new model version: ``python train.py --help``."""
+
 import sys
 
 from recommender.cli import train_main

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: paths, /usr/bin/time runs with an RSS timeline, JSON I/O."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,20 @@ def ensure_log(size: str, seed: int = SEED) -> tuple[Path, dict[str, Any] | None
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())
     lines, users, items = SIZES[size]
-    command = [PYTHON, str(BENCH / "synthetic.py"), "--lines", str(lines), "--users", str(users),
-               "--items", str(items), "--seed", str(seed), "--out", str(path)]
+    command = [
+        PYTHON,
+        str(BENCH / "synthetic.py"),
+        "--lines",
+        str(lines),
+        "--users",
+        str(users),
+        "--items",
+        str(items),
+        "--seed",
+        str(seed),
+        "--out",
+        str(path),
+    ]
     print(f"[bench] generating {size}: {' '.join(command)}", file=sys.stderr, flush=True)
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     info = json.loads(out.strip().splitlines()[-1])
@@ -68,7 +81,9 @@ def children(pid: int) -> list[int]:
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
-                kids += [int(x) for x in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+                kids += [
+                    int(x) for x in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
             except OSError:
                 pass
     except OSError:
@@ -124,8 +139,13 @@ def parse_time_v(text: str) -> dict[str, Any]:
     return out
 
 
-def timed_run(command: list[str], log_file: Path, timeout: float | None = None,
-              sample_every: float = 0.5, max_rss_mib: float | None = None) -> dict[str, Any]:
+def timed_run(
+    command: list[str],
+    log_file: Path,
+    timeout: float | None = None,
+    sample_every: float = 0.5,
+    max_rss_mib: float | None = None,
+) -> dict[str, Any]:
     """Run ``command`` under ``/usr/bin/time -v``, streaming stderr to ``log_file``.
 
     Returns the /usr/bin/time figures, stdout, the stderr lines with the moment each arrived,
@@ -138,8 +158,14 @@ def timed_run(command: list[str], log_file: Path, timeout: float | None = None,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     busy_before, load_before = cpu_busy_seconds(), Path("/proc/loadavg").read_text().split()[:3]
-    proc = subprocess.Popen([TIME, "-v", *command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+        [TIME, "-v", *command],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
     stderr_lines: list[tuple[float, str]] = []
     timeline: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -170,7 +196,9 @@ def timed_run(command: list[str], log_file: Path, timeout: float | None = None,
     reader.start()
     sampler.start()
     stdout_chunks: list[str] = []
-    stdout_reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    stdout_reader = threading.Thread(
+        target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True
+    )  # type: ignore[union-attr]
     stdout_reader.start()
     timed_out = False
     try:
@@ -196,10 +224,20 @@ def timed_run(command: list[str], log_file: Path, timeout: float | None = None,
         result["stopped_for_memory_at_rss_mib"] = round(killed_for_memory[0], 1)
     if "user_cpu_seconds" in result:
         # CPU that other processes on the machine used meanwhile: a sign of interference.
-        other = cpu_busy_seconds() - busy_before - result["user_cpu_seconds"] - result["system_cpu_seconds"]
+        other = (
+            cpu_busy_seconds()
+            - busy_before
+            - result["user_cpu_seconds"]
+            - result["system_cpu_seconds"]
+        )
         result["other_processes_cpu_seconds"] = round(max(other, 0.0), 1)
     result["loadavg_at_start"] = load_before
-    return {"time": result, "stdout": "".join(stdout_chunks), "stderr": stderr_lines, "rss_timeline": timeline}
+    return {
+        "time": result,
+        "stdout": "".join(stdout_chunks),
+        "stderr": stderr_lines,
+        "rss_timeline": timeline,
+    }
 
 
 def cpu_busy_seconds() -> float:
@@ -218,15 +256,26 @@ def process_cpu() -> dict[int, tuple[float, str]]:
             continue
         try:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cmd = (
+                Path(f"/proc/{entry}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+                .strip()
+            )
             out[int(entry)] = ((int(fields[11]) + int(fields[12])) / ticks, cmd[:120])
         except (OSError, IndexError, ValueError):
             pass
     return out
 
 
-def busiest_others(before: dict[int, tuple[float, str]], after: dict[int, tuple[float, str]],
-                   exclude: set[int], top: int = 3, at_least: float = 0.5) -> list[dict[str, Any]]:
+def busiest_others(
+    before: dict[int, tuple[float, str]],
+    after: dict[int, tuple[float, str]],
+    exclude: set[int],
+    top: int = 3,
+    at_least: float = 0.5,
+) -> list[dict[str, Any]]:
     """Processes outside ``exclude`` that used the most CPU between two snapshots."""
     used = []
     for pid, (cpu, cmd) in after.items():
@@ -238,7 +287,9 @@ def busiest_others(before: dict[int, tuple[float, str]], after: dict[int, tuple[
     return sorted(used, key=lambda u: -u["cpu_seconds"])[:top]
 
 
-def wait_for_quiet(max_wait: float = 300.0, cores: float = 0.3, window: float = 3.0) -> dict[str, Any]:
+def wait_for_quiet(
+    max_wait: float = 300.0, cores: float = 0.3, window: float = 3.0
+) -> dict[str, Any]:
     """Wait (up to ``max_wait`` s) until the machine is nearly idle: under ``cores`` busy cores
     over ``window`` seconds. The machine may be shared with other work; a measurement taken
     while something else runs is not comparable, so this is recorded with each result."""
@@ -250,8 +301,11 @@ def wait_for_quiet(max_wait: float = 300.0, cores: float = 0.3, window: float = 
         waited = time.time() - started
         if busy < cores or waited >= max_wait:
             if busy >= cores:
-                print(f"[bench] machine still busy ({busy:.2f} cores) after {waited:.0f}s; measuring anyway",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[bench] machine still busy ({busy:.2f} cores) after {waited:.0f}s; measuring anyway",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return {"waited_seconds": round(waited, 1), "busy_cores_before": round(busy, 2)}
 
 
@@ -264,25 +318,44 @@ def machine() -> dict[str, Any]:
     for name in ("implicit", "numpy", "scipy", "pandas", "pyarrow", "flask", "gunicorn"):
         try:
             from importlib import metadata
+
             versions[name] = metadata.version(name)
         except Exception:  # noqa: BLE001
             pass
-    return {"cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
-            "libraries": versions, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "code": git_state()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "libraries": versions,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "code": git_state(),
+    }
 
 
 def git_state() -> dict[str, Any]:
     """The commit measured and the files changed on top of it (the tree may be edited meanwhile)."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.rstrip()
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+            ).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
+
     import hashlib
-    changed = [line[3:] for line in git("status", "--short").splitlines() if not line[3:].startswith("bench/")]
+
+    changed = [
+        line[3:]
+        for line in git("status", "--short").splitlines()
+        if not line[3:].startswith("bench/")
+    ]
     diff = git("diff", "HEAD", "--", ".", ":(exclude)bench")
-    return {"head": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_files": changed,
-            "uncommitted_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None}
+    return {
+        "head": git("rev-parse", "--short", "HEAD").strip(),
+        "uncommitted_files": changed,
+        "uncommitted_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None,
+    }
 
 
 def update_json(path: Path, key: str | None, value: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Reads user_id,item_id with pandas, builds the binary users x items CSR with pd.f
 then times CosineRecommender(K=50).fit and cpu ALS(factors=64, iterations=15,
 regularization=0.05).fit with BLAS held to one thread. Prints one JSON object of seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     users, user_values = pd.factorize(frame["user_id"])
     items, item_values = pd.factorize(frame["item_id"])
     del frame
-    user_items = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
-                               shape=(len(user_values), len(item_values)))
+    user_items = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)),
+        shape=(len(user_values), len(item_values)),
+    )
     user_items.sum_duplicates()
     user_items.data[:] = 1.0
     del users, items
@@ -63,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         del cosine
 
         t = time.perf_counter()
-        als = implicit.cpu.als.AlternatingLeastSquares(factors=args.factors, iterations=args.iterations,
-                                                       regularization=args.regularization, random_state=42)
+        als = implicit.cpu.als.AlternatingLeastSquares(
+            factors=args.factors,
+            iterations=args.iterations,
+            regularization=args.regularization,
+            random_state=42,
+        )
         als.fit(user_items, show_progress=False)
         result["als_fit_seconds"] = round(time.perf_counter() - t, 3)
 

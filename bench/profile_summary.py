@@ -8,6 +8,7 @@ Prints the share of samples per function, inclusive (anywhere on the stack) and 
 innermost Python frame: time in that function or in the C code it called), and the heaviest
 stacks below recommender/ code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             if not stack or not count_text.isdigit():
                 continue
             count = int(count_text)
-            frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+            frames = [
+                f
+                for f in stack.split(";")
+                if f and not f.startswith("process ") and not f.startswith("thread ")
+            ]
             if not frames:
                 continue
             total += count
@@ -56,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             if ours:
                 own_line[short(ours[-1], with_line=True)] += count
     print(f"{total} samples")
-    for title, counter in (("inclusive (on the stack)", inclusive), ("self (innermost Python frame)", self_time),
-                           ("innermost line of our code (recommender/) on the stack", own_line)):
+    for title, counter in (
+        ("inclusive (on the stack)", inclusive),
+        ("self (innermost Python frame)", self_time),
+        ("innermost line of our code (recommender/) on the stack", own_line),
+    ):
         print(f"\n== {title}")
         for name, count in counter.most_common(args.top):
             print(f"{100 * count / max(total, 1):6.1f}%  {name}")

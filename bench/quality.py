@@ -25,6 +25,7 @@ Cases (``--cases``, default all):
 Every figure has a bootstrap 95% interval over customers (or baskets). Results go to
 bench/results/quality.json with the command and the commit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,23 @@ CASES = ("retail", "groceries-baskets", "groceries-customers", "burst-retail", "
 # ----------------------------------------------------------------------------- train and serve
 def train(log: Path, models: Path, *extra: str) -> float:
     started = time.perf_counter()
-    subprocess.run([PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(models),
-                    "--activity-db", str(models / "activity.sqlite3"), *extra], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [
+            PYTHON,
+            str(ROOT / "train.py"),
+            "--data",
+            str(log),
+            "--models-dir",
+            str(models),
+            "--activity-db",
+            str(models / "activity.sqlite3"),
+            *extra,
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return time.perf_counter() - started
 
 
@@ -69,9 +84,22 @@ class Server:
             self.port = probe.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [PYTHON, str(ROOT / "serve.py"), "--host", "127.0.0.1", "--port", str(self.port), "--models-dir",
-             str(models), "--activity-db", str(models / "activity.sqlite3")],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                PYTHON,
+                str(ROOT / "serve.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--models-dir",
+                str(models),
+                "--activity-db",
+                str(models / "activity.sqlite3"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -79,7 +107,7 @@ class Server:
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start")
+                    raise RuntimeError("server did not start") from None
                 time.sleep(0.3)
 
     def get(self, path: str) -> Any:
@@ -87,8 +115,11 @@ class Server:
             return json.loads(response.read())
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -110,23 +141,36 @@ def ndcg_row(ranked: list[str], targets: set[str], n_targets: int, k: int = 10) 
 def summary(values: list[float], seed: int = 0) -> dict[str, Any]:
     values_array = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    means = values_array[rng.integers(0, len(values_array), size=(1000, len(values_array)))].mean(axis=1)
+    means = values_array[rng.integers(0, len(values_array), size=(1000, len(values_array)))].mean(
+        axis=1
+    )
     low, high = np.quantile(means, [0.025, 0.975])
-    return {"mean": round(float(values_array.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
-            "n": int(len(values_array))}
+    return {
+        "mean": round(float(values_array.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "n": int(len(values_array)),
+    }
 
 
-def scored(rankings: dict[str, list[str]], targets: dict[str, set[str]], counts: dict[str, int]) -> dict[str, Any]:
+def scored(
+    rankings: dict[str, list[str]], targets: dict[str, set[str]], counts: dict[str, int]
+) -> dict[str, Any]:
     ndcg = [ndcg_row(rankings[u], targets[u], counts[u]) for u in targets]
     hits = [float(bool(set(rankings[u][:10]) & targets[u])) for u in targets]
     precision = [len(set(rankings[u][:10]) & targets[u]) / 10 for u in targets]
     recall = [len(set(rankings[u][:10]) & targets[u]) / counts[u] for u in targets]
-    return {"ndcg@10": summary(ndcg), "hit_rate@10": summary(hits), "precision@10": summary(precision),
-            "recall@10": summary(recall)}
+    return {
+        "ndcg@10": summary(ndcg),
+        "hit_rate@10": summary(hits),
+        "precision@10": summary(precision),
+        "recall@10": summary(recall),
+    }
 
 
 # ----------------------------------------------------------------------------- references fitted here
-def reference_rankings(train_pairs: pd.DataFrame, users: list[str], k: int = 20) -> dict[str, dict[str, list[str]]]:
+def reference_rankings(
+    train_pairs: pd.DataFrame, users: list[str], k: int = 20
+) -> dict[str, dict[str, list[str]]]:
     """EASE (l2=250) and implicit's cosine kNN (K=100) on the binary customer x item matrix of
     ``train_pairs`` (user_id, item_id), seen items excluded: the baselines of the issue."""
     from implicit.nearest_neighbours import CosineRecommender
@@ -134,9 +178,13 @@ def reference_rankings(train_pairs: pd.DataFrame, users: list[str], k: int = 20)
     user_index = {u: i for i, u in enumerate(train_pairs["user_id"].unique())}
     item_ids = train_pairs["item_id"].unique()
     item_index = {it: i for i, it in enumerate(item_ids)}
-    matrix = sp.csr_matrix((np.ones(len(train_pairs), dtype=np.float32),
-                            (train_pairs["user_id"].map(user_index), train_pairs["item_id"].map(item_index))),
-                           shape=(len(user_index), len(item_ids)))
+    matrix = sp.csr_matrix(
+        (
+            np.ones(len(train_pairs), dtype=np.float32),
+            (train_pairs["user_id"].map(user_index), train_pairs["item_id"].map(item_index)),
+        ),
+        shape=(len(user_index), len(item_ids)),
+    )
     matrix.data[:] = 1.0
     rows = np.array([user_index[u] for u in users])
     gram = (matrix.T @ matrix).toarray().astype(np.float64)
@@ -147,8 +195,10 @@ def reference_rankings(train_pairs: pd.DataFrame, users: list[str], k: int = 20)
     cosine = CosineRecommender(K=100)
     cosine.fit(matrix, show_progress=False)
     out: dict[str, dict[str, list[str]]] = {}
-    for name, scores in (("EASE l2=250", matrix[rows] @ ease), ("implicit cosine K=100",
-                                                                 (matrix[rows] @ cosine.similarity).toarray())):
+    for name, scores in (
+        ("EASE l2=250", matrix[rows] @ ease),
+        ("implicit cosine K=100", (matrix[rows] @ cosine.similarity).toarray()),
+    ):
         scores = np.asarray(scores, dtype=np.float64)
         scores[matrix[rows].nonzero()] = -np.inf
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -161,8 +211,12 @@ def reference_lines(lines: pd.DataFrame) -> pd.Series:
     """The lines ANCHORS.md's reference cleaning keeps: sales (all-digit invoices, quantity and
     price above 0) of products (stock codes of five digits and up to two letters: no postage,
     manual lines or bank charges)."""
-    return (lines["InvoiceNo"].astype(str).str.fullmatch(r"\d+") & (lines["Quantity"] > 0) & (lines["UnitPrice"] > 0)
-            & lines["StockCode"].astype(str).str.fullmatch(r"\d{5}[A-Z]{0,2}"))
+    return (
+        lines["InvoiceNo"].astype(str).str.fullmatch(r"\d+")
+        & (lines["Quantity"] > 0)
+        & (lines["UnitPrice"] > 0)
+        & lines["StockCode"].astype(str).str.fullmatch(r"\d{5}[A-Z]{0,2}")
+    )
 
 
 def retail_reference(raw: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +234,10 @@ def case_retail(work: Path) -> dict[str, Any]:
     log = work / "retail_train.parquet"
     raw[raw["InvoiceDate"] < cut].to_parquet(log, index=False)
     reference = retail_reference(raw)
-    before, after = reference[reference["InvoiceDate"] < cut], reference[reference["InvoiceDate"] >= cut]
+    before, after = (
+        reference[reference["InvoiceDate"] < cut],
+        reference[reference["InvoiceDate"] >= cut],
+    )
     bought = before.groupby("user_id")["item_id"].agg(set)
     targets: dict[str, set[str]] = {}
     for user, items in after.groupby("user_id")["item_id"].agg(set).items():
@@ -191,19 +248,35 @@ def case_retail(work: Path) -> dict[str, Any]:
     models = work / "models_retail"
     seconds = train(log, models)
     with Server(models) as server:
-        rankings = {u: [r["item_id"] for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]]
-                    for u in targets}
+        rankings = {
+            u: [
+                r["item_id"]
+                for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]
+            ]
+            for u in targets
+        }
         model = server.get("/v1/model")
     result = scored(rankings, targets, {u: len(t) for u, t in targets.items()})
-    return {"protocol": "shared/ANCHORS.md: train < 2011-11-09, top 20 over GET /v1/users/<id>/recommendations",
-            "customers": len(targets), "train_seconds": round(seconds, 1), "served": result,
-            "shipped": model["evaluation"].get("shipped"), "trainer_protocol": model["evaluation"].get("protocol"),
-            "trainer_reported": {"ndcg@10": model["evaluation"].get("value"), "ci95": model["evaluation"].get("ci95")}}
+    return {
+        "protocol": "shared/ANCHORS.md: train < 2011-11-09, top 20 over GET /v1/users/<id>/recommendations",
+        "customers": len(targets),
+        "train_seconds": round(seconds, 1),
+        "served": result,
+        "shipped": model["evaluation"].get("shipped"),
+        "trainer_protocol": model["evaluation"].get("protocol"),
+        "trainer_reported": {
+            "ndcg@10": model["evaluation"].get("value"),
+            "ci95": model["evaluation"].get("ci95"),
+        },
+    }
 
 
 def groceries_split(seed: int = 42) -> tuple[list[list[str]], list[list[str]]]:
     lines = (SHARED / "groceries.csv").read_text().splitlines()
-    baskets = [list(dict.fromkeys(item.strip() for item in line.split(",") if item.strip())) for line in lines]
+    baskets = [
+        list(dict.fromkeys(item.strip() for item in line.split(",") if item.strip()))
+        for line in lines
+    ]
     baskets = [b for b in baskets if b]
     order = np.random.default_rng(seed).permutation(len(baskets))
     n_train = int(0.8 * len(baskets))
@@ -232,14 +305,20 @@ def case_groceries(work: Path, as_customers: bool) -> dict[str, Any]:
             if len(basket) < 2:
                 continue
             position = int(rng.integers(len(basket)))
-            query = basket[:position] + basket[position + 1:]
+            query = basket[:position] + basket[position + 1 :]
             answer = server.post("/v1/recommendations", {"items": query, "k": 10})
-            hits.append(float(basket[position] in [r["item_id"] for r in answer["recommendations"]]))
+            hits.append(
+                float(basket[position] in [r["item_id"] for r in answer["recommendations"]])
+            )
         model = server.get("/v1/model")
-    return {"protocol": "groceries shuffled (seed 42), 80% trained; one hidden item per held-out basket of 2+, "
-                        "POST /v1/recommendations with the rest",
-            "train_seconds": round(seconds, 1), "served": {"hit_rate@10": summary(hits)},
-            "shipped": model["evaluation"].get("shipped"), "trainer_protocol": model["evaluation"].get("protocol")}
+    return {
+        "protocol": "groceries shuffled (seed 42), 80% trained; one hidden item per held-out basket of 2+, "
+        "POST /v1/recommendations with the rest",
+        "train_seconds": round(seconds, 1),
+        "served": {"hit_rate@10": summary(hits)},
+        "shipped": model["evaluation"].get("shipped"),
+        "trainer_protocol": model["evaluation"].get("protocol"),
+    }
 
 
 def burst_retail_log() -> pd.DataFrame:
@@ -254,7 +333,9 @@ def burst_retail_log() -> pd.DataFrame:
     return raw[(raw["InvoiceDate"] >= start) & (raw["InvoiceDate"] < start + pd.Timedelta(days=21))]
 
 
-def burst_synthetic_log(customers: int = 6000, items: int = 1500, groups: int = 30, seed: int = 0) -> pd.DataFrame:
+def burst_synthetic_log(
+    customers: int = 6000, items: int = 1500, groups: int = 30, seed: int = 0
+) -> pd.DataFrame:
     """Customers of ``groups`` taste groups (each group favours its own tenth of the catalog),
     each active for 2-5 orders within a 30-day burst that starts anywhere in two years."""
     rng = np.random.default_rng(seed)
@@ -271,9 +352,20 @@ def burst_synthetic_log(customers: int = 6000, items: int = 1500, groups: int = 
         for order in range(int(rng.integers(2, 6))):
             day = start + rng.uniform(0, 30)
             for item in rng.choice(items, int(rng.integers(2, 8)), replace=False, p=weights):
-                rows.append((f"{500000 + customer * 10 + order}", f"{20000 + item}", 1, origin + pd.Timedelta(days=day),
-                             2.5, f"c{customer}"))
-    return pd.DataFrame(rows, columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"])
+                rows.append(
+                    (
+                        f"{500000 + customer * 10 + order}",
+                        f"{20000 + item}",
+                        1,
+                        origin + pd.Timedelta(days=day),
+                        2.5,
+                        f"c{customer}",
+                    )
+                )
+    return pd.DataFrame(
+        rows,
+        columns=["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"],
+    )
 
 
 def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]:
@@ -281,20 +373,30 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
     frame = log_frame.copy()
     frame["CustomerID"] = frame["CustomerID"].astype(str).str.replace(r"\.0$", "", regex=True)
     frame["InvoiceNo"] = frame["InvoiceNo"].astype(str)
-    orders = frame.groupby(["CustomerID", "InvoiceNo"])["InvoiceDate"].max().reset_index() \
+    orders = (
+        frame.groupby(["CustomerID", "InvoiceNo"])["InvoiceDate"]
+        .max()
+        .reset_index()
         .sort_values(["CustomerID", "InvoiceDate", "InvoiceNo"])
+    )
     counts = orders.groupby("CustomerID").size()
     last = orders.drop_duplicates("CustomerID", keep="last")
     last = last[last["CustomerID"].map(counts) >= 2]
     held_key = set(zip(last["CustomerID"], last["InvoiceNo"]))
     held = np.array([(c, o) in held_key for c, o in zip(frame["CustomerID"], frame["InvoiceNo"])])
     train_lines, test_lines = frame[~held], frame[held]
-    train_pairs = train_lines[reference_lines(train_lines)][["CustomerID", "StockCode"]].astype(str).drop_duplicates()
+    train_pairs = (
+        train_lines[reference_lines(train_lines)][["CustomerID", "StockCode"]]
+        .astype(str)
+        .drop_duplicates()
+    )
     train_pairs.columns = ["user_id", "item_id"]
     bought = train_pairs.groupby("user_id")["item_id"].agg(set)
     test_valid = test_lines[reference_lines(test_lines)]
     targets = {}
-    for user, items in test_valid.groupby("CustomerID")["StockCode"].agg(lambda s: set(map(str, s))).items():
+    for user, items in (
+        test_valid.groupby("CustomerID")["StockCode"].agg(lambda s: set(map(str, s))).items()
+    ):
         if user in bought.index:
             new = items - bought[user]
             if new:
@@ -304,8 +406,13 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
     models = work / f"models_{name}"
     seconds = train(log, models)
     with Server(models) as server:
-        rankings = {u: [r["item_id"] for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]]
-                    for u in targets}
+        rankings = {
+            u: [
+                r["item_id"]
+                for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]
+            ]
+            for u in targets
+        }
         model = server.get("/v1/model")
     counts_by_user = {u: len(t) for u, t in targets.items()}
     result = {"served": scored(rankings, targets, counts_by_user)}
@@ -313,17 +420,31 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
     for reference, ranked in reference_rankings(train_pairs, list(targets)).items():
         result[reference] = scored(ranked, targets, counts_by_user)
         # "Not worse" is a paired question: the same customers, both rankings.
-        reference_ndcg = np.array([ndcg_row(ranked[u], targets[u], counts_by_user[u]) for u in targets])
+        reference_ndcg = np.array(
+            [ndcg_row(ranked[u], targets[u], counts_by_user[u]) for u in targets]
+        )
         result[reference]["served_minus_this_ndcg@10"] = summary(list(served_ndcg - reference_ndcg))
-    return {"protocol": "each customer's last order held out, the rest trained; top 20 over GET",
-            "customers": len(targets), "train_seconds": round(seconds, 1), **result,
-            "shipped": model["evaluation"].get("shipped"), "trainer_protocol": model["evaluation"].get("protocol"),
-            "trainer_reported": {"ndcg@10": model["evaluation"].get("value"), "ci95": model["evaluation"].get("ci95")}}
+    return {
+        "protocol": "each customer's last order held out, the rest trained; top 20 over GET",
+        "customers": len(targets),
+        "train_seconds": round(seconds, 1),
+        **result,
+        "shipped": model["evaluation"].get("shipped"),
+        "trainer_protocol": model["evaluation"].get("protocol"),
+        "trainer_reported": {
+            "ndcg@10": model["evaluation"].get("value"),
+            "ci95": model["evaluation"].get("ci95"),
+        },
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     args = parser.parse_args()
     cases = [case.strip() for case in args.cases.split(",") if case.strip()]
@@ -331,8 +452,9 @@ def main() -> int:
     if unknown:
         parser.error(f"--cases: unknown case {sorted(unknown)[0]!r}")
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="quality-"))
     try:
         for case in cases:
@@ -345,8 +467,13 @@ def main() -> int:
                 result = case_burst(work, burst_retail_log(), "burst_retail")
             else:
                 result = case_burst(work, burst_synthetic_log(), "burst_synthetic")
-            result.update({"seconds": round(time.perf_counter() - started, 1), "commit": commit,
-                           "command": f"python bench/quality.py --cases {case}"})
+            result.update(
+                {
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "commit": commit,
+                    "command": f"python bench/quality.py --cases {case}",
+                }
+            )
             results[case] = result
             print(json.dumps({case: result}, indent=1), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)

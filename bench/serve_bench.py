@@ -18,6 +18,7 @@
    median of 3) and PSS/RSS of the master and each worker with 1, 2 and 4 workers after
    requests to every endpoint. -> bench/results/memory.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,27 +66,53 @@ TARGET_SHARE, TARGET_P99_MS, TARGET_LOAD_S, TARGET_WORKER_SHARE = 0.70, 10.0, 1.
 
 # ---------------------------------------------------------------- model and ids
 
+
 def ensure_model(name: str, retrain: bool) -> dict[str, Any]:
     global MODELS
     MODELS = MODEL_DIRS[name]
     if name == "shipped":
         log = SHIPPED_LOG
-        meta: dict[str, Any] | None = {"path": str(log), "bytes": log.stat().st_size, "mtime": log.stat().st_mtime}
+        meta: dict[str, Any] | None = {
+            "path": str(log),
+            "bytes": log.stat().st_size,
+            "mtime": log.stat().st_mtime,
+        }
     else:
         log, meta = ensure_log(SIZE)
     stamp = MODELS / "bench-log.json"
-    if not retrain and (MODELS / "current").exists() and stamp.exists() and json.loads(stamp.read_text()) == meta:
+    if (
+        not retrain
+        and (MODELS / "current").exists()
+        and stamp.exists()
+        and json.loads(stamp.read_text()) == meta
+    ):
         return {"log": meta, "trained": "reused", "command": None}
     import shutil
+
     shutil.rmtree(MODELS, ignore_errors=True)
-    command = [PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(MODELS), "--no-evaluate"]
+    command = [
+        PYTHON,
+        str(ROOT / "train.py"),
+        "--data",
+        str(log),
+        "--models-dir",
+        str(MODELS),
+        "--no-evaluate",
+    ]
     print(f"[bench] training the serving model: {shown(command)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"training the serving model failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise SystemExit(
+            f"training the serving model failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
     stamp.write_text(json.dumps(meta))
-    return {"log": meta, "trained": "now", "seconds": round(time.perf_counter() - started, 1), "command": shown(command)}
+    return {
+        "log": meta,
+        "trained": "now",
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": shown(command),
+    }
 
 
 def pick_ids() -> dict[str, Any]:
@@ -107,9 +134,16 @@ def pick_ids() -> dict[str, Any]:
     def at(*ranks: int) -> list[str]:
         return [ids[by_buyers[min(rank, n_items - 1)]] for rank in ranks]
 
-    return {"popular_item": at(0)[0], "second_item": at(50)[0], "known_user": str(bundle.user_ids[user]),
-            "known_user_items": int(sizes[user]), "basket": at(3, 40, 200, 1500, 9000),
-            "visitor": VISITOR, "visitor_items": at(10, 120, 700, 4000), "visitor_wishlist": at(25, 300, 2500)}
+    return {
+        "popular_item": at(0)[0],
+        "second_item": at(50)[0],
+        "known_user": str(bundle.user_ids[user]),
+        "known_user_items": int(sizes[user]),
+        "basket": at(3, 40, 200, 1500, 9000),
+        "visitor": VISITOR,
+        "visitor_items": at(10, 120, 700, 4000),
+        "visitor_wishlist": at(25, 300, 2500),
+    }
 
 
 def version_dir() -> Path:
@@ -120,11 +154,16 @@ def model_bytes() -> dict[str, Any]:
     files = sorted(version_dir().glob("*.npy"))
     sizes = {f.name: f.stat().st_size for f in files}
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
-    return {"npy_bytes": sum(sizes.values()), "npy_mib": round(sum(sizes.values()) / 2**20, 1), "npy_files": len(files),
-            "largest_files_mib": {name: round(size / 2**20, 1) for name, size in top}}
+    return {
+        "npy_bytes": sum(sizes.values()),
+        "npy_mib": round(sum(sizes.values()) / 2**20, 1),
+        "npy_files": len(files),
+        "largest_files_mib": {name: round(size / 2**20, 1) for name, size in top},
+    }
 
 
 # ---------------------------------------------------------------- server
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -133,16 +172,38 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workers: int, threads: int, workdir: Path, activity_db: str | None = None,
-                 models: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workers: int,
+        threads: int,
+        workdir: Path,
+        activity_db: str | None = None,
+        models: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.command = [PYTHON, str(ROOT / "serve.py"), "--host", "127.0.0.1", "--port", str(self.port),
-                        "--models-dir", str(models or MODELS),
-                        "--activity-db", activity_db or str(workdir / "activity.sqlite3"),
-                        "--workers", str(workers), "--threads", str(threads), *extra]
+        self.command = [
+            PYTHON,
+            str(ROOT / "serve.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(models or MODELS),
+            "--activity-db",
+            activity_db or str(workdir / "activity.sqlite3"),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            *extra,
+        ]
         self.log = (workdir / f"server-{workers}w.log").open("w")
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.workers = workers
 
     def wait_ready(self, timeout: float = 120.0) -> float:
@@ -184,10 +245,16 @@ class Server:
         self.log.close()
 
 
-def request(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any] | None, int]:
+def request(
+    base: str, method: str, path: str, body: Any = None
+) -> tuple[int, dict[str, Any] | None, int]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    req = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data else {},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as answer:
             raw = answer.read()
@@ -205,23 +272,51 @@ def endpoints(ids: dict[str, Any]) -> list[dict[str, Any]]:
     basket = {"items": ids["basket"], "k": 10}
     return [
         {"name": "GET /health", "method": "GET", "path": "/health"},
-        {"name": "GET also-bought", "method": "GET", "path": f"/v1/items/{ids['popular_item']}/also-bought?k=10"},
-        {"name": "GET bought-together", "method": "GET", "path": f"/v1/items/{ids['second_item']}/bought-together?k=10"},
-        {"name": "GET user recommendations", "method": "GET", "path": f"/v1/users/{ids['known_user']}/recommendations?k=10"},
-        {"name": "GET page-you-made", "method": "GET", "path": f"/v1/users/{ids['visitor']}/page-you-made?k=10"},
-        {"name": "GET wish-list recommendations", "method": "GET",
-         "path": f"/v1/users/{ids['visitor']}/wishlist/recommendations?k=10"},
-        {"name": "POST recommendations (5 items)", "method": "POST", "path": "/v1/recommendations", "body": basket},
+        {
+            "name": "GET also-bought",
+            "method": "GET",
+            "path": f"/v1/items/{ids['popular_item']}/also-bought?k=10",
+        },
+        {
+            "name": "GET bought-together",
+            "method": "GET",
+            "path": f"/v1/items/{ids['second_item']}/bought-together?k=10",
+        },
+        {
+            "name": "GET user recommendations",
+            "method": "GET",
+            "path": f"/v1/users/{ids['known_user']}/recommendations?k=10",
+        },
+        {
+            "name": "GET page-you-made",
+            "method": "GET",
+            "path": f"/v1/users/{ids['visitor']}/page-you-made?k=10",
+        },
+        {
+            "name": "GET wish-list recommendations",
+            "method": "GET",
+            "path": f"/v1/users/{ids['visitor']}/wishlist/recommendations?k=10",
+        },
+        {
+            "name": "POST recommendations (5 items)",
+            "method": "POST",
+            "path": "/v1/recommendations",
+            "body": basket,
+        },
     ]
 
 
 def post_events(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
     kinds = ["view", "view", "cart", "wishlist"]
-    events = [{"user_id": ids["visitor"], "item_id": item, "type": kind}
-              for item, kind in zip(ids["visitor_items"], kinds)]
+    events = [
+        {"user_id": ids["visitor"], "item_id": item, "type": kind}
+        for item, kind in zip(ids["visitor_items"], kinds)
+    ]
     status, body, _ = request(server.base, "POST", "/v1/events", {"events": events})
-    wished = [request(server.base, "PUT", f"/v1/users/{ids['visitor']}/wishlist/{item}")[0]
-              for item in ids["visitor_wishlist"]]
+    wished = [
+        request(server.base, "PUT", f"/v1/users/{ids['visitor']}/wishlist/{item}")[0]
+        for item in ids["visitor_wishlist"]
+    ]
     return {"status": status, "answer": body, "events": len(events), "wishlist_statuses": wished}
 
 
@@ -229,7 +324,9 @@ def check_endpoints(server: Server, ids: dict[str, Any]) -> dict[str, Any]:
     """One request each before measuring: status, strategy, number of results, bytes."""
     seen = {}
     for endpoint in endpoints(ids):
-        status, body, size = request(server.base, endpoint["method"], endpoint["path"], endpoint.get("body"))
+        status, body, size = request(
+            server.base, endpoint["method"], endpoint["path"], endpoint.get("body")
+        )
         info: dict[str, Any] = {"status": status, "bytes": size}
         if isinstance(body, dict):
             info["strategy"] = body.get("strategy")
@@ -258,46 +355,61 @@ def _ms(text: str) -> float:
 
 def parse_wrk(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if (m := re.search(r"Requests/sec:\s+([\d.]+)", text)):
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
         out["rps"] = float(m.group(1))
     for pct in ("50", "75", "90", "99"):
-        if (m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", text, re.M)):
+        if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", text, re.M):
             out[f"p{pct}_ms"] = round(_ms(m.group(1)), 3)
-    if (m := re.search(r"(\d+) requests in ([\d.]+\w+)", text)):
+    if m := re.search(r"(\d+) requests in ([\d.]+\w+)", text):
         out["requests"] = int(m.group(1))
-    if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)):
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
         out["non_2xx"] = int(m.group(1))
-    if (m := re.search(r"Socket errors: (.*)", text)):
+    if m := re.search(r"Socket errors: (.*)", text):
         out["socket_errors"] = m.group(1).strip()
     return out
 
 
-def run_wrk(server: Server, endpoint: dict[str, Any], duration: int, connections: int, threads: int,
-            workdir: Path) -> dict[str, Any]:
+def run_wrk(
+    server: Server,
+    endpoint: dict[str, Any],
+    duration: int,
+    connections: int,
+    threads: int,
+    workdir: Path,
+) -> dict[str, Any]:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if endpoint["method"] != "GET":
         script = workdir / "post.lua"
         body = json.dumps(endpoint["body"]).replace("\\", "\\\\").replace("'", "\\'")
-        script.write_text(f"wrk.method = '{endpoint['method']}'\nwrk.body = '{body}'\n"
-                          "wrk.headers['Content-Type'] = 'application/json'\n")
+        script.write_text(
+            f"wrk.method = '{endpoint['method']}'\nwrk.body = '{body}'\n"
+            "wrk.headers['Content-Type'] = 'application/json'\n"
+        )
         command += ["-s", str(script)]
     command.append(server.base + endpoint["path"])
     import resource
+
     quiet = wait_for_quiet(max_wait=120)
     cpu_before, busy_before = server.cpu_seconds(), cpu_busy_seconds()
     kids_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     snapshot = process_cpu()
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
-    others = busiest_others(snapshot, process_cpu(), {server.proc.pid, *children(server.proc.pid), os.getpid()})
+    others = busiest_others(
+        snapshot, process_cpu(), {server.proc.pid, *children(server.proc.pid), os.getpid()}
+    )
     cpu = server.cpu_seconds() - cpu_before
     kids_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk_cpu = (kids_after.ru_utime - kids_before.ru_utime) + (kids_after.ru_stime - kids_before.ru_stime)
+    wrk_cpu = (kids_after.ru_utime - kids_before.ru_utime) + (
+        kids_after.ru_stime - kids_before.ru_stime
+    )
     result = parse_wrk(done.stdout)
     result["server_cpu_seconds"] = round(cpu, 2)
     result["quiet_before"] = quiet
     result["wrk_cpu_seconds"] = round(wrk_cpu, 2)
     # Anything else on the machine during the run (other sessions' processes): interference.
-    result["other_cpu_seconds"] = round(max(cpu_busy_seconds() - busy_before - cpu - wrk_cpu, 0.0), 2)
+    result["other_cpu_seconds"] = round(
+        max(cpu_busy_seconds() - busy_before - cpu - wrk_cpu, 0.0), 2
+    )
     if others:
         result["busiest_other_processes"] = others
     if result.get("requests"):
@@ -307,7 +419,9 @@ def run_wrk(server: Server, endpoint: dict[str, Any], duration: int, connections
     return result
 
 
-def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: Path, threads: int) -> dict[str, Any]:
+def bench_throughput(
+    ids: dict[str, Any], repeat: int, duration: int, workdir: Path, threads: int
+) -> dict[str, Any]:
     server = Server(2, threads, workdir)
     try:
         ready_s = server.wait_ready()
@@ -316,7 +430,11 @@ def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: P
         runs: dict[str, list[dict[str, Any]]] = {e["name"]: [] for e in endpoints(ids)}
         for round_ in range(repeat):
             for endpoint in endpoints(ids):
-                print(f"[bench] wrk round {round_ + 1}/{repeat}: {endpoint['name']}", file=sys.stderr, flush=True)
+                print(
+                    f"[bench] wrk round {round_ + 1}/{repeat}: {endpoint['name']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 runs[endpoint["name"]].append(run_wrk(server, endpoint, duration, 32, 2, workdir))
         # /health once more at the end, to see the ceiling did not drift during the run.
         health_after = run_wrk(server, endpoints(ids)[0], duration, 32, 2, workdir)
@@ -328,8 +446,16 @@ def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: P
         summary: dict[str, Any] = {"method": endpoint["method"], "path": endpoint["path"]}
         if "body" in endpoint:
             summary["body"] = endpoint["body"]
-        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu_ms_per_request", "server_cpu_seconds",
-                    "wrk_cpu_seconds", "other_cpu_seconds"):
+        for key in (
+            "rps",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "server_cpu_ms_per_request",
+            "server_cpu_seconds",
+            "wrk_cpu_seconds",
+            "other_cpu_seconds",
+        ):
             values = [m[key] for m in measured if key in m]
             if values:
                 summary[key] = round(statistics.median(values), 3 if key != "rps" else 1)
@@ -341,7 +467,10 @@ def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: P
         if errors:
             summary["socket_errors"] = errors
         if repeat > 1:
-            summary["runs"] = [{k: m.get(k) for k in ("rps", "p50_ms", "p99_ms", "other_cpu_seconds")} for m in measured]
+            summary["runs"] = [
+                {k: m.get(k) for k in ("rps", "p50_ms", "p99_ms", "other_cpu_seconds")}
+                for m in measured
+            ]
         summary["check"] = checks[endpoint["name"]]
         results[endpoint["name"]] = summary
     ceiling = results["GET /health"].get("rps")
@@ -351,9 +480,13 @@ def bench_throughput(ids: dict[str, Any], repeat: int, duration: int, workdir: P
         if name != "GET /health":
             summary["meets_70pct_of_health"] = summary.get("ratio_to_health_rps", 0) >= TARGET_SHARE
         summary["meets_p99_under_10ms"] = summary.get("p99_ms", 1e9) < TARGET_P99_MS
-    return {"server_command": shown(server.command), "ready_after_seconds": round(ready_s, 2),
-            "events_posted": events, "endpoints": results,
-            "health_after_all_runs": {k: health_after.get(k) for k in ("rps", "p50_ms", "p99_ms")}}
+    return {
+        "server_command": shown(server.command),
+        "ready_after_seconds": round(ready_s, 2),
+        "events_posted": events,
+        "endpoints": results,
+        "health_after_all_runs": {k: health_after.get(k) for k in ("rps", "p50_ms", "p99_ms")},
+    }
 
 
 # ---------------------------------------------------------------- load time and memory
@@ -374,15 +507,20 @@ def bench_load(runs: int = 3) -> dict[str, Any]:
     measured = []
     for _ in range(runs):
         wait_for_quiet(max_wait=60)
-        done = subprocess.run([PYTHON, "-c", LOAD_SNIPPET, str(MODELS)], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [PYTHON, "-c", LOAD_SNIPPET, str(MODELS)], cwd=ROOT, capture_output=True, text=True
+        )
         if done.returncode != 0:
             return {"error": done.stderr[-2000:]}
         measured.append(json.loads(done.stdout.strip().splitlines()[-1]))
     load = statistics.median(m["load_seconds"] for m in measured)
-    return {"what": "RecommendationService(artifacts.load_current_bundle(M)) in a fresh python, page cache warm",
-            "load_seconds_median": round(load, 3), "import_seconds_median": round(statistics.median(
-                m["import_seconds"] for m in measured), 3),
-            "runs": [{k: round(v, 3) for k, v in m.items()} for m in measured], "meets_under_1s": load < TARGET_LOAD_S}
+    return {
+        "what": "RecommendationService(artifacts.load_current_bundle(M)) in a fresh python, page cache warm",
+        "load_seconds_median": round(load, 3),
+        "import_seconds_median": round(statistics.median(m["import_seconds"] for m in measured), 3),
+        "runs": [{k: round(v, 3) for k, v in m.items()} for m in measured],
+        "meets_under_1s": load < TARGET_LOAD_S,
+    }
 
 
 def smaps(pid: int) -> dict[str, float]:
@@ -391,11 +529,22 @@ def smaps(pid: int) -> dict[str, float]:
         parts = line.split()
         if len(parts) >= 3 and parts[2] == "kB":
             out[parts[0].rstrip(":")] = round(int(parts[1]) / 1024, 1)
-    keep = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Shared_Clean", "Private_Clean", "Private_Dirty")
+    keep = (
+        "Rss",
+        "Pss",
+        "Pss_Anon",
+        "Pss_File",
+        "Pss_Shmem",
+        "Shared_Clean",
+        "Private_Clean",
+        "Private_Dirty",
+    )
     return {f"{k.lower()}_mib": out[k] for k in keep if k in out}
 
 
-def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, ...], threads: int) -> dict[str, Any]:
+def bench_memory(
+    ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, ...], threads: int
+) -> dict[str, Any]:
     by_count: dict[str, Any] = {}
     for count in worker_counts:
         server = Server(count, threads, workdir)
@@ -408,8 +557,14 @@ def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, .
             for round_ in range(20):
                 work = [e for e in endpoints(ids) for _ in range(5 * count)]
                 with ThreadPoolExecutor(4 * count) as pool:
-                    statuses += list(pool.map(
-                        lambda e: request(server.base, e["method"], e["path"], e.get("body"))[0], work))
+                    statuses += list(
+                        pool.map(
+                            lambda e, base=server.base: request(
+                                base, e["method"], e["path"], e.get("body")
+                            )[0],
+                            work,
+                        )
+                    )
                 rss = [rss_mib(pid) or 0.0 for pid in server.pids()["workers"]]
                 if round_ >= 1 and min(rss) >= 0.85 * max(rss):
                     break
@@ -421,8 +576,11 @@ def bench_memory(ids: dict[str, Any], workdir: Path, worker_counts: tuple[int, .
             server.stop()
         total_pss = master["pss_mib"] + sum(w["pss_mib"] for w in workers)
         by_count[str(count)] = {
-            "requests_made": len(statuses), "non_2xx": sum(s >= 300 for s in statuses),
-            "master": master, "workers": workers, "total_pss_mib": round(total_pss, 1),
+            "requests_made": len(statuses),
+            "non_2xx": sum(s >= 300 for s in statuses),
+            "master": master,
+            "workers": workers,
+            "total_pss_mib": round(total_pss, 1),
             "total_rss_mib": round(master["rss_mib"] + sum(w["rss_mib"] for w in workers), 1),
             "pss_per_worker_mib": [w["pss_mib"] for w in workers],
         }
@@ -435,27 +593,43 @@ def serving_table(documents: dict[str, dict[str, Any]], command: str) -> str:
     for name, document in documents.items():
         model = document["model"]
         counts = model.get("counts") or {}
-        lines += [f"## {name}: {counts.get('items')} items, {counts.get('customers')} customers "
-                  f"(version {model['version']}, code {document['machine']['code']['head']})", "",
-                  f"{document['about']}", "",
-                  "| endpoint | req/s | share of /health | p50 ms | p99 ms | server CPU ms/request | non-2xx |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}: {counts.get('items')} items, {counts.get('customers')} customers "
+            f"(version {model['version']}, code {document['machine']['code']['head']})",
+            "",
+            f"{document['about']}",
+            "",
+            "| endpoint | req/s | share of /health | p50 ms | p99 ms | server CPU ms/request | non-2xx |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for endpoint, summary in document["endpoints"].items():
-            lines.append(f"| {endpoint} | {summary.get('rps', 0):,.0f} | {summary.get('ratio_to_health_rps', 0):.2f} | "
-                         f"{summary.get('p50_ms')} | {summary.get('p99_ms')} | "
-                         f"{summary.get('server_cpu_ms_per_request')} | {summary.get('non_2xx')} |")
+            lines.append(
+                f"| {endpoint} | {summary.get('rps', 0):,.0f} | {summary.get('ratio_to_health_rps', 0):.2f} | "
+                f"{summary.get('p50_ms')} | {summary.get('p99_ms')} | "
+                f"{summary.get('server_cpu_ms_per_request')} | {summary.get('non_2xx')} |"
+            )
         after = document["health_after_all_runs"]
-        lines += ["", f"/health again after all runs: {after.get('rps', 0):,.0f} req/s, p99 {after.get('p99_ms')} ms. "
-                  f"Targets: {json.dumps(document['targets'])}", ""]
+        lines += [
+            "",
+            f"/health again after all runs: {after.get('rps', 0):,.0f} req/s, p99 {after.get('p99_ms')} ms. "
+            f"Targets: {json.dumps(document['targets'])}",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="synthetic,shipped", help="which models: synthetic, shipped or both")
-    parser.add_argument("--repeat", type=int, default=3, help="wrk runs per endpoint (median reported)")
+    parser.add_argument(
+        "--models", default="synthetic,shipped", help="which models: synthetic, shipped or both"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="wrk runs per endpoint (median reported)"
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers)"
+    )
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
@@ -463,7 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if unknown := set(names) - set(MODEL_DIRS):
         raise SystemExit(f"--models: unknown model {sorted(unknown)[0]!r} (synthetic, shipped)")
-    if not args.skip_throughput and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+    if (
+        not args.skip_throughput
+        and subprocess.run(["which", "wrk"], capture_output=True).returncode != 0
+    ):
         raise SystemExit("wrk missing: apt-get install -y wrk")
     command = "python bench/serve_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     documents: dict[str, dict[str, Any]] = {}
@@ -472,30 +649,55 @@ def main(argv: list[str] | None = None) -> int:
         ids = pick_ids()
         sizes = model_bytes()
         manifest = json.loads((version_dir() / "manifest.json").read_text())
-        model_info = {**model, "version": version_dir().name, "counts": manifest.get("counts"),
-                      "components": {k: v.get("model") for k, v in manifest.get("components", {}).items()}, **sizes}
+        model_info = {
+            **model,
+            "version": version_dir().name,
+            "counts": manifest.get("counts"),
+            "components": {k: v.get("model") for k, v in manifest.get("components", {}).items()},
+            **sizes,
+        }
         with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
             workdir = Path(tmp)
             if not args.skip_throughput:
                 serving = bench_throughput(ids, args.repeat, args.duration, workdir, args.threads)
                 ok = [s for n, s in serving["endpoints"].items() if n != "GET /health"]
-                worker_model = "sync workers" if args.threads == 1 else f"{args.threads} gthread threads each"
+                worker_model = (
+                    "sync workers" if args.threads == 1 else f"{args.threads} gthread threads each"
+                )
                 document = {
                     "about": f"{command}: wrk -t2 -c32 -d{args.duration}s --latency on 127.0.0.1 against the "
-                             f"production server (gunicorn, 2 {worker_model}); wrk shares the 2 cores with the "
-                             "server, so absolute rps are lower than on a separate client; compare ratios to "
-                             f"/health from the same run. Medians of {args.repeat} interleaved rounds.",
-                    "note_wrk_shares_cores": True, "machine": machine(), "model": model_info, "ids": ids, **serving,
+                    f"production server (gunicorn, 2 {worker_model}); wrk shares the 2 cores with the "
+                    "server, so absolute rps are lower than on a separate client; compare ratios to "
+                    f"/health from the same run. Medians of {args.repeat} interleaved rounds.",
+                    "note_wrk_shares_cores": True,
+                    "machine": machine(),
+                    "model": model_info,
+                    "ids": ids,
+                    **serving,
                     "targets": {
-                        "every endpoint >= 70% of /health rps": all(s.get("meets_70pct_of_health") for s in ok),
-                        "every endpoint p99 < 10 ms": all(s.get("meets_p99_under_10ms") for s in ok),
+                        "every endpoint >= 70% of /health rps": all(
+                            s.get("meets_70pct_of_health") for s in ok
+                        ),
+                        "every endpoint p99 < 10 ms": all(
+                            s.get("meets_p99_under_10ms") for s in ok
+                        ),
                     },
                 }
                 documents[name] = document
                 out = "serving.json" if name == "synthetic" else f"serving_{name}.json"
                 (RESULTS / out).write_text(json.dumps(document, indent=2) + "\n")
-                print(json.dumps({n: {k: s.get(k) for k in ("rps", "p50_ms", "p99_ms", "ratio_to_health_rps")}
-                                  for n, s in serving["endpoints"].items()}, indent=1))
+                print(
+                    json.dumps(
+                        {
+                            n: {
+                                k: s.get(k)
+                                for k in ("rps", "p50_ms", "p99_ms", "ratio_to_health_rps")
+                            }
+                            for n, s in serving["endpoints"].items()
+                        },
+                        indent=1,
+                    )
+                )
             if not args.skip_memory and name == "synthetic":
                 bench_memory_document(ids, workdir, model_info, sizes, args.threads)
     if documents:
@@ -503,8 +705,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def bench_memory_document(ids: dict[str, Any], workdir: Path, model_info: dict[str, Any], sizes: dict[str, Any],
-                          threads: int) -> None:
+def bench_memory_document(
+    ids: dict[str, Any],
+    workdir: Path,
+    model_info: dict[str, Any],
+    sizes: dict[str, Any],
+    threads: int,
+) -> None:
     load = bench_load()
     memory = bench_memory(ids, workdir, (1, 2, 4), threads)
     one, four = memory["1"]["total_pss_mib"], memory["4"]["total_pss_mib"]
@@ -512,20 +719,34 @@ def bench_memory_document(ids: dict[str, Any], workdir: Path, model_info: dict[s
     limit = TARGET_WORKER_SHARE * sizes["npy_mib"]
     document = {
         "about": "python bench/serve_bench.py: load time = RecommendationService(artifacts.load_current_bundle(M)) "
-                 "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
-                 f"/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads {threads}) after "
-                 "requests to every endpoint.",
-        "machine": machine(), "model": model_info, "load": load, "workers": memory,
+        "in a fresh process (median of 3, page cache warm); memory = PSS/RSS from "
+        f"/proc/PID/smaps_rollup of the gunicorn master and each worker (--threads {threads}) after "
+        "requests to every endpoint.",
+        "machine": machine(),
+        "model": model_info,
+        "load": load,
+        "workers": memory,
         "pss_added_per_worker_mib": round(per_added, 1),
         "pss_added_per_worker_1_to_2_mib": round(memory["2"]["total_pss_mib"] - one, 1),
         "model_npy_mib": sizes["npy_mib"],
         "added_worker_share_of_model": round(per_added / sizes["npy_mib"], 3),
-        "targets": {"model load < 1 s": load.get("meets_under_1s"),
-                    "each added worker < 10% of model size in PSS": per_added < limit},
+        "targets": {
+            "model load < 1 s": load.get("meets_under_1s"),
+            "each added worker < 10% of model size in PSS": per_added < limit,
+        },
     }
     (RESULTS / "memory.json").write_text(json.dumps(document, indent=2) + "\n")
-    print(json.dumps({"load": load, "total_pss": {k: v["total_pss_mib"] for k, v in memory.items()},
-                      "per_added_worker_mib": round(per_added, 1), "model_npy_mib": sizes["npy_mib"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "load": load,
+                "total_pss": {k: v["total_pss_mib"] for k, v in memory.items()},
+                "per_added_worker_mib": round(per_added, 1),
+                "model_npy_mib": sizes["npy_mib"],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ be zero) and events acknowledged versus stored (must be equal).
     python bench/soak.py --seconds 60 --clients 8
 Writes bench/results/soak.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,36 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="reco-soak-"))
     models, activity = work / "models", work / "activity.sqlite3"
-    train = [PYTHON, "train.py", "--data", args.data, "--models-dir", str(models), "--no-evaluate",
-             "--activity-db", str(activity)]
+    train = [
+        PYTHON,
+        "train.py",
+        "--data",
+        args.data,
+        "--models-dir",
+        str(models),
+        "--no-evaluate",
+        "--activity-db",
+        str(activity),
+    ]
     subprocess.run(train, cwd=ROOT, check=True, capture_output=True)
     port = free_port()
-    server = subprocess.Popen([PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models),
-                               "--activity-db", str(activity), "--request-log", ""],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            PYTHON,
+            "serve.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models),
+            "--activity-db",
+            str(activity),
+            "--request-log",
+            "",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -53,14 +77,24 @@ def main() -> int:
             break
         except OSError:
             time.sleep(0.2)
-    counts = {"requests": 0, "server_errors": 0, "connection_errors": 0, "client_errors": 0,
-              "events_acknowledged": 0}
+    counts = {
+        "requests": 0,
+        "server_errors": 0,
+        "connection_errors": 0,
+        "client_errors": 0,
+        "events_acknowledged": 0,
+    }
     versions_seen: set[str] = set()
     lock = threading.Lock()
     stop = time.monotonic() + args.seconds
     finished = threading.Event()  # set once both retrains are served, and the time is up
-    reads = ["/v1/items/85123A/also-bought?k=10", "/v1/items/22423/bought-together?k=10",
-             "/v1/users/12347/recommendations?k=10", "/v1/users/soak-0/page-you-made?k=10", "/v1/model"]
+    reads = [
+        "/v1/items/85123A/also-bought?k=10",
+        "/v1/items/22423/bought-together?k=10",
+        "/v1/users/12347/recommendations?k=10",
+        "/v1/users/soak-0/page-you-made?k=10",
+        "/v1/model",
+    ]
 
     def client(number: int) -> None:
         rng = random.Random(number)
@@ -71,10 +105,15 @@ def main() -> int:
                 if rng.random() < 0.3:
                     # A new shopper per batch: a shopper's history is capped (200 events), and
                     # pruning it would make "stored" differ from "acknowledged" by design.
-                    events = [{"user_id": f"soak-{number}-{batch}", "item_id": "85123A", "type": "view"}] * 3
-                    request = urllib.request.Request(base + "/v1/events", method="POST",
-                                                     data=json.dumps({"events": events}).encode(),
-                                                     headers={"Content-Type": "application/json"})
+                    events = [
+                        {"user_id": f"soak-{number}-{batch}", "item_id": "85123A", "type": "view"}
+                    ] * 3
+                    request = urllib.request.Request(
+                        base + "/v1/events",
+                        method="POST",
+                        data=json.dumps({"events": events}).encode(),
+                        headers={"Content-Type": "application/json"},
+                    )
                     with urllib.request.urlopen(request, timeout=10) as response:
                         stored = json.loads(response.read())["stored"]
                     with lock:
@@ -114,10 +153,16 @@ def main() -> int:
         stored = connection.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     result = {
         "command": f"python bench/soak.py --seconds {args.seconds:g} --clients {args.clients}",
-        "seconds": args.seconds, "clients": args.clients, **counts, "events_stored": stored,
-        "retrain_seconds": retrains, "model_versions_served": len(versions_seen),
-        "ok": counts["server_errors"] == 0 and counts["connection_errors"] == 0
-        and stored == counts["events_acknowledged"] and len(versions_seen) >= 3,
+        "seconds": args.seconds,
+        "clients": args.clients,
+        **counts,
+        "events_stored": stored,
+        "retrain_seconds": retrains,
+        "model_versions_served": len(versions_seen),
+        "ok": counts["server_errors"] == 0
+        and counts["connection_errors"] == 0
+        and stored == counts["events_acknowledged"]
+        and len(versions_seen) >= 3,
         "note": "the client threads share the 2 cores with the server and the two training runs",
     }
     out = ROOT / "bench" / "results" / "soak.json"

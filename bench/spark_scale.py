@@ -12,6 +12,7 @@ and its Python workers) sampled every second: /usr/bin/time alone would report o
 largest single process. Step timings come from the training logs. Results are merged into
 bench/results/spark.json; the logs are kept in bench/.cache/{local,spark}_<size>.log.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,14 +59,31 @@ def tree_rss_mib(pid: int) -> float:
     return total
 
 
-def run_engine(engine: str, log: Path, size: str, driver_memory: str, timeout: float) -> dict[str, Any]:
+def run_engine(
+    engine: str, log: Path, size: str, driver_memory: str, timeout: float
+) -> dict[str, Any]:
     models = CACHE / f"models_{engine}_{size}"
     shutil.rmtree(models, ignore_errors=True)
-    command = [PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(models), "--no-evaluate",
-               "--activity-db", str(CACHE / "no-activity.sqlite3")]
+    command = [
+        PYTHON,
+        str(ROOT / "train.py"),
+        "--data",
+        str(log),
+        "--models-dir",
+        str(models),
+        "--no-evaluate",
+        "--activity-db",
+        str(CACHE / "no-activity.sqlite3"),
+    ]
     if engine == "spark":
-        command += ["--engine", "spark", "--spark-master", f"local[{os.cpu_count() or 2}]",
-                    "--spark-driver-memory", driver_memory]
+        command += [
+            "--engine",
+            "spark",
+            "--spark-master",
+            f"local[{os.cpu_count() or 2}]",
+            "--spark-driver-memory",
+            driver_memory,
+        ]
     quiet = wait_for_quiet()
     peaks: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -89,60 +107,114 @@ def run_engine(engine: str, log: Path, size: str, driver_memory: str, timeout: f
     for arrived, line in run["stderr"]:
         match = LOG_LINE.match(line)
         if match and match.group(2) == "INFO":
-            steps.append({"at_seconds": round(arrived, 1), "since_previous": round(arrived - (previous or 0.0), 1),
-                          "log_line": match.group(4)[:200]})
+            steps.append(
+                {
+                    "at_seconds": round(arrived, 1),
+                    "since_previous": round(arrived - (previous or 0.0), 1),
+                    "log_line": match.group(4)[:200],
+                }
+            )
             previous = arrived
-    result = {**run["time"], "quiet_before": quiet, "steps": steps,
-              "peak_tree_rss_mib": max((p for _, p in peaks), default=None),
-              "tree_rss_timeline_mib": peaks[:: max(1, len(peaks) // 120)]}
+    result = {
+        **run["time"],
+        "quiet_before": quiet,
+        "steps": steps,
+        "peak_tree_rss_mib": max((p for _, p in peaks), default=None),
+        "tree_rss_timeline_mib": peaks[:: max(1, len(peaks) // 120)],
+    }
     if run["time"]["returncode"] != 0:
         result["error_tail"] = [line for _, line in run["stderr"] if not line.startswith("\t")][-8:]
     shutil.rmtree(models, ignore_errors=True)
-    print(f"[bench] {size}: {engine} wall {run['time'].get('wall_seconds')} s, "
-          f"peak tree RSS {result['peak_tree_rss_mib']} MiB", file=sys.stderr, flush=True)
+    print(
+        f"[bench] {size}: {engine} wall {run['time'].get('wall_seconds')} s, "
+        f"peak tree RSS {result['peak_tree_rss_mib']} MiB",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20M", help="comma-separated subset of 1M,5M,20M")
-    parser.add_argument("--driver-memory", default="8g", help="Spark driver memory (local mode: all of Spark)")
-    parser.add_argument("--timeout", type=float, default=5400.0, help="seconds before a run is stopped")
+    parser.add_argument(
+        "--driver-memory", default="8g", help="Spark driver memory (local mode: all of Spark)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5400.0, help="seconds before a run is stopped"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "spark.json")
-    parser.add_argument("--engines", default="local,spark",
-                        help="spark alone re-measures the Spark engine and keeps the local run already in --out "
-                             "(marked as from an earlier run: its ratio then spans two runs)")
+    parser.add_argument(
+        "--engines",
+        default="local,spark",
+        help="spark alone re-measures the Spark engine and keeps the local run already in --out "
+        "(marked as from an earlier run: its ratio then spans two runs)",
+    )
     args = parser.parse_args(argv)
     engines = {engine.strip() for engine in args.engines.split(",")}
-    update_json(args.out, None, {
-        "about": "python bench/spark_scale.py --sizes SIZE: train.py --no-evaluate with the local engine, then with "
-                 "--engine spark --spark-master local[cores], same synthetic log (bench/synthetic.py, seed 42); "
-                 "peak_tree_rss_mib = largest sum of RSS over the process tree (Python + Spark JVM + workers), "
-                 "sampled every second. ratio = spark wall / local wall.",
-        "machine": machine(),
-    })
+    update_json(
+        args.out,
+        None,
+        {
+            "about": "python bench/spark_scale.py --sizes SIZE: train.py --no-evaluate with the local engine, then with "
+            "--engine spark --spark-master local[cores], same synthetic log (bench/synthetic.py, seed 42); "
+            "peak_tree_rss_mib = largest sum of RSS over the process tree (Python + Spark JVM + workers), "
+            "sampled every second. ratio = spark wall / local wall.",
+            "machine": machine(),
+        },
+    )
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
         if size not in SIZES:
             parser.error(f"unknown size {size!r}")
         log, meta = ensure_log(size)
         code = git_state()
-        earlier = json.loads(args.out.read_text()).get("sizes", {}).get(size, {}) if args.out.exists() else {}
+        earlier = (
+            json.loads(args.out.read_text()).get("sizes", {}).get(size, {})
+            if args.out.exists()
+            else {}
+        )
         if "local" in engines or "local" not in earlier:
             local = run_engine("local", log, size, args.driver_memory, args.timeout)
         else:
-            local = {**earlier["local"], "from_earlier_run": {"code": earlier.get("code"), "date_utc": earlier.get("date_utc")}}
+            local = {
+                **earlier["local"],
+                "from_earlier_run": {
+                    "code": earlier.get("code"),
+                    "date_utc": earlier.get("date_utc"),
+                },
+            }
         spark = run_engine("spark", log, size, args.driver_memory, args.timeout)
-        result: dict[str, Any] = {"log": meta, "local": local, "spark": spark, "code": code,
-                                  "date_utc": machine()["date_utc"]}
-        if "spark" in earlier:  # what it replaces, for the comparison (another run: compare steps with care)
-            result["spark_previous_run"] = {"code": earlier.get("code"), "date_utc": earlier.get("date_utc"),
-                                            **{k: v for k, v in earlier["spark"].items() if k != "previous"}}
-        if local.get("wall_seconds") and spark.get("wall_seconds") and not local["returncode"] | spark["returncode"]:
-            result["ratio_spark_wall_to_local_wall"] = round(spark["wall_seconds"] / local["wall_seconds"], 2)
-            result["ratio_spark_peak_to_local_peak"] = round(spark["peak_tree_rss_mib"] / local["peak_tree_rss_mib"], 2)
+        result: dict[str, Any] = {
+            "log": meta,
+            "local": local,
+            "spark": spark,
+            "code": code,
+            "date_utc": machine()["date_utc"],
+        }
+        if (
+            "spark" in earlier
+        ):  # what it replaces, for the comparison (another run: compare steps with care)
+            result["spark_previous_run"] = {
+                "code": earlier.get("code"),
+                "date_utc": earlier.get("date_utc"),
+                **{k: v for k, v in earlier["spark"].items() if k != "previous"},
+            }
+        if (
+            local.get("wall_seconds")
+            and spark.get("wall_seconds")
+            and not local["returncode"] | spark["returncode"]
+        ):
+            result["ratio_spark_wall_to_local_wall"] = round(
+                spark["wall_seconds"] / local["wall_seconds"], 2
+            )
+            result["ratio_spark_peak_to_local_peak"] = round(
+                spark["peak_tree_rss_mib"] / local["peak_tree_rss_mib"], 2
+            )
         update_json(args.out, "sizes", {size: result})
-    summary = {size: {k: v for k, v in r.items() if k.startswith("ratio")} for size, r in
-               json.loads(args.out.read_text())["sizes"].items()}
+    summary = {
+        size: {k: v for k, v in r.items() if k.startswith("ratio")}
+        for size, r in json.loads(args.out.read_text())["sizes"].items()
+    }
     print(json.dumps(summary, indent=1))
     return 0
 

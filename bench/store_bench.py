@@ -16,6 +16,7 @@
    per second. The client shares the 2 cores with the server and the database.
 -> bench/results/store.json and store.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,15 @@ HOT_PATH_REQUESTS = 5000
 def ensure_model() -> None:
     if (MODELS / "current").exists():
         return
-    command = [PYTHON, str(ROOT / "train.py"), "--data", str(ROOT / "data" / "online_retail.parquet"),
-               "--models-dir", str(MODELS), "--no-evaluate"]
+    command = [
+        PYTHON,
+        str(ROOT / "train.py"),
+        "--data",
+        str(ROOT / "data" / "online_retail.parquet"),
+        "--models-dir",
+        str(MODELS),
+        "--no-evaluate",
+    ]
     print(f"[bench] {shown(command)}", file=sys.stderr, flush=True)
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
 
@@ -71,26 +79,33 @@ def hot_path(pg_url: str, workdir: Path) -> dict[str, Any]:
     from recommender.activity import ActivityStore
 
     results: dict[str, Any] = {}
-    for name, location in (("sqlite", str(workdir / "hot.sqlite3")), ("psycopg 3 + psycopg_pool", pg_url)):
+    for name, location in (
+        ("sqlite", str(workdir / "hot.sqlite3")),
+        ("psycopg 3 + psycopg_pool", pg_url),
+    ):
         store = ActivityStore(location)
         seed(store)
-        results[name] = time_calls(lambda: store.shopper(SHOPPER))
+        results[name] = time_calls(lambda store=store: store.shopper(SHOPPER))
         store.close()
     try:
         import sqlalchemy
     except ImportError:
         results["sqlalchemy core"] = "not installed (pip install .[bench])"
         return results
-    engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), pool_size=4)
+    engine = sqlalchemy.create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg://"), pool_size=4
+    )
     statement = sqlalchemy.text(
         "SELECT 's', reason, NULL, 0, 0 FROM suppressed WHERE user_id = :user UNION ALL "
         "SELECT 'e', item_id, type, ts, id FROM (SELECT item_id, type, ts, id FROM events "
-        "WHERE user_id = :user AND ts >= :cutoff ORDER BY ts DESC, id DESC LIMIT :limit) AS recent")
+        "WHERE user_id = :user AND ts >= :cutoff ORDER BY ts DESC, id DESC LIMIT :limit) AS recent"
+    )
 
     def shopper() -> None:
         with engine.connect() as connection:
-            connection.execute(statement, {"user": SHOPPER, "cutoff": time.time() - 90 * 86400,
-                                           "limit": 200}).fetchall()
+            connection.execute(
+                statement, {"user": SHOPPER, "cutoff": time.time() - 90 * 86400, "limit": 200}
+            ).fetchall()
 
     results["sqlalchemy core"] = time_calls(shopper)
     engine.dispose()
@@ -100,10 +115,10 @@ def hot_path(pg_url: str, workdir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- 2. the server on each store
 def parse_hey(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if (m := re.search(r"Requests/sec:\s+([\d.]+)", text)):
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
         out["rps"] = round(float(m.group(1)), 1)
     for pct in ("50", "99"):
-        if (m := re.search(rf"{pct}% in ([\d.]+) secs", text)):
+        if m := re.search(rf"{pct}% in ([\d.]+) secs", text):
             out[f"p{pct}_ms"] = round(float(m.group(1)) * 1000, 2)
     out["statuses"] = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text)}
     return out
@@ -113,27 +128,59 @@ def endpoints() -> list[dict[str, Any]]:
     event = {"events": [{"user_id": SHOPPER, "item_id": "85123A", "type": "view"}]}
     return [
         {"name": "GET /health", "method": "GET", "path": "/health"},
-        {"name": "GET user recommendations", "method": "GET", "path": f"/v1/users/{SHOPPER}/recommendations?k=10"},
-        {"name": "GET page-you-made", "method": "GET", "path": f"/v1/users/{SHOPPER}/page-you-made?k=10"},
-        {"name": "GET wish-list recommendations", "method": "GET",
-         "path": f"/v1/users/{SHOPPER}/wishlist/recommendations?k=10"},
-        {"name": "POST /v1/events (1 event)", "method": "POST", "path": "/v1/events", "body": event},
+        {
+            "name": "GET user recommendations",
+            "method": "GET",
+            "path": f"/v1/users/{SHOPPER}/recommendations?k=10",
+        },
+        {
+            "name": "GET page-you-made",
+            "method": "GET",
+            "path": f"/v1/users/{SHOPPER}/page-you-made?k=10",
+        },
+        {
+            "name": "GET wish-list recommendations",
+            "method": "GET",
+            "path": f"/v1/users/{SHOPPER}/wishlist/recommendations?k=10",
+        },
+        {
+            "name": "POST /v1/events (1 event)",
+            "method": "POST",
+            "path": "/v1/events",
+            "body": event,
+        },
     ]
 
 
-def measure(server: Server, endpoint: dict[str, Any], duration: int, rate: int, workdir: Path) -> dict[str, Any]:
+def measure(
+    server: Server, endpoint: dict[str, Any], duration: int, rate: int, workdir: Path
+) -> dict[str, Any]:
     wrk = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
     hey = ["hey", "-z", f"{duration}s", "-c", "10", "-q", str(rate // 10)]
     if endpoint["method"] == "POST":
         body = json.dumps(endpoint["body"])
         script = workdir / "post.lua"
-        script.write_text(f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+        script.write_text(
+            f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        )
         wrk += ["-s", str(script)]
         hey += ["-m", "POST", "-T", "application/json", "-d", body]
-    saturated = parse_wrk(subprocess.run(wrk + [server.base + endpoint["path"]], capture_output=True, text=True,
-                                         timeout=duration + 60).stdout)
-    constant = parse_hey(subprocess.run(hey + [server.base + endpoint["path"]], capture_output=True, text=True,
-                                        timeout=duration + 60).stdout)
+    saturated = parse_wrk(
+        subprocess.run(
+            wrk + [server.base + endpoint["path"]],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        ).stdout
+    )
+    constant = parse_hey(
+        subprocess.run(
+            hey + [server.base + endpoint["path"]],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        ).stdout
+    )
     return {"saturation": saturated, f"at {rate} req/s": constant}
 
 
@@ -141,31 +188,47 @@ def serve_on(location: str, label: str, duration: int, rate: int, workdir: Path)
     server = Server(2, 1, workdir, activity_db=location, models=MODELS, extra=("--request-log", ""))
     try:
         server.wait_ready()
-        request(server.base, "POST", "/v1/events", {"events": [
-            {"user_id": SHOPPER, "item_id": item, "type": kind}
-            for item, kind in (("85123A", "view"), ("71053", "view"), ("84406B", "cart"))]})
+        request(
+            server.base,
+            "POST",
+            "/v1/events",
+            {
+                "events": [
+                    {"user_id": SHOPPER, "item_id": item, "type": kind}
+                    for item, kind in (("85123A", "view"), ("71053", "view"), ("84406B", "cart"))
+                ]
+            },
+        )
         for item in ("22423", "21733"):
             request(server.base, "PUT", f"/v1/users/{SHOPPER}/wishlist/{item}")
-        results = {endpoint["name"]: measure(server, endpoint, duration, rate, workdir) for endpoint in endpoints()}
+        results = {
+            endpoint["name"]: measure(server, endpoint, duration, rate, workdir)
+            for endpoint in endpoints()
+        }
     finally:
         server.stop()
     health = results["GET /health"]["saturation"].get("rps") or float("nan")
-    for name, result in results.items():
+    for result in results.values():
         result["share_of_health"] = round(result["saturation"].get("rps", 0.0) / health, 3)
     print(f"[bench] {label}: done", file=sys.stderr, flush=True)
     return results
 
 
 def table(servers: dict[str, dict[str, Any]], rate: int) -> str:
-    lines = [f"| endpoint | store | req/s at saturation | share of /health | p50 at {rate}/s | p99 at {rate}/s "
-             "| served at that rate |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| endpoint | store | req/s at saturation | share of /health | p50 at {rate}/s | p99 at {rate}/s "
+        "| served at that rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in servers["sqlite"]:
         for store, results in servers.items():
             result = results[name]
             fixed = result[f"at {rate} req/s"]
-            lines.append(f"| {name} | {store} | {result['saturation'].get('rps', 0):,.0f} | "
-                         f"{result['share_of_health']:.2f} | {fixed.get('p50_ms', float('nan')):.1f} ms | "
-                         f"{fixed.get('p99_ms', float('nan')):.1f} ms | {fixed.get('rps', 0):,.0f} req/s |")
+            lines.append(
+                f"| {name} | {store} | {result['saturation'].get('rps', 0):,.0f} | "
+                f"{result['share_of_health']:.2f} | {fixed.get('p50_ms', float('nan')):.1f} ms | "
+                f"{fixed.get('p99_ms', float('nan')):.1f} ms | {fixed.get('rps', 0):,.0f} req/s |"
+            )
     return "\n".join(lines)
 
 
@@ -182,21 +245,35 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             workdir = Path(scratch)
             driver = hot_path(cluster.new_database(), workdir)
-            servers = {"sqlite": serve_on(str(workdir / "activity.sqlite3"), "sqlite", args.duration, args.rate, workdir),
-                       "postgresql": serve_on(cluster.new_database(), "postgresql", args.duration, args.rate, workdir)}
+            servers = {
+                "sqlite": serve_on(
+                    str(workdir / "activity.sqlite3"), "sqlite", args.duration, args.rate, workdir
+                ),
+                "postgresql": serve_on(
+                    cluster.new_database(), "postgresql", args.duration, args.rate, workdir
+                ),
+            }
     finally:
         cluster.remove()
     command = f"python bench/store_bench.py --duration {args.duration} --rate {args.rate}"
-    report = {"command": command, "machine": machine(), "git": git_state(),
-              "hot_path_us_per_request": driver, "servers": servers}
+    report = {
+        "command": command,
+        "machine": machine(),
+        "git": git_state(),
+        "hot_path_us_per_request": driver,
+        "servers": servers,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "store.json").write_text(json.dumps(report, indent=2) + "\n")
-    hot = " · ".join(f"{name} {value} µs" if isinstance(value, float) else f"{name}: {value}"
-                     for name, value in driver.items())
+    hot = " · ".join(
+        f"{name} {value} µs" if isinstance(value, float) else f"{name}: {value}"
+        for name, value in driver.items()
+    )
     (RESULTS / "store.md").write_text(
         f"# The activity store: PostgreSQL against SQLite\n\n`{command}` (2 sync workers, the shipped model; "
         f"the client on the same 2 cores)\n\nA personal request's store calls (suppression + recent events), "
-        f"median per request in-process: {hot}\n\n{table(servers, args.rate)}\n")
+        f"median per request in-process: {hot}\n\n{table(servers, args.rate)}\n"
+    )
     print((RESULTS / "store.md").read_text())
 
 

@@ -19,6 +19,7 @@ Skew:
 Generated in chunks with numpy and written with pyarrow's ParquetWriter, so memory stays
 bounded (a few hundred MiB) whatever --lines is. Same arguments and seed, same file contents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,17 @@ import pyarrow.parquet as pq
 YEAR_START = np.datetime64("2025-01-01T00:00:00", "s").astype(np.int64)
 YEAR_SECONDS = 365 * 86400
 MAX_BASKET = 10
-SCHEMA = pa.schema([
-    ("user_id", pa.string()),
-    ("item_id", pa.string()),
-    ("timestamp", pa.timestamp("us")),
-    ("quantity", pa.int32()),
-    ("order_id", pa.string()),
-    ("price", pa.float64()),
-    ("name", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("quantity", pa.int32()),
+        ("order_id", pa.string()),
+        ("price", pa.float64()),
+        ("name", pa.string()),
+    ]
+)
 
 
 def _prefixed(prefix: str, values: np.ndarray) -> pa.Array:
@@ -58,8 +61,18 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
     return cdf
 
 
-def generate(lines: int, users: int, items: int, seed: int, out: Path, *, item_exponent: float = 1.1,
-             item_offset: float = 20.0, user_shape: float = 2.0, chunk_lines: int = 1_000_000) -> dict:
+def generate(
+    lines: int,
+    users: int,
+    items: int,
+    seed: int,
+    out: Path,
+    *,
+    item_exponent: float = 1.1,
+    item_offset: float = 20.0,
+    user_shape: float = 2.0,
+    chunk_lines: int = 1_000_000,
+) -> dict:
     rng = np.random.default_rng(seed)
     # Item popularity by rank, ranks shuffled onto item ids.
     ranks = np.arange(1, items + 1, dtype=np.float64)
@@ -83,7 +96,9 @@ def generate(lines: int, users: int, items: int, seed: int, out: Path, *, item_e
             # Enough baskets for `want` lines (mean size ~3.4), last one trimmed.
             basket = rng.choice(sizes, size=int(want / 3.0) + 16, p=size_p)
             while basket.sum() < want:
-                basket = np.concatenate([basket, rng.choice(sizes, size=int(want / 3.0) + 16, p=size_p)])
+                basket = np.concatenate(
+                    [basket, rng.choice(sizes, size=int(want / 3.0) + 16, p=size_p)]
+                )
             ends = np.cumsum(basket)
             n_orders = int(np.searchsorted(ends, want)) + 1
             basket = basket[:n_orders].copy()
@@ -93,23 +108,38 @@ def generate(lines: int, users: int, items: int, seed: int, out: Path, *, item_e
             order_idx = np.repeat(np.arange(n_orders), basket)
             item = item_of_rank[np.searchsorted(item_cdf, rng.random(want), side="right")]
             quantity = rng.geometric(0.5, size=want).astype(np.int32)  # 1, 2, 3, ... halving
-            table = pa.table({
-                "user_id": _prefixed("u", order_user[order_idx]),
-                "item_id": _prefixed("i", item),
-                "timestamp": pa.array((order_time[order_idx] * 1_000_000).astype("datetime64[us]")),
-                "quantity": pa.array(quantity),
-                "order_id": _prefixed("o", next_order + order_idx),
-                "price": pa.array(item_price[item]),
-                "name": _prefixed("Item ", item),
-            }, schema=SCHEMA)
+            table = pa.table(
+                {
+                    "user_id": _prefixed("u", order_user[order_idx]),
+                    "item_id": _prefixed("i", item),
+                    "timestamp": pa.array(
+                        (order_time[order_idx] * 1_000_000).astype("datetime64[us]")
+                    ),
+                    "quantity": pa.array(quantity),
+                    "order_id": _prefixed("o", next_order + order_idx),
+                    "price": pa.array(item_price[item]),
+                    "name": _prefixed("Item ", item),
+                },
+                schema=SCHEMA,
+            )
             writer.write_table(table, row_group_size=len(table))
             written += want
             next_order += n_orders
             del table, item, order_idx, quantity
     tmp.replace(out)
-    return {"path": str(out), "lines": lines, "users": users, "items": items, "seed": seed, "orders": next_order,
-            "item_exponent": item_exponent, "item_offset": item_offset, "user_pareto_shape": user_shape,
-            "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "path": str(out),
+        "lines": lines,
+        "users": users,
+        "items": items,
+        "seed": seed,
+        "orders": next_order,
+        "item_exponent": item_exponent,
+        "item_offset": item_offset,
+        "user_pareto_shape": user_shape,
+        "bytes": out.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,13 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, required=True)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--item-exponent", type=float, default=1.1, help="Zipf exponent of item popularity")
-    parser.add_argument("--item-offset", type=float, default=20.0, help="Zipf-Mandelbrot offset (0 = pure Zipf)")
-    parser.add_argument("--user-shape", type=float, default=2.0, help="Pareto shape of customer activity")
+    parser.add_argument(
+        "--item-exponent", type=float, default=1.1, help="Zipf exponent of item popularity"
+    )
+    parser.add_argument(
+        "--item-offset", type=float, default=20.0, help="Zipf-Mandelbrot offset (0 = pure Zipf)"
+    )
+    parser.add_argument(
+        "--user-shape", type=float, default=2.0, help="Pareto shape of customer activity"
+    )
     parser.add_argument("--chunk-lines", type=int, default=1_000_000)
     args = parser.parse_args(argv)
-    info = generate(args.lines, args.users, args.items, args.seed, args.out, item_exponent=args.item_exponent,
-                    item_offset=args.item_offset, user_shape=args.user_shape, chunk_lines=args.chunk_lines)
+    info = generate(
+        args.lines,
+        args.users,
+        args.items,
+        args.seed,
+        args.out,
+        item_exponent=args.item_exponent,
+        item_offset=args.item_offset,
+        user_shape=args.user_shape,
+        chunk_lines=args.chunk_lines,
+    )
     print(json.dumps(info))
     return 0
 

@@ -13,6 +13,7 @@ and merge into bench/results/training.json: wall seconds, peak RSS, our step tim
 the training log), an RSS timeline per step, and ours_wall / (implicit cosine fit + ALS fit).
 The full training logs are kept in bench/.cache/train_<size>.log.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,24 @@ from common import (
 
 TRAIN_SIZES = ("1M", "5M", "20M")
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
-KNN_LINE = re.compile(r"^(item-knn \((\w+)\)) \(K=(\d+)\) on (\d+) x (\d+): (\d+) items with neighbours, (\d+) pairs, ([\d.]+)s$")
+KNN_LINE = re.compile(
+    r"^(item-knn \((\w+)\)) \(K=(\d+)\) on (\d+) x (\d+): (\d+) items with neighbours, (\d+) pairs, ([\d.]+)s$"
+)
 ALS_LINE = re.compile(r"^als \(.*\) on (\d+) x (\d+) \(nnz (\d+)\): ([\d.]+)s$")
 FINISHED = re.compile(r"^training finished in ([\d.]+)s")
 LISTS_LINE = re.compile(r"^personal lists: (\d+) customers x (\d+) items in ([\d.]+)s$")
-KNN_ROLES = ("also_bought (customers x items, K=50)", "bought_together (orders x items, K=50)",
-             "personal (customers x items, K=100)")
+KNN_ROLES = (
+    "also_bought (customers x items, K=50)",
+    "bought_together (orders x items, K=50)",
+    "personal (customers x items, K=100)",
+)
 TARGET_RATIO = 1.5
 TARGET_PEAK_GIB = {"5M": 1.5, "20M": 3.0}
 
 
-def parse_training_log(stderr: list[tuple[float, str]], timeline: list[tuple[float, float]]) -> dict[str, Any]:
+def parse_training_log(
+    stderr: list[tuple[float, str]], timeline: list[tuple[float, float]]
+) -> dict[str, Any]:
     """Step timings from our log lines, and each log line's gap and peak RSS since the previous one."""
     steps: dict[str, float] = {}
     phases: list[dict[str, Any]] = []
@@ -63,35 +71,58 @@ def parse_training_log(stderr: list[tuple[float, str]], timeline: list[tuple[flo
             continue
         stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
         message = match.group(4)
-        if (m := KNN_LINE.match(message)):
+        if m := KNN_LINE.match(message):
             role = KNN_ROLES[knn_seen] if knn_seen < len(KNN_ROLES) else f"knn #{knn_seen + 1}"
             steps[f"item-knn {role}"] = float(m.group(8))
             knn_seen += 1
-        elif (m := ALS_LINE.match(message)):
+        elif m := ALS_LINE.match(message):
             steps["als"] = float(m.group(4))
-        elif (m := LISTS_LINE.match(message)):
+        elif m := LISTS_LINE.match(message):
             steps["personal_lists"] = float(m.group(3))
-        elif (m := FINISHED.match(message)):
+        elif m := FINISHED.match(message):
             steps["training_finished"] = float(m.group(1))
         gap = (stamp - previous_stamp).total_seconds() if previous_stamp else arrived
         peak = max((rss for t, rss in timeline if previous_at <= t <= arrived + 0.5), default=None)
-        phases.append({"until_log_line": message[:160], "seconds_since_previous_line": round(gap, 2),
-                       "peak_rss_mib_in_between": peak, "at_seconds": round(arrived, 1)})
+        phases.append(
+            {
+                "until_log_line": message[:160],
+                "seconds_since_previous_line": round(gap, 2),
+                "peak_rss_mib_in_between": peak,
+                "at_seconds": round(arrived, 1),
+            }
+        )
         previous_at, previous_stamp = arrived, stamp
     return {"steps": steps, "phases": phases}
 
 
-def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | None) -> dict[str, Any]:
+def run_size(
+    size: str, timeout: float, keep_models: bool, max_rss_mib: float | None
+) -> dict[str, Any]:
     log, meta = ensure_log(size)
     models = CACHE / f"models_{size}"
     shutil.rmtree(models, ignore_errors=True)
-    ours_cmd = [PYTHON, str(ROOT / "train.py"), "--data", str(log), "--models-dir", str(models), "--no-evaluate"]
+    ours_cmd = [
+        PYTHON,
+        str(ROOT / "train.py"),
+        "--data",
+        str(log),
+        "--models-dir",
+        str(models),
+        "--no-evaluate",
+    ]
     print(f"[bench] {size}: train.py ...", file=sys.stderr, flush=True)
     quiet_ours = wait_for_quiet()
     code_at_start = git_state()  # train.py imports the project as it is now
-    ours = timed_run(ours_cmd, CACHE / f"train_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib)
+    ours = timed_run(
+        ours_cmd, CACHE / f"train_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib
+    )
     parsed = parse_training_log(ours["stderr"], ours["rss_timeline"])
-    ours_result = {**ours["time"], "quiet_before": quiet_ours, **parsed, "rss_timeline_mib": _thin(ours["rss_timeline"], 120)}
+    ours_result = {
+        **ours["time"],
+        "quiet_before": quiet_ours,
+        **parsed,
+        "rss_timeline_mib": _thin(ours["rss_timeline"], 120),
+    }
     if ours["time"]["returncode"] != 0:
         tail = [line for _, line in ours["stderr"] if not line.startswith("\t")][-8:]
         ours_result["error_tail"] = tail
@@ -102,7 +133,9 @@ def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | 
     print(f"[bench] {size}: implicit_only.py ...", file=sys.stderr, flush=True)
     base_cmd = [PYTHON, str(ROOT / "bench" / "implicit_only.py"), str(log)]
     quiet_base = wait_for_quiet()
-    base = timed_run(base_cmd, CACHE / f"implicit_only_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib)
+    base = timed_run(
+        base_cmd, CACHE / f"implicit_only_{size}.log", timeout=timeout, max_rss_mib=max_rss_mib
+    )
     base_result = {**base["time"], "quiet_before": quiet_base}
     try:
         base_result.update(json.loads(base["stdout"].strip().splitlines()[-1]))
@@ -110,8 +143,12 @@ def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | 
         base_result["error"] = base["stdout"][-2000:]
     print(f"[bench] {size}: implicit {json.dumps(base_result)}", file=sys.stderr, flush=True)
 
-    result: dict[str, Any] = {"log": meta, "ours": ours_result, "implicit_only": base_result,
-                              "measured": {"date_utc": machine()["date_utc"], "code": code_at_start}}
+    result: dict[str, Any] = {
+        "log": meta,
+        "ours": ours_result,
+        "implicit_only": base_result,
+        "measured": {"date_utc": machine()["date_utc"], "code": code_at_start},
+    }
     fits = base_result.get("fits_seconds")
     if fits and ours_result.get("wall_seconds") and ours["time"]["returncode"] == 0:
         ratio = ours_result["wall_seconds"] / fits
@@ -120,20 +157,32 @@ def run_size(size: str, timeout: float, keep_models: bool, max_rss_mib: float | 
             # The lists score every customer against every item (serving's precomputed answers):
             # work implicit's two fits do not do, shown apart so both figures are visible.
             result["ratio_ours_wall_without_lists_to_implicit_fits"] = round(
-                (ours_result["wall_seconds"] - ours_result["steps"]["personal_lists"]) / fits, 2)
-        result["ratio_ours_wall_to_implicit_wall"] = round(ours_result["wall_seconds"] / base_result["wall_seconds"], 2)
+                (ours_result["wall_seconds"] - ours_result["steps"]["personal_lists"]) / fits, 2
+            )
+        result["ratio_ours_wall_to_implicit_wall"] = round(
+            ours_result["wall_seconds"] / base_result["wall_seconds"], 2
+        )
         steps = ours_result["steps"]
         if "als" in steps and base_result.get("als_fit_seconds"):
-            result["ratio_our_als_step_to_implicit_als_fit"] = round(steps["als"] / base_result["als_fit_seconds"], 2)
+            result["ratio_our_als_step_to_implicit_als_fit"] = round(
+                steps["als"] / base_result["als_fit_seconds"], 2
+            )
         knn = steps.get(f"item-knn {KNN_ROLES[0]}")
         if knn and base_result.get("cosine_fit_seconds"):
-            result["ratio_our_also_bought_knn_to_implicit_cosine_fit"] = round(knn / base_result["cosine_fit_seconds"], 2)
+            result["ratio_our_also_bought_knn_to_implicit_cosine_fit"] = round(
+                knn / base_result["cosine_fit_seconds"], 2
+            )
         if size in TARGET_PEAK_GIB:
             limit = TARGET_PEAK_GIB[size]
             result["targets"] = {
-                "ours_wall <= 1.5 x implicit fits": {"met": ratio <= TARGET_RATIO, "value": round(ratio, 2)},
-                f"peak RSS < {limit:g} GiB": {"met": ours_result["peak_rss_mib"] < limit * 1024,
-                                             "value_mib": ours_result["peak_rss_mib"]},
+                "ours_wall <= 1.5 x implicit fits": {
+                    "met": ratio <= TARGET_RATIO,
+                    "value": round(ratio, 2),
+                },
+                f"peak RSS < {limit:g} GiB": {
+                    "met": ours_result["peak_rss_mib"] < limit * 1024,
+                    "value_mib": ours_result["peak_rss_mib"],
+                },
             }
     elif ours["time"]["returncode"] != 0:
         if ours["time"].get("stopped_for_memory_at_rss_mib"):
@@ -157,24 +206,38 @@ def _thin(timeline: list[tuple[float, float]], points: int) -> list[list[float]]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(TRAIN_SIZES), help="comma-separated subset of 1M,5M,20M")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is stopped (SIGTERM)")
-    parser.add_argument("--max-rss-mib", type=float, default=16384.0,
-                        help="stop a run whose RSS passes this (MiB; 0 = no limit); the machine is shared")
-    parser.add_argument("--keep-models", action="store_true", help="keep bench/.cache/models_<size>")
+    parser.add_argument(
+        "--sizes", default=",".join(TRAIN_SIZES), help="comma-separated subset of 1M,5M,20M"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds before a run is stopped (SIGTERM)"
+    )
+    parser.add_argument(
+        "--max-rss-mib",
+        type=float,
+        default=16384.0,
+        help="stop a run whose RSS passes this (MiB; 0 = no limit); the machine is shared",
+    )
+    parser.add_argument(
+        "--keep-models", action="store_true", help="keep bench/.cache/models_<size>"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in sizes:
         if size not in TRAIN_SIZES:
             parser.error(f"unknown size {size!r}; choose from {TRAIN_SIZES}")
-    update_json(args.out, None, {
-        "about": "python bench/train_scale.py [--sizes ...] (each size is merged in when run); synthetic logs from bench/synthetic.py "
-                 "(seed 42). ours = whole train.py --no-evaluate (ingest, clean, 3 kNN tables, ALS, save); "
-                 "implicit_only = pandas read + factorize + CosineRecommender(K=50).fit + ALS(64 f, 15 it).fit. "
-                 "ratio = ours wall / (implicit cosine fit + ALS fit).",
-        "machine": machine(),
-    })
+    update_json(
+        args.out,
+        None,
+        {
+            "about": "python bench/train_scale.py [--sizes ...] (each size is merged in when run); synthetic logs from bench/synthetic.py "
+            "(seed 42). ours = whole train.py --no-evaluate (ingest, clean, 3 kNN tables, ALS, save); "
+            "implicit_only = pandas read + factorize + CosineRecommender(K=50).fit + ALS(64 f, 15 it).fit. "
+            "ratio = ours wall / (implicit cosine fit + ALS fit).",
+            "machine": machine(),
+        },
+    )
     for size in sizes:
         lines, users, items = SIZES[size]
         result = run_size(size, args.timeout, args.keep_models, args.max_rss_mib or None)

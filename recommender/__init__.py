@@ -3,6 +3,7 @@
 Data flows one way: ``data`` (read, clean, build matrices) -> ``algorithms`` (fit) ->
 ``artifacts`` (versioned files) -> ``service`` (answers in external ids) -> ``server`` (HTTP).
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

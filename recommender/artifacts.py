@@ -7,6 +7,7 @@ hidden temporary directory, fsynced, renamed into place, verified, and only then
 by atomically replacing the ``current`` symlink. A run that fails or is killed at any point
 leaves ``current`` pointing at the previous, complete version. Loading never unpickles.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -94,12 +95,17 @@ def save(
     ArtifactError
         The write or the verification failed; nothing was promoted and the temporary
         directory is removed.
+
+    Long because writing, verifying, promoting and pruning are one all-or-nothing sequence:
+    any failure removes the half-written version.
     """
     models_dir = Path(models_dir)
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ArtifactError(f"{models_dir}: cannot create models directory: {exc.strerror}") from None
+        raise ArtifactError(
+            f"{models_dir}: cannot create models directory: {exc.strerror}"
+        ) from None
     _remove_stale_temporaries(models_dir)
     version = _new_version(models_dir)
     staging = models_dir / f"{_TMP_PREFIX}{version}-{os.getpid()}"
@@ -118,7 +124,7 @@ def save(
             **manifest,
             "schema_version": SCHEMA_VERSION,
             "version": version,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": files,
             "documents": extra,
         }
@@ -137,8 +143,12 @@ def save(
     if promote_it:
         promote(models_dir, version)
     prune(models_dir, keep_versions)
-    logger.info("saved %s model version %s (%d arrays)", "and promoted" if promote_it else "(not promoted)",
-                version, len(arrays))
+    logger.info(
+        "saved %s model version %s (%d arrays)",
+        "and promoted" if promote_it else "(not promoted)",
+        version,
+        len(arrays),
+    )
     return final
 
 
@@ -189,7 +199,8 @@ def versions(models_dir: str | Path) -> list[str]:
     if not models_dir.is_dir():
         return []
     return sorted(
-        entry.name for entry in models_dir.iterdir()
+        entry.name
+        for entry in models_dir.iterdir()
         if _VERSION_PATTERN.match(entry.name) and (entry / MANIFEST).is_file()
     )
 
@@ -219,7 +230,9 @@ def load_current_bundle(models_dir: str | Path) -> ModelBundle:
 def _current_path(models_dir: str | Path) -> Path:
     version = current_version(models_dir)
     if version is None:
-        raise ArtifactError(f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train")
+        raise ArtifactError(
+            f"{models_dir}: no trained model yet (no '{CURRENT}' link); run make train"
+        )
     return Path(models_dir) / version
 
 
@@ -227,7 +240,9 @@ def load_bundle(path: str | Path) -> ModelBundle:
     """Load and verify one version directory as a ``ModelBundle`` over memory-mapped arrays."""
     artifact = load(path)
     try:
-        return ModelBundle.from_arrays(artifact.arrays, {**artifact.manifest, "version": artifact.version})
+        return ModelBundle.from_arrays(
+            artifact.arrays, {**artifact.manifest, "version": artifact.version}
+        )
     except ArtifactError as exc:
         raise ArtifactError(f"{artifact.path}: {exc}") from None
 
@@ -249,7 +264,9 @@ def load(path: str | Path) -> Artifact:
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path / MANIFEST}: unreadable: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(f"{path / MANIFEST}: unsupported schema_version (expected {SCHEMA_VERSION})")
+        raise ArtifactError(
+            f"{path / MANIFEST}: unsupported schema_version (expected {SCHEMA_VERSION})"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ArtifactError(f"{path / MANIFEST}: no file list")
@@ -279,7 +296,9 @@ def load(path: str | Path) -> Artifact:
                 raise ArtifactError(f"{path / name}: checksum mismatch (file changed or corrupted)")
         except OSError as exc:
             raise ArtifactError(f"{path / name}: cannot read: {exc.strerror}") from None
-    return Artifact(version=str(manifest.get("version", path.name)), path=path, manifest=manifest, arrays=arrays)
+    return Artifact(
+        version=str(manifest.get("version", path.name)), path=path, manifest=manifest, arrays=arrays
+    )
 
 
 def _write_array(path: Path, name: str, array: NDArray[Any] | StreamedArray) -> dict[str, Any]:
@@ -294,8 +313,12 @@ def _write_array(path: Path, name: str, array: NDArray[Any] | StreamedArray) -> 
         np.save(handle, array, allow_pickle=False)
         handle.flush()
         os.fsync(handle.fileno())
-    return {"sha256": _sha256(path), "shape": list(array.shape), "dtype": array.dtype.str,
-            "bytes": path.stat().st_size}
+    return {
+        "sha256": _sha256(path),
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "bytes": path.stat().st_size,
+    }
 
 
 def _write_streamed(path: Path, name: str, streamed: StreamedArray) -> dict[str, Any]:
@@ -307,21 +330,37 @@ def _write_streamed(path: Path, name: str, streamed: StreamedArray) -> dict[str,
     # Appended chunk by chunk through the page cache, not a writable memory map: mapped dirty
     # pages would count in the process's resident memory until the whole array is written.
     with open(path, "wb") as handle:
-        np.lib.format.write_array_header_2_0(handle, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                      "fortran_order": False, "shape": tuple(streamed.shape)})
+        np.lib.format.write_array_header_2_0(
+            handle,
+            {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": tuple(streamed.shape),
+            },
+        )
         filled = 0
         for chunk in streamed.chunks:
             chunk = np.ascontiguousarray(chunk, dtype=dtype)
-            if filled + len(chunk) > streamed.shape[0] or chunk.shape[1:] != tuple(streamed.shape[1:]):
-                raise ArtifactError(f"array {name!r}: chunks do not fit the declared shape {streamed.shape}")
+            if filled + len(chunk) > streamed.shape[0] or chunk.shape[1:] != tuple(
+                streamed.shape[1:]
+            ):
+                raise ArtifactError(
+                    f"array {name!r}: chunks do not fit the declared shape {streamed.shape}"
+                )
             handle.write(chunk.data.cast("B"))
             filled += len(chunk)
         if filled != streamed.shape[0]:
-            raise ArtifactError(f"array {name!r}: chunks filled {filled} of {streamed.shape[0]} rows")
+            raise ArtifactError(
+                f"array {name!r}: chunks filled {filled} of {streamed.shape[0]} rows"
+            )
         handle.flush()
         os.fsync(handle.fileno())
-    return {"sha256": _sha256(path), "shape": list(streamed.shape), "dtype": dtype.str,
-            "bytes": path.stat().st_size}
+    return {
+        "sha256": _sha256(path),
+        "shape": list(streamed.shape),
+        "dtype": dtype.str,
+        "bytes": path.stat().st_size,
+    }
 
 
 def _write_durably(path: Path, payload: bytes) -> None:
@@ -353,9 +392,15 @@ def _new_version(models_dir: Path) -> str:
     Versions sort by name in the order they were made, even when the clock steps back or
     two runs finish within the same microsecond, so a pruned name is never reused.
     """
-    moment = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    names = [entry.name.removeprefix(_TMP_PREFIX).rsplit("-", 1)[0] for entry in models_dir.iterdir()]
-    existing = [dt.datetime.strptime(name, _VERSION_FORMAT) for name in names if _VERSION_PATTERN.match(name)]
+    moment = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    names = [
+        entry.name.removeprefix(_TMP_PREFIX).rsplit("-", 1)[0] for entry in models_dir.iterdir()
+    ]
+    existing = [
+        dt.datetime.strptime(name, _VERSION_FORMAT)
+        for name in names
+        if _VERSION_PATTERN.match(name)
+    ]
     latest_pointer = current_version(models_dir)
     if latest_pointer and _VERSION_PATTERN.match(latest_pointer):
         existing.append(dt.datetime.strptime(latest_pointer, _VERSION_FORMAT))

@@ -7,6 +7,7 @@ its arrays (``arrays`` / ``from_arrays``) and the fields of its manifest
 bundle over memory-mapped arrays (``artifacts.load_bundle``); the server reads its fields.
 No other module assembles an array name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,7 +58,11 @@ class CsrArrays:
 
     @classmethod
     def of(cls, matrix: sp.csr_matrix) -> CsrArrays:
-        return cls(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32))
+        return cls(
+            matrix.indptr.astype(np.int64),
+            matrix.indices.astype(np.int32),
+            matrix.data.astype(np.float32),
+        )
 
     def matrix(self, shape: tuple[int, int]) -> sp.csr_matrix:
         """A CSR matrix over these arrays without copying them (memory-mapped pages stay shared)."""
@@ -66,7 +71,9 @@ class CsrArrays:
         matrix = sp.csr_matrix(shape, dtype=np.float32)
         # Plain ndarray views of the same pages: indexing numpy's memmap subclass costs a few
         # microseconds more each time, and a request indexes these arrays dozens of times.
-        matrix.data, matrix.indices, matrix.indptr = (np.asarray(a) for a in (self.data, self.indices, self.indptr))
+        matrix.data, matrix.indices, matrix.indptr = (
+            np.asarray(a) for a in (self.data, self.indices, self.indptr)
+        )
         if len(self.indices) < np.iinfo(np.int32).max:
             # One index dtype: scipy converts mixed int32/int64 index arrays to int64 on every
             # product, a copy of the whole matrix's indices per call (the precomputed lists make
@@ -163,10 +170,13 @@ class ModelBundle:
 
     def arrays(self) -> dict[str, Any]:
         """The flat name -> array layout written to disk (one ``.npy`` file per name)."""
-        out: dict[str, Any] = {"item_ids": self.item_ids, "user_ids": self.user_ids,
-                               **_prefixed("user_items", self.user_items.to_dict()),
-                               **_prefixed("catalog", self.catalog),
-                               "trending.popularity": self.trending}
+        out: dict[str, Any] = {
+            "item_ids": self.item_ids,
+            "user_ids": self.user_ids,
+            **_prefixed("user_items", self.user_items.to_dict()),
+            **_prefixed("catalog", self.catalog),
+            "trending.popularity": self.trending,
+        }
         for name, table in self.tables.items():
             out.update(_prefixed(name, table.to_dict()))
         if self.personal_matrix is not None:
@@ -174,7 +184,10 @@ class ModelBundle:
         if self.personal_incoming is not None:
             out.update(_prefixed("personal.incoming", self.personal_incoming.to_dict()))
         if self.als_item_factors is not None:
-            out["als.user_factors"], out["als.item_factors"] = self.als_user_factors, self.als_item_factors
+            out["als.user_factors"], out["als.item_factors"] = (
+                self.als_user_factors,
+                self.als_item_factors,
+            )
         out.update(_prefixed("evaluation", self.predictions))
         if self.lists is not None:
             out.update(_prefixed("personal_lists", self.lists.to_dict()))
@@ -184,37 +197,76 @@ class ModelBundle:
     def from_arrays(cls, arrays: dict[str, NDArray[Any]], manifest: dict[str, Any]) -> ModelBundle:
         """The bundle over loaded arrays; ``ArtifactError`` when a required one is missing."""
         try:
-            tables = {name: NeighbourArrays(*(arrays[f"{name}.{f}"] for f in NEIGHBOUR_FIELDS))
-                      for name in TABLES if f"{name}.neighbour_ids" in arrays}
-            personal_matrix = (CsrArrays(*(arrays[f"personal.matrix.{f}"] for f in CSR_FIELDS))
-                               if "personal.matrix.data" in arrays else None)
+            tables = {
+                name: NeighbourArrays(*(arrays[f"{name}.{f}"] for f in NEIGHBOUR_FIELDS))
+                for name in TABLES
+                if f"{name}.neighbour_ids" in arrays
+            }
+            personal_matrix = (
+                CsrArrays(*(arrays[f"personal.matrix.{f}"] for f in CSR_FIELDS))
+                if "personal.matrix.data" in arrays
+                else None
+            )
             return cls(
-                item_ids=arrays["item_ids"], user_ids=arrays["user_ids"],
+                item_ids=arrays["item_ids"],
+                user_ids=arrays["user_ids"],
                 user_items=CsrArrays(*(arrays[f"user_items.{f}"] for f in CSR_FIELDS)),
-                catalog={f: arrays[f"catalog.{f}"] for f in CATALOG_FIELDS + OPTIONAL_CATALOG_FIELDS
-                         if f in CATALOG_FIELDS or f"catalog.{f}" in arrays},
-                tables=tables, trending=arrays["trending.popularity"],
-                manifest=manifest, personal_matrix=personal_matrix,
-                personal_incoming=(CsrArrays(*(arrays[f"personal.incoming.{f}"] for f in CSR_FIELDS))
-                                   if "personal.incoming.data" in arrays else None),
+                catalog={
+                    f: arrays[f"catalog.{f}"]
+                    for f in CATALOG_FIELDS + OPTIONAL_CATALOG_FIELDS
+                    if f in CATALOG_FIELDS or f"catalog.{f}" in arrays
+                },
+                tables=tables,
+                trending=arrays["trending.popularity"],
+                manifest=manifest,
+                personal_matrix=personal_matrix,
+                personal_incoming=(
+                    CsrArrays(*(arrays[f"personal.incoming.{f}"] for f in CSR_FIELDS))
+                    if "personal.incoming.data" in arrays
+                    else None
+                ),
                 lists=_lists(arrays),
-                als_user_factors=arrays.get("als.user_factors"), als_item_factors=arrays.get("als.item_factors"),
-                predictions={name.removeprefix("evaluation."): array for name, array in arrays.items()
-                             if name.startswith("evaluation.")},
+                als_user_factors=arrays.get("als.user_factors"),
+                als_item_factors=arrays.get("als.item_factors"),
+                predictions={
+                    name.removeprefix("evaluation."): array
+                    for name, array in arrays.items()
+                    if name.startswith("evaluation.")
+                },
             )
         except KeyError as exc:
             raise ArtifactError(f"incomplete model: no array {exc}") from None
 
 
-def build_manifest(*, components: dict[str, Any], blend: dict[str, Any], params: dict[str, Any],
-                   data: dict[str, Any], cleaning: dict[str, Any], counts: dict[str, Any],
-                   evaluation: dict[str, Any], gate: dict[str, Any], notes: list[str],
-                   libraries: dict[str, str], engine: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    *,
+    components: dict[str, Any],
+    blend: dict[str, Any],
+    params: dict[str, Any],
+    data: dict[str, Any],
+    cleaning: dict[str, Any],
+    counts: dict[str, Any],
+    evaluation: dict[str, Any],
+    gate: dict[str, Any],
+    notes: list[str],
+    libraries: dict[str, str],
+    engine: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The manifest of a version, the same fields from either engine (``engine`` says which
     when it is not the local one); ``artifacts.save`` adds the version, files and checksums,
     ``training.save_version`` the training time."""
-    manifest = {"components": components, "blend": blend, "params": params, "data": data, "cleaning": cleaning,
-                "counts": counts, "evaluation": evaluation, "gate": gate, "notes": notes, "libraries": libraries}
+    manifest = {
+        "components": components,
+        "blend": blend,
+        "params": params,
+        "data": data,
+        "cleaning": cleaning,
+        "counts": counts,
+        "evaluation": evaluation,
+        "gate": gate,
+        "notes": notes,
+        "libraries": libraries,
+    }
     if engine is not None:
         manifest = {"engine": engine, **manifest}
     return manifest
@@ -222,10 +274,15 @@ def build_manifest(*, components: dict[str, Any], blend: dict[str, Any], params:
 
 def _lists(arrays: dict[str, NDArray[Any]]) -> PersonalLists | None:
     if "personal_lists.packed" in arrays:
-        return PersonalLists.from_packed(arrays["personal_lists.packed"], arrays["personal_lists.strategy"])
+        return PersonalLists.from_packed(
+            arrays["personal_lists.packed"], arrays["personal_lists.strategy"]
+        )
     if "personal_lists.items" in arrays:  # versions written before the packed layout
-        return PersonalLists(arrays["personal_lists.items"], arrays["personal_lists.scores"],
-                             arrays["personal_lists.strategy"])
+        return PersonalLists(
+            arrays["personal_lists.items"],
+            arrays["personal_lists.scores"],
+            arrays["personal_lists.strategy"],
+        )
     return None
 
 

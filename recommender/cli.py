@@ -1,9 +1,10 @@
 """Command lines of ``train.py`` and ``serve.py``: parse options, configure logging, map errors to exit codes.
 
 Exit codes: 0 success, 2 bad input or configuration (a one-line message naming the file,
-field or option), 3 a new model refused by the promotion gate, 75 another nightly or alerts run holds the lock, 1 anything else (a one-line
-message; ``--verbose`` adds the traceback).
+field or option), 3 a new model refused by the promotion gate, 75 another nightly or alerts
+run holds the lock, 1 anything else (a one-line message; ``--verbose`` adds the traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,15 @@ TRAIN_HELP = {
     "weighting": "customer x item cell value for item-to-item: binary, count, log",
     "excluded_items": "comma-separated non-product codes to drop",
     "item_pattern": "regular expression that product ids must match",
-    "include_activity": "activity store (SQLite file or postgresql:// URL) whose recorded purchases join the log",
+    "include_activity": "activity store (SQLite file or postgresql:// URL) whose purchases join the log",
     "activity_db": "activity store: a SQLite file or a postgresql://user@host:port/db URL",
     "activity_db_password": "PostgreSQL password (better: RECO_ACTIVITY_DB_PASSWORD or PGPASSWORD)",
     "als_confidence": "ALS confidence weighting: binary, log, bm25",
-    "trending_half_life_days": "age at which a sale counts half for trending items, when the blend is not tuned",
+    "trending_half_life_days": "age at which a sale counts half for trending (untuned blend)",
     "keep_versions": "model versions kept on disk",
     "num_threads": "threads for implicit (0 = all cores)",
     "max_history": "item-to-item counts each customer's most recent N items only (0 = all)",
-    "personal_list_depth": "each known customer's best N candidates precomputed for serving (0 = score per request)",
+    "personal_list_depth": "each known customer's best N candidates precomputed (0 = score per request)",
     "engine": "training engine: local (pandas + implicit) or spark (pip install .[spark])",
     "spark_master": "Spark master URL (default: local[*], or what spark-submit set)",
     "spark_driver_memory": "driver memory when train.py starts Spark itself (spark-submit sets its own)",
@@ -75,7 +76,9 @@ SERVE_HELP = {
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``train.py``: train on a purchase log and promote the new model version."""
-    parser = argparse.ArgumentParser(prog="train.py", description="Train on a purchase log and promote the new model version.")
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train on a purchase log and promote the new model version."
+    )
     _add_config_options(parser, TrainConfig, TRAIN_HELP, "train")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
@@ -92,9 +95,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
     """``serve.py``: serve the current model over HTTP (gunicorn; ``--dev`` for Flask's server)."""
-    parser = argparse.ArgumentParser(prog="serve.py", description="Serve the current model over HTTP.")
+    parser = argparse.ArgumentParser(
+        prog="serve.py", description="Serve the current model over HTTP."
+    )
     _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
-    parser.add_argument("--dev", action="store_true", help="Flask's development server (not for production)")
+    parser.add_argument(
+        "--dev", action="store_true", help="Flask's development server (not for production)"
+    )
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     _single_threaded_blas()
@@ -103,10 +110,15 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         from .server import create_app, wsgi
 
         config = load_config(ServeConfig, args.config, _overrides(args))
-        app_config: dict[str, Any] = {**vars(config), "alerts": vars(load_config(AlertsConfig, args.config))}
+        app_config: dict[str, Any] = {
+            **vars(config),
+            "alerts": vars(load_config(AlertsConfig, args.config)),
+        }
         if args.dev:
             wsgi.configure_request_log(config.request_log)
-            create_app(app_config).run(host=config.host, port=config.port, debug=False, threaded=True)
+            create_app(app_config).run(
+                host=config.host, port=config.port, debug=False, threaded=True
+            )
         else:
             wsgi.run_gunicorn(config, app_config)
 
@@ -115,8 +127,10 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 
 def nightly_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recommender nightly``: the unattended retrain (see ``recommender.nightly``)."""
-    parser = argparse.ArgumentParser(prog="python -m recommender nightly",
-                                     description="Ingest, train, evaluate, gate, promote, reload, prune.")
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender nightly",
+        description="Ingest, train, evaluate, gate, promote, reload, prune.",
+    )
     _add_config_options(parser, TrainConfig, TRAIN_HELP, "train")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
@@ -133,11 +147,15 @@ def nightly_main(argv: Sequence[str] | None = None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``python -m recommender export``: each customer's top picks for an e-mail campaign."""
-    parser = argparse.ArgumentParser(prog="python -m recommender export",
-                                     description="Write every customer's top-k recommendations to CSV or JSON Lines.")
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender export",
+        description="Write every customer's top-k recommendations to CSV or JSON Lines.",
+    )
     parser.add_argument("--out", required=True, help="output file, or - for standard output")
     parser.add_argument("--k", default="10", help="recommendations per customer (default 10)")
-    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    parser.add_argument(
+        "--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)"
+    )
     parser.add_argument("--jobs", default="2", help="parallel batches (default 2)")
     _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
     args = parser.parse_args(argv)
@@ -148,14 +166,19 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         from .customers import read_customers
         from .serving.service import RecommendationService
 
-        overrides = {k: v for k, v in _overrides(args).items() if k not in ("out", "k", "format", "jobs")}
+        overrides = {
+            k: v for k, v in _overrides(args).items() if k not in ("out", "k", "format", "jobs")
+        }
         config = load_config(ServeConfig, args.config, overrides)
         k, jobs = _positive_int("k", args.k), _positive_int("jobs", args.jobs)
         service = RecommendationService(artifacts.load_current_bundle(config.models_dir))
         excluded = read_customers(config.customers_file).opted_out | _forgotten(config)
         counts = export.export(service, args.out, k, args.format, excluded, jobs=jobs)
-        print(f"exported {counts['customers']} customers ({counts['skipped']} opted out or forgotten) to {args.out}",
-              file=sys.stderr)
+        print(
+            f"exported {counts['customers']} customers "
+            f"({counts['skipped']} opted out or forgotten) to {args.out}",
+            file=sys.stderr,
+        )
 
     return _guarded(work, args.verbose)
 
@@ -165,10 +188,14 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
     file for the shop's mail tool and/or by e-mail (``--smtp-host``)."""
     parser = argparse.ArgumentParser(
         prog="python -m recommender alerts",
-        description="Find the alerts due (back in stock, price dropped, new for you) and deliver them: one digest "
-                    "per customer, by e-mail when smtp_host is set, and/or to --out (CSV, or JSON Lines for .jsonl).")
+        description="Find the alerts due (back in stock, price dropped, new for you) and deliver "
+        "them: one digest per customer, by e-mail when smtp_host is set, and/or to --out (CSV, "
+        "or JSON Lines for .jsonl).",
+    )
     parser.add_argument("--out", help="alerts file for the shop's mail tool (.csv or .jsonl)")
-    parser.add_argument("--catalog", help="record this catalog file's prices and availability first (CSV/Parquet)")
+    parser.add_argument(
+        "--catalog", help="record this catalog file's prices and availability first (CSV/Parquet)"
+    )
     _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
     _add_config_options(parser, AlertsConfig, ALERTS_HELP, "alerts", common=False)
     args = parser.parse_args(argv)
@@ -180,11 +207,22 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
 
         given = _overrides(args)
         alert_fields = {spec.name for spec in dataclasses.fields(AlertsConfig)}
-        config = load_config(ServeConfig, args.config, {k: v for k, v in given.items()
-                                                        if k not in alert_fields and k not in ("out", "catalog")})
-        settings = load_config(AlertsConfig, args.config, {k: v for k, v in given.items() if k in alert_fields})
+        config = load_config(
+            ServeConfig,
+            args.config,
+            {
+                k: v
+                for k, v in given.items()
+                if k not in alert_fields and k not in ("out", "catalog")
+            },
+        )
+        settings = load_config(
+            AlertsConfig, args.config, {k: v for k, v in given.items() if k in alert_fields}
+        )
         if not args.out and not settings.smtp_host:
-            raise ConfigError("out: give --out FILE and/or --smtp-host (nowhere to deliver the alerts)")
+            raise ConfigError(
+                "out: give --out FILE and/or --smtp-host (nowhere to deliver the alerts)"
+            )
         out = Path(args.out) if args.out else None
         if out is not None and out.suffix not in (".csv", ".jsonl"):
             raise ConfigError(f"out: {out.name} must end in .csv or .jsonl")
@@ -195,10 +233,14 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
 
             catalog = catalog_states(read_catalog(args.catalog))
         counts = alerts.run(config, settings, out, catalog)
-        print(f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"
-              + (f" to {out}" if out else "") + (f" by e-mail via {settings.smtp_host}" if settings.smtp_host else "")
-              + f"; {counts['capped']} customers capped, {counts['no_address']} without an address, "
-              f"{counts['resent']} unconfirmed e-mails of an earlier run sent", file=sys.stderr)
+        print(
+            f"alerts: {counts['alerts']} alerts in {counts['digests']} digests"
+            + (f" to {out}" if out else "")
+            + (f" by e-mail via {settings.smtp_host}" if settings.smtp_host else "")
+            + f"; {counts['capped']} customers capped, {counts['no_address']} without an address, "
+            f"{counts['resent']} unconfirmed e-mails of an earlier run sent",
+            file=sys.stderr,
+        )
 
     return _guarded(work, args.verbose)
 
@@ -232,7 +274,11 @@ def _positive_int(name: str, raw: str) -> int:
 
 
 def _add_config_options(
-    parser: argparse.ArgumentParser, cls: type, help_texts: dict[str, str], section: str, common: bool = True
+    parser: argparse.ArgumentParser,
+    cls: type,
+    help_texts: dict[str, str],
+    section: str,
+    common: bool = True,
 ) -> None:
     """One ``--option`` per config field, so every setting can be given on the command line.
 
@@ -243,19 +289,31 @@ def _add_config_options(
         parser.add_argument("--config", help=f"TOML file with a [{section}] table")
     for spec in dataclasses.fields(cls):
         flag = "--" + spec.name.replace("_", "-")
-        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[operator]
+        default = (
+            spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[operator]
+        )
         shown = ",".join(default) if isinstance(default, tuple) else default
-        text = f"{help_texts.get(spec.name, spec.name.replace('_', ' '))} (default: {shown or 'none'})"
+        text = (
+            f"{help_texts.get(spec.name, spec.name.replace('_', ' '))} (default: {shown or 'none'})"
+        )
         if str(spec.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
         else:
-            parser.add_argument(flag, dest=spec.name, default=None, metavar=spec.name.upper(), help=text)
+            parser.add_argument(
+                flag, dest=spec.name, default=None, metavar=spec.name.upper(), help=text
+            )
     if common:
-        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", help="debug logging and tracebacks"
+        )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: value for key, value in vars(args).items() if key not in ("config", "verbose", "dev")}
+    return {
+        key: value for key, value in vars(args).items() if key not in ("config", "verbose", "dev")
+    }
 
 
 def _guarded(work: Any, verbose: bool) -> int:
@@ -279,7 +337,9 @@ def _guarded(work: Any, verbose: bool) -> int:
     except Exception as exc:  # the last line of defence: one line, no traceback unless asked
         if verbose:
             logger.exception("unexpected error")
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose)", file=sys.stderr
+        )
         return 1
     return 0
 

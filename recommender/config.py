@@ -5,6 +5,7 @@ TOML file (``[train]`` / ``[serve]`` / ``[alerts]`` tables), ``RECO_*`` environm
 ``RECO_MODELS_DIR``), then explicit overrides (command-line options, a test's mapping).
 Every value is validated once, here, and a bad one raises ``ConfigError`` naming it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,15 @@ FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "n
 # Short codes that a real catalog may use as product ids ("M", "D") are only excluded by the
 # preset of the export that uses them (``data.loading.PRESET_EXCLUDED_ITEMS``).
 DEFAULT_EXCLUDED_ITEMS = (
-    "POST", "DOT", "C2", "CRUK", "PADS", "BANK CHARGES", "AMAZONFEE", "ADJUST", "ADJUST2",
+    "POST",
+    "DOT",
+    "C2",
+    "CRUK",
+    "PADS",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "ADJUST",
+    "ADJUST2",
 )
 
 
@@ -150,13 +159,27 @@ class TrainConfig:
 
     @property
     def als(self) -> AlsSettings:
-        return AlsSettings(self.als_factors, self.als_regularization, self.als_alpha, self.als_iterations,
-                           self.als_confidence, self.random_state, self.num_threads, self.use_gpu)
+        return AlsSettings(
+            self.als_factors,
+            self.als_regularization,
+            self.als_alpha,
+            self.als_iterations,
+            self.als_confidence,
+            self.random_state,
+            self.num_threads,
+            self.use_gpu,
+        )
 
     @property
     def neighbour_settings(self) -> NeighbourSettings:
-        return NeighbourSettings(self.similarity, self.neighbours, self.min_support, self.min_pair_support,
-                                 self.max_history, self.num_threads)
+        return NeighbourSettings(
+            self.similarity,
+            self.neighbours,
+            self.min_support,
+            self.min_pair_support,
+            self.max_history,
+            self.num_threads,
+        )
 
     @property
     def gate(self) -> GateSettings:
@@ -164,9 +187,18 @@ class TrainConfig:
 
     @property
     def evaluation_settings(self) -> EvaluationSettings:
-        return EvaluationSettings(self.eval_k, self.random_state, self.jobs, self.test_days, self.validation_periods,
-                                  self.max_eval_users, self.ease_max_items, self.trending_half_life_days, self.als,
-                                  self.neighbour_settings)
+        return EvaluationSettings(
+            self.eval_k,
+            self.random_state,
+            self.jobs,
+            self.test_days,
+            self.validation_periods,
+            self.max_eval_users,
+            self.ease_max_items,
+            self.trending_half_life_days,
+            self.als,
+            self.neighbour_settings,
+        )
 
     def validate(self) -> TrainConfig:
         _choice("engine", self.engine, ENGINES)
@@ -179,8 +211,19 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         if not 0 <= self.gate_tolerance < 1:
             raise ConfigError(f"gate_tolerance: must be in [0, 1), got {self.gate_tolerance}")
-        for name in ("neighbours", "min_support", "min_pair_support", "keep_versions", "als_factors",
-                     "als_iterations", "eval_k", "validation_periods", "max_eval_users", "ease_max_items", "jobs"):
+        for name in (
+            "neighbours",
+            "min_support",
+            "min_pair_support",
+            "keep_versions",
+            "als_factors",
+            "als_iterations",
+            "eval_k",
+            "validation_periods",
+            "max_eval_users",
+            "ease_max_items",
+            "jobs",
+        ):
             _at_least(name, getattr(self, name), 1)
         for name in ("num_threads", "max_history", "spark_partitions", "personal_list_depth"):
             _at_least(name, getattr(self, name), 0)
@@ -228,8 +271,17 @@ class ServeConfig:
         _at_least("port", self.port, 1)
         if self.port > 65535:
             raise ConfigError(f"port: at most 65535, got {self.port}")
-        for name in ("default_k", "max_k", "max_id_length", "workers", "threads", "max_items", "max_events",
-                     "max_body_bytes", "history_limit"):
+        for name in (
+            "default_k",
+            "max_k",
+            "max_id_length",
+            "workers",
+            "threads",
+            "max_items",
+            "max_events",
+            "max_body_bytes",
+            "history_limit",
+        ):
             _at_least(name, getattr(self, name), 1)
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin_token: must be at least 16 characters (use a random string)")
@@ -276,7 +328,9 @@ class AlertsConfig:
         for rule in self.rules:
             _choice("rules", rule, ALERT_RULES)
         if not 0 < self.price_drop < 1:
-            raise ConfigError(f"price_drop: must be a fraction between 0 and 1, got {self.price_drop}")
+            raise ConfigError(
+                f"price_drop: must be a fraction between 0 and 1, got {self.price_drop}"
+            )
         for name in ("interest_days", "new_days"):
             _positive(name, getattr(self, name))
         if self.cap_days < 0:
@@ -330,7 +384,9 @@ def load_config(
     unknown = set(values) - names
     if unknown:
         raise ConfigError(f"unknown setting {sorted(unknown)[0]!r}")
-    kwargs = {f.name: _coerce(f, values[f.name]) for f in dataclasses.fields(cls) if f.name in values}
+    kwargs = {
+        f.name: _coerce(f, values[f.name]) for f in dataclasses.fields(cls) if f.name in values
+    }
     return cls(**kwargs).validate()
 
 

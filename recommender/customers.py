@@ -6,6 +6,7 @@ recommendations, no export rows and no e-mail.
 Read with the standard ``csv`` module (the server never imports pandas) and held in memory:
 a shop's customer list is small next to its purchase log.
 """
+
 from __future__ import annotations
 
 import csv

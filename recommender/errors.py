@@ -4,6 +4,7 @@ The entry points map these to exit codes (``train.py``) and HTTP statuses (the s
 so a caller can tell bad input (``DataError``, ``ConfigError``) from a broken model
 (``ArtifactError``) without parsing messages.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@
 has are excluded before the cut, as in production; targets that no model can reach (items
 first sold after the cut-off) stay in the denominators, so figures are honest.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,21 +44,30 @@ def top_k(scores: NDArray[np.floating], seen: sp.csr_matrix, k: int) -> NDArray[
 def row_hits(recommended: NDArray[np.int64], held_out: HeldOut) -> NDArray[np.float64]:
     """(n_rows, k) 1.0 where the recommended item is one of the row's targets."""
     n_rows = len(recommended)
-    return np.asarray(
-        held_out.targets[np.repeat(np.arange(n_rows), recommended.shape[1]), recommended.ravel()]
-    ).reshape(recommended.shape).astype(np.float64)
+    return (
+        np.asarray(
+            held_out.targets[
+                np.repeat(np.arange(n_rows), recommended.shape[1]), recommended.ravel()
+            ]
+        )
+        .reshape(recommended.shape)
+        .astype(np.float64)
+    )
 
 
 def row_ndcg(recommended: NDArray[np.int64], held_out: HeldOut) -> NDArray[np.float64]:
     """NDCG at ``recommended.shape[1]`` of each row (the mean is ``ranking_metrics``' ndcg)."""
     hits = row_hits(recommended, held_out)
     discount = 1.0 / np.log2(np.arange(2, recommended.shape[1] + 2))
-    ideal = np.cumsum(discount)[np.minimum(np.maximum(held_out.n_targets, 1), recommended.shape[1]) - 1]
+    ideal = np.cumsum(discount)[
+        np.minimum(np.maximum(held_out.n_targets, 1), recommended.shape[1]) - 1
+    ]
     return (hits * discount).sum(axis=1) / ideal
 
 
-def bootstrap_interval(values: NDArray[np.floating], level: float = 0.95, resamples: int = 1000,
-                       seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_interval(
+    values: NDArray[np.floating], level: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
     """Percentile bootstrap over rows (customers, baskets) of the mean of ``values``:
     (low, high, standard error). The rows are the unit of sampling because they are what
     varies from one period or shop to the next."""
@@ -69,15 +79,15 @@ def bootstrap_interval(values: NDArray[np.floating], level: float = 0.95, resamp
     means = np.empty(resamples)
     for start in range(0, resamples, 100):  # blocks of resamples bound the index matrix
         stop = min(start + 100, resamples)
-        means[start:stop] = values[rng.integers(0, len(values), size=(stop - start, len(values)))].mean(axis=1)
+        means[start:stop] = values[
+            rng.integers(0, len(values), size=(stop - start, len(values)))
+        ].mean(axis=1)
     tail = (1.0 - level) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high), float(means.std(ddof=1))
 
 
-def ranking_metrics(
-    recommended: NDArray[np.int64], held_out: HeldOut, k: int
-) -> dict[str, float]:
+def ranking_metrics(recommended: NDArray[np.int64], held_out: HeldOut, k: int) -> dict[str, float]:
     """Precision, recall, NDCG, MAP, hit rate at k, catalog coverage and novelty.
 
     ``recommended`` is (n_rows, k) item indices, best first. Novelty is the mean popularity
@@ -102,7 +112,10 @@ def ranking_metrics(
 
 
 def next_item_metrics(
-    neighbour_ids: NDArray[np.integer], queries: NDArray[np.int64], targets: NDArray[np.int64], k: int
+    neighbour_ids: NDArray[np.integer],
+    queries: NDArray[np.int64],
+    targets: NDArray[np.int64],
+    k: int,
 ) -> dict[str, float]:
     """Item-to-item quality: for pairs (item bought, next item bought by the same customer),
     how often and how high the next item is among the first's k neighbours."""

@@ -2,13 +2,15 @@
 
 Steps: take the lock (one run at a time: a lock file in the models directory, and with
 ``--include-activity`` the activity store's own run lock, so that with one PostgreSQL shared
-by several hosts, each running this from cron, one trains and the others exit 75); stop early when neither the log nor the activity
-store changed since the serving model was trained; train, evaluate, gate and promote
+by several hosts, each running this from cron, one trains and the others exit 75); stop
+early when neither the log nor the activity store changed since the serving model was
+trained; train, evaluate, gate and promote
 (``runner.train``); wait until the running server answers with the new version (it reloads
 by itself when ``models/current`` changes, between requests, without a restart); delete
 activity events older than the retention period. Progress bars in a terminal, plain log
 lines under cron.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,13 +40,23 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
     show = sys.stderr.isatty() if progress is None else progress
     models_dir = Path(config.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    store = (ActivityStore(config.include_activity, history_limit=10**9, history_days=config.event_retention_days,
-                           password=config.activity_db_password) if config.include_activity else None)
+    store = (
+        ActivityStore(
+            config.include_activity,
+            history_limit=10**9,
+            history_days=config.event_retention_days,
+            password=config.activity_db_password,
+        )
+        if config.include_activity
+        else None
+    )
     with open(models_dir / LOCK_NAME, "a+") as lock, ExitStack() as held:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise NightlyBusyError(f"{models_dir / LOCK_NAME}: another nightly run is in progress") from None
+            raise NightlyBusyError(
+                f"{models_dir / LOCK_NAME}: another nightly run is in progress"
+            ) from None
         if store is not None:
             held.callback(store.close)
             try:
@@ -53,8 +65,14 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
                 raise NightlyBusyError(str(exc)) from None
             except StoreError as exc:
                 raise DataError(f"include_activity: {exc}") from None
-        steps = ["look for new data", "train, evaluate, gate, promote", "server reload", "prune old events"]
+        steps = [
+            "look for new data",
+            "train, evaluate, gate, promote",
+            "server reload",
+            "prune old events",
+        ]
         with tqdm(total=len(steps), desc="nightly", unit="step", disable=not show) as bar:
+
             def step(name: str) -> None:
                 bar.set_postfix_str(name)
                 if not show:
@@ -64,8 +82,11 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             signature = run_steps.data_signature(config)
             current = artifacts.current_version(models_dir)
             manifest = artifacts.read_manifest(models_dir, current) if current else None
-            unchanged = signature.get("log_sha256") is not None and manifest and (
-                manifest.get("data", {}).get("signature") == signature)
+            unchanged = (
+                signature.get("log_sha256") is not None
+                and manifest
+                and (manifest.get("data", {}).get("signature") == signature)
+            )
             if unchanged and not config.force:
                 logger.info("nightly: nothing new since model %s; done", current)
                 return {"status": "nothing new", "version": current}
@@ -76,7 +97,11 @@ def run(config: TrainConfig, progress: bool | None = None) -> dict[str, Any]:
             bar.update(1)
 
             step(steps[2])
-            reload = wait_for_server(config.server_url, version) if config.server_url else "no server_url given"
+            reload = (
+                wait_for_server(config.server_url, version)
+                if config.server_url
+                else "no server_url given"
+            )
             bar.update(1)
 
             step(steps[3])

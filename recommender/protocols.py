@@ -28,6 +28,7 @@ The rule (``choose_protocol``), with the figures behind it kept in ``Protocol.st
    both);
 4. otherwise ``next-purchase``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,16 +55,27 @@ class Protocol:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "also_measured": list(self.also), "reason": self.reason, "stats": self.stats}
+        return {
+            "name": self.name,
+            "also_measured": list(self.also),
+            "reason": self.reason,
+            "stats": self.stats,
+        }
 
 
-def choose_protocol(purchases: pd.DataFrame, test_days: float = 30.0, validation_periods: int = 3) -> Protocol:
+def choose_protocol(
+    purchases: pd.DataFrame, test_days: float = 30.0, validation_periods: int = 3
+) -> Protocol:
     """Apply the module's rule to a cleaned purchase log (``user_id`` NA for guest lines);
     ``data.split.protocol_figures`` counts what the rule reads."""
     figures = protocol_figures(purchases, test_days, validation_periods + 1, MIN_CUSTOMERS)
     if figures.missing:
-        return Protocol(RANDOM_HOLDOUT, {"customers": NO_CUSTOMERS, "timestamps": NO_TIMESTAMPS,
-                                         "times": ONE_TIMESTAMP}[figures.missing])
+        return Protocol(
+            RANDOM_HOLDOUT,
+            {"customers": NO_CUSTOMERS, "timestamps": NO_TIMESTAMPS, "times": ONE_TIMESTAMP}[
+                figures.missing
+            ],
+        )
     return decide(figures.customers, figures.repeat, figures.periods, test_days)
 
 
@@ -72,34 +84,58 @@ NO_TIMESTAMPS = "the log has no timestamps: customers are held out at random"
 ONE_TIMESTAMP = "every purchase has the same timestamp: customers are held out at random"
 
 
-def decide(customers: int, repeat: int, periods: list[dict[str, Any]] | None, test_days: float,
-           measure_both: bool = True) -> Protocol:
+def decide(
+    customers: int,
+    repeat: int,
+    periods: list[dict[str, Any]] | None,
+    test_days: float,
+    measure_both: bool = True,
+) -> Protocol:
     """Rules 2-4 of the module docstring, from the figures either engine computes: customers,
     those who bought at two different times, and each period's evaluable customers and
     coverage (``periods``, newest first; needed only when ``repeat >= MIN_CUSTOMERS``).
     ``measure_both`` false: the rolling protocol is measured alone (the Spark engine)."""
     stats: dict[str, Any] = {"customers": customers, "repeat_customers": repeat}
     if repeat < MIN_CUSTOMERS or not periods:
-        return Protocol(RANDOM_HOLDOUT, f"only {repeat} customers bought at two different times "
-                                        f"(fewer than {MIN_CUSTOMERS}): customers are held out at random", stats=stats)
+        return Protocol(
+            RANDOM_HOLDOUT,
+            f"only {repeat} customers bought at two different times "
+            f"(fewer than {MIN_CUSTOMERS}): customers are held out at random",
+            stats=stats,
+        )
     stats["periods"] = periods
     coverages = [period["coverage"] for period in periods]
     evaluable = [period["evaluable_customers"] for period in periods]
     worst, best = min(coverages), max(coverages)
-    stats["rule"] = (f"each of the {len(periods)} last {test_days:g}-day periods needs >= {MIN_CUSTOMERS} evaluable "
-                     f"customers and >= {MIN_COVERAGE:.0%} of the repeat customers, the best at most "
-                     f"{MAX_UNEVENNESS:g}x the worst")
+    stats["rule"] = (
+        f"each of the {len(periods)} last {test_days:g}-day periods needs >= {MIN_CUSTOMERS} evaluable "
+        f"customers and >= {MIN_COVERAGE:.0%} of the repeat customers, the best at most "
+        f"{MAX_UNEVENNESS:g}x the worst"
+    )
     if min(evaluable) < MIN_CUSTOMERS or worst < MIN_COVERAGE:
-        return Protocol(NEXT_PURCHASE, f"the last {test_days:g}-day periods hold too few of the {repeat} repeat "
-                                       f"customers (worst {worst:.1%}, {min(evaluable)} customers): each customer's "
-                                       "last order is held out instead", stats=stats)
+        return Protocol(
+            NEXT_PURCHASE,
+            f"the last {test_days:g}-day periods hold too few of the {repeat} repeat "
+            f"customers (worst {worst:.1%}, {min(evaluable)} customers): each customer's "
+            "last order is held out instead",
+            stats=stats,
+        )
     if best > MAX_UNEVENNESS * worst:
-        return Protocol(NEXT_PURCHASE, f"the last {test_days:g}-day periods cover the repeat customers too unevenly "
-                                       f"({worst:.1%} to {best:.1%}): each customer's last order is held out instead",
-                        stats=stats)
-    reason = (f"each of the last {len(periods)} {test_days:g}-day periods holds {worst:.0%} or more of the {repeat} "
-              "repeat customers: rolling time split")
+        return Protocol(
+            NEXT_PURCHASE,
+            f"the last {test_days:g}-day periods cover the repeat customers too unevenly "
+            f"({worst:.1%} to {best:.1%}): each customer's last order is held out instead",
+            stats=stats,
+        )
+    reason = (
+        f"each of the last {len(periods)} {test_days:g}-day periods holds {worst:.0%} or more of "
+        f"the {repeat} repeat customers: rolling time split"
+    )
     if not measure_both:
         return Protocol(ROLLING, reason, stats=stats)
-    return Protocol(ROLLING, reason + ", each customer's next purchase measured too", also=(NEXT_PURCHASE,),
-                    stats=stats)
+    return Protocol(
+        ROLLING,
+        reason + ", each customer's next purchase measured too",
+        also=(NEXT_PURCHASE,),
+        stats=stats,
+    )

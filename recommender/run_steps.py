@@ -5,6 +5,7 @@ the promotion gate, and saving (and promoting) the version with its report.
 
 Both engines import this module; it imports neither engine, and no pandas.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ from .errors import DataError, GateRefusedError, StoreError
 logger = logging.getLogger(__name__)
 
 
-def save_version(config: TrainConfig, bundle: ModelBundle, evaluation: dict[str, Any],
-                 current_version: str | None, started: float) -> Path:
+def save_version(
+    config: TrainConfig,
+    bundle: ModelBundle,
+    evaluation: dict[str, Any],
+    current_version: str | None,
+    started: float,
+) -> Path:
     """The end of a training run, whichever engine trained it: write the bundle with its
     report, promote it unless the gate refused it or ``--no-promote`` was given.
 
@@ -36,9 +42,14 @@ def save_version(config: TrainConfig, bundle: ModelBundle, evaluation: dict[str,
     manifest = bundle.manifest
     gate, notes = manifest["gate"], manifest["notes"]
     manifest["training_seconds"] = round(time.perf_counter() - started, 3)
-    summary = {"created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": manifest["data"]["path"],
-               "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
-               "notes": notes, "cleaning": manifest["cleaning"], "version": "(this run)"}
+    summary = {
+        "created_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": manifest["data"]["path"],
+        "gate": gate["status"] + (f": {gate['reason']}" if gate.get("reason") else ""),
+        "notes": notes,
+        "cleaning": manifest["cleaning"],
+        "version": "(this run)",
+    }
     documents = {
         "evaluation.json": json.dumps(evaluation, indent=2, sort_keys=False).encode(),
         "report.html": report.render(evaluation, summary),
@@ -46,14 +57,18 @@ def save_version(config: TrainConfig, bundle: ModelBundle, evaluation: dict[str,
     if not config.promote:
         gate = {**gate, "status": "not promoted", "reason": "--no-promote (evaluation run)"}
     promote_it = gate["status"] not in ("refused", "not promoted")
-    path = artifacts.save(config.models_dir, bundle.arrays(), manifest, config.keep_versions, documents, promote_it)
-    logger.info("training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"])
+    path = artifacts.save(
+        config.models_dir, bundle.arrays(), manifest, config.keep_versions, documents, promote_it
+    )
+    logger.info(
+        "training finished in %.1fs: %s (%s)", time.perf_counter() - started, path, gate["status"]
+    )
     if gate["status"] == "refused":
-        raise GateRefusedError(f"model {path.name} not promoted: {gate['reason']}; {current_version} keeps serving "
-                               f"(see {path / 'report.html'}; --force overrides)")
+        raise GateRefusedError(
+            f"model {path.name} not promoted: {gate['reason']}; {current_version} keeps serving "
+            f"(see {path / 'report.html'}; --force overrides)"
+        )
     return path
-
-
 
 
 def cleaning_rules(config: TrainConfig, preset: str) -> CleaningRules:
@@ -68,10 +83,11 @@ def cleaning_rules(config: TrainConfig, preset: str) -> CleaningRules:
     )
 
 
-
-
-def record_catalog(database: Path | str, states: Iterable[tuple[str, float | None, bool | None]],
-                   password: str | None = None) -> None:
+def record_catalog(
+    database: Path | str,
+    states: Iterable[tuple[str, float | None, bool | None]],
+    password: str | None = None,
+) -> None:
     """A catalog file's prices and availability (``data.catalog.catalog_states``), recorded
     in the activity store where they differ from the last recorded state: the history the
     e-mail alerts compare against."""
@@ -83,7 +99,9 @@ def record_catalog(database: Path | str, states: Iterable[tuple[str, float | Non
         raise DataError(f"cannot record the catalog's prices: {exc}") from None
     finally:
         store.close()
-    logger.info("catalog: %d price or availability changes recorded in %s", changed, describe(database))
+    logger.info(
+        "catalog: %d price or availability changes recorded in %s", changed, describe(database)
+    )
 
 
 def forgotten_customers(config: TrainConfig) -> set[str]:
@@ -102,15 +120,15 @@ def forgotten_customers(config: TrainConfig) -> set[str]:
     return forgotten
 
 
-
-
 def data_signature(config: TrainConfig) -> dict[str, Any]:
     """What the training input is: the log's SHA-256 and the activity store's purchases, so the
     nightly job can tell that nothing changed."""
     # A log on HDFS or S3, or a directory of parts (Spark engine), has no one file to hash: None,
     # which the nightly job reads as "cannot tell, train".
     local = Path(config.data) if "://" not in str(config.data) else None
-    signature: dict[str, Any] = {"log_sha256": fingerprint(local) if local and local.is_file() else None}
+    signature: dict[str, Any] = {
+        "log_sha256": fingerprint(local) if local and local.is_file() else None
+    }
     if config.include_activity:
         store = ActivityStore(config.include_activity, password=config.activity_db_password)
         try:
@@ -124,10 +142,12 @@ def data_signature(config: TrainConfig) -> dict[str, Any]:
     return signature
 
 
-
-
-def gate_decision(evaluation: dict[str, Any], current_version: str | None, current_has_blend: bool,
-                  gate: GateSettings) -> dict[str, Any]:
+def gate_decision(
+    evaluation: dict[str, Any],
+    current_version: str | None,
+    current_has_blend: bool,
+    gate: GateSettings,
+) -> dict[str, Any]:
     """Promote only if the headline metric is not worse than the current model's (same test period)."""
     if current_version is None:
         return {"status": "promoted", "reason": "first model"}
@@ -136,18 +156,23 @@ def gate_decision(evaluation: dict[str, Any], current_version: str | None, curre
         reason = "not evaluated" if new is None else "the current model has no comparable blend"
         return {"status": "promoted", "reason": f"gate not applied: {reason}"}
     floor = old * (1 - gate.gate_tolerance)
-    detail = {"metric": f"ndcg@{gate.eval_k}", "new": round(new, 5), "current": round(old, 5),
-              "current_version": current_version, "tolerance": gate.gate_tolerance}
+    detail = {
+        "metric": f"ndcg@{gate.eval_k}",
+        "new": round(new, 5),
+        "current": round(old, 5),
+        "current_version": current_version,
+        "tolerance": gate.gate_tolerance,
+    }
     if new >= floor:
         return {"status": "promoted", **detail}
-    reason = (f"ndcg@{gate.eval_k} {new:.4f} is more than {gate.gate_tolerance:.0%} below the current "
-              f"model's {old:.4f} on the same test period")
+    reason = (
+        f"ndcg@{gate.eval_k} {new:.4f} is more than {gate.gate_tolerance:.0%} below the current "
+        f"model's {old:.4f} on the same test period"
+    )
     if gate.force:
         logger.warning("promotion forced (--force) although %s", reason)
         return {"status": "forced", "reason": reason, **detail}
     return {"status": "refused", "reason": reason, **detail}
-
-
 
 
 def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -158,12 +183,13 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
         "k": evaluation.get("k"),
         "ci95": evaluation.get("headline_ci95"),
         "shipped": evaluation.get("shipped"),
-        "protocol": {key: protocol[key] for key in ("name", "reason", "also_measured") if key in protocol}
-        if (protocol := evaluation.get("protocol")) else None,
+        "protocol": {
+            key: protocol[key] for key in ("name", "reason", "also_measured") if key in protocol
+        }
+        if (protocol := evaluation.get("protocol"))
+        else None,
         "ndcg_by_model": {name: round(values["ndcg"], 5) for name, values in models.items()},
     }
-
-
 
 
 def recorded_purchases(database: Path | str, password: str | None = None) -> list[Event]:
@@ -179,7 +205,9 @@ def recorded_purchases(database: Path | str, password: str | None = None) -> lis
     finally:
         store.close()
     if events:
-        logger.info("adding %d purchases from the activity store %s", len(events), describe(database))
+        logger.info(
+            "adding %d purchases from the activity store %s", len(events), describe(database)
+        )
     return events
 
 

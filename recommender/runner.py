@@ -1,6 +1,7 @@
 """Which engine trains: the one place that chooses between the local engine
 (``training``: pandas and implicit on this machine) and the Spark engine (``spark.training``),
 for ``train.py`` and the nightly job."""
+
 from __future__ import annotations
 
 from pathlib import Path

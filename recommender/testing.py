@@ -1,5 +1,6 @@
 """Helpers for tests and benchmarks that need real servers (as lkpy's ``lenskit.testing``):
 a free port on 127.0.0.1 and a throwaway PostgreSQL cluster. Not used by the service itself."""
+
 from __future__ import annotations
 
 import glob
@@ -31,7 +32,9 @@ class PostgresCluster:
     def __init__(self) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         if not found:
-            raise PostgresMissing("PostgreSQL is not installed (make install-postgres installs Debian's package)")
+            raise PostgresMissing(
+                "PostgreSQL is not installed (make install-postgres installs Debian's package)"
+            )
         self.bin = Path(found[-1]).parent
         # Not under pytest's own temporary directory: the postgres user cannot enter it.
         self.root, self.port = Path(tempfile.mkdtemp(prefix="recommender-pg-")), free_port()
@@ -40,8 +43,20 @@ class PostgresCluster:
             shutil.chown(self.root, "postgres")
         password_file = self.root / "password"
         password_file.write_text(PG_PASSWORD)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "scram-sha-256",
-                  "--pwfile", str(password_file), "-E", "UTF8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "--pwfile",
+            str(password_file),
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         self.databases = 0
         self.start()
 
@@ -55,7 +70,17 @@ class PostgresCluster:
 
     def start(self) -> None:
         options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")

@@ -5,6 +5,7 @@ model version, or writes it without promoting (refused by the gate, exit code 3)
 before writing anything; in every case the current model keeps serving until a better one
 is promoted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,6 +71,8 @@ def run(config: TrainConfig) -> Path:
     GateRefusedError
         The new model measured worse than the current one beyond ``gate_tolerance`` (and
         ``force`` was not set); it is on disk, not promoted.
+
+    Long because it is the run's sequence, step by step, as the module docstring lists it.
     """
     started = time.perf_counter()
     purchases, report_of_cleaning = load_purchases(config)
@@ -77,7 +80,9 @@ def run(config: TrainConfig) -> Path:
     has_customers = interactions.user_items.nnz > 0
 
     current_version = artifacts.current_version(config.models_dir)
-    current_manifest = artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    current_manifest = (
+        artifacts.read_manifest(config.models_dir, current_version) if current_version else None
+    )
     current_blend = (current_manifest or {}).get("blend")
     evaluation: dict[str, Any] = {}
     notes: list[str] = []
@@ -98,10 +103,14 @@ def run(config: TrainConfig) -> Path:
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)
     catalog["first_sold"] = first_sold(purchases, interactions.item_ids)
     if catalog_override is not None:
-        record_catalog(config.activity_db, catalog_states(catalog_override), config.activity_db_password)
+        record_catalog(
+            config.activity_db, catalog_states(catalog_override), config.activity_db_password
+        )
     signature = data_signature(config)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
-    bundle = fit_components(interactions, config.neighbour_settings, config.als, config.weighting, choice, catalog)
+    bundle = fit_components(
+        interactions, config.neighbour_settings, config.als, config.weighting, choice, catalog
+    )
     # The shipped model's rankings of the test fold and their targets: the reported figure
     # can be recomputed from the version itself.
     bundle.predictions = predictions
@@ -122,7 +131,9 @@ def run(config: TrainConfig) -> Path:
         evaluation=headline(evaluation),
         gate=gate_decision(evaluation, current_version, current_blend is not None, config.gate),
         notes=notes,
-        libraries={name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")},
+        libraries={
+            name: metadata.version(name) for name in ("implicit", "numpy", "scipy", "pandas")
+        },
     )
     if config.personal_list_depth and has_customers:
         # Ranked by the serving code itself, so that a list answers exactly as scoring would;
@@ -137,11 +148,17 @@ def run(config: TrainConfig) -> Path:
             # Called while the version is written, before its manifest is: both figures include the lists.
             lists_entry["seconds"] = round(seconds, 2)
             bundle.manifest["training_seconds"] = round(time.perf_counter() - started, 3)
-            logger.info("personal lists: %d customers x %d items in %.2fs", len(interactions.user_ids),
-                        lists_entry["depth"], seconds)
+            logger.info(
+                "personal lists: %d customers x %d items in %.2fs",
+                len(interactions.user_ids),
+                lists_entry["depth"],
+                seconds,
+            )
 
         jobs = config.num_threads or os.cpu_count() or 1
-        bundle.lists = stream_lists(RecommendationService(bundle), config.personal_list_depth, jobs, lists_done)
+        bundle.lists = stream_lists(
+            RecommendationService(bundle), config.personal_list_depth, jobs, lists_done
+        )
         lists_entry["depth"] = bundle.lists.depth
     return save_version(config, bundle, evaluation, current_version, started)
 
@@ -150,7 +167,9 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read and clean the log (plus purchases recorded through the API, if asked)."""
     log = read_log(config.data, config.format, config.preset, config.columns, config.encoding)
     if config.include_activity:
-        log = with_recorded_purchases(log, recorded_purchases(config.include_activity, config.activity_db_password))
+        log = with_recorded_purchases(
+            log, recorded_purchases(config.include_activity, config.activity_db_password)
+        )
     rules = cleaning_rules(config, log.attrs.get("preset", ""))
     purchases, cleaning = clean(log, rules, source=str(config.data))
     report = cleaning.to_dict()
@@ -159,20 +178,34 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
         report["dropped"]["forgotten_customer"] = dropped
         report["rows_kept"] = len(purchases)
         if purchases.empty:
-            raise DataError(f"{config.data}: no purchases left once forgotten customers are removed")
+            raise DataError(
+                f"{config.data}: no purchases left once forgotten customers are removed"
+            )
     return purchases, report
 
 
-def fit_components(interactions: Interactions, neighbours: NeighbourSettings, als_settings: AlsSettings,
-                   weighting: str, choice: BlendChoice, catalog: dict[str, NDArray[Any]]) -> ModelBundle:
+def fit_components(
+    interactions: Interactions,
+    neighbours: NeighbourSettings,
+    als_settings: AlsSettings,
+    weighting: str,
+    choice: BlendChoice,
+    catalog: dict[str, NDArray[Any]],
+) -> ModelBundle:
     """Fit every model the server needs on all the data: a bundle whose manifest holds only
     the ``components`` (the run adds the rest with ``build_manifest``). ``weighting`` is how
-    the interaction cells were counted (implicit's similarity is shared only for binary)."""
+    the interaction cells were counted (implicit's similarity is shared only for binary).
+
+    Long because each component's fit and its manifest entry sit together.
+    """
     has_customers = interactions.user_items.nnz > 0
     # The personal item model is fitted on purchases weighted by recency (all 1 without decay);
     # the server scores a customer's whole history unweighted (``BlendChoice``).
-    personal_rows = (decayed(interactions.purchase_age, choice.decay_days) if has_customers
-                     else binarize(interactions.user_items))
+    personal_rows = (
+        decayed(interactions.purchase_age, choice.decay_days)
+        if has_customers
+        else binarize(interactions.user_items)
+    )
     components: dict[str, Any] = {}
     tables: dict[str, NeighbourArrays] = {}
     basis_matrix = interactions.user_items if has_customers else interactions.order_items
@@ -180,38 +213,65 @@ def fit_components(interactions: Interactions, neighbours: NeighbourSettings, al
     # When the personal model is the same kNN as "also bought" (catalogs too large for EASE),
     # implicit's similarity is computed once for both.
     shared = None
-    knn_basis = cap_history(interactions.user_items, interactions.purchase_age, neighbours.max_history)
-    if (knn_basis is interactions.user_items and has_customers and choice.item_model == "item_knn"
-            and weighting == "binary" and choice.item_params.get("similarity") == neighbours.similarity
-            and not choice.decay_days):
+    knn_basis = cap_history(
+        interactions.user_items, interactions.purchase_age, neighbours.max_history
+    )
+    if (
+        knn_basis is interactions.user_items
+        and has_customers
+        and choice.item_model == "item_knn"
+        and weighting == "binary"
+        and choice.item_params.get("similarity") == neighbours.similarity
+        and not choice.decay_days
+    ):
         widest = max(neighbours.neighbours, int(choice.item_params.get("neighbours", 0)))
-        shared = ItemKNN(similarity=neighbours.similarity, neighbours=widest,
-                         num_threads=neighbours.num_threads).candidate_pairs(interactions.user_items)
+        shared = ItemKNN(
+            similarity=neighbours.similarity, neighbours=widest, num_threads=neighbours.num_threads
+        ).candidate_pairs(interactions.user_items)
     als = None
     if has_customers:
         also_bought = build_item_knn(neighbours).fit(knn_basis, pairs=shared)
         tables["also_bought"] = NeighbourArrays.of(also_bought.to_arrays())
-        components["also_bought"] = {"model": "item_knn", "basis": basis, "max_history": neighbours.max_history,
-                                     **also_bought.get_params()}
+        components["also_bought"] = {
+            "model": "item_knn",
+            "basis": basis,
+            "max_history": neighbours.max_history,
+            **also_bought.get_params(),
+        }
         als = build_als(als_settings).fit(interactions.user_counts)
         components["als"] = {"model": "als", "basis": basis, **als.get_params()}
     if interactions.order_items.nnz > 0:
         bought_together = build_item_knn(neighbours).fit(interactions.order_items)
         tables["bought_together"] = NeighbourArrays.of(bought_together.to_arrays())
-        components["bought_together"] = {"model": "item_knn", "basis": "orders", **bought_together.get_params()}
+        components["bought_together"] = {
+            "model": "item_knn",
+            "basis": "orders",
+            **bought_together.get_params(),
+        }
     personal = choice.build_item_model(neighbours.num_threads).fit(
-        personal_rows if has_customers else binarize(basis_matrix), pairs=shared)
+        personal_rows if has_customers else binarize(basis_matrix), pairs=shared
+    )
     tables["personal"] = NeighbourArrays.of(personal.to_arrays())
-    components["personal"] = {"model": choice.item_model, "basis": basis, "decay_days": choice.decay_days,
-                              **personal.get_params()}
+    components["personal"] = {
+        "model": choice.item_model,
+        "basis": basis,
+        "decay_days": choice.decay_days,
+        **personal.get_params(),
+    }
     trending = trending_weights(interactions.purchase_age, choice.trend_half_life_days)
-    components["trending"] = {"model": "popular", "basis": basis, "half_life_days": choice.trend_half_life_days}
+    components["trending"] = {
+        "model": "popular",
+        "basis": basis,
+        "half_life_days": choice.trend_half_life_days,
+    }
     scoring = personal.neighbour_matrix()
     return ModelBundle(
-        item_ids=interactions.item_ids.ids_, user_ids=interactions.user_ids.ids_,
+        item_ids=interactions.item_ids.ids_,
+        user_ids=interactions.user_ids.ids_,
         # A customer is scored from the whole history, unweighted: every stored value is 1.
         user_items=CsrArrays.of(binarize(interactions.user_items)),
-        catalog=catalog, tables=tables,
+        catalog=catalog,
+        tables=tables,
         trending=Popular().fit(trending).popularity_,  # type: ignore[arg-type]
         manifest={"components": components},
         # The scoring matrix itself, so that server workers memory-map one shared copy.
@@ -220,5 +280,3 @@ def fit_components(interactions: Interactions, neighbours: NeighbourSettings, al
         als_user_factors=None if als is None else als.user_factors_,
         als_item_factors=None if als is None else als.item_factors_,
     )
-
-

@@ -2,6 +2,7 @@
 answers the tests work out, configs and apps over them, real server processes, and counts
 read straight from a store. ``recommender.testing`` holds what benchmarks share (free ports,
 a throwaway PostgreSQL cluster)."""
+
 from __future__ import annotations
 
 import os
@@ -46,17 +47,29 @@ u5,D,2024-01-06T10:00:00,1,o6,9.00,Durian
 
 def tiny_config(data: Path, models_dir: Path, **overrides: object) -> TrainConfig:
     """Config for the tiny log: every item with 2+ buyers gets neighbours; one shared buyer suffices."""
-    values = {"data": data, "models_dir": models_dir, "min_support": 2, "min_pair_support": 1,
-              "num_threads": 1, "evaluate": False, "activity_db": Path(models_dir).parent / "var" / "activity.sqlite3",
-              **overrides}
+    values = {
+        "data": data,
+        "models_dir": models_dir,
+        "min_support": 2,
+        "min_pair_support": 1,
+        "num_threads": 1,
+        "evaluate": False,
+        "activity_db": Path(models_dir).parent / "var" / "activity.sqlite3",
+        **overrides,
+    }
     return load_config(TrainConfig, overrides=values, environ={})
 
 
 def snapshot(directory: Path) -> list[tuple[str, object, int]]:
     """Every path under ``directory`` with its link target or size and its mtime."""
-    return sorted((str(path.relative_to(directory)),
-                   os.readlink(path) if path.is_symlink() else path.lstat().st_size,
-                   path.lstat().st_mtime_ns) for path in directory.rglob("*"))
+    return sorted(
+        (
+            str(path.relative_to(directory)),
+            os.readlink(path) if path.is_symlink() else path.lstat().st_size,
+            path.lstat().st_mtime_ns,
+        )
+        for path in directory.rglob("*")
+    )
 
 
 @contextmanager
@@ -64,7 +77,9 @@ def unchanged(directory: Path) -> Iterator[Path]:
     """Lend a models directory shared between tests, and fail the test that changed it."""
     before = snapshot(directory)
     yield directory
-    assert snapshot(directory) == before, f"{directory} is shared: a test that writes models needs a copy"
+    assert snapshot(directory) == before, (
+        f"{directory} is shared: a test that writes models needs a copy"
+    )
 
 
 def private_copy(models_dir: Path, destination: Path) -> Path:
@@ -75,8 +90,15 @@ def private_copy(models_dir: Path, destination: Path) -> Path:
 
 def make_app(models_dir: Path, activity_db: Path, **settings: object):
     """An app on ``models_dir`` whose activity store is a real SQLite file at ``activity_db``."""
-    return create_app({"TESTING": True, "models_dir": models_dir, "activity_db": activity_db,
-                       "reload_interval": 0, **settings})
+    return create_app(
+        {
+            "TESTING": True,
+            "models_dir": models_dir,
+            "activity_db": activity_db,
+            "reload_interval": 0,
+            **settings,
+        }
+    )
 
 
 def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -88,15 +110,31 @@ def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0)
             with urllib.request.urlopen(base + "/ready", timeout=2):
                 return
         except OSError:  # refused while starting, or 503 until the model is loaded
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
+            assert time.monotonic() < deadline and server.poll() is None, (
+                "server did not become ready"
+            )
             time.sleep(0.2)
 
 
 def start_server(models: Path, activity: Path, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
-        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "2",
-         "--activity-db", str(activity), "--request-log", ""],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            PYTHON,
+            "serve.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models),
+            "--workers",
+            "2",
+            "--activity-db",
+            str(activity),
+            "--request-log",
+            "",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", server)
@@ -106,19 +144,30 @@ def start_server(models: Path, activity: Path, port: int) -> subprocess.Popen:
     return server
 
 
-
 # ------------------------------------------------------------------ logs with known answers
 # Customers x items A, B, C, D: u1 {A,B}, u2 {A,B,C}, u3 {B,C}, u4 {A,B}, u5 {D}.
-USER_ITEMS = sp.csr_matrix(np.array(
-    [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32
-))
+USER_ITEMS = sp.csr_matrix(
+    np.array(
+        [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32
+    )
+)
 
 GARDEN, KITCHEN = ["G1", "G2", "G3", "G4"], ["K1", "K2", "K3", "K4"]
 BASKETS = {
-    "g1": ["G1", "G2", "G3"], "g2": ["G1", "G2", "G4"], "g3": ["G1", "G3", "G4"], "g4": ["G2", "G3", "G4"],
-    "g5": GARDEN, "g6": GARDEN, "g7": GARDEN,
-    "k1": ["K1", "K2", "K3"], "k2": ["K1", "K2", "K4"], "k3": ["K1", "K3", "K4"], "k4": ["K2", "K3", "K4"],
-    "k5": KITCHEN, "k6": KITCHEN, "k7": KITCHEN,
+    "g1": ["G1", "G2", "G3"],
+    "g2": ["G1", "G2", "G4"],
+    "g3": ["G1", "G3", "G4"],
+    "g4": ["G2", "G3", "G4"],
+    "g5": GARDEN,
+    "g6": GARDEN,
+    "g7": GARDEN,
+    "k1": ["K1", "K2", "K3"],
+    "k2": ["K1", "K2", "K4"],
+    "k3": ["K1", "K3", "K4"],
+    "k4": ["K2", "K3", "K4"],
+    "k5": KITCHEN,
+    "k6": KITCHEN,
+    "k7": KITCHEN,
     "x1": ["G1", "K1"],
 }
 PRICES = {"G1": 10, "G2": 20, "G3": 30, "G4": 40, "K1": 5, "K2": 15, "K3": 25, "K4": 35}
@@ -127,9 +176,10 @@ PRICES = {"G1": 10, "G2": 20, "G3": 30, "G4": 40, "K1": 5, "K2": 15, "K3": 25, "
 def write_log(path: Path) -> None:
     lines = ["user_id,item_id,timestamp,quantity,order_id,price"]
     for day, (user, items) in enumerate(BASKETS.items(), start=1):
-        lines += [f"{user},{item},2024-03-{day:02d}T12:00:00,1,{user}-o,{PRICES[item]}" for item in items]
+        lines += [
+            f"{user},{item},2024-03-{day:02d}T12:00:00,1,{user}-o,{PRICES[item]}" for item in items
+        ]
     path.write_text("\n".join(lines) + "\n")
-
 
 
 ORIGIN = pd.Timestamp("2023-01-01")
@@ -143,14 +193,21 @@ def shop_log(customers: int, days_active: callable, seed: int = 0) -> pd.DataFra
     for customer in range(customers):
         for order, day in enumerate(days_active(customer)):
             for item in rng.choice(400, 2, replace=False):
-                rows.append((f"c{customer}", f"i{item}", ORIGIN + pd.Timedelta(days=float(day)), f"c{customer}-{order}"))
+                rows.append(
+                    (
+                        f"c{customer}",
+                        f"i{item}",
+                        ORIGIN + pd.Timedelta(days=float(day)),
+                        f"c{customer}-{order}",
+                    )
+                )
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "order_id"])
     return frame.astype({"user_id": "string", "item_id": "string", "order_id": "string"})
+
 
 def write_uniform_log(path: Path) -> None:
     log = shop_log(120, lambda c: range(c % 7, 200, 7), seed=3)
     log.to_csv(path, index=False)
-
 
 
 # ------------------------------------------------------------------ reading what was stored

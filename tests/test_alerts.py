@@ -2,6 +2,7 @@
 server on 127.0.0.1 (aiosmtpd), counted at the server: the right customers and items, nobody
 opted out or forgotten, the frequency cap across runs, and a run killed mid-delivery whose
 rerun sends every message exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,9 @@ from recommender.serving.service import RecommendationService
 from helpers import PYTHON, ROOT, free_port, make_app
 
 DAY = 86400.0
-T0 = float(int(time.time() - 3 * 86400))  # catalog recorded (recent: the CLI judges "recent" by the clock)
+T0 = float(
+    int(time.time() - 3 * 86400)
+)  # catalog recorded (recent: the CLI judges "recent" by the clock)
 T1 = T0 + DAY  # customers show interest
 T2 = T0 + 2 * DAY  # the catalog changes
 TOKEN = "a-long-enough-admin-token"
@@ -98,25 +101,43 @@ def _event(user: str, item: str, kind: str, at: float) -> Any:
     return Event(user, item, kind, at)
 
 
-def test_back_in_stock_and_price_drop_reach_the_interested_customers_only(shared_models: Path, tmp_path: Path) -> None:
+def test_back_in_stock_and_price_drop_reach_the_interested_customers_only(
+    shared_models: Path, tmp_path: Path
+) -> None:
     store = ActivityStore(tmp_path / "activity.sqlite3")
     tiny_catalog_story(store)
     service = RecommendationService(artifacts.load_current_bundle(shared_models))
     excluded = frozenset(store.suppressed())
     found = find_alerts(store, service, NO_NEW, excluded, now=T2 + 60)
     assert {user: [(a.reason, a.item_id) for a in alerts] for user, alerts in found.items()} == {
-        "u1": [("back_in_stock", "C")], "u2": [("price_drop", "A")]}
+        "u1": [("back_in_stock", "C")],
+        "u2": [("price_drop", "A")],
+    }
     back, drop = found["u1"][0], found["u2"][0]
-    assert (back.name, back.price, back.change_at, back.because) == ("Cherry", 3.5, T2, "on your wish list")
-    assert (drop.name, drop.price, drop.previous_price, drop.because) == ("Apple", 1.5, 2.0, "you viewed it")
+    assert (back.name, back.price, back.change_at, back.because) == (
+        "Cherry",
+        3.5,
+        T2,
+        "on your wish list",
+    )
+    assert (drop.name, drop.price, drop.previous_price, drop.because) == (
+        "Apple",
+        1.5,
+        2.0,
+        "you viewed it",
+    )
     # A drop smaller than the threshold is no alert: 1.50 is 25% below 2.00, not 30%.
-    assert not find_alerts(store, service, AlertsConfig(rules=("price_drop",), price_drop=0.3), excluded, now=T2)
+    assert not find_alerts(
+        store, service, AlertsConfig(rules=("price_drop",), price_drop=0.3), excluded, now=T2
+    )
     # Views older than interest_days no longer count; wish lists always do.
     late = find_alerts(store, service, NO_NEW, excluded, now=T1 + 31 * DAY)
     assert list(late) == ["u1"]
 
 
-def test_new_for_you_is_a_recently_first_sold_item_among_the_personal_top(shared_models: Path, tmp_path: Path) -> None:
+def test_new_for_you_is_a_recently_first_sold_item_among_the_personal_top(
+    shared_models: Path, tmp_path: Path
+) -> None:
     store = ActivityStore(tmp_path / "activity.sqlite3")
     store.create_schema()
     service = RecommendationService(artifacts.load_current_bundle(shared_models))
@@ -125,31 +146,57 @@ def test_new_for_you_is_a_recently_first_sold_item_among_the_personal_top(shared
     settings = AlertsConfig(rules=("new_for_you",), new_days=2, new_top=4)
     found = find_alerts(store, service, settings, frozenset({"u2"}))
     assert sorted(found) == ["u1", "u3", "u4"]
-    assert all([(a.reason, a.item_id, a.name) for a in alerts] == [("new_for_you", "D", "Durian")]
-               for alerts in found.values())
+    assert all(
+        [(a.reason, a.item_id, a.name) for a in alerts] == [("new_for_you", "D", "Durian")]
+        for alerts in found.values()
+    )
 
 
 def test_alerts_endpoint_and_catalog_admin(shared_models: Path, activity_db: Path) -> None:
-    app = make_app(shared_models, activity_db, admin_token=TOKEN, alerts={"rules": "back_in_stock,price_drop"})
+    app = make_app(
+        shared_models, activity_db, admin_token=TOKEN, alerts={"rules": "back_in_stock,price_drop"}
+    )
     client = app.test_client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.put("/v1/admin/catalog/C", json={"available": False}).status_code == 401
-    assert client.put("/v1/admin/catalog/C", json={"available": False}, headers=auth).get_json()["changed"] is True
-    assert client.put("/v1/admin/catalog/C", json={"available": False}, headers=auth).get_json()["changed"] is False
-    for body, field in (({"price": -1}, "price"), ({"price": "cheap"}, "price"), ({"available": "yes"}, "available"),
-                        ({"colour": "red"}, "colour"), ({}, "price")):
+    assert (
+        client.put("/v1/admin/catalog/C", json={"available": False}, headers=auth).get_json()[
+            "changed"
+        ]
+        is True
+    )
+    assert (
+        client.put("/v1/admin/catalog/C", json={"available": False}, headers=auth).get_json()[
+            "changed"
+        ]
+        is False
+    )
+    for body, field in (
+        ({"price": -1}, "price"),
+        ({"price": "cheap"}, "price"),
+        ({"available": "yes"}, "available"),
+        ({"colour": "red"}, "colour"),
+        ({}, "price"),
+    ):
         response = client.put("/v1/admin/catalog/C", json=body, headers=auth)
-        assert response.status_code == 400 and response.get_json()["error"]["message"].startswith(field)
+        assert response.status_code == 400 and response.get_json()["error"]["message"].startswith(
+            field
+        )
     assert client.put("/v1/users/u1/wishlist/C").status_code == 201
     assert client.get("/v1/users/u1/alerts").get_json()["alerts"] == []
     time.sleep(0.01)  # the restock must come after the wish
     client.put("/v1/admin/catalog/C", json={"available": True, "price": 3.5}, headers=auth)
     alerts = client.get("/v1/users/u1/alerts").get_json()
-    assert [(a["reason"], a["item_id"], a["name"], a["price"], a["emailed"]) for a in alerts["alerts"]] == [
-        ("back_in_stock", "C", "Cherry", 3.5, False)]
+    assert [
+        (a["reason"], a["item_id"], a["name"], a["price"], a["emailed"]) for a in alerts["alerts"]
+    ] == [("back_in_stock", "C", "Cherry", 3.5, False)]
     assert client.put("/v1/users/u1/opt-out", headers=auth).status_code == 200
     assert client.get("/v1/users/u1/alerts").get_json() == {
-        "user_id": "u1", "alerts": [], "personalized": False, "reason": "opted_out"}
+        "user_id": "u1",
+        "alerts": [],
+        "personalized": False,
+        "reason": "opted_out",
+    }
 
 
 def test_digest_has_text_html_and_unsubscribe_link() -> None:
@@ -167,18 +214,43 @@ def test_digest_has_text_html_and_unsubscribe_link() -> None:
 
 def _customers_file(tmp_path: Path, users: list[str], opted_out: tuple[str, ...] = ()) -> Path:
     path = tmp_path / "customers.csv"
-    path.write_text("id,name,email,opted_out\n" + "".join(
-        f"{user},{user.upper()},{user}@example.com,{'true' if user in opted_out else 'false'}\n" for user in users))
+    path.write_text(
+        "id,name,email,opted_out\n"
+        + "".join(
+            f"{user},{user.upper()},{user}@example.com,{'true' if user in opted_out else 'false'}\n"
+            for user in users
+        )
+    )
     return path
 
 
-def _alerts_command(models: Path, db: Path | str, customers: Path, port: int, *extra: str) -> list[str]:
-    return [PYTHON, "-m", "recommender", "alerts", "--models-dir", str(models), "--activity-db", str(db),
-            "--customers-file", str(customers), "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
-            "--rules", "back_in_stock,price_drop", *extra]
+def _alerts_command(
+    models: Path, db: Path | str, customers: Path, port: int, *extra: str
+) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "recommender",
+        "alerts",
+        "--models-dir",
+        str(models),
+        "--activity-db",
+        str(db),
+        "--customers-file",
+        str(customers),
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        str(port),
+        "--rules",
+        "back_in_stock,price_drop",
+        *extra,
+    ]
 
 
-def test_smtp_delivery_right_people_cap_across_runs(shared_models: Path, tmp_path: Path, smtp_server: Any) -> None:
+def test_smtp_delivery_right_people_cap_across_runs(
+    shared_models: Path, tmp_path: Path, smtp_server: Any
+) -> None:
     db = tmp_path / "activity.sqlite3"
     store = ActivityStore(db)
     tiny_catalog_story(store)
@@ -187,37 +259,57 @@ def test_smtp_delivery_right_people_cap_across_runs(shared_models: Path, tmp_pat
     inbox = Inbox()
     port = smtp_server(inbox)
     out = tmp_path / "alerts.csv"
-    first = subprocess.run(_alerts_command(shared_models, db, customers, port, "--out", str(out)),
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        _alerts_command(shared_models, db, customers, port, "--out", str(out)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
     assert inbox.recipients() == {"u1@example.com": 1, "u2@example.com": 1}
     by_to = {str(m["To"]): m for m in inbox.messages}
     assert "Cherry is back in stock" in by_to["u1@example.com"].get_body(("plain",)).get_content()
     assert "Apple now 1.50, was 2.00" in by_to["u2@example.com"].get_body(("plain",)).get_content()
     assert out.read_text().splitlines()[0].startswith("user_id,reason,item_id,name,price")
-    assert sorted(line.split(",")[:3][0] for line in out.read_text().splitlines()[1:]) == ["u1", "u2"]
+    assert sorted(line.split(",")[:3][0] for line in out.read_text().splitlines()[1:]) == [
+        "u1",
+        "u2",
+    ]
 
     # B drops: u6 (wished it) hears of it; u1 (viewed it after the last run) is capped, one
     # digest per 7 days; nobody hears of the earlier alerts again.
     store.add_events([_event("u1", "B", "view", T2 + 10)], now=T2 + 10)
     store.record_catalog([("B", 0.5, None)], now=T2 + 20)
-    again = subprocess.run(_alerts_command(shared_models, db, customers, port), cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+    again = subprocess.run(
+        _alerts_command(shared_models, db, customers, port),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert inbox.recipients() == {"u1@example.com": 1, "u2@example.com": 1, "u6@example.com": 1}
     assert "Banana now 0.50, was 1.00" in inbox.messages[-1].get_body(("plain",)).get_content()
     assert "1 customers capped" in again.stderr
     # Without the cap, u1 gets the new drop only (not the restock again).
-    uncapped = subprocess.run(_alerts_command(shared_models, db, customers, port, "--cap-days", "0"), cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+    uncapped = subprocess.run(
+        _alerts_command(shared_models, db, customers, port, "--cap-days", "0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert uncapped.returncode == 0, uncapped.stderr
     assert inbox.recipients() == {"u1@example.com": 2, "u2@example.com": 1, "u6@example.com": 1}
     assert "Banana now 0.50, was 1.00" in inbox.messages[-1].get_body(("plain",)).get_content()
     assert "Cherry" not in inbox.messages[-1].get_body(("plain",)).get_content()
 
 
-def test_a_run_killed_mid_delivery_sends_each_message_once_on_rerun(shared_models: Path, tmp_path: Path,
-                                                                    smtp_server: Any) -> None:
+@pytest.mark.slow
+def test_a_run_killed_mid_delivery_sends_each_message_once_on_rerun(
+    shared_models: Path, tmp_path: Path, smtp_server: Any
+) -> None:
     db = tmp_path / "activity.sqlite3"
     store = ActivityStore(db)
     store.create_schema()
@@ -229,8 +321,13 @@ def test_a_run_killed_mid_delivery_sends_each_message_once_on_rerun(shared_model
     customers = _customers_file(tmp_path, users)
     inbox = Inbox(hold_after=2)
     port = smtp_server(inbox)
-    run = subprocess.Popen(_alerts_command(shared_models, db, customers, port), cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        _alerts_command(shared_models, db, customers, port),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # The third message is held: by then the second is confirmed in the store.
         assert inbox.holding.wait(60), "the alerts run never reached its third e-mail"
@@ -242,8 +339,13 @@ def test_a_run_killed_mid_delivery_sends_each_message_once_on_rerun(shared_model
         inbox.release.set()
     assert len(inbox.messages) == 2
     inbox.hold_after = None
-    rerun = subprocess.run(_alerts_command(shared_models, db, customers, port), cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+    rerun = subprocess.run(
+        _alerts_command(shared_models, db, customers, port),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert inbox.recipients() == {f"{user}@example.com": 1 for user in users}
     assert "1 unconfirmed e-mails of an earlier run sent" in rerun.stderr
@@ -251,23 +353,47 @@ def test_a_run_killed_mid_delivery_sends_each_message_once_on_rerun(shared_model
     assert len({str(m["Message-ID"]) for m in inbox.messages}) == len(users)
 
 
-def test_alerts_without_a_destination_or_with_an_unreachable_server_fail_cleanly(shared_models: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_alerts_without_a_destination_or_with_an_unreachable_server_fail_cleanly(
+    shared_models: Path, tmp_path: Path
+) -> None:
     db, customers = tmp_path / "activity.sqlite3", _customers_file(tmp_path, ["u1"])
-    nowhere = subprocess.run([PYTHON, "-m", "recommender", "alerts", "--models-dir", str(shared_models),
-                              "--activity-db", str(db)], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert nowhere.returncode == 2 and nowhere.stderr.strip().splitlines()[-1].startswith("error: out:")
+    nowhere = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "recommender",
+            "alerts",
+            "--models-dir",
+            str(shared_models),
+            "--activity-db",
+            str(db),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nowhere.returncode == 2 and nowhere.stderr.strip().splitlines()[-1].startswith(
+        "error: out:"
+    )
     store = ActivityStore(db)
     tiny_catalog_story(store)
-    down = subprocess.run(_alerts_command(shared_models, db, customers, free_port()), cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        _alerts_command(shared_models, db, customers, free_port()),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 1 and "smtp_host: cannot connect" in down.stderr
     assert "Traceback" not in down.stderr
     # Nothing was recorded as delivered: the next run with a server sends it.
     assert store.delivered_alerts() == set()
 
 
-def test_a_training_run_records_its_catalog_files_price_and_availability_changes(tmp_path: Path) -> None:
+def test_a_training_run_records_its_catalog_files_price_and_availability_changes(
+    tmp_path: Path,
+) -> None:
     from recommender import training
 
     from helpers import TINY_LOG, tiny_config
@@ -295,8 +421,9 @@ def test_forgetting_a_customer_erases_their_digests_and_delivered_alerts(tmp_pat
     assert set(store.last_digest_at()) == {"u2"}
 
 
-def test_an_unconfirmed_digest_is_not_resent_to_a_customer_who_opted_out_since(tmp_path: Path,
-                                                                               smtp_server: Any) -> None:
+def test_an_unconfirmed_digest_is_not_resent_to_a_customer_who_opted_out_since(
+    tmp_path: Path, smtp_server: Any
+) -> None:
     from recommender.alerts import Alert, deliver
 
     store = ActivityStore(tmp_path / "activity.sqlite3")
@@ -305,9 +432,20 @@ def test_an_unconfirmed_digest_is_not_resent_to_a_customer_who_opted_out_since(t
     settings = AlertsConfig(smtp_host="127.0.0.1", smtp_port=smtp_server(inbox))
     emails = {"c1": "c1@example.com", "c2": "c2@example.com"}
     for user in emails:  # recorded as "sending" by a run that then died
-        message = compose(user, emails[user], [Alert(user, "C", "back_in_stock", "Cherry", 3.5, None, T2, "x")],
-                          settings, now=T2)
-        store.open_digest(user, "smtp", str(message["Message-ID"]), message.as_string(), [("C", "back_in_stock", T2)])
+        message = compose(
+            user,
+            emails[user],
+            [Alert(user, "C", "back_in_stock", "Cherry", 3.5, None, T2, "x")],
+            settings,
+            now=T2,
+        )
+        store.open_digest(
+            user,
+            "smtp",
+            str(message["Message-ID"]),
+            message.as_string(),
+            [("C", "back_in_stock", T2)],
+        )
     counts = deliver({}, store, settings, emails, excluded=frozenset({"c1"}))
     assert inbox.recipients() == {"c2@example.com": 1} and counts["resent"] == 1
     assert store.pending_digests() == []
@@ -328,9 +466,13 @@ class StockMailbox:
         self.controller = Controller(Mailbox(str(directory)), hostname="127.0.0.1", port=self.port)
 
     def messages(self) -> list[email.message.EmailMessage]:
-        files = sorted((self.directory / "new").glob("*")) if (self.directory / "new").exists() else []
-        return [email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
-                for path in files]
+        files = (
+            sorted((self.directory / "new").glob("*")) if (self.directory / "new").exists() else []
+        )
+        return [
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+            for path in files
+        ]
 
 
 @pytest.fixture
@@ -347,29 +489,50 @@ def _dot_led_name() -> str:
     from recommender.alerts import Alert
 
     for padding in range(1, 200):
-        name = "Lantern " + "o" * padding + ". Polished brass, with a glass shade and a long description"
-        message = compose("d1", "d1@example.com", [Alert("d1", "L", "back_in_stock", name, 9.5, None, T2, "x")],
-                          AlertsConfig())
+        name = (
+            "Lantern "
+            + "o" * padding
+            + ". Polished brass, with a glass shade and a long description"
+        )
+        message = compose(
+            "d1",
+            "d1@example.com",
+            [Alert("d1", "L", "back_in_stock", name, 9.5, None, T2, "x")],
+            AlertsConfig(),
+        )
         if any(line.startswith(b".") for line in message.as_bytes().split(b"\r\n")):
             return name
     raise AssertionError("no padding puts a dot at the start of a line")
 
 
 @pytest.mark.parametrize("case", ["long", "non_ascii", "dot"])
-def test_digests_reach_a_standard_mail_server_intact(tmp_path: Path, stock_mailbox: StockMailbox,
-                                                    case: str) -> None:
+def test_digests_reach_a_standard_mail_server_intact(
+    tmp_path: Path, stock_mailbox: StockMailbox, case: str
+) -> None:
     from recommender.alerts import Alert, deliver
 
-    names = {"long": [f"Set of {n} enamel storage tins, assorted vintage designs, " + "extra long name " * 6
-                      for n in range(8)],
-             "non_ascii": ["Crème brûlée dish — ½ litre, 日本製"],
-             "dot": [_dot_led_name()]}[case]
-    alerts = {"c1": [Alert("c1", f"I{n}", "price_drop", name, 5.0, 10.0, T2, "on your wish list")
-                     for n, name in enumerate(names)]}
+    names = {
+        "long": [
+            f"Set of {n} enamel storage tins, assorted vintage designs, " + "extra long name " * 6
+            for n in range(8)
+        ],
+        "non_ascii": ["Crème brûlée dish — ½ litre, 日本製"],
+        "dot": [_dot_led_name()],
+    }[case]
+    alerts = {
+        "c1": [
+            Alert("c1", f"I{n}", "price_drop", name, 5.0, 10.0, T2, "on your wish list")
+            for n, name in enumerate(names)
+        ]
+    }
     store = ActivityStore(tmp_path / "activity.sqlite3")
     store.create_schema()
-    settings = AlertsConfig(smtp_host="127.0.0.1", smtp_port=stock_mailbox.port, sender="shop@example.test",
-                            shop_name="Tiny shop")
+    settings = AlertsConfig(
+        smtp_host="127.0.0.1",
+        smtp_port=stock_mailbox.port,
+        sender="shop@example.test",
+        shop_name="Tiny shop",
+    )
     counts = deliver(alerts, store, settings, {"c1": "c1@example.com"})
     assert counts["digests"] == 1 and counts["refused"] == 0
     [received] = stock_mailbox.messages()
@@ -384,13 +547,16 @@ def test_digests_reach_a_standard_mail_server_intact(tmp_path: Path, stock_mailb
     assert received["List-Unsubscribe"] == "<https://shop.example/unsubscribe?customer=c1>"
     assert "Unsubscribe: https://shop.example/unsubscribe?customer=c1" in text
     assert str(received["Subject"]).startswith(names[0]) and str(received["To"]) == "c1@example.com"
-    assert received["Message-ID"] and str(received["Message-ID"]) == str(received["Message-ID"]).strip()
+    assert (
+        received["Message-ID"]
+        and str(received["Message-ID"]) == str(received["Message-ID"]).strip()
+    )
     assert store.pending_digests() == []
 
 
-def test_an_alerts_run_delivers_one_digest_once_to_a_stock_mail_server(shared_models: Path, tmp_path: Path,
-                                                                      stock_mailbox: StockMailbox,
-                                                                      store_location: str) -> None:
+def test_an_alerts_run_delivers_one_digest_once_to_a_stock_mail_server(
+    shared_models: Path, tmp_path: Path, stock_mailbox: StockMailbox, store_location: str
+) -> None:
     """The scenario of the issue: prices and availability recorded through the admin API, two
     items on a wish list, a price drop and a restock; one digest naming both, once. On both
     stores: the server and the alerts run share it."""
@@ -406,8 +572,16 @@ def test_an_alerts_run_delivers_one_digest_once_to_a_stock_mail_server(shared_mo
     client.put("/v1/admin/catalog/A", json={"price": 5.0}, headers=auth)
     client.put("/v1/admin/catalog/C", json={"available": True}, headers=auth)
     customers = _customers_file(tmp_path, ["w1", "w2"], opted_out=("w2",))
-    command = _alerts_command(shared_models, db, customers, stock_mailbox.port, "--sender", "shop@example.test",
-                              "--unsubscribe-url", "https://shop.example/stop?c={user_id}")
+    command = _alerts_command(
+        shared_models,
+        db,
+        customers,
+        stock_mailbox.port,
+        "--sender",
+        "shop@example.test",
+        "--unsubscribe-url",
+        "https://shop.example/stop?c={user_id}",
+    )
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     [digest] = stock_mailbox.messages()

@@ -1,4 +1,5 @@
 """ALS on logs whose answers are obvious, fold-in against implicit's own solver, and the weighting."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,25 @@ import scipy.sparse as sp
 from recommender.algorithms import ALS
 
 # Two groups of customers: 0-5 buy from items 0-3, 6-11 from items 4-7. Customer 0 lacks item 3.
-ROWS = [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3],
-        [4, 5, 6], [4, 5, 7], [4, 6, 7], [5, 6, 7], [4, 5, 6, 7], [4, 5, 6, 7]]
+ROWS = [
+    [0, 1, 2],
+    [0, 1, 3],
+    [0, 2, 3],
+    [1, 2, 3],
+    [0, 1, 2, 3],
+    [0, 1, 2, 3],
+    [4, 5, 6],
+    [4, 5, 7],
+    [4, 6, 7],
+    [5, 6, 7],
+    [4, 5, 6, 7],
+    [4, 5, 6, 7],
+]
 USER_ITEMS = sp.csr_matrix(
-    (np.ones(sum(map(len, ROWS)), dtype=np.float32),
-     (np.repeat(np.arange(len(ROWS)), [len(r) for r in ROWS]), np.concatenate(ROWS))),
+    (
+        np.ones(sum(map(len, ROWS)), dtype=np.float32),
+        (np.repeat(np.arange(len(ROWS)), [len(r) for r in ROWS]), np.concatenate(ROWS)),
+    ),
     shape=(12, 8),
 )
 
@@ -20,7 +35,9 @@ USER_ITEMS = sp.csr_matrix(
 @pytest.fixture(scope="module")
 def model() -> ALS:
     """Two factors for two groups: the structure is exactly rank 2."""
-    return ALS(factors=2, iterations=20, regularization=0.05, num_threads=1, random_state=7).fit(USER_ITEMS)
+    return ALS(factors=2, iterations=20, regularization=0.05, num_threads=1, random_state=7).fit(
+        USER_ITEMS
+    )
 
 
 def test_the_missing_item_of_the_group_comes_first(model: ALS) -> None:
@@ -52,8 +69,12 @@ def test_fold_in_is_implicits_least_squares_step(alpha: float) -> None:
     reference.item_factors = np.array(model.item_factors_)
     reference.user_factors = np.array(model.user_factors_)
     row = USER_ITEMS[4]
-    np.testing.assert_allclose(model.fold_in(row.indices, row.data), reference.recalculate_user(4, row),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.fold_in(row.indices, row.data),
+        reference.recalculate_user(4, row),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_same_data_and_seed_give_the_same_factors() -> None:
@@ -66,8 +87,11 @@ def test_same_data_and_seed_give_the_same_factors() -> None:
 def test_confidence_weighting() -> None:
     counts = sp.csr_matrix(np.array([[1, 3, 0], [0, 1, 2]], dtype=np.float32))
     assert ALS(confidence="binary").weigh(counts).toarray().tolist() == [[1, 1, 0], [0, 1, 1]]
-    np.testing.assert_allclose(ALS(confidence="log").weigh(counts).toarray(),
-                               [[1, 1 + np.log(3), 0], [0, 1, 1 + np.log(2)]], rtol=1e-6)
+    np.testing.assert_allclose(
+        ALS(confidence="log").weigh(counts).toarray(),
+        [[1, 1 + np.log(3), 0], [0, 1, 1 + np.log(2)]],
+        rtol=1e-6,
+    )
     # BM25's idf turns negative for an item most customers bought; ALS would read a negative
     # weight as "disliked", so weights are floored at a small positive value.
     bm25 = ALS(confidence="bm25").weigh(counts)
@@ -79,6 +103,9 @@ def test_confidence_weighting() -> None:
 def test_from_arrays_answers_like_the_fitted_model(model: ALS) -> None:
     rebuilt = ALS.from_arrays(model.to_arrays(), regularization=0.05)
     for user in (0, 6):
-        assert rebuilt.recommend(user, USER_ITEMS[user], 3)[0].tolist() == model.recommend(user, USER_ITEMS[user], 3)[0].tolist()
+        assert (
+            rebuilt.recommend(user, USER_ITEMS[user], 3)[0].tolist()
+            == model.recommend(user, USER_ITEMS[user], 3)[0].tolist()
+        )
     assert rebuilt.similar_items(4, 3)[0].tolist() == model.similar_items(4, 3)[0].tolist()
     assert set(model.similar_items(4, 3)[0].tolist()) == {5, 6, 7}

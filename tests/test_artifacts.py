@@ -44,12 +44,26 @@ def flip_byte(path: Path, offset: int = -1) -> None:
     "damage, message",
     [
         (lambda d: flip_byte(d / "table.scores.npy"), "checksum mismatch"),
-        (lambda d: (d / "item_ids.npy").write_bytes((d / "item_ids.npy").read_bytes()[:50]), "checksum mismatch"),
+        (
+            lambda d: (d / "item_ids.npy").write_bytes((d / "item_ids.npy").read_bytes()[:50]),
+            "checksum mismatch",
+        ),
         (lambda d: (d / "item_ids.npy").unlink(), "cannot read"),
         (lambda d: (d / "manifest.json").write_text("{"), "unreadable"),
-        (lambda d: edit_manifest(d, lambda m: m.update(schema_version=99)), "unsupported schema_version"),
-        (lambda d: edit_manifest(d, lambda m: m["files"]["table.scores.npy"].update(shape=[2, 3])), "shape or dtype"),
-        (lambda d: edit_manifest(d, lambda m: m["files"].update({"../x.npy": {}})), "bad file name"),
+        (
+            lambda d: edit_manifest(d, lambda m: m.update(schema_version=99)),
+            "unsupported schema_version",
+        ),
+        (
+            lambda d: edit_manifest(
+                d, lambda m: m["files"]["table.scores.npy"].update(shape=[2, 3])
+            ),
+            "shape or dtype",
+        ),
+        (
+            lambda d: edit_manifest(d, lambda m: m["files"].update({"../x.npy": {}})),
+            "bad file name",
+        ),
     ],
 )
 def test_damaged_versions_are_refused(tmp_path: Path, damage, message: str) -> None:
@@ -136,19 +150,30 @@ def test_no_model_yet(tmp_path: Path) -> None:
 
 def test_streamed_arrays_are_written_chunk_by_chunk_and_verified(tmp_path: Path) -> None:
     chunks = (np.full((rows, 2), value, dtype=np.float32) for value, rows in ((1.0, 2), (2.0, 3)))
-    path = artifacts.save(tmp_path, {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)},
-                          {})
+    path = artifacts.save(
+        tmp_path,
+        {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)},
+        {},
+    )
     loaded = artifacts.load(path).arrays["als.user_factors"]
     assert loaded.tolist() == [[1.0, 1.0]] * 2 + [[2.0, 2.0]] * 3
-    empty = artifacts.save(tmp_path, {**ARRAYS, "none": artifacts.StreamedArray((0, 2), np.float32, iter(()))}, {})
+    empty = artifacts.save(
+        tmp_path, {**ARRAYS, "none": artifacts.StreamedArray((0, 2), np.float32, iter(()))}, {}
+    )
     assert artifacts.load(empty).arrays["none"].shape == (0, 2)
 
 
 @pytest.mark.parametrize("rows", [(2, 2), (2, 4)])
-def test_streamed_chunks_that_do_not_fill_the_shape_promote_nothing(tmp_path: Path, rows: tuple[int, ...]) -> None:
+def test_streamed_chunks_that_do_not_fill_the_shape_promote_nothing(
+    tmp_path: Path, rows: tuple[int, ...]
+) -> None:
     first = save(tmp_path)
     chunks = (np.zeros((n, 2), dtype=np.float32) for n in rows)
     with pytest.raises(ArtifactError, match="als.user_factors"):
-        artifacts.save(tmp_path, {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)}, {})
+        artifacts.save(
+            tmp_path,
+            {**ARRAYS, "als.user_factors": artifacts.StreamedArray((5, 2), np.float32, chunks)},
+            {},
+        )
     assert artifacts.current_version(tmp_path) == first.name
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, "current"])

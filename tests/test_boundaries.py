@@ -1,5 +1,6 @@
 """Module boundaries that must hold: the server never loads the training stack, and evaluation
 fits ALS exactly as the shipped model is fitted."""
+
 from __future__ import annotations
 
 import functools
@@ -10,6 +11,8 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from recommender import training
 from recommender.model_selection import choice as model_choice
@@ -32,15 +35,22 @@ service = app.extensions["recommender"].get()
 print(json.dumps({{"loaded": service is not None, "answers": answers,
                   "imported": [name for name in {TRAINING_STACK!r} if name in sys.modules]}}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] and report["answers"] == [200, 200, 200]
     assert report["imported"] == []
 
 
-def test_evaluation_and_the_shipped_model_build_als_with_the_same_parameters(tmp_path: Path, monkeypatch) -> None:
+def test_evaluation_and_the_shipped_model_build_als_with_the_same_parameters(
+    tmp_path: Path, monkeypatch
+) -> None:
     built: list[dict[str, object]] = []
     original = model_choice.ALS.__init__
 
@@ -54,8 +64,15 @@ def test_evaluation_and_the_shipped_model_build_als_with_the_same_parameters(tmp
     log = tmp_path / "shop.csv"
     write_uniform_log(log)
     # No precomputed lists: serving rebuilds ALS from saved factors, which is not a fit.
-    config = tiny_config(log, tmp_path / "models", evaluate=True, use_gpu=True, als_factors=3, jobs=1,
-                         personal_list_depth=0)
+    config = tiny_config(
+        log,
+        tmp_path / "models",
+        evaluate=True,
+        use_gpu=True,
+        als_factors=3,
+        jobs=1,
+        personal_list_depth=0,
+    )
     training.run(config)
     assert len(built) >= 2  # at least one evaluation fit and the shipped one
     without_threads = [{k: v for k, v in params.items() if k != "num_threads"} for params in built]
@@ -63,18 +80,43 @@ def test_evaluation_and_the_shipped_model_build_als_with_the_same_parameters(tmp
     assert without_threads[-1]["use_gpu"] is True and without_threads[-1]["factors"] == 3
 
 
-def test_long_urls_get_the_apps_json_400_up_to_gunicorns_limit(shared_models: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_long_urls_get_the_apps_json_400_up_to_gunicorns_limit(
+    shared_models: Path, tmp_path: Path
+) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "serve.py", "--port", str(port), "--models-dir", str(shared_models), "--workers", "1",
-         "--activity-db", str(tmp_path / "activity.sqlite3"), "--request-log", ""],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "serve.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(shared_models),
+            "--workers",
+            "1",
+            "--activity-db",
+            str(tmp_path / "activity.sqlite3"),
+            "--request-log",
+            "",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, server)
-        for length in (300, 6000):  # 6,000 bytes was past gunicorn's default 4,094-byte request line
+        for length in (
+            300,
+            6000,
+        ):  # 6,000 bytes was past gunicorn's default 4,094-byte request line
             status, body = fetch(f"{base}/v1/items/{'x' * length}/also-bought")
-            assert status == 400 and json.loads(body)["error"]["message"] == "item_id: must be 1 to 128 characters", length
+            assert (
+                status == 400
+                and json.loads(body)["error"]["message"] == "item_id: must be 1 to 128 characters"
+            ), length
         status, body = fetch(f"{base}/v1/items/{'x' * 9000}/also-bought")
         assert status == 400  # past MAX_REQUEST_LINE: gunicorn's own answer (README)
     finally:

@@ -42,18 +42,29 @@ def messy(tmp_path: Path) -> pd.DataFrame:
 def test_every_rule_with_exact_counts(messy: pd.DataFrame) -> None:
     purchases, report = clean(messy, RULES, now=NOW)
     assert report.rejected == {
-        "missing_item": 2, "unparseable_timestamp": 1, "future_timestamp": 1,
-        "unparseable_quantity": 1, "missing_user_and_order": 1,
+        "missing_item": 2,
+        "unparseable_timestamp": 1,
+        "future_timestamp": 1,
+        "unparseable_quantity": 1,
+        "missing_user_and_order": 1,
     }
     assert report.dropped == {
-        "duplicate": 1, "excluded_item": 1, "return_or_cancellation": 2,
-        "netted_out_by_return": 1, "non_positive_quantity": 1, "zero_or_negative_price": 1,
+        "duplicate": 1,
+        "excluded_item": 1,
+        "return_or_cancellation": 2,
+        "netted_out_by_return": 1,
+        "non_positive_quantity": 1,
+        "zero_or_negative_price": 1,
     }
     assert report.rows_read == 16 and report.rows_kept == 3
-    assert report.rows_read == report.rows_kept + sum(report.rejected.values()) + sum(report.dropped.values())
+    assert report.rows_read == report.rows_kept + sum(report.rejected.values()) + sum(
+        report.dropped.values()
+    )
     assert report.guest_rows == 1
     # What is left: u1's apple, the guest's banana, and u3's elder (6 bought, only 2 returned).
-    kept = purchases[["user_id", "item_id", "quantity"]].astype(object).where(purchases.notna(), None)
+    kept = (
+        purchases[["user_id", "item_id", "quantity"]].astype(object).where(purchases.notna(), None)
+    )
     assert kept.values.tolist() == [["u1", "A", 1.0], [None, "B", 1.0], ["u3", "E", 6.0]]
     assert purchases["timestamp"].dtype.kind == "M"
 
@@ -67,12 +78,16 @@ def test_item_pattern_and_price_rule_are_optional(messy: pd.DataFrame) -> None:
 
 def test_a_log_with_nothing_left_is_an_error_naming_the_source() -> None:
     log = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["POST", "POST"]}, dtype="string")
-    with pytest.raises(DataError, match="shop.csv: no purchases left after cleaning .*excluded_item=2"):
+    with pytest.raises(
+        DataError, match="shop.csv: no purchases left after cleaning .*excluded_item=2"
+    ):
         clean(log, RULES, source="shop.csv")
 
 
 def test_orders_without_customers_are_kept_for_baskets() -> None:
-    log = pd.DataFrame({"order_id": ["1", "1", "2"], "item_id": ["milk", "bread", "milk"]}, dtype="string")
+    log = pd.DataFrame(
+        {"order_id": ["1", "1", "2"], "item_id": ["milk", "bread", "milk"]}, dtype="string"
+    )
     purchases, report = clean(log, RULES)
     assert report.rows_kept == 3 and report.guest_rows == 3
     assert purchases["quantity"].tolist() == [1.0, 1.0, 1.0]

@@ -12,7 +12,9 @@ def test_defaults_then_file_then_environment_then_overrides(tmp_path: Path) -> N
     config_file = tmp_path / "reco.toml"
     config_file.write_text('[train]\nneighbours = 20\nsimilarity = "bm25"\nmin_support = 4\n')
     config = load_config(
-        TrainConfig, config_file, overrides={"min_support": 7},
+        TrainConfig,
+        config_file,
+        overrides={"min_support": 7},
         environ={"RECO_SIMILARITY": "tfidf", "RECO_MIN_SUPPORT": "5"},
     )
     assert config.neighbours == 20  # file over default
@@ -69,6 +71,10 @@ def test_parse_columns() -> None:
 
 
 def test_a_log_uri_for_spark_keeps_its_double_slash() -> None:
-    config = load_config(TrainConfig, overrides={"data": "s3a://shop-logs/purchases/", "engine": "spark"}, environ={})
+    config = load_config(
+        TrainConfig, overrides={"data": "s3a://shop-logs/purchases/", "engine": "spark"}, environ={}
+    )
     assert config.data == "s3a://shop-logs/purchases/"
-    assert load_config(TrainConfig, overrides={"data": "logs/x.csv"}, environ={}).data == Path("logs/x.csv")
+    assert load_config(TrainConfig, overrides={"data": "logs/x.csv"}, environ={}).data == Path(
+        "logs/x.csv"
+    )

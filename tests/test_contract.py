@@ -4,6 +4,7 @@ Each model runs the same checks, small and deterministic, on two logs: the hand-
 ``test_item_knn`` and two "tribes" joined by one customer, where EASE has negative weights.
 Where a model's documented semantics differ, the check says so next to the difference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,11 +25,22 @@ from recommender.errors import NotFittedError
 from helpers import USER_ITEMS
 
 # Items 0-2 and 3-5 are two tribes; the last customer bought 0 and 3.
-TRIBES = sp.csr_matrix(np.array(
-    [[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0],
-     [0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 0, 1],
-     [1, 0, 0, 1, 0, 0]], dtype=np.float32,
-))
+TRIBES = sp.csr_matrix(
+    np.array(
+        [
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [0, 1, 1, 0, 0, 0],
+            [1, 0, 1, 0, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1, 1],
+            [0, 0, 0, 0, 1, 1],
+            [0, 0, 0, 1, 0, 1],
+            [1, 0, 0, 1, 0, 0],
+        ],
+        dtype=np.float32,
+    )
+)
 LOGS = {"hand": USER_ITEMS, "tribes": TRIBES}
 
 SIGNED_EASE = "ease-signed"
@@ -100,7 +112,9 @@ def test_model_contract(make, log: str) -> None:
         assert np.isfinite(scores).all() and (np.diff(scores) <= 0).all()
 
     arrays = model.to_arrays()
-    assert arrays and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in arrays.values())
+    assert arrays and all(
+        isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in arrays.values()
+    )
     rebuilt = type(model).from_arrays(arrays, **model.get_params())
     for user in range(n_users):
         ids, scores = model.recommend(user, user_items[user], n=3)
@@ -133,8 +147,11 @@ def test_signed_ease_ranks_negative_weights_last() -> None:
 
 
 @pytest.mark.parametrize("make", MODEL_CASES)
-@pytest.mark.parametrize("matrix", [USER_ITEMS.toarray(), USER_ITEMS.tocsc(), USER_ITEMS.tocoo()],
-                         ids=["dense", "csc", "coo"])
+@pytest.mark.parametrize(
+    "matrix",
+    [USER_ITEMS.toarray(), USER_ITEMS.tocsc(), USER_ITEMS.tocoo()],
+    ids=["dense", "csc", "coo"],
+)
 def test_anything_but_csr_is_refused(make, matrix) -> None:
     with pytest.raises(ValueError, match="CSR"):
         make().fit(matrix)

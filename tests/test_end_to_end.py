@@ -1,4 +1,5 @@
 """Train on a slice of the shipped log in a subprocess, serve it with gunicorn, query it over HTTP."""
+
 from __future__ import annotations
 
 import json
@@ -33,22 +34,40 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
     models = tmp_path / "models"
     trained = subprocess.run(
         [PYTHON, "train.py", "--data", str(tmp_path / "december.csv"), "--models-dir", str(models)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert trained.returncode == 0, trained.stderr
     manifest = json.loads((models / "current" / "manifest.json").read_text())
     cleaning = manifest["cleaning"]
-    assert cleaning["dropped"]["return_or_cancellation"] > 0 and cleaning["dropped"]["duplicate"] > 0
-    assert cleaning["rows_read"] == cleaning["rows_kept"] + sum(cleaning["rejected"].values()) + sum(
-        cleaning["dropped"].values()
+    assert (
+        cleaning["dropped"]["return_or_cancellation"] > 0 and cleaning["dropped"]["duplicate"] > 0
     )
+    assert cleaning["rows_read"] == cleaning["rows_kept"] + sum(
+        cleaning["rejected"].values()
+    ) + sum(cleaning["dropped"].values())
 
     port = free_port()
     activity_db = tmp_path / "activity.sqlite3"
     server = subprocess.Popen(
-        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "2",
-         "--activity-db", str(activity_db)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            PYTHON,
+            "serve.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models),
+            "--workers",
+            "2",
+            "--activity-db",
+            str(activity_db),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -74,12 +93,21 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
         # One month evaluates too few customers to tune: the default's item part ships alone.
         blend = manifest["blend"]
         assert (blend["als_weight"], blend["trend_weight"]) == (0.0, 0.0)
-        assert status == 200 and body["strategy"] == "item-knn" and len(body["recommendations"]) == 5
+        assert (
+            status == 200 and body["strategy"] == "item-knn" and len(body["recommendations"]) == 5
+        )
 
         def send(batch: int) -> int:
-            events = [{"user_id": f"shopper{batch % 7}", "item_id": "85123A", "type": "view"} for _ in range(5)]
-            request = urllib.request.Request(base + "/v1/events", data=json.dumps({"events": events}).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
+            events = [
+                {"user_id": f"shopper{batch % 7}", "item_id": "85123A", "type": "view"}
+                for _ in range(5)
+            ]
+            request = urllib.request.Request(
+                base + "/v1/events",
+                data=json.dumps({"events": events}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status
 
@@ -93,7 +121,11 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
         # /metrics adds up the samples of both workers (prometheus_client multiprocess mode).
         with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
             metrics = response.read().decode()
-        stored = [line for line in metrics.splitlines() if line.startswith("recommender_events_stored_total")]
+        stored = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("recommender_events_stored_total")
+        ]
         assert stored and float(stored[0].split()[-1]) == 600
     finally:
         server.send_signal(signal.SIGTERM)

@@ -1,4 +1,5 @@
 """Metrics on rankings small enough to check by hand, and the item-to-item models' formulas."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,13 @@ def test_ranking_metrics_by_hand() -> None:
     # Two customers, 5 items, k=2. Customer 0: targets {1, 3} plus one unreachable (3 in all);
     # recommended [3, 0]: a hit at rank 1. Customer 1: target {4}; recommended [2, 4]: hit at rank 2.
     targets = sp.csr_matrix(np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]], dtype=np.float32))
-    held_out = HeldOut(np.array([0, 1]), sp.csr_matrix((2, 5)), targets, np.array([3, 1]),
-                       popularity=np.array([50.0, 40.0, 30.0, 20.0, 10.0]))
+    held_out = HeldOut(
+        np.array([0, 1]),
+        sp.csr_matrix((2, 5)),
+        targets,
+        np.array([3, 1]),
+        popularity=np.array([50.0, 40.0, 30.0, 20.0, 10.0]),
+    )
     metrics = ranking_metrics(np.array([[3, 0], [2, 4]]), held_out, k=2)
     assert metrics["precision"] == pytest.approx((1 / 2 + 1 / 2) / 2)
     assert metrics["recall"] == pytest.approx((1 / 3 + 1 / 1) / 2)
@@ -30,7 +36,9 @@ def test_ranking_metrics_by_hand() -> None:
     assert metrics["map"] == pytest.approx((1.0 / 2 + 0.5 / 1) / 2)
     assert metrics["hit_rate"] == 1.0
     assert metrics["coverage"] == pytest.approx(4 / 5)
-    assert metrics["novelty"] == pytest.approx((4 + 1 + 3 + 5) / 4)  # popularity ranks of 3, 0, 2, 4
+    assert metrics["novelty"] == pytest.approx(
+        (4 + 1 + 3 + 5) / 4
+    )  # popularity ranks of 3, 0, 2, 4
 
 
 def test_top_k_excludes_seen_items() -> None:
@@ -41,7 +49,9 @@ def test_top_k_excludes_seen_items() -> None:
 
 def test_next_item_metrics_by_hand() -> None:
     table = np.array([[1, 2, -1], [0, 2, -1], [1, 0, -1]])
-    metrics = next_item_metrics(table, queries=np.array([0, 0, 1]), targets=np.array([2, 1, 0]), k=2)
+    metrics = next_item_metrics(
+        table, queries=np.array([0, 0, 1]), targets=np.array([2, 1, 0]), k=2
+    )
     assert metrics["hit_rate"] == 1.0 and metrics["pairs"] == 3
     assert metrics["mrr"] == pytest.approx((1 / 2 + 1 + 1) / 3)
 
@@ -50,13 +60,19 @@ def test_blend_scores_scale_each_part() -> None:
     item = np.array([2.0, 1.0, 0.0])
     als = np.array([-4.0, 2.0, 4.0])
     trend = np.array([0.0, 0.5, 1.0])
-    np.testing.assert_allclose(blend_scores(item, als, trend, 0.25, 0.1),
-                               [0.75 * 1.0 + 0.25 * -1.0, 0.75 * 0.5 + 0.25 * 0.5 + 0.05, 0.25 * 1.0 + 0.1])
+    np.testing.assert_allclose(
+        blend_scores(item, als, trend, 0.25, 0.1),
+        [0.75 * 1.0 + 0.25 * -1.0, 0.75 * 0.5 + 0.25 * 0.5 + 0.05, 0.25 * 1.0 + 0.1],
+    )
     np.testing.assert_allclose(blend_scores(item, None, None, 0.25, 0.0), [0.75, 0.375, 0.0])
     assert blend_scores(None, None, trend, 0.5, 1.0) is None
 
 
-X = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 1, 1]], dtype=np.float32))
+X = sp.csr_matrix(
+    np.array(
+        [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 1, 1]], dtype=np.float32
+    )
+)
 
 
 def test_ease_is_the_closed_form() -> None:
@@ -67,8 +83,14 @@ def test_ease_is_the_closed_form() -> None:
     np.fill_diagonal(weights, 0)
     for item in range(4):
         ids = model.neighbour_ids_[item][model.neighbour_ids_[item] >= 0]
-        np.testing.assert_allclose(model.neighbour_scores_[item][: len(ids)], weights[item, ids], rtol=1e-5)
-        expected = [j for j in np.argsort(-weights[item], kind="stable") if j != item and weights[item, j] != 0][:3]
+        np.testing.assert_allclose(
+            model.neighbour_scores_[item][: len(ids)], weights[item, ids], rtol=1e-5
+        )
+        expected = [
+            j
+            for j in np.argsort(-weights[item], kind="stable")
+            if j != item and weights[item, j] != 0
+        ][:3]
         assert ids.tolist() == expected
 
 
@@ -94,9 +116,13 @@ def test_signed_ease_keeps_the_strongest_weights_negative_ones_included() -> Non
     signed = EASE(l2=2.0, neighbours=2, signed=True, min_pair_support=0).fit(X)
     unsigned = EASE(l2=2.0, neighbours=2).fit(X)
     for item in range(4):
-        strongest = sorted(np.argsort(-np.abs(weights[item]), kind="stable")[:2], key=lambda j: -weights[item, j])
+        strongest = sorted(
+            np.argsort(-np.abs(weights[item]), kind="stable")[:2], key=lambda j: -weights[item, j]
+        )
         assert signed.neighbour_ids_[item].tolist() == strongest
-        np.testing.assert_allclose(signed.neighbour_scores_[item], weights[item, strongest], rtol=1e-5)
+        np.testing.assert_allclose(
+            signed.neighbour_scores_[item], weights[item, strongest], rtol=1e-5
+        )
         assert (unsigned.neighbour_scores_[item][unsigned.neighbour_ids_[item] >= 0] > 0).all()
     # Scoring a customer sums the signed weights of what they bought.
     row = sp.csr_matrix(np.array([[1, 0, 0, 1]], dtype=np.float32))
@@ -126,15 +152,21 @@ def test_log_likelihood_ratio_is_the_g_test() -> None:
     both, first, second, total = 10.0, 30.0, 20.0, 100.0
     table = np.array([[both, first - both], [second - both, total - first - second + both]])
     expected = chi2_contingency(table, correction=False, lambda_="log-likelihood")[0]
-    assert log_likelihood_ratio(np.array([both]), np.array([first]), np.array([second]), total)[0] == pytest.approx(expected)
+    assert log_likelihood_ratio(np.array([both]), np.array([first]), np.array([second]), total)[
+        0
+    ] == pytest.approx(expected)
 
 
 def test_cooccurrence_ranks_significant_pairs_and_counts_them() -> None:
     # Items 0 and 1 always together (4 customers); item 2 with 0 once, among many customers.
     rows = [[0, 1]] * 4 + [[0, 2]] + [[2]] * 3 + [[3]] * 12
-    matrix = sp.csr_matrix((np.ones(sum(map(len, rows)), dtype=np.float32),
-                            (np.repeat(np.arange(len(rows)), [len(r) for r in rows]), np.concatenate(rows))),
-                           shape=(len(rows), 4))
+    matrix = sp.csr_matrix(
+        (
+            np.ones(sum(map(len, rows)), dtype=np.float32),
+            (np.repeat(np.arange(len(rows)), [len(r) for r in rows]), np.concatenate(rows)),
+        ),
+        shape=(len(rows), 4),
+    )
     model = Cooccurrence(shrinkage=1.0, neighbours=2, min_support=1, min_pair_support=1).fit(matrix)
     assert model.neighbour_ids_[0][0] == 1 and model.neighbour_support_[0][0] == 4
     assert model.neighbour_ids_[1].tolist() == [0, -1]

@@ -1,4 +1,5 @@
 """Faults survived: training killed at any moment, events across a server kill, broken models."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,17 @@ pytestmark = pytest.mark.slow
 def test_training_killed_at_several_moments_leaves_the_previous_model(tmp_path: Path) -> None:
     models = tmp_path / "models"
     data = ROOT / "data" / "online_retail.parquet"
-    base = [PYTHON, "train.py", "--data", str(data), "--models-dir", str(models), "--no-evaluate",
-            "--activity-db", str(tmp_path / "none.sqlite3")]
+    base = [
+        PYTHON,
+        "train.py",
+        "--data",
+        str(data),
+        "--models-dir",
+        str(models),
+        "--no-evaluate",
+        "--activity-db",
+        str(tmp_path / "none.sqlite3"),
+    ]
     first = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     serving = artifacts.current_version(models)
@@ -51,7 +61,11 @@ def test_training_killed_at_several_moments_leaves_the_previous_model(tmp_path: 
 
 
 def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:
-    log, models, activity = tmp_path / "tribes.csv", tmp_path / "models", tmp_path / "activity.sqlite3"
+    log, models, activity = (
+        tmp_path / "tribes.csv",
+        tmp_path / "models",
+        tmp_path / "activity.sqlite3",
+    )
     write_log(log)
     training.run(tiny_config(log, models, als_factors=2))
     port = free_port()
@@ -59,9 +73,15 @@ def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:
     acknowledged = 0
     try:
         for batch in range(50):
-            body = json.dumps({"events": [{"user_id": f"s{batch}", "item_id": "K1", "type": "view"}] * 4}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+            body = json.dumps(
+                {"events": [{"user_id": f"s{batch}", "item_id": "K1", "type": "view"}] * 4}
+            ).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/events",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 acknowledged += json.loads(response.read())["stored"]
     finally:
@@ -73,10 +93,14 @@ def test_acknowledged_events_survive_a_killed_server(tmp_path: Path) -> None:
         for child in workers:
             subprocess.run(["kill", "-9", child], check=False)
     with sqlite3.connect(activity) as connection:
-        assert connection.execute("SELECT COUNT(*) FROM events").fetchone()[0] == acknowledged == 200
+        assert (
+            connection.execute("SELECT COUNT(*) FROM events").fetchone()[0] == acknowledged == 200
+        )
     restarted = start_server(models, activity, port)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/users/s3/page-you-made?k=2", timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/v1/users/s3/page-you-made?k=2", timeout=10
+        ) as response:
             assert json.loads(response.read())["groups"][0]["because"]["item_id"] == "K1"
     finally:
         restarted.terminate()

@@ -4,6 +4,7 @@ Bounded (examples per operation and a fixed seed), with the admin token so that 
 operations are exercised too. Checks: no 5xx, every response matches the documented schema,
 status code and content type.
 """
+
 from __future__ import annotations
 
 import signal
@@ -27,20 +28,49 @@ def test_no_server_errors_and_no_schema_violations(tmp_path: Path) -> None:
     training.run(tiny_config(log, models, als_factors=2))
     port = free_port()
     server = subprocess.Popen(
-        [PYTHON, "serve.py", "--port", str(port), "--models-dir", str(models), "--workers", "2",
-         "--activity-db", str(tmp_path / "activity.sqlite3"), "--request-log", ""],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            PYTHON,
+            "serve.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models),
+            "--workers",
+            "2",
+            "--activity-db",
+            str(tmp_path / "activity.sqlite3"),
+            "--request-log",
+            "",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={"RECO_ADMIN_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
     )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, server)
         fuzz = subprocess.run(
-            [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
-             "-H", f"Authorization: Bearer {TOKEN}", "--seed", "20261125", "-n", "25",
-             "--phases", "coverage,fuzzing",
-             "-c", "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{base}/openapi.json",
+                "-H",
+                f"Authorization: Bearer {TOKEN}",
+                "--seed",
+                "20261125",
+                "-n",
+                "25",
+                "--phases",
+                "coverage,fuzzing",
+                "-c",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert fuzz.returncode == 0, fuzz.stdout[-4000:] + fuzz.stderr[-2000:]
         assert "No issues found" in fuzz.stdout

@@ -3,6 +3,7 @@ and every array (ids, matrices, purchase ages, catalog) on the shipped logs and 
 recorded in ``tests/data/ingest_reference.json``. Work on the cost of ingest must leave them
 identical; a deliberate change of behaviour rewrites the file
 (``python tests/test_ingest_reference.py --write``) and says why in its commit."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,15 +34,20 @@ LOGS: dict[str, dict[str, Any]] = {
     "messy_retail.csv": {"data": ROOT / "tests" / "data" / "messy_retail.csv"},
     # The shipped log written as CSV by pandas (float customer ids, ISO times): the CSV path at size.
     "online_retail.csv (the parquet as CSV)": {"csv_of": ROOT / "data" / "online_retail.parquet"},
-    **{f"broken/{path.name}": {"data": path} for path in sorted((ROOT / "tests" / "data" / "broken").iterdir())},
+    **{
+        f"broken/{path.name}": {"data": path}
+        for path in sorted((ROOT / "tests" / "data" / "broken").iterdir())
+    },
 }
 
 
 def _digest(array: Any) -> str:
     array = np.asarray(array)
     if array.dtype.kind in "OU":
-        payload = "\x1f".join("<NA>" if value is None or value is pd.NA or value != value else str(value)
-                              for value in array.tolist()).encode()
+        payload = "\x1f".join(
+            "<NA>" if value is None or value is pd.NA or value != value else str(value)
+            for value in array.tolist()
+        ).encode()
     else:
         payload = np.ascontiguousarray(array).tobytes()
     return f"{array.dtype.kind}{array.shape}:" + hashlib.sha256(payload).hexdigest()[:16]
@@ -53,8 +59,11 @@ def tables(settings: dict[str, Any], tmp: Path) -> dict[str, Any]:
         csv = tmp / "log.csv"
         pd.read_parquet(settings["csv_of"]).to_csv(csv, index=False)
         settings = {"data": csv}
-    config = load_config(TrainConfig, overrides={"models_dir": tmp / "models", "activity_db": tmp / "none.sqlite3",
-                                                 **settings}, environ={})
+    config = load_config(
+        TrainConfig,
+        overrides={"models_dir": tmp / "models", "activity_db": tmp / "none.sqlite3", **settings},
+        environ={},
+    )
     import functools
 
     import recommender.training as training
@@ -68,13 +77,20 @@ def tables(settings: dict[str, Any], tmp: Path) -> dict[str, Any]:
     finally:
         training.clean = original  # type: ignore[assignment]
     interactions = build_interactions(purchases)
-    out: dict[str, Any] = {"cleaning": report, "item_ids": _digest(interactions.item_ids.ids_),
-                           "user_ids": _digest(interactions.user_ids.ids_), "n_orders": interactions.n_orders}
+    out: dict[str, Any] = {
+        "cleaning": report,
+        "item_ids": _digest(interactions.item_ids.ids_),
+        "user_ids": _digest(interactions.user_ids.ids_),
+        "n_orders": interactions.n_orders,
+    }
     for name in ("user_items", "order_items", "user_counts", "purchase_age"):
         matrix = getattr(interactions, name).tocsr()
         matrix.sort_indices()
-        out[name] = [_digest(matrix.indptr.astype(np.int64)), _digest(matrix.indices.astype(np.int64)),
-                     _digest(matrix.data.astype(np.float32))]
+        out[name] = [
+            _digest(matrix.indptr.astype(np.int64)),
+            _digest(matrix.indices.astype(np.int64)),
+            _digest(matrix.data.astype(np.float32)),
+        ]
     catalog = build_catalog(purchases, interactions.item_ids)
     out["catalog"] = {name: _digest(values) for name, values in sorted(catalog.items())}
     return json.loads(json.dumps(out, default=str))
@@ -90,6 +106,12 @@ if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        REFERENCE.write_text(json.dumps({name: tables(settings, Path(scratch)) for name, settings in LOGS.items()},
-                                        indent=1, sort_keys=True) + "\n")
+        REFERENCE.write_text(
+            json.dumps(
+                {name: tables(settings, Path(scratch)) for name, settings in LOGS.items()},
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     print(f"wrote {REFERENCE}")

@@ -1,4 +1,5 @@
 """ItemKNN and Popular against answers worked out by hand (the contract every model keeps: test_contract)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ COS_AB, COS_AC, COS_BC = 3 / np.sqrt(12), 1 / np.sqrt(6), 2 / np.sqrt(8)
 
 
 def fit(**params) -> ItemKNN:
-    return ItemKNN(**{"min_support": 2, "min_pair_support": 1, "num_threads": 1, **params}).fit(USER_ITEMS)
+    return ItemKNN(**{"min_support": 2, "min_pair_support": 1, "num_threads": 1, **params}).fit(
+        USER_ITEMS
+    )
 
 
 def test_cosine_neighbours_scores_and_shared_buyers_by_hand() -> None:
@@ -24,7 +27,8 @@ def test_cosine_neighbours_scores_and_shared_buyers_by_hand() -> None:
     assert model.neighbour_ids_.tolist() == [[B, C, -1], [A, C, -1], [B, A, -1], [-1, -1, -1]]
     np.testing.assert_allclose(
         model.neighbour_scores_,
-        [[COS_AB, COS_AC, 0], [COS_AB, COS_BC, 0], [COS_BC, COS_AC, 0], [0, 0, 0]], rtol=1e-6,
+        [[COS_AB, COS_AC, 0], [COS_AB, COS_BC, 0], [COS_BC, COS_AC, 0], [0, 0, 0]],
+        rtol=1e-6,
     )
     assert model.neighbour_support_.tolist() == [[3, 1, 0], [3, 2, 0], [2, 1, 0], [0, 0, 0]]
     assert model.item_support_.tolist() == [3, 4, 2, 1]

@@ -14,19 +14,33 @@ from helpers import TINY_LOG
 
 def test_generic_column_names_are_recognised(tiny_log: Path) -> None:
     log = read_log(tiny_log)
-    assert list(log.columns) == ["user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name"]
+    assert list(log.columns) == [
+        "user_id",
+        "item_id",
+        "timestamp",
+        "quantity",
+        "order_id",
+        "price",
+        "name",
+    ]
     assert len(log) == 10
     assert log["item_id"].tolist()[:3] == ["A", "B", "A"]
 
 
 def test_online_retail_names_are_recognised_and_ids_stay_strings(tmp_path: Path) -> None:
     path = tmp_path / "retail.parquet"
-    pd.DataFrame({
-        "InvoiceNo": ["536365", "536365"], "StockCode": ["85123A", "00123"],
-        "Description": ["WHITE HANGING HEART", "THING"], "Quantity": [6, 2],
-        "InvoiceDate": pd.to_datetime(["2010-12-01 08:26", "2010-12-01 08:26"]),
-        "UnitPrice": [2.55, 1.0], "CustomerID": [17850.0, None], "Country": ["UK", "UK"],
-    }).to_parquet(path)
+    pd.DataFrame(
+        {
+            "InvoiceNo": ["536365", "536365"],
+            "StockCode": ["85123A", "00123"],
+            "Description": ["WHITE HANGING HEART", "THING"],
+            "Quantity": [6, 2],
+            "InvoiceDate": pd.to_datetime(["2010-12-01 08:26", "2010-12-01 08:26"]),
+            "UnitPrice": [2.55, 1.0],
+            "CustomerID": [17850.0, None],
+            "Country": ["UK", "UK"],
+        }
+    ).to_parquet(path)
     log = read_log(path)
     assert log["user_id"].tolist()[0] == "17850"  # the float id loses its ".0"
     assert pd.isna(log["user_id"].tolist()[1])
@@ -58,7 +72,9 @@ def test_baskets_format(tmp_path: Path) -> None:
     log = read_log(path, format="baskets")
     assert log["order_id"].tolist() == ["1", "1", "2", "3", "4", "4", "4"]
     assert log["item_id"].tolist()[:3] == ["milk", "bread", "beer"]
-    assert pd.isna(log["item_id"].tolist()[3])  # the empty line: a missing item, rejected by cleaning
+    assert pd.isna(
+        log["item_id"].tolist()[3]
+    )  # the empty line: a missing item, rejected by cleaning
     assert log["item_id"].tolist()[5] == "eggs"
 
 
@@ -73,7 +89,9 @@ def test_baskets_format(tmp_path: Path) -> None:
         (b"PAR1 this is not parquet", "cannot read as Parquet"),
     ],
 )
-def test_unusable_files_name_the_file_and_the_problem(tmp_path: Path, content: bytes, message: str) -> None:
+def test_unusable_files_name_the_file_and_the_problem(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     path = tmp_path / "log.csv"
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as raised:

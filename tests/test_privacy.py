@@ -1,4 +1,5 @@
 """The customer's rights, end to end through the API, the SQLite store and the next training run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ def make_world(models: Path, tmp_path: Path):
     write_log(log)
     customers = tmp_path / "customers.csv"
     customers.write_text("id,name,opted_out\ng1,Ana,false\ng2,Ben,true\n")
-    app = make_app(models, tmp_path / "var" / "activity.sqlite3", admin_token=TOKEN, customers_file=customers)
+    app = make_app(
+        models, tmp_path / "var" / "activity.sqlite3", admin_token=TOKEN, customers_file=customers
+    )
     return app.test_client(), log, models
 
 
@@ -57,14 +60,20 @@ def test_forgetting_erases_suppresses_and_leaves_the_next_model(own_world) -> No
 
     assert client.delete("/v1/users/g1").status_code == 401  # admin only
     answer = client.delete("/v1/users/g1", headers=ADMIN).get_json()
-    assert answer["forgotten"] is True and answer["events_erased"] == 2 and answer["wishlist_items_erased"] == 1
+    assert (
+        answer["forgotten"] is True
+        and answer["events_erased"] == 2
+        and answer["wishlist_items_erased"] == 1
+    )
 
     # From this moment: nothing personal, flagged; nothing stored for the id again.
     for path in ("recommendations", "page-you-made", "wishlist/recommendations"):
         body = client.get(f"/v1/users/g1/{path}?k=3").get_json()
         assert body["strategy"] == "popular" and body["fallback_reason"] == "forgotten", path
     assert client.get("/v1/users/g1/wishlist").get_json()["items"] == []
-    assert client.post("/v1/events", json=[{"user_id": "g1", "item_id": "K3", "type": "view"}]).get_json() == {"stored": 0}
+    assert client.post(
+        "/v1/events", json=[{"user_id": "g1", "item_id": "K3", "type": "view"}]
+    ).get_json() == {"stored": 0}
     assert client.put("/v1/users/g1/wishlist/K3").status_code == 409
     data = client.get("/v1/users/g1/data", headers=ADMIN).get_json()
     assert data["events"] == [] and data["wishlist"] == [] and data["suppression"] == "forgotten"
@@ -76,24 +85,32 @@ def test_forgetting_erases_suppresses_and_leaves_the_next_model(own_world) -> No
     assert manifest["cleaning"]["dropped"]["forgotten_customer"] == 3
     for path in version.iterdir():
         payload = path.read_bytes()
-        assert "g1".encode("utf-8") not in payload and "g1".encode("utf-32-le") not in payload, path.name
+        assert b"g1" not in payload and "g1".encode("utf-32-le") not in payload, path.name
     client.post("/v1/admin/reload", headers=ADMIN)
     data = client.get("/v1/users/g1/data", headers=ADMIN).get_json()
-    assert data["current_model"] == {"version": version.name, "trained_on_their_purchases": False,
-                                     "purchased_items_in_model": []}
+    assert data["current_model"] == {
+        "version": version.name,
+        "trained_on_their_purchases": False,
+        "purchased_items_in_model": [],
+    }
 
 
 def test_opting_out_keeps_data_but_stops_personalisation(world) -> None:
     client, _, _ = world
     assert client.get("/v1/users/k1/recommendations?k=2").get_json()["strategy"] == "blend"
-    assert client.put("/v1/users/k1/opt-out", headers=ADMIN).get_json() == {"user_id": "k1", "opted_out": True}
+    assert client.put("/v1/users/k1/opt-out", headers=ADMIN).get_json() == {
+        "user_id": "k1",
+        "opted_out": True,
+    }
     body = client.get("/v1/users/k1/recommendations?k=2").get_json()
     assert body["strategy"] == "popular" and body["fallback_reason"] == "opted_out"
     assert client.get("/v1/users/k1/data", headers=ADMIN).get_json()["suppression"] == "opted_out"
     client.delete("/v1/users/k1/opt-out", headers=ADMIN)
     assert client.get("/v1/users/k1/recommendations?k=2").get_json()["strategy"] == "blend"
     # Opted out in the customers file: the same.
-    assert client.get("/v1/users/g2/recommendations?k=2").get_json()["fallback_reason"] == "opted_out"
+    assert (
+        client.get("/v1/users/g2/recommendations?k=2").get_json()["fallback_reason"] == "opted_out"
+    )
 
 
 def test_subject_access_lists_everything(world) -> None:

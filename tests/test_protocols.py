@@ -1,6 +1,7 @@
 """The validation protocol rule on hand-made logs, the splits behind each protocol, the
 decayed matrix, the "simplest within noise" shipping rule, and the reported figure recomputed
 from the test predictions saved in the model version."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,12 @@ def test_uniform_activity_gets_the_rolling_time_split_with_next_purchase_measure
     protocol = choose_protocol(log, test_days=30, validation_periods=3)
     assert protocol.name == ROLLING and protocol.also == (NEXT_PURCHASE,)
     assert protocol.stats["repeat_customers"] == 200
-    assert [period["evaluable_customers"] for period in protocol.stats["periods"]] == [200, 200, 200, 200]
+    assert [period["evaluable_customers"] for period in protocol.stats["periods"]] == [
+        200,
+        200,
+        200,
+        200,
+    ]
     assert "rolling time split" in protocol.reason
 
 
@@ -51,7 +57,9 @@ def test_customers_active_in_bursts_get_each_customers_next_purchase() -> None:
 
 def test_uneven_periods_get_next_purchase() -> None:
     # Everyone active in the last month, a quarter of them in each of the two months before.
-    log = shop_log(300, lambda c: [0, 340, 350] + ([310] if c % 4 == 0 else []) + ([280] if c % 4 == 1 else []))
+    log = shop_log(
+        300, lambda c: [0, 340, 350] + ([310] if c % 4 == 0 else []) + ([280] if c % 4 == 1 else [])
+    )
     protocol = choose_protocol(log, test_days=30, validation_periods=2)
     coverages = [period["coverage"] for period in protocol.stats["periods"]]
     assert min(coverages) >= 0.2 and max(coverages) > 3 * min(coverages)
@@ -71,36 +79,55 @@ def test_constant_or_missing_timestamps_get_random_holdout() -> None:
 
 
 def test_next_purchase_split_holds_out_each_customers_last_order_only() -> None:
-    log = pd.DataFrame({
-        "user_id": ["a", "a", "a", "b", "b", "c"],
-        "item_id": ["x", "y", "z", "x", "w", "x"],
-        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-05", "2024-01-02", "2024-01-09",
-                                     "2024-01-03"]),
-        "order_id": ["a1", "a2", "a2", "b1", "b2", "c1"],
-    })
+    log = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": ["x", "y", "z", "x", "w", "x"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01", "2024-01-05", "2024-01-05", "2024-01-02", "2024-01-09", "2024-01-03"]
+            ),
+            "order_id": ["a1", "a2", "a2", "b1", "b2", "c1"],
+        }
+    )
     split = next_purchase_split(log)
     assert split.customers == 2  # c has one order
-    assert sorted(zip(split.test["user_id"], split.test["item_id"])) == [("a", "y"), ("a", "z"), ("b", "w")]
+    assert sorted(zip(split.test["user_id"], split.test["item_id"])) == [
+        ("a", "y"),
+        ("a", "z"),
+        ("b", "w"),
+    ]
     assert len(split.train) == 3
     later = next_purchase_split(log, after=pd.Timestamp("2024-01-06"))
     assert list(later.test["user_id"]) == ["b"]
 
 
 def test_a_share_of_next_purchase_customers_is_held_out_the_same_way_each_run() -> None:
-    log = pd.DataFrame({"user_id": [f"u{n // 2}" for n in range(400)], "item_id": [f"i{n % 9}" for n in range(400)],
-                        "timestamp": [ORIGIN + pd.Timedelta(days=n % 2) for n in range(400)],
-                        "order_id": [f"o{n}" for n in range(400)]})
+    log = pd.DataFrame(
+        {
+            "user_id": [f"u{n // 2}" for n in range(400)],
+            "item_id": [f"i{n % 9}" for n in range(400)],
+            "timestamp": [ORIGIN + pd.Timedelta(days=n % 2) for n in range(400)],
+            "order_id": [f"o{n}" for n in range(400)],
+        }
+    )
     everyone = next_purchase_split(log)
     half = next_purchase_split(log, share=0.5, seed=3)
     assert everyone.customers == 200 and 70 < half.customers < 130
-    assert set(half.test.index) < set(everyone.test.index)  # the same last orders, for fewer customers
+    assert set(half.test.index) < set(
+        everyone.test.index
+    )  # the same last orders, for fewer customers
     assert len(half.train) + len(half.test) == len(log)
     assert half.test.equals(next_purchase_split(log, share=0.5, seed=3).test)
 
 
 def test_random_holdout_split_holds_out_customers_with_one_item_hidden() -> None:
-    log = pd.DataFrame({"user_id": [f"u{n // 3}" for n in range(300)], "item_id": [f"i{n % 7}" for n in range(300)],
-                        "timestamp": ORIGIN})
+    log = pd.DataFrame(
+        {
+            "user_id": [f"u{n // 3}" for n in range(300)],
+            "item_id": [f"i{n % 7}" for n in range(300)],
+            "timestamp": ORIGIN,
+        }
+    )
     split = random_holdout_split(log, test_share=0.2, seed=1)
     assert split.unit == "customers" and len(split.queries) == 20
     held = set(log["user_id"]) - set(split.train["user_id"])
@@ -110,24 +137,37 @@ def test_random_holdout_split_holds_out_customers_with_one_item_hidden() -> None
 
 
 def test_decayed_weights_by_hand() -> None:
-    log = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
-                        "timestamp": pd.to_datetime(["2024-01-01", "2024-01-11", "2024-01-31"]), "order_id": ["1", "2", "3"]})
+    log = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b"],
+            "item_id": ["x", "y", "x"],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-11", "2024-01-31"]),
+            "order_id": ["1", "2", "3"],
+        }
+    )
     interactions = build_interactions(log)
     weights = decayed(interactions.purchase_age, 10.0).toarray()
     # Ages relative to the last purchase (Jan 31): a-x 30 days, a-y 20 days, b-x 0 days.
     np.testing.assert_allclose(weights, [[math.exp(-3), math.exp(-2)], [1.0, 0.0]], rtol=1e-6)
-    np.testing.assert_array_equal(decayed(interactions.purchase_age, 0.0).toarray(), [[1, 1], [1, 0]])
+    np.testing.assert_array_equal(
+        decayed(interactions.purchase_age, 0.0).toarray(), [[1, 1], [1, 0]]
+    )
 
 
 def test_ease_on_weighted_rows_is_the_closed_form_on_those_weights() -> None:
-    weighted = sp.csr_matrix(np.array([[1.0, 0.5, 0.0], [0.2, 1.0, 1.0], [0.0, 0.3, 1.0]], dtype=np.float32))
+    weighted = sp.csr_matrix(
+        np.array([[1.0, 0.5, 0.0], [0.2, 1.0, 1.0], [0.0, 0.3, 1.0]], dtype=np.float32)
+    )
     model = EASE(l2=0.5, neighbours=2).fit(weighted)
     gram = weighted.T.toarray() @ weighted.toarray() + 0.5 * np.eye(3)
     inverse = np.linalg.inv(gram)
     expected = -inverse / np.diag(inverse)
     np.fill_diagonal(expected, 0.0)
-    np.testing.assert_allclose(model.neighbour_matrix().toarray(), expected * (model.neighbour_matrix().toarray() != 0),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        model.neighbour_matrix().toarray(),
+        expected * (model.neighbour_matrix().toarray() != 0),
+        rtol=1e-4,
+    )
     # Support counts rows holding both items, whatever their weights: 0 and 1 share rows 0 and 1,
     # 0 and 2 only row 1.
     support = dict(zip(model.neighbour_ids_[0].tolist(), model.neighbour_support_[0].tolist()))
@@ -145,11 +185,15 @@ def test_a_blend_within_noise_of_its_part_is_not_shipped() -> None:
     blend = BlendChoice("ease", EASE_PARAMS, 0.0, 0.25, 14.0)
     base = rng.uniform(0, 1, 400)
     noisy_gain = base + rng.normal(0.002, 0.2, 400)  # better on average, by far less than the noise
-    choice, rule = simplest_within_noise(rows_for({part: base, trending: base * 0.5, blend: noisy_gain}))
+    choice, rule = simplest_within_noise(
+        rows_for({part: base, trending: base * 0.5, blend: noisy_gain})
+    )
     assert blend.parts() == [part, trending]
     assert choice == part and "the part ships" in rule
     clear_gain = base + 0.05
-    choice, rule = simplest_within_noise(rows_for({part: base, trending: base * 0.5, blend: clear_gain}))
+    choice, rule = simplest_within_noise(
+        rows_for({part: base, trending: base * 0.5, blend: clear_gain})
+    )
     assert choice == blend and "beats its best part" in rule
 
 
@@ -169,7 +213,12 @@ def test_the_primary_protocol_ranks_and_the_other_guards() -> None:
     choice, rule = simplest_within_noise(rows)
     assert choice == fast and rule == "the best configuration is a single component"
     # With the secondary protocol alone, its own best wins.
-    assert simplest_within_noise({c: {"next-purchase": v["next-purchase"]} for c, v in rows.items()})[0] == slow
+    assert (
+        simplest_within_noise({c: {"next-purchase": v["next-purchase"]} for c, v in rows.items()})[
+            0
+        ]
+        == slow
+    )
 
 
 def test_labels_and_parts_of_single_components() -> None:
@@ -186,9 +235,13 @@ def test_labels_and_parts_of_single_components() -> None:
 def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -> None:
     # Bursts of two orders, a third for one customer in ten: the next-purchase validation fold
     # (the order before the last, for half of those with three) evaluates a handful of customers.
-    log = shop_log(300, lambda c: [c * 2.5, c * 2.5 + 5] + ([c * 2.5 + 9] if c % 10 == 0 else []), seed=5)
+    log = shop_log(
+        300, lambda c: [c * 2.5, c * 2.5 + 5] + ([c * 2.5 + 9] if c % 10 == 0 else []), seed=5
+    )
     log.to_csv(tmp_path / "bursts.csv", index=False)
-    config = tiny_config(tmp_path / "bursts.csv", tmp_path / "models", evaluate=True, als_factors=4, jobs=1)
+    config = tiny_config(
+        tmp_path / "bursts.csv", tmp_path / "models", evaluate=True, als_factors=4, jobs=1
+    )
     version = training.run(config)
     evaluation = json.loads((version / "evaluation.json").read_text())
     assert evaluation["protocol"]["name"] == NEXT_PURCHASE
@@ -198,8 +251,12 @@ def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -
     # Its item-to-item part alone: no blend can be shown to beat its part on so few customers.
     default = model_selection.default_choice(400, config.evaluation_settings)
     assert default.als_weight > 0
-    assert (shipped["item_model"], shipped["item_params"]["l2"], shipped["als_weight"], shipped["trend_weight"]) == (
-        default.item_model, default.item_params["l2"], 0.0, 0.0)
+    assert (
+        shipped["item_model"],
+        shipped["item_params"]["l2"],
+        shipped["als_weight"],
+        shipped["trend_weight"],
+    ) == (default.item_model, default.item_params["l2"], 0.0, 0.0)
     assert "item-to-item part ships alone" in evaluation["validation"]["rule"]
     # The test fold still measures it against the baselines, on 300 customers' last orders.
     assert evaluation["protocol"]["customers_evaluated"] == 300
@@ -210,7 +267,9 @@ def test_too_few_validation_customers_ship_the_untuned_default(tmp_path: Path) -
 def test_reported_figure_equals_the_one_recomputed_from_saved_predictions(tmp_path: Path) -> None:
     log = tmp_path / "shop.csv"
     write_uniform_log(log)
-    version = training.run(tiny_config(log, tmp_path / "models", evaluate=True, als_factors=4, jobs=1))
+    version = training.run(
+        tiny_config(log, tmp_path / "models", evaluate=True, als_factors=4, jobs=1)
+    )
     evaluation = json.loads((version / "evaluation.json").read_text())
     assert evaluation["protocol"]["name"] == ROLLING
     arrays = artifacts.load(version).arrays
@@ -220,8 +279,12 @@ def test_reported_figure_equals_the_one_recomputed_from_saved_predictions(tmp_pa
     assert recommended.shape == (len(arrays["evaluation.row_ids"]), 20)
     values = []
     for row in range(len(recommended)):
-        targets = set(target_items[indptr[row]: indptr[row + 1]].tolist())
-        gains = sum(1 / math.log2(rank + 2) for rank, item in enumerate(recommended[row][:10]) if item in targets)
+        targets = set(target_items[indptr[row] : indptr[row + 1]].tolist())
+        gains = sum(
+            1 / math.log2(rank + 2)
+            for rank, item in enumerate(recommended[row][:10])
+            if item in targets
+        )
         ideal = sum(1 / math.log2(rank + 2) for rank in range(min(int(n_targets[row]), 10)))
         values.append(gains / ideal)
     assert evaluation["headline_value"] == pytest.approx(np.mean(values), abs=1e-9)

@@ -1,4 +1,5 @@
 """The HTTP API through Flask's test client, on a model trained on the tiny hand-made log."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,12 @@ def test_also_bought_by_hand(client) -> None:
     assert body["strategy"] == "item-knn" and body["basis"] == "customers"
     assert body["model_version"] == client.get("/v1/model").get_json()["version"]
     first, second = body["recommendations"]
-    assert (first["item_id"], first["name"], first["price"], first["bought_both"]) == ("B", "Banana", 1.25, 3)
+    assert (first["item_id"], first["name"], first["price"], first["bought_both"]) == (
+        "B",
+        "Banana",
+        1.25,
+        3,
+    )
     assert first["score"] == pytest.approx(COS_AB, abs=1e-6)
     assert (second["item_id"], second["bought_both"]) == ("C", 1)
     assert second["score"] == pytest.approx(COS_AC, abs=1e-6)
@@ -31,7 +37,9 @@ def test_also_bought_by_hand(client) -> None:
 def test_short_lists_are_topped_up_with_popular_items_and_say_so(client) -> None:
     body = client.get("/v1/items/A/also-bought?k=10").get_json()
     assert [(r["item_id"], r["source"]) for r in body["recommendations"]] == [
-        ("B", "item-knn"), ("C", "item-knn"), ("D", "popular")
+        ("B", "item-knn"),
+        ("C", "item-knn"),
+        ("D", "popular"),
     ]
     assert body["recommendations"][2]["score"] is None
 
@@ -45,8 +53,10 @@ def test_default_k_is_ten(client) -> None:
         ("C", "item-knn", pytest.approx(COS_AC, abs=1e-6)),
         ("D", "popular", None),
     ]
-    assert client.get("/v1/users/u5/recommendations").get_json() == client.get(
-        "/v1/users/u5/recommendations?k=10").get_json()
+    assert (
+        client.get("/v1/users/u5/recommendations").get_json()
+        == client.get("/v1/users/u5/recommendations?k=10").get_json()
+    )
 
 
 def write_hub_log(path: Path, spokes: int = 12) -> None:
@@ -54,8 +64,10 @@ def write_hub_log(path: Path, spokes: int = 12) -> None:
     H has ``spokes`` buyers, S{j} 1 + j, one shared: cos(H, S{j}) = 1 / sqrt(spokes * (1 + j))."""
     lines = ["user_id,item_id,timestamp,quantity,order_id,price"]
     for j in range(1, spokes + 1):
-        lines += [f"c{j},H,2024-01-01T10:00:00,1,c{j}-o,1.00",
-                  f"c{j},S{j:02d},2024-01-01T10:00:00,1,c{j}-o,1.00"]
+        lines += [
+            f"c{j},H,2024-01-01T10:00:00,1,c{j}-o,1.00",
+            f"c{j},S{j:02d},2024-01-01T10:00:00,1,c{j}-o,1.00",
+        ]
         lines += [f"s{j}-{n},S{j:02d},2024-01-02T10:00:00,1,s{j}-{n}-o,1.00" for n in range(j)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -68,7 +80,8 @@ def test_default_k_is_ten_when_more_candidates_exist(tmp_path: Path) -> None:
     assert default == client.get("/v1/items/H/also-bought?k=10").get_json()
     assert [r["item_id"] for r in default["recommendations"]] == [f"S{j:02d}" for j in range(1, 11)]
     assert [r["score"] for r in default["recommendations"]] == [
-        pytest.approx(1 / math.sqrt(12 * (1 + j)), abs=1e-6) for j in range(1, 11)]
+        pytest.approx(1 / math.sqrt(12 * (1 + j)), abs=1e-6) for j in range(1, 11)
+    ]
     assert {r["source"] for r in default["recommendations"]} == {"item-knn"}
     longer = client.get("/v1/items/H/also-bought?k=11").get_json()["recommendations"]
     assert [r["item_id"] for r in longer] == [f"S{j:02d}" for j in range(1, 12)]
@@ -79,7 +92,10 @@ def test_bought_together_uses_orders(client) -> None:
     body = client.get("/v1/items/A/bought-together?k=2").get_json()
     assert body["basis"] == "orders" and body["strategy"] == "item-knn"
     # Orders: A in 3 (o1, o2, o4), B in 4, both in 2 -> 2 / sqrt(12).
-    assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [("B", 2), ("C", 1)]
+    assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [
+        ("B", 2),
+        ("C", 1),
+    ]
     assert body["recommendations"][0]["score"] == pytest.approx(2 / math.sqrt(12), abs=1e-6)
 
 
@@ -124,7 +140,12 @@ def test_bad_requests_get_json_errors(client, url: str, status: int, message: st
         body = response.get_json()
         assert body["item"] == {"item_id": "caf\u00e9", "known": False}
         assert body["strategy"] == "popular" and body["fallback_reason"] == "unknown_item"
-        assert [r["item_id"] for r in body["recommendations"]] == ["B", "A", "C", "D"]  # 4, 3, 2, 1 buyers
+        assert [r["item_id"] for r in body["recommendations"]] == [
+            "B",
+            "A",
+            "C",
+            "D",
+        ]  # 4, 3, 2, 1 buyers
         return
     error = response.get_json()["error"]
     assert message in error["message"] and error["code"]
@@ -132,7 +153,9 @@ def test_bad_requests_get_json_errors(client, url: str, status: int, message: st
 
 def test_wrong_method_is_a_json_405(client) -> None:
     response = client.post("/v1/items/A/also-bought")
-    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+    assert (
+        response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+    )
 
 
 def test_model_info_and_health(client) -> None:
@@ -141,7 +164,14 @@ def test_model_info_and_health(client) -> None:
     assert info["counts"]["orders"] == 6
     assert len(info["data_fingerprint"]) == 64
     assert info["cleaning"]["rows_read"] == 10 and info["cleaning"]["rows_kept"] == 10
-    assert set(info["components"]) == {"also_bought", "bought_together", "als", "personal", "personal_lists", "trending"}
+    assert set(info["components"]) == {
+        "also_bought",
+        "bought_together",
+        "als",
+        "personal",
+        "personal_lists",
+        "trending",
+    }
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").get_json()["model_version"] == info["version"]
 
@@ -156,8 +186,9 @@ def test_no_model_yet_is_503_but_alive(tmp_path: Path) -> None:
         assert response.get_json()["error"]["code"] == "no_model"
 
 
-def test_a_new_version_is_picked_up_and_a_broken_one_refused(trained_models: Path, tiny_log: Path,
-                                                            activity_db: Path) -> None:
+def test_a_new_version_is_picked_up_and_a_broken_one_refused(
+    trained_models: Path, tiny_log: Path, activity_db: Path
+) -> None:
     client = make_app(trained_models, activity_db).test_client()
 
     def also_bought_a() -> list[tuple[str, str]]:
@@ -197,7 +228,9 @@ def test_unexpected_errors_are_json_without_details(client, monkeypatch) -> None
     monkeypatch.setattr(service, "item_neighbours", broken)
     response = client.get("/v1/items/A/also-bought")
     assert response.status_code == 500
-    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal error; see the server log"}}
+    assert response.get_json() == {
+        "error": {"code": "internal_error", "message": "internal error; see the server log"}
+    }
 
 
 def test_catalog_file_overrides_names_and_prices(tiny_log: Path, tmp_path: Path) -> None:
@@ -221,7 +254,10 @@ def test_basket_only_log_serves_both_endpoints_from_orders(tmp_path: Path) -> No
         body = client.get(f"/v1/items/milk/{endpoint}?k=2").get_json()
         assert body["basis"] == "orders" and body["strategy"] == "item-knn"
         # milk in 3 baskets, bread in 3, both in 2: 2/3; eggs in 2, with milk in 1: 1/sqrt(6).
-        assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [("bread", 2), ("eggs", 1)]
+        assert [(r["item_id"], r["bought_both"]) for r in body["recommendations"]] == [
+            ("bread", 2),
+            ("eggs", 1),
+        ]
         assert body["recommendations"][0]["score"] == pytest.approx(2 / 3, abs=1e-6)
     assert client.get("/v1/model").get_json()["counts"]["customers"] == 0
 
@@ -235,14 +271,18 @@ def test_metrics_count_requests_strategies_and_latency(client) -> None:
     text = response.get_data(as_text=True)
 
     def sample(line_start: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(line_start)
+        )
 
     also = 'endpoint="/v1/items/<item_id>/also-bought"'
     assert sample(f'recommender_requests_total{{{also},method="GET",status="200"}}') >= 2
     assert sample(f'recommender_requests_total{{{also},method="GET",status="400"}}') >= 1
     assert sample(f'recommender_responses_total{{{also},strategy="popular"}}') >= 1
     assert sample(f'recommender_responses_total{{{also},strategy="item-knn"}}') >= 1
-    assert sample(f'recommender_request_duration_seconds_count{{{also}}}') >= 3
+    assert sample(f"recommender_request_duration_seconds_count{{{also}}}") >= 3
     assert "recommender_model_created_timestamp_seconds" in text
 
 
@@ -262,7 +302,9 @@ def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:
     # Ids of other lengths than the map's widest: a longer one that starts like a known id is
     # unknown (not truncated to it); shorter ones and prefixes are found or not, exactly.
     lookup = IdMap(["ab", "abc", "b"])
-    assert lookup.index("abcd", missing="none") is None and lookup.index("a", missing="none") is None
+    assert (
+        lookup.index("abcd", missing="none") is None and lookup.index("a", missing="none") is None
+    )
     assert [lookup.index(i) for i in ("ab", "abc", "b")] == [0, 1, 2]
     assert lookup.indices(["abcd", "abc", "b", "", "bb"]).tolist() == [-1, 1, 2, -1, -1]
 
@@ -271,10 +313,14 @@ TOKEN = "s3cret-admin-token-0123456789"
 
 
 def test_admin_reload_needs_the_token(trained_models: Path, tiny_log: Path, tmp_path: Path) -> None:
-    client = make_app(trained_models, tmp_path / "a.sqlite3", admin_token=TOKEN, reload_interval=3600).test_client()
+    client = make_app(
+        trained_models, tmp_path / "a.sqlite3", admin_token=TOKEN, reload_interval=3600
+    ).test_client()
     first = client.get("/v1/model").get_json()["version"]
     second = training.run(tiny_config(tiny_log, trained_models)).name
-    assert client.get("/v1/model").get_json()["version"] == first  # not polled again within the hour
+    assert (
+        client.get("/v1/model").get_json()["version"] == first
+    )  # not polled again within the hour
     assert client.post("/v1/admin/reload").status_code == 401
     wrong = client.post("/v1/admin/reload", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
@@ -293,8 +339,15 @@ def test_openapi_document_matches_the_routes(app, client) -> None:
 
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
-    documented = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
-                  for path, operations in document["paths"].items() for method in operations}
-    routed = {(rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint != "static"
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {
+        (re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    routed = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     assert documented == routed

@@ -1,5 +1,6 @@
 """The serving parts on tiny hand-made bundles: catalog mask, ranking, response shaping, and
 the bundle's own layout, each with answers worked out by hand."""
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,16 @@ from recommender.serving.service import RecommendationService
 from helpers import collect_lists
 
 ITEMS = np.array(["A", "B", "C", "D"])
-CATALOG = {"names": np.array(["Apple", "Bread", "Cheese", "Dates"]), "prices": np.array([1.0, 2.0, np.nan, 4.0]),
-           "categories": np.array(["x", "x", "y", "y"]), "available": np.array([True, True, False, True])}
+CATALOG = {
+    "names": np.array(["Apple", "Bread", "Cheese", "Dates"]),
+    "prices": np.array([1.0, 2.0, np.nan, 4.0]),
+    "categories": np.array(["x", "x", "y", "y"]),
+    "available": np.array([True, True, False, True]),
+}
 # Personal weights, row = a shopper's item: A -> B 0.5, A -> C 0.25, B -> C 1.0, D -> A 0.3.
-PERSONAL = sp.csr_matrix(np.array([[0, 0.5, 0.25, 0], [0, 0, 1.0, 0], [0, 0, 0, 0], [0.3, 0, 0, 0]],
-                                  dtype=np.float32))
+PERSONAL = sp.csr_matrix(
+    np.array([[0, 0.5, 0.25, 0], [0, 0, 1.0, 0], [0, 0, 0, 0], [0.3, 0, 0, 0]], dtype=np.float32)
+)
 TRENDING = np.array([1.0, 3.0, 2.0, 0.0])
 
 
@@ -44,7 +50,12 @@ def test_filters_are_one_mask_over_the_catalog() -> None:
     assert shop.allowed(Filters(category="y")).tolist() == [False, False, True, True]
     # An item without a price never passes a price bound.
     assert shop.allowed(Filters(min_price=2.0)).tolist() == [False, True, False, True]
-    assert shop.allowed(Filters(max_price=2.0, exclude=frozenset({"A", "nope"}))).tolist() == [False, True, False, False]
+    assert shop.allowed(Filters(max_price=2.0, exclude=frozenset({"A", "nope"}))).tolist() == [
+        False,
+        True,
+        False,
+        False,
+    ]
     assert shop.allowed(Filters(), exclude_idx=[3]).tolist() == [True, True, True, False]
     assert shop.diversify([0, 1, 2, 3], 3, Filters(max_per_category=1)) == [0, 2]
     assert shop.diversify([0, 1, 2, 3], 3, Filters()) == [0, 1, 2]
@@ -65,7 +76,10 @@ def test_personal_scores_sum_the_weighted_rows_then_scale_to_one() -> None:
     # With trending x0.5: trending scaled to its maximum (3) is added.
     blended, _ = ranker(BlendWeights(trend=0.5)).scores(np.array([0]), np.array([1.0]), None)
     np.testing.assert_allclose(blended, [0 + 0.5 / 3, 1.0 + 0.5, 0.5 + 0.5 * 2 / 3, 0])
-    assert ranker().scores(np.array([2]), np.array([1.0]), None) == (None, "popular")  # C has no row
+    assert ranker().scores(np.array([2]), np.array([1.0]), None) == (
+        None,
+        "popular",
+    )  # C has no row
 
 
 def test_rank_masks_cuts_tops_up_with_trending_and_names_reasons() -> None:
@@ -73,13 +87,21 @@ def test_rank_masks_cuts_tops_up_with_trending_and_names_reasons() -> None:
     assert (ranked.items, ranked.sources, ranked.reasons) == ([1, 2], ["item-knn"] * 2, [0, 0])
     assert ranked.scores == pytest.approx([1.0, 0.5])
     # C is not available: B, then D, the only item left (A is excluded), at score 0.
-    ranked = ranker().rank(np.array([0]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([0]))
+    ranked = ranker().rank(
+        np.array([0]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([0])
+    )
     assert (ranked.items, ranked.scores) == ([1, 3], [1.0, 0.0])
     assert ranked.reasons == [0, -1]  # D was not led to by A
     # Nothing personal (C has no neighbours): trending items that pass the filters.
-    ranked = ranker().rank(np.array([2]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([2]))
+    ranked = ranker().rank(
+        np.array([2]), np.array([1.0]), None, 2, Filters(available_only=True), np.array([2])
+    )
     assert (ranked.items, ranked.sources, ranked.scores, ranked.strategy) == (
-        [1, 0], ["popular", "popular"], [None, None], "popular")
+        [1, 0],
+        ["popular", "popular"],
+        [None, None],
+        "popular",
+    )
     popular = ranker().popular(3, Filters())
     assert popular.items == [1, 2, 0] and popular.strategy == "popular"
 
@@ -88,7 +110,9 @@ def test_batch_ranks_as_one_request_does() -> None:
     rows = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
     best, scores, _ = ranker().batch_with_strategy(rows, None, 2)
     for row, history in enumerate(([0], [1, 3])):
-        one = ranker().rank(np.array(history), np.ones(len(history)), None, 2, Filters(), np.array(history))
+        one = ranker().rank(
+            np.array(history), np.ones(len(history)), None, 2, Filters(), np.array(history)
+        )
         assert best[row].tolist() == one.items[:2]
     # Customer 2 (B and D): [0.3, 0, 1.0, 0] -> C, then A; nothing else scores but -inf is kept out.
     assert best[1].tolist() == [2, 0] and scores[1].tolist() == pytest.approx([1.0, 0.3])
@@ -96,10 +120,16 @@ def test_batch_ranks_as_one_request_does() -> None:
 
 def test_recent_events_weigh_by_type_and_halve_every_half_life() -> None:
     now = 1_000_000.0
-    events = [Event("s", "B", "view", now), Event("s", "B", "cart", now - 3600), Event("s", "Z", "view", now),
-              Event("s", "D", "purchase", now - 7200)]
+    events = [
+        Event("s", "B", "view", now),
+        Event("s", "B", "cart", now - 3600),
+        Event("s", "Z", "view", now),
+        Event("s", "D", "purchase", now - 7200),
+    ]
     history, weights = activity_weights(events, catalog().items, half_life_hours=1.0, now=now)
-    assert dict(zip(history.tolist(), weights.tolist())) == pytest.approx({1: 1.0 + 2.0 * 0.5, 3: 3.0 * 0.25})
+    assert dict(zip(history.tolist(), weights.tolist())) == pytest.approx(
+        {1: 1.0 + 2.0 * 0.5, 3: 3.0 * 0.25}
+    )
 
 
 def test_responses_carry_names_prices_scores_and_reasons() -> None:
@@ -107,31 +137,66 @@ def test_responses_carry_names_prices_scores_and_reasons() -> None:
     body = responses.ranking(ranked, catalog(), "v1", extra={"bought_both": {1: 7}})
     assert body["strategy"] == "item-knn" and body["model_version"] == "v1"
     first, second, third = body["recommendations"]
-    assert first == {"item_id": "B", "name": "Bread", "price": 2.0, "score": 1.0, "source": "item-knn",
-                     "bought_both": 7, "because": {"item_id": "A", "name": "Apple"}}
+    assert first == {
+        "item_id": "B",
+        "name": "Bread",
+        "price": 2.0,
+        "score": 1.0,
+        "source": "item-knn",
+        "bought_both": 7,
+        "because": {"item_id": "A", "name": "Apple"},
+    }
     assert second["price"] is None and second["score"] == 0.5  # Cheese has no price
-    assert third == {"item_id": "D", "name": "Dates", "price": 4.0, "score": 0.0, "source": "item-knn"}
+    assert third == {
+        "item_id": "D",
+        "name": "Dates",
+        "price": 4.0,
+        "score": 0.0,
+        "source": "item-knn",
+    }
     popular = responses.ranking(ranker().popular(1, Filters()), catalog(), "v1")
     assert popular["strategy"] == "popular" and popular["recommendations"] == [
-        {"item_id": "B", "name": "Bread", "price": 2.0, "score": None, "source": "popular"}]
+        {"item_id": "B", "name": "Bread", "price": 2.0, "score": None, "source": "popular"}
+    ]
     assert responses.item(catalog(), None, "Q") == {"item_id": "Q", "known": False}
 
 
 def bundle() -> ModelBundle:
     user_items = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
-    table = NeighbourArrays(ids=np.array([[1, 2], [2, -1], [-1, -1], [0, -1]], dtype=np.int32),
-                            scores=np.array([[0.5, 0.25], [1.0, 0], [0, 0], [0.3, 0]], dtype=np.float32),
-                            support=np.array([[4, 2], [3, 0], [0, 0], [1, 0]], dtype=np.int32),
-                            item_support=np.array([5, 4, 3, 1], dtype=np.int32))
-    components = {"also_bought": {"model": "item_knn", "basis": "customers"},
-                  "personal": {"model": "item_knn", "basis": "customers"}}
+    table = NeighbourArrays(
+        ids=np.array([[1, 2], [2, -1], [-1, -1], [0, -1]], dtype=np.int32),
+        scores=np.array([[0.5, 0.25], [1.0, 0], [0, 0], [0.3, 0]], dtype=np.float32),
+        support=np.array([[4, 2], [3, 0], [0, 0], [1, 0]], dtype=np.int32),
+        item_support=np.array([5, 4, 3, 1], dtype=np.int32),
+    )
+    components = {
+        "also_bought": {"model": "item_knn", "basis": "customers"},
+        "personal": {"model": "item_knn", "basis": "customers"},
+    }
     return ModelBundle(
-        item_ids=ITEMS, user_ids=np.array(["u1", "u2"]), user_items=CsrArrays.of(user_items), catalog=CATALOG,
-        tables={"also_bought": table, "personal": table}, trending=TRENDING,
+        item_ids=ITEMS,
+        user_ids=np.array(["u1", "u2"]),
+        user_items=CsrArrays.of(user_items),
+        catalog=CATALOG,
+        tables={"also_bought": table, "personal": table},
+        trending=TRENDING,
         personal_matrix=CsrArrays.of(PERSONAL),
-        manifest={**build_manifest(components=components, blend={"als_weight": 0.0, "trend_weight": 0.0},
-                                   params={}, data={}, cleaning={}, counts={}, evaluation={}, gate={}, notes=[],
-                                   libraries={}), "version": "v7"})
+        manifest={
+            **build_manifest(
+                components=components,
+                blend={"als_weight": 0.0, "trend_weight": 0.0},
+                params={},
+                data={},
+                cleaning={},
+                counts={},
+                evaluation={},
+                gate={},
+                notes=[],
+                libraries={},
+            ),
+            "version": "v7",
+        },
+    )
 
 
 def test_bundle_layout_round_trips_and_names_what_is_missing() -> None:
@@ -140,25 +205,46 @@ def test_bundle_layout_round_trips_and_names_what_is_missing() -> None:
     assert "personal.matrix.indptr" in arrays and "also_bought.neighbour_support" in arrays
     assert not any(name.startswith("als.") for name in arrays)  # no ALS in this bundle
     again = ModelBundle.from_arrays(arrays, original.manifest)
-    np.testing.assert_array_equal(again.tables["personal"].scores, original.tables["personal"].scores)
+    np.testing.assert_array_equal(
+        again.tables["personal"].scores, original.tables["personal"].scores
+    )
     assert (again.personal_matrix.matrix((4, 4)) != PERSONAL).nnz == 0
     assert again.version == "v7" and again.components["also_bought"]["basis"] == "customers"
     del arrays["catalog.prices"]
     with pytest.raises(ArtifactError, match="catalog.prices"):
         ModelBundle.from_arrays(arrays, original.manifest)
-    spark = build_manifest(components={}, blend={}, params={}, data={}, cleaning={}, counts={}, evaluation={},
-                           gate={}, notes=[], libraries={}, engine={"name": "spark"})
-    assert list(spark)[0] == "engine" and set(spark) - {"engine"} == set(original.manifest) - {"version"}
+    spark = build_manifest(
+        components={},
+        blend={},
+        params={},
+        data={},
+        cleaning={},
+        counts={},
+        evaluation={},
+        gate={},
+        notes=[],
+        libraries={},
+        engine={"name": "spark"},
+    )
+    assert list(spark)[0] == "engine" and set(spark) - {"engine"} == set(original.manifest) - {
+        "version"
+    }
 
 
 def test_the_service_puts_the_parts_together_in_external_ids() -> None:
     service = RecommendationService(bundle())
     picks = service.for_user("u1", 2)
-    assert [r["item_id"] for r in picks["recommendations"]] == ["B", "C"] and picks["known_customer"] is True
+    assert [r["item_id"] for r in picks["recommendations"]] == ["B", "C"] and picks[
+        "known_customer"
+    ] is True
     # u2 owns B and D: A (0.3 from D) and C (1.0 from B), C first.
     assert [r["item_id"] for r in service.for_user("u2", 2)["recommendations"]] == ["C", "A"]
     page = service.item_neighbours("also_bought", "A", 3)
-    assert [(r["item_id"], r.get("bought_both")) for r in page["recommendations"]] == [("B", 4), ("C", 2), ("D", None)]
+    assert [(r["item_id"], r.get("bought_both")) for r in page["recommendations"]] == [
+        ("B", 4),
+        ("C", 2),
+        ("D", None),
+    ]
     assert page["basis"] == "customers" and page["item"]["name"] == "Apple"
     assert service.item_neighbours("also_bought", "nope", 1)["fallback_reason"] == "unknown_item"
     assert service.purchased_items("u2") == ["B", "D"] and service.purchased_items("u9") == []
@@ -174,9 +260,16 @@ def test_precomputed_lists_answer_as_scoring_everything_does(shared_models: Path
     scored = RecommendationService(bundle)
     scored.lists = None  # every request scores the whole catalog
     listed = RecommendationService(bundle)
-    listed.lists = collect_lists(stream_lists(listed, depth=2))  # short lists: filters often exhaust them
-    cases = [Filters(), Filters(available_only=True), Filters(exclude=frozenset({"B", "C"})),
-             Filters(max_per_category=1), Filters(min_price=1.0)]
+    listed.lists = collect_lists(
+        stream_lists(listed, depth=2)
+    )  # short lists: filters often exhaust them
+    cases = [
+        Filters(),
+        Filters(available_only=True),
+        Filters(exclude=frozenset({"B", "C"})),
+        Filters(max_per_category=1),
+        Filters(min_price=1.0),
+    ]
     bought_since = [Event("x", "C", "purchase", 0.0)]
     for user in listed.users.ids_.tolist():
         for k in (1, 2, 3):
@@ -184,19 +277,29 @@ def test_precomputed_lists_answer_as_scoring_everything_does(shared_models: Path
                 for recent in ((), bought_since):
                     want = scored.for_user(user, k, filters, recent=recent)
                     got = listed.for_user(user, k, filters, recent=recent)
-                    assert [(r["item_id"], r["source"], r.get("because")) for r in got["recommendations"]] == \
-                        [(r["item_id"], r["source"], r.get("because")) for r in want["recommendations"]]
+                    assert [
+                        (r["item_id"], r["source"], r.get("because"))
+                        for r in got["recommendations"]
+                    ] == [
+                        (r["item_id"], r["source"], r.get("because"))
+                        for r in want["recommendations"]
+                    ]
                     assert [r["score"] for r in got["recommendations"]] == pytest.approx(
-                        [r["score"] for r in want["recommendations"]], abs=1e-6)
+                        [r["score"] for r in want["recommendations"]], abs=1e-6
+                    )
                     assert got["strategy"] == want["strategy"]
 
 
-def test_a_list_answers_without_scoring_when_it_holds_k_that_pass(shared_models: Path, monkeypatch) -> None:
+def test_a_list_answers_without_scoring_when_it_holds_k_that_pass(
+    shared_models: Path, monkeypatch
+) -> None:
     from recommender import artifacts
 
     service = RecommendationService(artifacts.load_current_bundle(shared_models))
     assert service.lists is not None and service.lists.depth == 4  # the tiny catalog: every item
-    monkeypatch.setattr(service.ranker, "rank", lambda *args: pytest.fail("scored the whole catalog"))
+    monkeypatch.setattr(
+        service.ranker, "rank", lambda *args: pytest.fail("scored the whole catalog")
+    )
     assert len(service.for_user("u1", 2)["recommendations"]) == 2
 
 
@@ -204,16 +307,26 @@ def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows
     rng = np.random.default_rng(4)
     matrix = sp.random(40, 40, density=0.2, format="csr", random_state=5, dtype=np.float32)
     matrix.data = np.round(matrix.data * 4) / 4 - 0.25  # ties and negative weights
-    shop = Catalog(np.array([f"i{n}" for n in range(40)]), {
-        "names": np.array([f"n{n}" for n in range(40)]), "prices": np.ones(40), "categories": np.array(["c"] * 40),
-        "available": np.ones(40, dtype=bool)})
+    shop = Catalog(
+        np.array([f"i{n}" for n in range(40)]),
+        {
+            "names": np.array([f"n{n}" for n in range(40)]),
+            "prices": np.ones(40),
+            "categories": np.array(["c"] * 40),
+            "available": np.ones(40, dtype=bool),
+        },
+    )
     by_rows = Ranker(shop, matrix, None, np.ones(40), BlendWeights())
     by_columns = Ranker(shop, matrix, None, np.ones(40), BlendWeights(), incoming=matrix.T.tocsr())
     for _ in range(200):
-        history = rng.choice(40, int(rng.integers(1, 12)), replace=bool(rng.integers(2)))  # repeats: rows' walk
+        history = rng.choice(
+            40, int(rng.integers(1, 12)), replace=bool(rng.integers(2))
+        )  # repeats: rows' walk
         weights = rng.choice([0.5, 1.0, 2.0], len(history))
         chosen = rng.choice(40, 6, replace=False).tolist()
-        assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(history, weights, chosen)
+        assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(
+            history, weights, chosen
+        )
 
 
 def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
@@ -225,27 +338,53 @@ def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
     rng = np.random.default_rng(7)
     n_items = 80
     ids = np.array([f"i{i}" for i in range(n_items)])
-    shop = Catalog(ids, {"names": ids, "prices": rng.uniform(1, 10, n_items),
-                         "categories": rng.choice(["x", "y", "z"], n_items), "available": rng.random(n_items) < 0.8})
+    shop = Catalog(
+        ids,
+        {
+            "names": ids,
+            "prices": rng.uniform(1, 10, n_items),
+            "categories": rng.choice(["x", "y", "z"], n_items),
+            "available": rng.random(n_items) < 0.8,
+        },
+    )
     dense = rng.normal(size=(n_items, n_items)) * (rng.random((n_items, n_items)) < 0.12)
     matrix = sp.csr_matrix(dense.astype(np.float32))
-    als = ALS.from_arrays({"user_factors": np.zeros((1, 6), np.float32),
-                           "item_factors": rng.normal(size=(n_items, 6)).astype(np.float32)},
-                          regularization=0.1, alpha=1.0)
+    als = ALS.from_arrays(
+        {
+            "user_factors": np.zeros((1, 6), np.float32),
+            "item_factors": rng.normal(size=(n_items, 6)).astype(np.float32),
+        },
+        regularization=0.1,
+        alpha=1.0,
+    )
     als.gram()
     pruned_requests = 0
     for case in range(300):
-        weights = [BlendWeights(0.25, 0.0), BlendWeights(0.5, 0.3), BlendWeights(0.0, 0.5), BlendWeights(0.25, 0.0, 0.75),
-                   BlendWeights(0.7, 1.0)][case % 5]
+        weights = [
+            BlendWeights(0.25, 0.0),
+            BlendWeights(0.5, 0.3),
+            BlendWeights(0.0, 0.5),
+            BlendWeights(0.25, 0.0, 0.75),
+            BlendWeights(0.7, 1.0),
+        ][case % 5]
         trending = rng.random(n_items) * (rng.random(n_items) < 0.7)
-        pruning = Ranker(shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr())
-        exhaustive = Ranker(shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr())
+        pruning = Ranker(
+            shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr()
+        )
+        exhaustive = Ranker(
+            shop, matrix, als if case % 7 else None, trending, weights, matrix.T.tocsr()
+        )
         exhaustive.pruned = lambda *args: None  # type: ignore[method-assign]
         history = rng.choice(n_items, size=int(rng.integers(1, 7)), replace=False)
         history_weights = rng.uniform(0.5, 3.0, len(history))
         vector = pruning.vector(history, history_weights)
-        filters = [Filters(), Filters(available_only=True), Filters(category="y"), Filters(max_per_category=2),
-                   Filters(min_price=5.0)][case % 5 if case % 3 else 0]
+        filters = [
+            Filters(),
+            Filters(available_only=True),
+            Filters(category="y"),
+            Filters(max_per_category=2),
+            Filters(min_price=5.0),
+        ][case % 5 if case % 3 else 0]
         k = int(rng.integers(1, 12))
         exclude = np.union1d(history, rng.choice(n_items, 5))
         gathered = pruning.contributions(history, history_weights)
@@ -255,7 +394,12 @@ def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
         fast = pruning.rank(history, history_weights, vector, k, filters, exclude)
         slow = exhaustive.rank(history, history_weights, vector, k, filters, exclude)
         assert (fast.items, fast.scores, fast.sources, fast.reasons, fast.strategy) == (
-            slow.items, slow.scores, slow.sources, slow.reasons, slow.strategy), case
+            slow.items,
+            slow.scores,
+            slow.sources,
+            slow.reasons,
+            slow.strategy,
+        ), case
     assert pruned_requests > 150
 
 
@@ -270,14 +414,19 @@ def test_blend_rows_equals_blend_scores_on_dense_rows_bit_for_bit() -> None:
     compared = 0
     for trial in range(300):
         n, m = int(rng.integers(1, 10)), int(rng.integers(1, 25))
-        item = sp.random(n, m, density=float(rng.random()), format="csr", random_state=trial, dtype=np.float32)
+        item = sp.random(
+            n, m, density=float(rng.random()), format="csr", random_state=trial, dtype=np.float32
+        )
         if rng.random() < 0.3:
             item.data *= -1
         als = rng.standard_normal((n, m)).astype(np.float32) if rng.random() < 0.8 else None
         if als is not None and rng.random() < 0.2:
             als[0] = 0.0
         trend = rng.random(m) if rng.random() < 0.8 else None
-        als_weight, trend_weight = float(rng.choice([0.0, 0.25, 1.0])), float(rng.choice([0.0, 0.1]))
+        als_weight, trend_weight = (
+            float(rng.choice([0.0, 0.25, 1.0])),
+            float(rng.choice([0.0, 0.1])),
+        )
         item_weight = None if rng.random() < 0.7 else float(rng.choice([0.0, 0.5]))
         dense = blend_scores(item.toarray(), als, trend, als_weight, trend_weight, item_weight)
         batch = blend_rows(item, als, trend, als_weight, trend_weight, item_weight)

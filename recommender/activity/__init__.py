@@ -13,18 +13,27 @@ SQL both databases understand alike; ``sqlite`` and ``postgres`` each hold what 
 (schema, connections, transactions, locks, error translation); ``base`` what all share.
 Nothing outside this package knows which database it has.
 """
+
 from __future__ import annotations
 
 from .base import (
-           EVENT_TYPES,
-           SCHEMA_VERSION,
-           CatalogChange,
-           Event,
-           Shopper,
-           describe,
-           is_database_url,
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    CatalogChange,
+    Event,
+    Shopper,
+    describe,
+    is_database_url,
 )
 from .store import ActivityStore
 
-__all__ = ["EVENT_TYPES", "SCHEMA_VERSION", "ActivityStore", "CatalogChange", "Event", "Shopper", "describe",
-           "is_database_url"]
+__all__ = [
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "ActivityStore",
+    "CatalogChange",
+    "Event",
+    "Shopper",
+    "describe",
+    "is_database_url",
+]

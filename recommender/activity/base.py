@@ -2,6 +2,7 @@
 ``CatalogChange``, ``Shopper``), what a backend offers (``Session``, ``Backend``), the schema's
 version and its upgrade, and ``StorePart``, the base of the store's parts (``events``,
 ``privacy``, ``ledger``), which ``store.ActivityStore`` puts together."""
+
 from __future__ import annotations
 
 import logging
@@ -77,7 +78,9 @@ class Backend(Protocol):
 
     def reading(self) -> AbstractContextManager[Session]: ...
 
-    def writing(self, users: Collection[str] = ..., catalog: bool = ...) -> AbstractContextManager[Session]: ...
+    def writing(
+        self, users: Collection[str] = ..., catalog: bool = ...
+    ) -> AbstractContextManager[Session]: ...
 
     def run_lock(self, name: str) -> AbstractContextManager[None]: ...
 
@@ -99,8 +102,6 @@ def describe(location: str | Path | None) -> str:
         return text
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=netloc).geturl()
-
-
 
 
 class StorePart:
@@ -127,13 +128,17 @@ def marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def upgrade(db: Session, version: int, base: Sequence[str], migrations: Mapping[int, Sequence[str]]) -> int:
+def upgrade(
+    db: Session, version: int, base: Sequence[str], migrations: Mapping[int, Sequence[str]]
+) -> int:
     """Bring a schema at ``version`` (0: none) to ``SCHEMA_VERSION``: ``base`` creates the
     oldest schema this backend knows, then each migration above ``version`` runs in order.
     Runs inside the caller's transaction; returns the version it found."""
     if version > SCHEMA_VERSION:
-        raise StoreError(f"activity_db: schema version {version} is newer than this version of the "
-                         f"recommender knows ({SCHEMA_VERSION}); upgrade the recommender")
+        raise StoreError(
+            f"activity_db: schema version {version} is newer than this version of the "
+            f"recommender knows ({SCHEMA_VERSION}); upgrade the recommender"
+        )
     if version == 0:
         for statement in base:
             db.execute(statement)
@@ -146,5 +151,3 @@ def upgrade(db: Session, version: int, base: Sequence[str], migrations: Mapping[
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         logger.info("activity store schema: version %d -> %d", version, SCHEMA_VERSION)
     return version
-
-

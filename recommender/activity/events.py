@@ -1,5 +1,6 @@
 """A shopper's activity: events (views, carts, wishes, purchases) with their history window,
 the wish list, and ``shopper``, the one read a personal answer makes."""
+
 from __future__ import annotations
 
 import time
@@ -21,23 +22,38 @@ class ShopperActivity(StorePart):
         now = time.time() if now is None else now
         users = sorted({e.user_id for e in events})
         with self.backend.writing(users) as db:
-            forgotten = {row[0] for row in db.execute(
-                f"SELECT user_id FROM suppressed WHERE reason = 'forgotten' AND user_id IN ({marks(users)})",
-                users)} if users else set()
+            forgotten = (
+                {
+                    row[0]
+                    for row in db.execute(
+                        "SELECT user_id FROM suppressed WHERE reason = 'forgotten' "
+                        f"AND user_id IN ({marks(users)})",
+                        users,
+                    )
+                }
+                if users
+                else set()
+            )
             kept = [e for e in events if e.user_id not in forgotten]
             if kept:
-                db.executemany("INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",
-                               [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in kept])
+                db.executemany(
+                    "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",
+                    [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in kept],
+                )
             self._prune_users(db, {e.user_id for e in kept}, now)
         return len(kept)
 
-    def recent_events(self, user_id: str, limit: int | None = None, now: float | None = None) -> list[Event]:
+    def recent_events(
+        self, user_id: str, limit: int | None = None, now: float | None = None
+    ) -> list[Event]:
         """A shopper's events within the history window, newest first."""
         cutoff = (time.time() if now is None else now) - self.history_days * 86400
         with self.backend.reading() as db:
-            rows = db.execute("SELECT user_id, item_id, type, ts FROM events WHERE user_id = ? AND ts >= ? "
-                              "ORDER BY ts DESC, id DESC LIMIT ?",
-                              (user_id, cutoff, limit or self.history_limit)).fetchall()
+            rows = db.execute(
+                "SELECT user_id, item_id, type, ts FROM events WHERE user_id = ? AND ts >= ? "
+                "ORDER BY ts DESC, id DESC LIMIT ?",
+                (user_id, cutoff, limit or self.history_limit),
+            ).fetchall()
         return [Event(*row) for row in rows]
 
     def shopper(self, user_id: str, wishlist: bool = False, now: float | None = None) -> Shopper:
@@ -45,27 +61,41 @@ class ShopperActivity(StorePart):
         the database cannot be reached this raises ``StoreUnavailable``; ``suppression``
         still answers then, from the list last read."""
         cutoff = (time.time() if now is None else now) - self.history_days * 86400
-        query = ("SELECT 's', reason, NULL, 0, 0 FROM suppressed WHERE user_id = ? UNION ALL "
-                 "SELECT 'e', item_id, type, ts, id FROM (SELECT item_id, type, ts, id FROM events "
-                 "WHERE user_id = ? AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?) AS recent")
+        query = (
+            "SELECT 's', reason, NULL, 0, 0 FROM suppressed WHERE user_id = ? UNION ALL "
+            "SELECT 'e', item_id, type, ts, id FROM (SELECT item_id, type, ts, id FROM events "
+            "WHERE user_id = ? AND ts >= ? ORDER BY ts DESC, id DESC LIMIT ?) AS recent"
+        )
         args: tuple[Any, ...] = (user_id, user_id, cutoff, self.history_limit)
         if wishlist:
-            query += " UNION ALL SELECT 'w', item_id, NULL, added_at, 0 FROM wishlist WHERE user_id = ?"
+            query += (
+                " UNION ALL SELECT 'w', item_id, NULL, added_at, 0 FROM wishlist WHERE user_id = ?"
+            )
             args += (user_id,)
         with self.backend.reading() as db:
             rows = db.execute(query, args).fetchall()
             if time.monotonic() - self._known_checked > SUPPRESSION_REFRESH_SECONDS:
                 self._refresh_known_suppressed(db)
         suppression = next((row[1] for row in rows if row[0] == "s"), None)
-        events = sorted((row for row in rows if row[0] == "e"), key=lambda row: (row[3], row[4]), reverse=True)
-        wished = sorted(((row[1], row[3]) for row in rows if row[0] == "w"), key=lambda pair: (-pair[1], pair[0]))
-        return Shopper(suppression, [Event(user_id, item, kind, ts) for _, item, kind, ts, _ in events], wished)
+        events = sorted(
+            (row for row in rows if row[0] == "e"), key=lambda row: (row[3], row[4]), reverse=True
+        )
+        wished = sorted(
+            ((row[1], row[3]) for row in rows if row[0] == "w"),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        return Shopper(
+            suppression, [Event(user_id, item, kind, ts) for _, item, kind, ts, _ in events], wished
+        )
 
     def purchases(self, since: float | None = None) -> list[Event]:
         """Purchase events (all shoppers), oldest first: what the nightly training adds to its log."""
         with self.backend.reading() as db:
-            rows = db.execute("SELECT user_id, item_id, type, ts FROM events WHERE type = 'purchase' AND ts >= ? "
-                              "ORDER BY ts, id", (since or 0.0,)).fetchall()
+            rows = db.execute(
+                "SELECT user_id, item_id, type, ts FROM events WHERE type = 'purchase' AND ts >= ? "
+                "ORDER BY ts, id",
+                (since or 0.0,),
+            ).fetchall()
         return [Event(*row) for row in rows]
 
     def add_to_wishlist(self, user_id: str, item_id: str, now: float | None = None) -> bool:
@@ -73,29 +103,48 @@ class ShopperActivity(StorePart):
         Nothing is stored for a forgotten customer (checked in the same transaction)."""
         now = time.time() if now is None else now
         with self.backend.writing([user_id]) as db:
-            if db.execute("SELECT 1 FROM suppressed WHERE user_id = ? AND reason = 'forgotten'",
-                          (user_id,)).fetchone():
+            if db.execute(
+                "SELECT 1 FROM suppressed WHERE user_id = ? AND reason = 'forgotten'", (user_id,)
+            ).fetchone():
                 return False
-            created = db.execute("INSERT INTO wishlist (user_id, item_id, added_at) VALUES (?, ?, ?) "
-                                 "ON CONFLICT DO NOTHING", (user_id, item_id, now)).rowcount == 1
+            created = (
+                db.execute(
+                    "INSERT INTO wishlist (user_id, item_id, added_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (user_id, item_id, now),
+                ).rowcount
+                == 1
+            )
             if created:
-                db.execute("INSERT INTO events (user_id, item_id, type, ts, received_at) "
-                           "VALUES (?, ?, 'wishlist', ?, ?)", (user_id, item_id, now, now))
+                db.execute(
+                    "INSERT INTO events (user_id, item_id, type, ts, received_at) "
+                    "VALUES (?, ?, 'wishlist', ?, ?)",
+                    (user_id, item_id, now, now),
+                )
                 self._prune_users(db, {user_id}, now)
         return created
 
     def remove_from_wishlist(self, user_id: str, item_id: str) -> bool:
         """Remove an item; True if it was there."""
         with self.backend.writing([user_id]) as db:
-            return db.execute("DELETE FROM wishlist WHERE user_id = ? AND item_id = ?",
-                              (user_id, item_id)).rowcount == 1
+            return (
+                db.execute(
+                    "DELETE FROM wishlist WHERE user_id = ? AND item_id = ?", (user_id, item_id)
+                ).rowcount
+                == 1
+            )
 
     def wishlist(self, user_id: str) -> list[tuple[str, float]]:
         """``(item_id, added_at)`` of a shopper's wish list, most recently added first."""
         with self.backend.reading() as db:
-            return [(item, at) for item, at in db.execute(
-                "SELECT item_id, added_at FROM wishlist WHERE user_id = ? ORDER BY added_at DESC, item_id",
-                (user_id,))]
+            return [
+                (item, at)
+                for item, at in db.execute(
+                    "SELECT item_id, added_at FROM wishlist WHERE user_id = ? "
+                    "ORDER BY added_at DESC, item_id",
+                    (user_id,),
+                )
+            ]
 
     def prune(self, now: float | None = None) -> int:
         """Delete every event outside the history window (age and per-shopper count)."""
@@ -103,8 +152,10 @@ class ShopperActivity(StorePart):
         with self.backend.reading() as db:
             users = sorted(row[0] for row in db.execute("SELECT DISTINCT user_id FROM events"))
         removed = 0
-        for start in range(0, len(users), 500):  # short transactions: servers keep writing meanwhile
-            chunk = users[start:start + 500]
+        for start in range(
+            0, len(users), 500
+        ):  # short transactions: servers keep writing meanwhile
+            chunk = users[start : start + 500]
             with self.backend.writing(chunk) as db:
                 removed += self._prune_users(db, chunk, now)
         return removed
@@ -112,10 +163,12 @@ class ShopperActivity(StorePart):
     def _prune_users(self, db: Session, users: Iterable[str], now: float) -> int:
         cutoff = now - self.history_days * 86400
         removed = 0
-        for user_id in users:  # a batch touches few shoppers; each delete uses the (user_id, ts) index
+        for (
+            user_id
+        ) in users:  # a batch touches few shoppers; each delete uses the (user_id, ts) index
             removed += db.execute(
                 "DELETE FROM events WHERE user_id = ? AND (ts < ? OR id NOT IN ("
                 "SELECT id FROM events WHERE user_id = ? ORDER BY ts DESC, id DESC LIMIT ?))",
-                (user_id, cutoff, user_id, self.history_limit)).rowcount
+                (user_id, cutoff, user_id, self.history_limit),
+            ).rowcount
         return removed
-

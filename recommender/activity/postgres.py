@@ -17,6 +17,7 @@ When the database cannot be reached, the backend says so at once (``StoreUnavail
 ``RETRY_SECONDS``, then tries one plain connection before it builds a new pool: a request
 never waits on a pool that cannot fill, and the server reconnects by itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,15 +73,20 @@ BASE = [
         sent_at DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS digests_by_user ON digests (user_id, created_at)",
     """CREATE TABLE IF NOT EXISTS alerts_delivered (
-        user_id TEXT NOT NULL, item_id TEXT NOT NULL, reason TEXT NOT NULL, change_at DOUBLE PRECISION NOT NULL,
-        digest_id BIGINT NOT NULL REFERENCES digests (id), PRIMARY KEY (user_id, item_id, reason, change_at))""",
+        user_id TEXT NOT NULL, item_id TEXT NOT NULL, reason TEXT NOT NULL,
+        change_at DOUBLE PRECISION NOT NULL, digest_id BIGINT NOT NULL REFERENCES digests (id),
+        PRIMARY KEY (user_id, item_id, reason, change_at))""",
 ]
 MIGRATIONS = {
-    2: ["CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)"],
+    2: [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)",
+    ],
 }
-LOCK_USERS = (f"SELECT pg_advisory_xact_lock({USER_LOCKS}, key) FROM "
-              "(SELECT DISTINCT hashtext(id) AS key FROM unnest(%s::text[]) AS id ORDER BY 1) AS keys")
+LOCK_USERS = (
+    f"SELECT pg_advisory_xact_lock({USER_LOCKS}, key) FROM "
+    "(SELECT DISTINCT hashtext(id) AS key FROM unnest(%s::text[]) AS id ORDER BY 1) AS keys"
+)
 
 
 @lru_cache(maxsize=256)
@@ -111,8 +117,10 @@ class PostgresBackend:
         self.url = url
         self.where = describe(url)
         self.pool_size = max(1, pool_size)
-        self.connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                                             "application_name": "recommender"}
+        self.connect_args: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "recommender",
+        }
         if password:
             self.connect_args["password"] = password
         self.on_state: Callable[[bool], None] | None = None
@@ -138,12 +146,20 @@ class PostgresBackend:
                     psycopg.connect(self.url, **self.connect_args).close()
                 except psycopg.Error as exc:
                     self._retry_at = time.monotonic() + RETRY_SECONDS
-                    raise StoreUnavailable(f"activity_db: {self.where} is unreachable: {_first_line(exc)}") from None
+                    raise StoreUnavailable(
+                        f"activity_db: {self.where} is unreachable: {_first_line(exc)}"
+                    ) from None
                 self._drop_pool()
             if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ConnectionPool(self.url, kwargs={**self.connect_args, "autocommit": True}, min_size=1,
-                                            max_size=self.pool_size, timeout=POOL_WAIT_SECONDS, open=False,
-                                            name="recommender-activity")
+                self._pool = ConnectionPool(
+                    self.url,
+                    kwargs={**self.connect_args, "autocommit": True},
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=POOL_WAIT_SECONDS,
+                    open=False,
+                    name="recommender-activity",
+                )
                 self._pool.open(wait=False)
                 self._pool_pid = os.getpid()
             return self._pool
@@ -167,7 +183,8 @@ class PostgresBackend:
     def _failed(self, exc: Exception) -> StoreError:
         unreachable = isinstance(exc, (PoolTimeout, PoolClosed)) or (
             isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
-            and (exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))))
+            and (exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")))
+        )
         if not unreachable:
             return StoreError(f"activity_db: {self.where}: {_first_line(exc)}")
         with self._lock:
@@ -196,10 +213,16 @@ class PostgresBackend:
         with connection.transaction():
             session = _Session(connection)
             session.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK}, 0)")
-            found = session.execute("SELECT to_regclass('schema_version') IS NOT NULL, "
-                                    "to_regclass('events') IS NOT NULL").fetchone()
+            found = session.execute(
+                "SELECT to_regclass('schema_version') IS NOT NULL, "
+                "to_regclass('events') IS NOT NULL"
+            ).fetchone()
             exists, events = found if found else (False, False)
-            stored = session.execute("SELECT MAX(version) FROM schema_version").fetchone() if exists else None
+            stored = (
+                session.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                if exists
+                else None
+            )
             version = int(stored[0] or 0) if stored else (1 if events else 0)
             upgrade(session, version, BASE, MIGRATIONS)
         self._schema_ready_in = os.getpid()
@@ -225,9 +248,13 @@ class PostgresBackend:
         try:
             connection = psycopg.connect(self.url, autocommit=True, **self.connect_args)
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"activity_db: {self.where} is unreachable: {_first_line(exc)}") from None
+            raise StoreUnavailable(
+                f"activity_db: {self.where} is unreachable: {_first_line(exc)}"
+            ) from None
         try:
-            taken = connection.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (RUN_LOCKS, name)).fetchone()
+            taken = connection.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (RUN_LOCKS, name)
+            ).fetchone()
             if not taken or not taken[0]:
                 raise BusyError(f"activity_db: another {name} run holds the lock in {self.where}")
             yield

@@ -1,5 +1,6 @@
 """Privacy: the suppression list (forgotten and opted-out customers), forgetting a customer,
 and everything held about one."""
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,9 @@ class Suppression(StorePart):
         meanwhile: it is a write); None if it never read one."""
         try:
             with self.backend.reading() as db:
-                row = db.execute("SELECT reason FROM suppressed WHERE user_id = ?", (user_id,)).fetchone()
+                row = db.execute(
+                    "SELECT reason FROM suppressed WHERE user_id = ?", (user_id,)
+                ).fetchone()
                 if time.monotonic() - self._known_checked > SUPPRESSION_REFRESH_SECONDS:
                     self._refresh_known_suppressed(db)
         except StoreUnavailable:
@@ -39,7 +42,9 @@ class Suppression(StorePart):
     def _refresh_known_suppressed(self, db: Session) -> None:
         self._known_checked = time.monotonic()
         since = -1.0 if self._known_since is None else self._known_since - CLOCK_MARGIN_SECONDS
-        for user_id, reason, at in db.execute("SELECT user_id, reason, at FROM suppressed WHERE at >= ?", (since,)):
+        for user_id, reason, at in db.execute(
+            "SELECT user_id, reason, at FROM suppressed WHERE at >= ?", (since,)
+        ):
             self._known_suppressed[user_id] = reason
             self._known_since = max(self._known_since or at, at)
         if self._known_since is None:
@@ -55,8 +60,11 @@ class Suppression(StorePart):
             wished = db.execute("DELETE FROM wishlist WHERE user_id = ?", (user_id,)).rowcount
             db.execute("DELETE FROM alerts_delivered WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM digests WHERE user_id = ?", (user_id,))
-            db.execute("INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'forgotten', ?) "
-                       "ON CONFLICT (user_id) DO UPDATE SET reason = 'forgotten', at = excluded.at", (user_id, now))
+            db.execute(
+                "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'forgotten', ?) "
+                "ON CONFLICT (user_id) DO UPDATE SET reason = 'forgotten', at = excluded.at",
+                (user_id, now),
+            )
         self._known_suppressed[user_id] = "forgotten"
         logger.info("forgot a customer: %d events and %d wish-list items erased", events, wished)
         return {"events_erased": events, "wishlist_items_erased": wished}
@@ -66,10 +74,15 @@ class Suppression(StorePart):
         now = time.time() if now is None else now
         with self.backend.writing([user_id]) as db:
             if opted_out:
-                db.execute("INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'opted_out', ?) "
-                           "ON CONFLICT (user_id) DO NOTHING", (user_id, now))
+                db.execute(
+                    "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'opted_out', ?) "
+                    "ON CONFLICT (user_id) DO NOTHING",
+                    (user_id, now),
+                )
             else:
-                db.execute("DELETE FROM suppressed WHERE user_id = ? AND reason = 'opted_out'", (user_id,))
+                db.execute(
+                    "DELETE FROM suppressed WHERE user_id = ? AND reason = 'opted_out'", (user_id,)
+                )
         if opted_out:
             self._known_suppressed.setdefault(user_id, "opted_out")
         elif self._known_suppressed.get(user_id) == "opted_out":
@@ -78,11 +91,15 @@ class Suppression(StorePart):
     def everything_about(self, user_id: str) -> dict[str, object]:
         """All the store holds about a customer, for a subject access request."""
         with self.backend.reading() as db:
-            events = db.execute("SELECT item_id, type, ts, received_at FROM events WHERE user_id = ? ORDER BY ts, id",
-                                (user_id,)).fetchall()
+            events = db.execute(
+                "SELECT item_id, type, ts, received_at FROM events WHERE user_id = ? ORDER BY ts, id",
+                (user_id,),
+            ).fetchall()
         return {
-            "events": [{"item_id": i, "type": t, "timestamp": ts, "received_at": r} for i, t, ts, r in events],
+            "events": [
+                {"item_id": i, "type": t, "timestamp": ts, "received_at": r}
+                for i, t, ts, r in events
+            ],
             "wishlist": [{"item_id": item, "added_at": at} for item, at in self.wishlist(user_id)],
             "suppression": self.suppression(user_id),
         }
-

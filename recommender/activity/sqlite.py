@@ -6,6 +6,7 @@ block the writer, and several gunicorn workers (processes) write to one file, se
 keeps its own connection (SQLite connections are not shared between threads), opened once,
 so a request does not pay for opening one; a forked process opens its own.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -30,9 +31,11 @@ BASE = [
         received_at REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts)",
     "CREATE INDEX IF NOT EXISTS events_by_type ON events (type, ts)",
-    "CREATE TABLE IF NOT EXISTS suppressed (user_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS suppressed (
+        user_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS wishlist (
-        user_id TEXT NOT NULL, item_id TEXT NOT NULL, added_at REAL NOT NULL, PRIMARY KEY (user_id, item_id))""",
+        user_id TEXT NOT NULL, item_id TEXT NOT NULL, added_at REAL NOT NULL,
+        PRIMARY KEY (user_id, item_id))""",
     """CREATE TABLE IF NOT EXISTS catalog_changes (
         id INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, price REAL, available INTEGER,
         at REAL NOT NULL)""",
@@ -49,11 +52,14 @@ BASE = [
     "CREATE INDEX IF NOT EXISTS digests_by_user ON digests (user_id, created_at)",
     """CREATE TABLE IF NOT EXISTS alerts_delivered (
         user_id TEXT NOT NULL, item_id TEXT NOT NULL, reason TEXT NOT NULL, change_at REAL NOT NULL,
-        digest_id INTEGER NOT NULL REFERENCES digests (id), PRIMARY KEY (user_id, item_id, reason, change_at))""",
+        digest_id INTEGER NOT NULL REFERENCES digests (id),
+        PRIMARY KEY (user_id, item_id, reason, change_at))""",
 ]
 MIGRATIONS = {
-    2: ["CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)"],
+    2: [
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)",
+    ],
 }
 
 
@@ -95,9 +101,13 @@ class SqliteBackend:
     def ensure_schema(self) -> None:
         connection = self._open()
         with self._transaction(connection) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if "schema_version" in tables:
-                version = int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
+                version = int(
+                    db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+                )
             else:
                 version = 1 if "events" in tables else 0
             upgrade(db, version, BASE, MIGRATIONS)

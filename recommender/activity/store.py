@@ -1,6 +1,7 @@
 """``ActivityStore``: the activity store, put together from its parts (``events``,
-``privacy``, ``ledger``), whose reads and writes are SQL that SQLite and PostgreSQL both run (``?`` placeholders; the PostgreSQL backend passes them to psycopg as
-``%s``). The backend gives connections, transactions and locks:
+``privacy``, ``ledger``), whose reads and writes are SQL that SQLite and PostgreSQL both
+run (``?`` placeholders; the PostgreSQL backend passes them to psycopg as ``%s``).
+The backend gives connections, transactions and locks:
 
 - ``reading()``: a connection for reads (no transaction kept open);
 - ``writing(users)``: one transaction, all or nothing, serialised with every other write
@@ -10,6 +11,7 @@
 - ``run_lock(name)``: one run of a job (nightly, alerts) per store;
 - driver errors as ``StoreUnavailable`` (cannot reach it: HTTP 503, retry) or ``StoreError``.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
@@ -36,8 +38,14 @@ class ActivityStore(ShopperActivity, Suppression, CatalogLedger):
 
     backend: Backend
 
-    def __init__(self, location: str | Path, history_limit: int = 200, history_days: float = 90.0,
-                 password: str | None = None, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        location: str | Path,
+        history_limit: int = 200,
+        history_days: float = 90.0,
+        password: str | None = None,
+        pool_size: int = 4,
+    ) -> None:
         self.history_limit = history_limit
         self.history_days = history_days
         if is_database_url(location):

@@ -8,6 +8,7 @@ change it reports), and a run stopped mid-way leaves its unconfirmed e-mails in 
 which the next run sends first, with the same bytes and Message-ID (so a mail server that
 deduplicates by Message-ID shows it once).
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,15 +35,30 @@ from .rules import Alert
 
 logger = logging.getLogger(__name__)
 
-FILE_FIELDS = ("user_id", "reason", "item_id", "name", "price", "previous_price", "change_at", "because")
+FILE_FIELDS = (
+    "user_id",
+    "reason",
+    "item_id",
+    "name",
+    "price",
+    "previous_price",
+    "change_at",
+    "because",
+)
 # What goes on the wire: CRLF line ends (RFC 5321), and 7-bit bodies (non-ASCII text as
 # quoted-printable or base64), so any server takes them, with or without 8BITMIME.
 MAIL_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 
-def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: AlertsConfig, emails: dict[str, str],
-            out: Path | None = None, now: float | None = None,
-            excluded: frozenset[str] | set[str] = frozenset()) -> dict[str, int]:
+def deliver(
+    alerts: dict[str, list[Alert]],
+    store: ActivityStore,
+    settings: AlertsConfig,
+    emails: dict[str, str],
+    out: Path | None = None,
+    now: float | None = None,
+    excluded: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, int]:
     """Deliver the alerts: by e-mail when ``settings.smtp_host`` is set, to ``out`` (CSV, or
     JSON Lines for ``.jsonl``) for the shop's mail tool, or both. Returns counts.
 
@@ -52,21 +68,32 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
     their customer is now ``excluded`` (opted out, forgotten) or has no address.
     """
     now = time.time() if now is None else now
-    counts = {"customers_with_alerts": len(alerts), "digests": 0, "alerts": 0, "capped": 0, "no_address": 0,
-              "resent": 0, "refused": 0}
+    counts = {
+        "customers_with_alerts": len(alerts),
+        "digests": 0,
+        "alerts": 0,
+        "capped": 0,
+        "no_address": 0,
+        "resent": 0,
+        "refused": 0,
+    }
     last = store.last_digest_at()
     smtp = _connect(settings) if settings.smtp_host else None
     delivered = store.delivered_alerts()
     try:
         if smtp is not None:
-            for digest_id, user_id, message_id, body in store.pending_digests():
+            for digest_id, user_id, _message_id, body in store.pending_digests():
                 if user_id in excluded or user_id not in emails:
                     store.mark_refused(digest_id)  # opted out (or no address) since: never sent
                     continue
                 counts["resent"] += _send(smtp, store, digest_id, body, settings, emails[user_id])
         chosen: list[tuple[str, list[Alert]]] = []
         for user_id, user_alerts in alerts.items():
-            fresh = [a for a in user_alerts if (a.user_id, a.item_id, a.reason, a.change_at) not in delivered]
+            fresh = [
+                a
+                for a in user_alerts
+                if (a.user_id, a.item_id, a.reason, a.change_at) not in delivered
+            ]
             if not fresh:
                 continue
             if user_id in last and now - last[user_id] < settings.cap_days * 86400:
@@ -81,11 +108,15 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
         for user_id, fresh in chosen:
             keys = [(a.item_id, a.reason, a.change_at) for a in fresh]
             if smtp is None:
-                store.open_digest(user_id, "file", "", json.dumps([a.to_dict() for a in fresh]), keys, now)
+                store.open_digest(
+                    user_id, "file", "", json.dumps([a.to_dict() for a in fresh]), keys, now
+                )
             else:
                 message = compose(user_id, emails[user_id], fresh, settings, now)
                 body = message.as_bytes().decode("ascii")
-                digest_id = store.open_digest(user_id, "smtp", str(message["Message-ID"]), body, keys, now)
+                digest_id = store.open_digest(
+                    user_id, "smtp", str(message["Message-ID"]), body, keys, now
+                )
                 if not _send(smtp, store, digest_id, body, settings, emails[user_id]):
                     counts["refused"] += 1
                     continue
@@ -101,8 +132,13 @@ def deliver(alerts: dict[str, list[Alert]], store: ActivityStore, settings: Aler
     return counts
 
 
-def compose(user_id: str, address: str, alerts: Sequence[Alert], settings: AlertsConfig,
-            now: float | None = None) -> EmailMessage:
+def compose(
+    user_id: str,
+    address: str,
+    alerts: Sequence[Alert],
+    settings: AlertsConfig,
+    now: float | None = None,
+) -> EmailMessage:
     """One customer's digest: a text and an HTML part, and an unsubscribe link in both and in
     the ``List-Unsubscribe`` header. Built under ``MAIL_POLICY``: ``as_bytes()`` is what the
     mail server receives, byte for byte, and what the store keeps for a resend."""
@@ -115,19 +151,33 @@ def compose(user_id: str, address: str, alerts: Sequence[Alert], settings: Alert
     message["Message-ID"] = f"<alerts.{uuid.uuid4().hex}@{settings.sender.rpartition('@')[2]}>"
     message["List-Unsubscribe"] = f"<{unsubscribe}>"
     lines = [_line(alert) for alert in alerts]
-    message.set_content("\n".join([f"News from {settings.shop_name}:", "", *[f"- {line}" for line in lines], "",
-                                   f"Unsubscribe: {unsubscribe}"]))
+    message.set_content(
+        "\n".join(
+            [
+                f"News from {settings.shop_name}:",
+                "",
+                *[f"- {line}" for line in lines],
+                "",
+                f"Unsubscribe: {unsubscribe}",
+            ]
+        )
+    )
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     message.add_alternative(
         f"<html><body><p>News from {html.escape(settings.shop_name)}:</p><ul>{items}</ul>"
-        f'<p><a href="{html.escape(unsubscribe, quote=True)}">Unsubscribe</a></p></body></html>', subtype="html")
+        f'<p><a href="{html.escape(unsubscribe, quote=True)}">Unsubscribe</a></p></body></html>',
+        subtype="html",
+    )
     return message
 
 
 def _subject(alerts: Sequence[Alert], settings: AlertsConfig) -> str:
     first = alerts[0]
-    headline = {"back_in_stock": "is back in stock", "price_drop": "is cheaper now",
-                "new_for_you": "is new, and picked for you"}[first.reason]
+    headline = {
+        "back_in_stock": "is back in stock",
+        "price_drop": "is cheaper now",
+        "new_for_you": "is new, and picked for you",
+    }[first.reason]
     more = f" (and {len(alerts) - 1} more)" if len(alerts) > 1 else ""
     return f"{first.name or first.item_id} {headline}{more} - {settings.shop_name}"
 
@@ -151,11 +201,19 @@ def _connect(settings: AlertsConfig) -> smtplib.SMTP:
             smtp.login(settings.smtp_user, settings.smtp_password or "")
         return smtp
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"smtp_host: cannot connect to {settings.smtp_host}:{settings.smtp_port}: {exc}") from None
+        raise DeliveryError(
+            f"smtp_host: cannot connect to {settings.smtp_host}:{settings.smtp_port}: {exc}"
+        ) from None
 
 
-def _send(smtp: smtplib.SMTP, store: ActivityStore, digest_id: int, body: str, settings: AlertsConfig,
-          address: str) -> bool:
+def _send(
+    smtp: smtplib.SMTP,
+    store: ActivityStore,
+    digest_id: int,
+    body: str,
+    settings: AlertsConfig,
+    address: str,
+) -> bool:
     """Hand one recorded digest to the mail server and confirm it in the store. False when the
     server refuses this recipient for good (the digest is then marked, not retried); a lost
     connection raises, leaving the digest to the next run.
@@ -170,8 +228,9 @@ def _send(smtp: smtplib.SMTP, store: ActivityStore, digest_id: int, body: str, s
         store.mark_refused(digest_id)
         return False
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"smtp_host: sending to {settings.smtp_host} failed: {exc}; "
-                            "rerun to send what is left") from None
+        raise DeliveryError(
+            f"smtp_host: sending to {settings.smtp_host} failed: {exc}; rerun to send what is left"
+        ) from None
     store.mark_sent(digest_id)
     return True
 
@@ -183,7 +242,9 @@ def _write(out: Path, alerts: Sequence[Alert]) -> None:
     with partial.open("w", newline="", encoding="utf-8") as handle:
         if out.suffix == ".jsonl":
             for alert in alerts:
-                handle.write(json.dumps(_file_row(alert), ensure_ascii=False, allow_nan=False) + "\n")
+                handle.write(
+                    json.dumps(_file_row(alert), ensure_ascii=False, allow_nan=False) + "\n"
+                )
         else:
             writer = csv.writer(handle)
             writer.writerow(FILE_FIELDS)
@@ -195,5 +256,7 @@ def _write(out: Path, alerts: Sequence[Alert]) -> None:
 
 def _file_row(alert: Alert) -> dict[str, Any]:
     """An alert's fields for the files, a missing number as null (JSON has no NaN)."""
-    return {field: None if isinstance(value, float) and not math.isfinite(value) else value
-            for field, value in alert.to_dict().items()}
+    return {
+        field: None if isinstance(value, float) and not math.isfinite(value) else value
+        for field, value in alert.to_dict().items()
+    }

@@ -3,6 +3,7 @@ who showed interest (wish list, recent views and carts) and among each one's per
 They read the activity store (interest, the catalog's price and availability history) and the
 model (names, prices, personal rankings, first sales); ``GET /v1/users/<id>/alerts`` shows
 them and ``run`` delivers them."""
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,14 @@ class Alert:
         return asdict(self)
 
 
-def find_alerts(store: ActivityStore, service: Any, settings: AlertsConfig, excluded: frozenset[str] | set[str],
-                now: float | None = None, user_id: str | None = None) -> dict[str, list[Alert]]:
+def find_alerts(
+    store: ActivityStore,
+    service: Any,
+    settings: AlertsConfig,
+    excluded: frozenset[str] | set[str],
+    now: float | None = None,
+    user_id: str | None = None,
+) -> dict[str, list[Alert]]:
     """Every current alert, by customer (one customer with ``user_id``), best first within a
     customer: back in stock, then price drops (largest first), then new for you.
 
@@ -78,32 +85,76 @@ def find_alerts(store: ActivityStore, service: Any, settings: AlertsConfig, excl
     return dict(sorted(by_user.items()))
 
 
-def _catalog_alerts(customer: str, item_id: str, kind: str, interest_at: float, states: list[CatalogChange],
-                    service: Any, settings: AlertsConfig) -> Iterable[Alert]:
+def _catalog_alerts(
+    customer: str,
+    item_id: str,
+    kind: str,
+    interest_at: float,
+    states: list[CatalogChange],
+    service: Any,
+    settings: AlertsConfig,
+) -> Iterable[Alert]:
     """Back in stock and price drop for one item a customer showed interest in at ``interest_at``."""
     current = states[-1]
     name, model_price = _item_facts(service, item_id)
-    because = {"wishlist": "on your wish list", "view": "you viewed it", "cart": "you put it in your cart"}[kind]
+    because = {
+        "wishlist": "on your wish list",
+        "view": "you viewed it",
+        "cart": "you put it in your cart",
+    }[kind]
     if current.available is not False:
         # Back in stock: the latest change from unavailable to available happened after the interest.
-        restocked_at = next((states[i].at for i in range(len(states) - 1, 0, -1)
-                             if states[i].available and states[i - 1].available is False), None)
+        restocked_at = next(
+            (
+                states[i].at
+                for i in range(len(states) - 1, 0, -1)
+                if states[i].available and states[i - 1].available is False
+            ),
+            None,
+        )
         if restocked_at is not None and restocked_at > interest_at and states[-1].available:
-            yield Alert(customer, item_id, "back_in_stock", name, _price(current.price, model_price), None,
-                        restocked_at, because)
+            yield Alert(
+                customer,
+                item_id,
+                "back_in_stock",
+                name,
+                _price(current.price, model_price),
+                None,
+                restocked_at,
+                because,
+            )
         # Price drop: against the price in force when the customer showed interest.
         before = [state for state in states if state.at <= interest_at]
         baseline = before[-1].price if before and before[-1].price is not None else model_price
-        changed_at = next((states[i].at for i in range(len(states) - 1, -1, -1)
-                           if i == 0 or states[i - 1].price != states[i].price), current.at)
-        if (current.price is not None and baseline and changed_at > interest_at
-                and current.price <= baseline * (1 - settings.price_drop)):
-            yield Alert(customer, item_id, "price_drop", name, round(current.price, 2), round(baseline, 2),
-                        changed_at, because)
+        changed_at = next(
+            (
+                states[i].at
+                for i in range(len(states) - 1, -1, -1)
+                if i == 0 or states[i - 1].price != states[i].price
+            ),
+            current.at,
+        )
+        if (
+            current.price is not None
+            and baseline
+            and changed_at > interest_at
+            and current.price <= baseline * (1 - settings.price_drop)
+        ):
+            yield Alert(
+                customer,
+                item_id,
+                "price_drop",
+                name,
+                round(current.price, 2),
+                round(baseline, 2),
+                changed_at,
+                because,
+            )
 
 
-def _new_for_you(service: Any, settings: AlertsConfig, excluded: frozenset[str] | set[str],
-                 user_id: str | None) -> Iterable[Alert]:
+def _new_for_you(
+    service: Any, settings: AlertsConfig, excluded: frozenset[str] | set[str], user_id: str | None
+) -> Iterable[Alert]:
     """Items first sold in the last ``new_days`` (of the model's log) among a customer's top
     ``new_top`` personal picks."""
     first_sold = service.first_sold
@@ -117,16 +168,25 @@ def _new_for_you(service: Any, settings: AlertsConfig, excluded: frozenset[str] 
         index = service.users.index(user_id, missing="none")
         rows = np.array([] if index is None else [index], dtype=np.int64)
     else:
-        rows = np.flatnonzero([user not in excluded for user in service.users.ids_.tolist()]).astype(np.int64)
+        rows = np.flatnonzero(
+            [user not in excluded for user in service.users.ids_.tolist()]
+        ).astype(np.int64)
     for start in range(0, len(rows), 2000):
-        batch = rows[start:start + 2000]
+        batch = rows[start : start + 2000]
         items, _ = top_k_for_users(service, batch, settings.new_top)
         for customer, picks in zip(service.users.ids(batch), items.tolist()):
             for item in picks:
                 if item >= 0 and is_new[item]:
-                    yield Alert(customer, str(service.items.ids_[item]), "new_for_you", service.names[item],
-                                service.prices[item], None, float(first_sold[item]),
-                                "new, and in your personal recommendations")
+                    yield Alert(
+                        customer,
+                        str(service.items.ids_[item]),
+                        "new_for_you",
+                        service.names[item],
+                        service.prices[item],
+                        None,
+                        float(first_sold[item]),
+                        "new, and in your personal recommendations",
+                    )
 
 
 def _item_facts(service: Any, item_id: str) -> tuple[str, float | None]:

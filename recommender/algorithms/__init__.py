@@ -1,4 +1,5 @@
 """Models behind one estimator interface (``base.Recommender``), fitted on integer indices only."""
+
 from __future__ import annotations
 
 from .als import ALS
@@ -19,4 +20,14 @@ MODELS: dict[str, type[Recommender]] = {
     "popular": Popular,
 }
 
-__all__ = ["ALS", "EASE", "MODELS", "Cooccurrence", "ItemKNN", "NeighbourModel", "Popular", "RP3beta", "Recommender"]
+__all__ = [
+    "ALS",
+    "EASE",
+    "MODELS",
+    "Cooccurrence",
+    "ItemKNN",
+    "NeighbourModel",
+    "Popular",
+    "RP3beta",
+    "Recommender",
+]

@@ -4,6 +4,7 @@
 shopper are plain numpy (one matrix-vector product, one small solve), so the server needs
 neither ``implicit`` nor a GPU to answer.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,13 @@ class ALS(Recommender):
             from implicit.gpu.als import AlternatingLeastSquares as Backend
         else:
             from implicit.cpu.als import AlternatingLeastSquares as Backend
-        kwargs = dict(factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                      iterations=self.iterations, random_state=self.random_state)
+        kwargs = dict(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.random_state,
+        )
         if not self.use_gpu:
             kwargs["num_threads"] = self.num_threads
         from threadpoolctl import threadpool_limits
@@ -91,7 +97,11 @@ class ALS(Recommender):
             raise ValueError("ALS produced non-finite factors; lower alpha or raise regularization")
         logger.info(
             "als (%d factors, %d iterations, %s) on %d x %d (nnz %d): %.2fs",
-            self.factors, self.iterations, self.confidence, *user_items.shape, user_items.nnz,
+            self.factors,
+            self.iterations,
+            self.confidence,
+            *user_items.shape,
+            user_items.nnz,
             time.perf_counter() - started,
         )
         return self
@@ -128,10 +138,21 @@ class ALS(Recommender):
     ) -> Ranking:
         """Top items by ``item_factors @ user_factor``; ``user_idx`` < 0 folds ``user_row`` in."""
         self._check_fitted()
-        vector = self.user_factors_[user_idx] if user_idx >= 0 else self.fold_in(user_row.indices, user_row.data)
-        return top_n(self.item_factors_ @ vector, n, user_row.indices if exclude_seen else None, positive_only=False)
+        vector = (
+            self.user_factors_[user_idx]
+            if user_idx >= 0
+            else self.fold_in(user_row.indices, user_row.data)
+        )
+        return top_n(
+            self.item_factors_ @ vector,
+            n,
+            user_row.indices if exclude_seen else None,
+            positive_only=False,
+        )
 
-    def fold_in(self, item_indices: NDArray[np.integer], weights: NDArray[np.floating] | None = None) -> NDArray[np.float32]:
+    def fold_in(
+        self, item_indices: NDArray[np.integer], weights: NDArray[np.floating] | None = None
+    ) -> NDArray[np.float32]:
         """A user vector for a shopper the model has not seen, from the items they touched.
 
         The same least-squares step ALS takes for a user (``implicit``'s
@@ -142,11 +163,17 @@ class ALS(Recommender):
         item_indices = np.asarray(item_indices, dtype=np.int64)
         if not len(item_indices):
             return np.zeros(self.item_factors_.shape[1], dtype=np.float32)
-        weights = np.ones(len(item_indices)) if weights is None else np.asarray(weights, dtype=np.float64)
+        weights = (
+            np.ones(len(item_indices)) if weights is None else np.asarray(weights, dtype=np.float64)
+        )
         confidence = self.alpha * weights
         chosen = self.item_factors_[item_indices].astype(np.float64)
         gram = self.gram()
-        system = gram + (chosen.T * (confidence - 1.0)) @ chosen + self.regularization * np.eye(len(gram))
+        system = (
+            gram
+            + (chosen.T * (confidence - 1.0)) @ chosen
+            + self.regularization * np.eye(len(gram))
+        )
         return np.linalg.solve(system, chosen.T @ confidence).astype(np.float32)
 
     def fold_in_rows(self, rows: sp.csr_matrix) -> NDArray[np.float32]:

@@ -6,6 +6,7 @@ indices and return ``(ids, scores)`` arrays sorted by descending score, never co
 query item. A model hands its learned state out as named arrays (``to_arrays``) and is
 rebuilt from them (``from_arrays``); it never reads or writes a file itself.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -79,10 +80,16 @@ def top_n(
     similarity sums where 0 means "no evidence") scores of 0 or less.
     """
     # float64 stays float64: rounding to float32 would make ties the batch paths do not see.
-    scores = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32, copy=True)
+    scores = np.array(
+        scores,
+        dtype=np.float64 if np.asarray(scores).dtype == np.float64 else np.float32,
+        copy=True,
+    )
     if exclude is not None and len(exclude):
         scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
-    candidates = np.flatnonzero(scores > 0) if positive_only else np.flatnonzero(np.isfinite(scores))
+    candidates = (
+        np.flatnonzero(scores > 0) if positive_only else np.flatnonzero(np.isfinite(scores))
+    )
     if len(candidates) > n:
         kept = np.argpartition(-scores[candidates], n - 1)[:n]
         threshold = scores[candidates[kept]].min()
@@ -108,7 +115,7 @@ def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
         return np.empty((len(scores), 0), dtype=np.int64)
     # Each row's n-th largest score: a partition of the values (no index array to move).
     columns = scores.shape[1]
-    threshold = np.partition(scores, columns - n, axis=1)[:, columns - n:columns - n + 1]
+    threshold = np.partition(scores, columns - n, axis=1)[:, columns - n : columns - n + 1]
     above = scores > threshold
     at = scores == threshold
     places = n - above.sum(axis=1, keepdims=True)
@@ -117,8 +124,9 @@ def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
     # tied items than places only: counting along a row is a pass of its own).
     crowded = np.flatnonzero(at.sum(axis=1, keepdims=True) > places)
     if len(crowded):
-        chosen[crowded] = above[crowded] | (at[crowded] & (np.cumsum(at[crowded], axis=1, dtype=np.int32)
-                                                           <= places[crowded]))
+        chosen[crowded] = above[crowded] | (
+            at[crowded] & (np.cumsum(at[crowded], axis=1, dtype=np.int32) <= places[crowded])
+        )
     best = np.flatnonzero(chosen).reshape(len(scores), n) % columns
     best_scores = np.take_along_axis(scores, best, axis=1)
     order = np.lexsort((best, -best_scores), axis=1)

@@ -5,6 +5,7 @@ export, and by evaluation and tuning, so what is measured is what is served. Eac
 scaled to its largest absolute value per row, so the weights mean the same whatever the
 models' scales.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ def blend_scores(
     total = None
     if item_weight is None:
         item_weight = 1.0 - als_weight
-    for position, (part, weight) in enumerate(((item_scores, item_weight), (als_scores, als_weight))):
+    for position, (part, weight) in enumerate(
+        ((item_scores, item_weight), (als_scores, als_weight))
+    ):
         if part is None or weight == 0:
             continue
         scaled = _scaled(part, weight, None if scales is None else scales[position])
@@ -82,7 +85,9 @@ def blend_rows(
         stored = lengths > 0
         if stored.any():
             starts = rows.indptr[:-1][stored]
-            peak[stored] = np.maximum(np.maximum.reduceat(values, starts), -np.minimum.reduceat(values, starts))
+            peak[stored] = np.maximum(
+                np.maximum.reduceat(values, starts), -np.minimum.reduceat(values, starts)
+            )
         peak = np.where(lengths < rows.shape[1], np.maximum(peak, 0.0), peak)
         row_of = np.repeat(np.arange(rows.shape[0]), lengths)
         row_scale = peak[row_of]
@@ -95,7 +100,9 @@ def blend_rows(
     return total
 
 
-def _scaled(part: NDArray[np.floating], weight: float, scale: float | None = None) -> NDArray[np.float64]:
+def _scaled(
+    part: NDArray[np.floating], weight: float, scale: float | None = None
+) -> NDArray[np.float64]:
     """``weight * part / scale`` in a new float64 array, ``scale`` each row's largest absolute
     value unless given; a part whose scale is 0 (all zeros, or no known scale) adds 0.
 
@@ -104,7 +111,9 @@ def _scaled(part: NDArray[np.floating], weight: float, scale: float | None = Non
     """
     part = np.asarray(part)
     if scale is None:
-        peak = np.maximum(part.max(axis=-1, keepdims=True), -part.min(axis=-1, keepdims=True)).astype(np.float64)
+        peak = np.maximum(
+            part.max(axis=-1, keepdims=True), -part.min(axis=-1, keepdims=True)
+        ).astype(np.float64)
     else:
         peak = np.full((1,) * part.ndim, scale, dtype=np.float64)
     empty = peak <= 0

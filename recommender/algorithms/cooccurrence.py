@@ -4,6 +4,7 @@
 items' popularity alone would give, and the shrinkage ``n / (n + shrinkage)`` keeps a pair
 seen twice from outranking one seen fifty times.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,11 @@ class Cooccurrence(NeighbourModel):
     """
 
     def __init__(
-        self, shrinkage: float = 10.0, neighbours: int = 100, min_support: int = 2, min_pair_support: int = 2
+        self,
+        shrinkage: float = 10.0,
+        neighbours: int = 100,
+        min_support: int = 2,
+        min_pair_support: int = 2,
     ) -> None:
         self.shrinkage = shrinkage
         self.neighbours = neighbours

@@ -10,6 +10,7 @@ The inverse is taken by Cholesky (the regularised Gram matrix is symmetric posit
 definite), about three times faster than a general inverse; ``ease_pairs`` takes a Gram
 matrix computed once, so a search over ``l2`` does not recompute it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +61,13 @@ class EASE(NeighbourModel):
     def describe(self) -> str:
         return f"ease (l2={self.l2:g}{' x mean' if self.scale_l2 else ''}{', signed' if self.signed else ''})"
 
-    def fit(self, user_items: sp.csr_matrix, pairs: Pairs | None = None,
-            gram: NDArray[np.floating] | None = None, counts: NDArray[np.floating] | None = None) -> EASE:
+    def fit(
+        self,
+        user_items: sp.csr_matrix,
+        pairs: Pairs | None = None,
+        gram: NDArray[np.floating] | None = None,
+        counts: NDArray[np.floating] | None = None,
+    ) -> EASE:
         """As ``NeighbourModel.fit``; ``gram`` (``gram_matrix`` of ``user_items``) and ``counts``
         (``gram_matrix`` of the binary matrix: rows holding both items) may be given when a
         search fits several models on one matrix, so they are computed once."""
@@ -89,8 +95,12 @@ class EASE(NeighbourModel):
         return ease_pairs(gram, self.l2_, self.neighbours + (0 if self.signed else 1), self.signed)
 
     def _known_support(
-        self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
-        scores: NDArray[np.float32], item_support: NDArray[np.int32],
+        self,
+        user_items: sp.csr_matrix,
+        rows: NDArray[np.int64],
+        cols: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        item_support: NDArray[np.int32],
     ) -> NDArray[np.int32] | None:
         """Rows holding both items, read off the binary Gram matrix (one sparse product)."""
         counts = getattr(self, "_counts", None)
@@ -125,7 +135,9 @@ def ease_weights(gram: NDArray[np.floating], l2: float) -> NDArray[np.float32]:
     system[np.diag_indices(len(system))] += l2
     factor, info = scipy.linalg.lapack.spotrf(system, lower=1, overwrite_a=1, clean=0)
     if info != 0:
-        raise ValueError(f"EASE: the Gram matrix plus l2={l2:g} is not positive definite (LAPACK info {info})")
+        raise ValueError(
+            f"EASE: the Gram matrix plus l2={l2:g} is not positive definite (LAPACK info {info})"
+        )
     inverse, info = scipy.linalg.lapack.spotri(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise ValueError(f"EASE: cannot invert the Gram matrix plus l2={l2:g} (LAPACK info {info})")

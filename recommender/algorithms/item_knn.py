@@ -3,6 +3,7 @@
 ``implicit`` computes the item x item similarity (cosine, BM25 or TF-IDF weighted), keeping
 the top K per item in its multithreaded Cython code; ``NeighbourModel`` turns it into tables.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -13,7 +14,11 @@ from numpy.typing import NDArray
 
 from .neighbours import NeighbourModel, Pairs
 
-_IMPLICIT_MODELS = {"cosine": "CosineRecommender", "bm25": "BM25Recommender", "tfidf": "TFIDFRecommender"}
+_IMPLICIT_MODELS = {
+    "cosine": "CosineRecommender",
+    "bm25": "BM25Recommender",
+    "tfidf": "TFIDFRecommender",
+}
 
 
 class ItemKNN(NeighbourModel):
@@ -44,8 +49,12 @@ class ItemKNN(NeighbourModel):
         return f"item-knn ({self.similarity})"
 
     def _known_support(
-        self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
-        scores: NDArray[np.float32], item_support: NDArray[np.int32],
+        self,
+        user_items: sp.csr_matrix,
+        rows: NDArray[np.int64],
+        cols: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        item_support: NDArray[np.int32],
     ) -> NDArray[np.int32] | None:
         """On a binary matrix, cosine = shared / sqrt(n_i * n_j): the count is in the score, so
         the blocked co-occurrence product (as costly as the fit itself) is not needed."""
@@ -60,11 +69,17 @@ class ItemKNN(NeighbourModel):
         from implicit.utils import ParameterWarning
 
         if self.similarity not in _IMPLICIT_MODELS:
-            raise ValueError(f"similarity must be one of {tuple(_IMPLICIT_MODELS)}, got {self.similarity!r}")
+            raise ValueError(
+                f"similarity must be one of {tuple(_IMPLICIT_MODELS)}, got {self.similarity!r}"
+            )
         backend = getattr(nearest_neighbours, _IMPLICIT_MODELS[self.similarity])
         model = backend(K=2 * self.neighbours + 1, num_threads=self.num_threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ParameterWarning)
             model.fit(user_items, show_progress=False)
         similarity = sp.coo_matrix(model.similarity)
-        return similarity.row.astype(np.int64), similarity.col.astype(np.int64), similarity.data.astype(np.float32)
+        return (
+            similarity.row.astype(np.int64),
+            similarity.col.astype(np.int64),
+            similarity.data.astype(np.float32),
+        )

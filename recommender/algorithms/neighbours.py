@@ -5,6 +5,7 @@ best K per item, drops items and pairs with too little support to be more than n
 records for every neighbour how many rows (customers or orders) contain both items, so that
 any item-to-item answer can say "57 customers bought both".
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,12 @@ class NeighbourModel(Recommender):
         return type(self).__name__
 
     def _known_support(
-        self, user_items: sp.csr_matrix, rows: NDArray[np.int64], cols: NDArray[np.int64],
-        scores: NDArray[np.float32], item_support: NDArray[np.int32],
+        self,
+        user_items: sp.csr_matrix,
+        rows: NDArray[np.int64],
+        cols: NDArray[np.int64],
+        scores: NDArray[np.float32],
+        item_support: NDArray[np.int32],
     ) -> NDArray[np.int32] | None:
         """Shared-row counts when the scores already determine them (None: count them)."""
         return None
@@ -78,9 +83,13 @@ class NeighbourModel(Recommender):
         present = user_items.copy()
         present.data[:] = 1.0
         item_support = np.diff(present.tocsc().indptr).astype(np.int32)
-        rows, cols, scores = pairs if pairs is not None else self._candidate_pairs(user_items, present)
+        rows, cols, scores = (
+            pairs if pairs is not None else self._candidate_pairs(user_items, present)
+        )
         eligible = item_support >= self.min_support
-        keep = (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
+        keep = (
+            (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
+        )
         rows, cols, scores = rows[keep], cols[keep], scores[keep]
         support = self._known_support(user_items, rows, cols, scores, item_support)
         if support is None:
@@ -104,8 +113,12 @@ class NeighbourModel(Recommender):
         self.__dict__.pop("_neighbour_matrix", None)
         logger.info(
             "%s (K=%d) on %d x %d: %d items with neighbours, %d pairs, %.2fs",
-            self.describe(), self.neighbours, *user_items.shape,
-            int((self.neighbour_ids_[:, 0] >= 0).sum()), int(kept.sum()), time.perf_counter() - started,
+            self.describe(),
+            self.neighbours,
+            *user_items.shape,
+            int((self.neighbour_ids_[:, 0] >= 0).sum()),
+            int(kept.sum()),
+            time.perf_counter() - started,
         )
         return self
 
@@ -133,7 +146,9 @@ class NeighbourModel(Recommender):
         """The neighbour table as an items x items CSR matrix (built once, then cached)."""
         cached = self.__dict__.get("_neighbour_matrix")
         if cached is None:
-            cached = self._neighbour_matrix = table_matrix(self.neighbour_ids_, self.neighbour_scores_)
+            cached = self._neighbour_matrix = table_matrix(
+                self.neighbour_ids_, self.neighbour_scores_
+            )
         return cached
 
     def to_arrays(self) -> dict[str, NDArray[Any]]:
@@ -152,7 +167,9 @@ def table_matrix(ids: NDArray[np.integer], scores: NDArray[np.floating]) -> sp.c
     n_items, k = ids.shape
     valid = ids >= 0
     rows = np.broadcast_to(np.arange(n_items)[:, None], (n_items, k))[valid]
-    return sp.csr_matrix((scores[valid].astype(np.float32), (rows, ids[valid])), shape=(n_items, n_items))
+    return sp.csr_matrix(
+        (scores[valid].astype(np.float32), (rows, ids[valid])), shape=(n_items, n_items)
+    )
 
 
 def top_per_row(block: NDArray[np.floating], first_row: int, k: int) -> Pairs:
@@ -161,15 +178,24 @@ def top_per_row(block: NDArray[np.floating], first_row: int, k: int) -> Pairs:
     cols = np.argpartition(-block, k - 1, axis=1)[:, :k]
     scores = np.take_along_axis(block, cols, axis=1)
     rows = np.broadcast_to(np.arange(first_row, first_row + len(block))[:, None], cols.shape)
-    return rows.ravel().astype(np.int64), cols.ravel().astype(np.int64), scores.ravel().astype(np.float32)
+    return (
+        rows.ravel().astype(np.int64),
+        cols.ravel().astype(np.int64),
+        scores.ravel().astype(np.float32),
+    )
 
 
-def blocked_top_pairs(n_items: int, k: int, score_rows: Callable[[int, int], NDArray[np.floating]]) -> Pairs:
+def blocked_top_pairs(
+    n_items: int, k: int, score_rows: Callable[[int, int], NDArray[np.floating]]
+) -> Pairs:
     """The best k pairs per item of an items x items score computed block by block:
     ``score_rows(start, stop)`` gives rows ``start:stop`` as a dense array, so memory stays
     bounded however large the catalog."""
     starts = row_blocks(n_items, n_items)
-    parts = [top_per_row(score_rows(start, min(start + starts.step, n_items)), start, k) for start in starts]
+    parts = [
+        top_per_row(score_rows(start, min(start + starts.step, n_items)), start, k)
+        for start in starts
+    ]
     return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
 
@@ -178,7 +204,9 @@ def row_blocks(n_rows: int, n_columns: int) -> range:
     return range(0, n_rows, max(1, BLOCK_ENTRIES // max(1, n_columns)))
 
 
-def pair_support(present: sp.csr_matrix, rows: NDArray[np.integer], cols: NDArray[np.integer]) -> NDArray[np.int32]:
+def pair_support(
+    present: sp.csr_matrix, rows: NDArray[np.integer], cols: NDArray[np.integer]
+) -> NDArray[np.int32]:
     """For each pair (rows[i], cols[i]) of items, the number of matrix rows containing both.
 
     Computed block by block as ``present.T[block] @ present`` so that memory stays bounded

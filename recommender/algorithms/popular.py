@@ -1,4 +1,5 @@
 """Popularity: the baseline every model must beat, and the fallback when a model has no answer."""
+
 from __future__ import annotations
 
 from typing import Any

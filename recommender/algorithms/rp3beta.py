@@ -1,5 +1,6 @@
 """RP3beta (Paudel et al. 2017): a three-step random walk item -> customer -> item, with
 the destination's popularity divided out (``beta``), so long-tail items get their chance."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +46,7 @@ class RP3beta(NeighbourModel):
             item_to_user = item_to_user.power(self.alpha)
         penalty = np.power(item_degree, -self.beta)
         return blocked_top_pairs(
-            present.shape[1], self.neighbours + 1,
+            present.shape[1],
+            self.neighbours + 1,
             lambda start, stop: (item_to_user[start:stop] @ user_to_item).toarray() * penalty,
         )

@@ -1,4 +1,5 @@
 """The product catalog: each item's display name and last seen price, from the log or a file."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,27 +32,46 @@ def build_catalog(
         counts = grouped.size().rename("n").to_frame()
         if timed:
             counts["seen"] = grouped["timestamp"].max()
-        counts = counts.reset_index().sort_values(["item_id", "n", *(["seen"] if timed else [])], kind="stable")
+        counts = counts.reset_index().sort_values(
+            ["item_id", "n", *(["seen"] if timed else [])], kind="stable"
+        )
         latest["name"] = counts.groupby("item_id", observed=True)["name"].last()
     if "price" in purchases:
         priced = purchases[["item_id", "price", *timed]].dropna(subset=["price"])
         if timed:
             rows = priced.groupby("item_id", observed=True)["timestamp"].idxmax()
-            latest["price"] = pd.Series(priced.loc[rows.to_numpy(), "price"].to_numpy(), index=rows.index.astype(str))
+            latest["price"] = pd.Series(
+                priced.loc[rows.to_numpy(), "price"].to_numpy(), index=rows.index.astype(str)
+            )
         else:
             latest["price"] = priced.groupby("item_id", observed=True)["price"].last()
     if override is not None:
         extra = override.set_index("item_id").reindex(latest.index)
         for column in ("name", "price", "category", "available"):
             if column in extra:
-                latest[column] = extra[column].combine_first(latest[column]) if column in latest else extra[column]
-    names = latest["name"].astype("string").fillna("") if "name" in latest else pd.Series("", index=latest.index)
-    prices = pd.to_numeric(latest["price"], errors="coerce") if "price" in latest else pd.Series(np.nan, index=latest.index)
+                latest[column] = (
+                    extra[column].combine_first(latest[column])
+                    if column in latest
+                    else extra[column]
+                )
+    names = (
+        latest["name"].astype("string").fillna("")
+        if "name" in latest
+        else pd.Series("", index=latest.index)
+    )
+    prices = (
+        pd.to_numeric(latest["price"], errors="coerce")
+        if "price" in latest
+        else pd.Series(np.nan, index=latest.index)
+    )
     categories = (
-        latest["category"].astype("string").fillna("") if "category" in latest else pd.Series("", index=latest.index)
+        latest["category"].astype("string").fillna("")
+        if "category" in latest
+        else pd.Series("", index=latest.index)
     )
     available = (
-        latest["available"].astype("boolean").fillna(True) if "available" in latest
+        latest["available"].astype("boolean").fillna(True)
+        if "available" in latest
         else pd.Series(True, index=latest.index)
     )
     return {
@@ -67,7 +87,9 @@ def first_sold(purchases: pd.DataFrame, item_ids: IdMap) -> NDArray[np.float64]:
     (NaN without timestamps): what "new for you" alerts call new."""
     if "timestamp" not in purchases or not len(purchases):
         return np.full(len(item_ids), np.nan)
-    seconds = purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).astype(np.float64)
+    seconds = (
+        purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).astype(np.float64)
+    )
     items = purchases["item_id"]
     if isinstance(items.dtype, pd.CategoricalDtype):  # looked up once per distinct item
         codes = items.cat.codes.to_numpy()
@@ -87,5 +109,7 @@ def catalog_states(catalog: pd.DataFrame) -> list[tuple[str, float | None, bool 
     the activity store records them."""
     prices = catalog["price"] if "price" in catalog else [None] * len(catalog)
     available = catalog["available"] if "available" in catalog else [None] * len(catalog)
-    return [(str(item), None if pd.isna(price) else float(price), None if pd.isna(flag) else bool(flag))
-            for item, price, flag in zip(catalog["item_id"], prices, available)]
+    return [
+        (str(item), None if pd.isna(price) else float(price), None if pd.isna(flag) else bool(flag))
+        for item, price, flag in zip(catalog["item_id"], prices, available)
+    ]

@@ -6,6 +6,7 @@ purchase to learn from: duplicate, non-product code, return or cancellation, pur
 out by a later return, zero quantity, zero price). ``CleaningReport`` holds the counts, and
 ``rows_read == rows_kept + sum(rejected) + sum(dropped)`` always holds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,9 +55,21 @@ STEPS: tuple[Step, ...] = (
     Step("unparseable_quantity", "rejected", "a quantity that is not a finite number"),
     Step("missing_user_and_order", "rejected", "neither a customer nor an order id"),
     Step("duplicate", "dropped", "equal to an earlier row in every column"),
-    Step("excluded_item", "dropped", "a non-product code (excluded_items, or not matching item_pattern)"),
-    Step("netted_out_by_return", "dropped", "a purchase the same customer returned in full (summed over the item)"),
-    Step("return_or_cancellation", "dropped", "negative quantity, or an order id with the cancel prefix"),
+    Step(
+        "excluded_item",
+        "dropped",
+        "a non-product code (excluded_items, or not matching item_pattern)",
+    ),
+    Step(
+        "netted_out_by_return",
+        "dropped",
+        "a purchase the same customer returned in full (summed over the item)",
+    ),
+    Step(
+        "return_or_cancellation",
+        "dropped",
+        "negative quantity, or an order id with the cancel prefix",
+    ),
     Step("non_positive_quantity", "dropped", "quantity 0"),
     Step("implausible_quantity", "dropped", "quantity above max_quantity"),
     Step("zero_or_negative_price", "dropped", "price 0 or below (when drop_zero_price)"),
@@ -107,8 +120,10 @@ def clean(
     frame = log
     for column in ("user_id", "order_id"):
         if column not in frame:
-            frame[column] = pd.Series(pd.Categorical([None] * len(frame), categories=pd.Index([], dtype=object)),
-                                      index=frame.index)
+            frame[column] = pd.Series(
+                pd.Categorical([None] * len(frame), categories=pd.Index([], dtype=object)),
+                index=frame.index,
+            )
 
     if "timestamp" in frame:
         frame["timestamp"] = per_value(frame["timestamp"], _parse_timestamps)
@@ -118,7 +133,9 @@ def clean(
         frame["quantity"] = 1.0
     if "price" in frame:
         frame["price"] = per_value(frame["price"], _numbers)
-    limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(days=rules.future_tolerance_days)
+    limit = (now or pd.Timestamp.now(tz="UTC").tz_localize(None)) + pd.Timedelta(
+        days=rules.future_tolerance_days
+    )
     # Each rule sees the rows no earlier rule removed; the frame itself is cut once, at the
     # end, rather than copied at every rule that removes something.
     alive = np.ones(len(frame), dtype=bool)
@@ -141,12 +158,18 @@ def clean(
     report.guest_rows = int(frame["user_id"].isna().sum())
     logger.info(
         "cleaning %s: %d rows read, %d kept, rejected %s, dropped %s",
-        source, report.rows_read, report.rows_kept, report.rejected, report.dropped,
+        source,
+        report.rows_read,
+        report.rows_kept,
+        report.rejected,
+        report.dropped,
     )
     if frame.empty:
         reasons = {**report.rejected, **report.dropped}
         top = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        raise DataError(f"{source}: no purchases left after cleaning ({report.rows_read} rows read; {top})")
+        raise DataError(
+            f"{source}: no purchases left after cleaning ({report.rows_read} rows read; {top})"
+        )
     return frame, report
 
 
@@ -160,25 +183,37 @@ def _is_return(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
 def _excluded(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
     excluded = frame["item_id"].isin(rules.excluded_items)
     if rules.item_pattern:
-        excluded |= ~frame["item_id"].str.fullmatch(re.compile(rules.item_pattern), na=False).astype(bool)
+        excluded |= ~frame["item_id"].str.fullmatch(
+            re.compile(rules.item_pattern), na=False
+        ).astype(bool)
     return excluded
 
 
-Predicate = Callable[[pd.DataFrame, CleaningRules, pd.Timestamp, NDArray[np.bool_]],
-                     "pd.Series | NDArray[np.bool_] | None"]
+Predicate = Callable[
+    [pd.DataFrame, CleaningRules, pd.Timestamp, NDArray[np.bool_]],
+    "pd.Series | NDArray[np.bool_] | None",
+]
 _PANDAS_PREDICATES: dict[str, Predicate] = {
     "missing_item": lambda f, r, limit, alive: f["item_id"].isna(),
-    "unparseable_timestamp": lambda f, r, limit, alive: f["timestamp"].isna() if "timestamp" in f else None,
-    "future_timestamp": lambda f, r, limit, alive: f["timestamp"] > limit if "timestamp" in f else None,
+    "unparseable_timestamp": lambda f, r, limit, alive: (
+        f["timestamp"].isna() if "timestamp" in f else None
+    ),
+    "future_timestamp": lambda f, r, limit, alive: (
+        f["timestamp"] > limit if "timestamp" in f else None
+    ),
     "unparseable_quantity": lambda f, r, limit, alive: ~np.isfinite(f["quantity"]),
     "missing_user_and_order": lambda f, r, limit, alive: f["user_id"].isna() & f["order_id"].isna(),
-    "duplicate": lambda f, r, limit, alive: _duplicated(f),  # an earlier equal row is alive iff this one is
+    "duplicate": lambda f, r, limit, alive: _duplicated(
+        f
+    ),  # an earlier equal row is alive iff this one is
     "excluded_item": lambda f, r, limit, alive: _excluded(f, r),
     "netted_out_by_return": lambda f, r, limit, alive: _netted_out(f, r, alive),
     "return_or_cancellation": lambda f, r, limit, alive: _is_return(f, r),
     "non_positive_quantity": lambda f, r, limit, alive: f["quantity"] <= 0,
     "implausible_quantity": lambda f, r, limit, alive: f["quantity"] > r.max_quantity,
-    "zero_or_negative_price": lambda f, r, limit, alive: f["price"] <= 0 if r.drop_zero_price and "price" in f else None,
+    "zero_or_negative_price": lambda f, r, limit, alive: (
+        f["price"] <= 0 if r.drop_zero_price and "price" in f else None
+    ),
 }
 if set(_PANDAS_PREDICATES) != {step.reason for step in STEPS}:
     raise ImportError("recommender.data.cleaning does not implement every rule of STEPS in pandas")
@@ -192,7 +227,9 @@ def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     return pd.Series(hashes).duplicated(keep="first").to_numpy()
 
 
-def _netted_out(frame: pd.DataFrame, rules: CleaningRules, alive: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def _netted_out(
+    frame: pd.DataFrame, rules: CleaningRules, alive: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
     """Purchases that the same customer's returns of the item cancel in full.
 
     A customer who bought 6 and returned 6 did not want the item; one who bought 6 and

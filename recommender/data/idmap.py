@@ -6,6 +6,7 @@ when the array is sorted (as training writes it). That keeps a million customer 
 memory-mapped file, shared by every server worker, instead of a dict of a million Python
 strings in each; an unsorted array falls back to a dict.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,8 +27,10 @@ class IdMap:
     """
 
     def __init__(self, ids: NDArray[np.str_] | Iterable[str]) -> None:
-        self.ids_ = ids if isinstance(ids, np.ndarray) and ids.dtype.kind == "U" else np.asarray(
-            ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_
+        self.ids_ = (
+            ids
+            if isinstance(ids, np.ndarray) and ids.dtype.kind == "U"
+            else np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_)
         )
         self._width = self.ids_.dtype.itemsize // np.dtype("U1").itemsize
         self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
@@ -53,9 +56,13 @@ class IdMap:
     def indices(self, external_ids: Iterable[str]) -> NDArray[np.int64]:
         """Indices of many ids; unknown ids map to -1."""
         if self._index is not None:
-            return np.fromiter((self._index.get(value, -1) for value in external_ids), dtype=np.int64)
-        wanted = np.asarray(list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids,
-                            dtype=np.str_)
+            return np.fromiter(
+                (self._index.get(value, -1) for value in external_ids), dtype=np.int64
+            )
+        wanted = np.asarray(
+            list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids,
+            dtype=np.str_,
+        )
         if not len(wanted) or not len(self.ids_):
             return np.full(len(wanted), -1, dtype=np.int64)
         # Searched in the array's own dtype: a wider needle would make numpy convert (copy)

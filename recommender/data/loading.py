@@ -5,6 +5,7 @@ Whatever the shop calls its columns, the result has the canonical names of
 Column names are matched by an explicit mapping, else by a preset: the generic names
 (``user_id,item_id,...``) or the UCI Online Retail export (``CustomerID,StockCode,...``).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -77,6 +78,9 @@ def read_log(
     ------
     DataError
         Missing, unreadable or empty file; a required column missing. The message names the file.
+
+    Long because it is the one place that maps every supported format to the canonical
+    columns, with one message per way a file can be unusable.
     """
     path = Path(path)
     if not path.exists():
@@ -98,7 +102,11 @@ def read_log(
     preset, mapping = resolve_columns(available, preset, columns or {}, path)
     # Only the mapped columns are read, each straight to integer codes over its distinct values.
     wanted = list(dict.fromkeys(mapping.values()))
-    raw = _read_parquet(path, wanted) if header is None else _read_csv(path, head, encoding, wanted, header)
+    raw = (
+        _read_parquet(path, wanted)
+        if header is None
+        else _read_csv(path, head, encoding, wanted, header)
+    )
     if raw.empty:
         raise DataError(f"{path}: no rows (header only?)")
     frame = pd.DataFrame({field: raw[column] for field, column in mapping.items()})
@@ -115,8 +123,13 @@ def read_log(
         attrs = dict(frame.attrs)
         frame = frame[~header_again]
         # The header's own words are no longer values of any line.
-        frame = frame.apply(lambda column: column.cat.remove_unused_categories()
-                            if isinstance(column.dtype, pd.CategoricalDtype) else column)
+        frame = frame.apply(
+            lambda column: (
+                column.cat.remove_unused_categories()
+                if isinstance(column.dtype, pd.CategoricalDtype)
+                else column
+            )
+        )
         frame.attrs.update(attrs)
     for field in ID_FIELDS:
         if field in frame:
@@ -138,13 +151,19 @@ def resolve_columns(
         # The preset whose own column names the file uses most (fields mapped explicitly do not
         # count); a tie, or no match at all, means the generic names.
         def matched(name: str) -> int:
-            return sum(1 for f, column in PRESETS[name].items() if f not in overrides and column in available)
+            return sum(
+                1
+                for f, column in PRESETS[name].items()
+                if f not in overrides and column in available
+            )
 
         preset = max(PRESETS, key=matched)
     mapping = {**PRESETS[preset], **overrides}
     for field, column in overrides.items():
         if column not in available:
-            raise DataError(f"{path}: column {column!r} (for {field}) not found; columns are {available}")
+            raise DataError(
+                f"{path}: column {column!r} (for {field}) not found; columns are {available}"
+            )
     resolved = {field: column for field, column in mapping.items() if column in available}
     if "item_id" not in resolved:
         raise DataError(
@@ -177,14 +196,24 @@ def to_id_strings(values: pd.Series) -> pd.Series:
     text = text.mask((text == "") | text.str.lower().isin(MISSING_WORDS))
     present = text.dropna()
     float_shaped = r"\d+\.0"
-    if len(present) and present.iloc[:100].str.fullmatch(float_shaped).all() and present.str.fullmatch(float_shaped).all():
+    if (
+        len(present)
+        and present.iloc[:100].str.fullmatch(float_shaped).all()
+        and present.str.fullmatch(float_shaped).all()
+    ):
         text = text.str.removesuffix(".0")
     category_codes, uniques = pd.factorize(text)
     codes = values.cat.codes.to_numpy()
-    recoded = (np.where(codes >= 0, category_codes[np.maximum(codes, 0)], -1) if len(category_codes)
-               else np.full(len(codes), -1))
+    recoded = (
+        np.where(codes >= 0, category_codes[np.maximum(codes, 0)], -1)
+        if len(category_codes)
+        else np.full(len(codes), -1)
+    )
     categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
-    return pd.Series(pd.Categorical.from_codes(recoded, categories=categories, validate=False), index=values.index)
+    return pd.Series(
+        pd.Categorical.from_codes(recoded, categories=categories, validate=False),
+        index=values.index,
+    )
 
 
 def fingerprint(path: str | Path) -> str:
@@ -208,7 +237,9 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         raise DataError(f"{path}: catalog file is empty")
     raw = _read_parquet(path) if head == PARQUET_MAGIC else _read_csv(path, head, encoding)
     if "item_id" not in raw.columns:
-        raise DataError(f"{path}: catalog needs an 'item_id' column; columns are {list(raw.columns)}")
+        raise DataError(
+            f"{path}: catalog needs an 'item_id' column; columns are {list(raw.columns)}"
+        )
     catalog = pd.DataFrame({"item_id": to_id_strings(raw["item_id"])})
     if "name" in raw:
         catalog["name"] = raw["name"].astype("string").str.strip()
@@ -218,11 +249,22 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         catalog["category"] = raw["category"].astype("string").str.strip()
     if "available" in raw:
         text = raw["available"].astype("string").str.strip().str.lower()
-        truth = {"true": True, "1": True, "yes": True, "y": True, "false": False, "0": False, "no": False, "n": False}
+        truth = {
+            "true": True,
+            "1": True,
+            "yes": True,
+            "y": True,
+            "false": False,
+            "0": False,
+            "no": False,
+            "n": False,
+        }
         available = text.map(truth)
         bad = available.isna() & text.notna()
         if bad.any():
-            raise DataError(f"{path}: column 'available' has {int(bad.sum())} values that are not true/false")
+            raise DataError(
+                f"{path}: column 'available' has {int(bad.sum())} values that are not true/false"
+            )
         catalog["available"] = available.fillna(True).astype(bool)
     return catalog.dropna(subset=["item_id"]).drop_duplicates("item_id", keep="last")
 
@@ -246,8 +288,12 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     try:
         schema = pq.read_schema(path)
         columns = list(schema.names) if columns is None else columns
-        text = [name for name in columns
-                if pa.types.is_string(schema.field(name).type) or pa.types.is_large_string(schema.field(name).type)]
+        text = [
+            name
+            for name in columns
+            if pa.types.is_string(schema.field(name).type)
+            or pa.types.is_large_string(schema.field(name).type)
+        ]
         table = pq.read_table(path, columns=columns, read_dictionary=text)
         return _to_pandas(table)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -271,7 +317,9 @@ def _csv_header(path: Path, head: bytes, encoding: str) -> tuple[list[str], str]
     try:
         first = _first_line(path, "gzip" if head[:2] == _GZIP_MAGIC else None, encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid {encoding} text at byte {exc.start}; pass --encoding (e.g. latin-1)") from None
+        raise DataError(
+            f"{path}: not valid {encoding} text at byte {exc.start}; pass --encoding (e.g. latin-1)"
+        ) from None
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read: {_first_line(exc)}") from None
     first = first.removeprefix("\ufeff").rstrip("\r\n")
@@ -292,14 +340,22 @@ def _csv_header(path: Path, head: bytes, encoding: str) -> tuple[list[str], str]
     return unique, separator
 
 
-def _read_csv(path: Path, head: bytes, encoding: str, columns: list[str] | None = None,
-              header: tuple[list[str], str] | None = None) -> pd.DataFrame:
+def _read_csv(
+    path: Path,
+    head: bytes,
+    encoding: str,
+    columns: list[str] | None = None,
+    header: tuple[list[str], str] | None = None,
+) -> pd.DataFrame:
     """Read CSV with Arrow, every column as a dictionary of its text values (categorical).
 
     As pandas' ``read_csv(dtype=str, keep_default_na=False, na_values=[""])`` reads it (short
     lines padded with empty fields, a line with too many fields an error), values typed
     later by ``clean`` from each column's distinct values, without a Python string per field.
     ``header`` is ``_csv_header``'s answer when the caller has it already.
+
+    Long because Arrow's reader options, the padding of short lines and each parse error's
+    one-line message belong together.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -324,32 +380,53 @@ def _read_csv(path: Path, head: bytes, encoding: str, columns: list[str] | None 
         with pa.input_stream(str(path), compression=compression) as stream:
             table = pacsv.read_csv(
                 stream,
-                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=_arrow_encoding(encoding),
-                                               block_size=1 << 24),
-                parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=set_aside,
-                                                 newlines_in_values=True),
+                read_options=pacsv.ReadOptions(
+                    column_names=names,
+                    skip_rows=1,
+                    encoding=_arrow_encoding(encoding),
+                    block_size=1 << 24,
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=separator, invalid_row_handler=set_aside, newlines_in_values=True
+                ),
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=columns, column_types={name: text_type for name in columns},
-                    null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
+                    include_columns=columns,
+                    column_types={name: text_type for name in columns},
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
             )
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc) or "UTF-8" in str(exc):
             raise DataError(
                 f"{path}: not valid {encoding} text at byte {_first_bad_byte(path, compression, encoding)}; "
-                "pass --encoding (e.g. latin-1)") from None
+                "pass --encoding (e.g. latin-1)"
+            ) from None
         raise DataError(
             f"{path}: cannot parse as CSV: {_first_line(exc)} (one basket per line? use --format baskets)"
         ) from None
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read: {_first_line(exc)}") from None
     if long_lines[0]:
-        raise DataError(f"{path}: cannot parse as CSV: {long_lines[0]} lines have more than the {len(names)} fields "
-                        "of the header (one basket per line? use --format baskets)")
+        raise DataError(
+            f"{path}: cannot parse as CSV: {long_lines[0]} lines have more than the {len(names)} fields "
+            "of the header (one basket per line? use --format baskets)"
+        )
     if short_lines:
         position = {name: names.index(name) for name in columns}
-        padded = [row + [""] * (len(names) - len(row)) for row in csv.reader(short_lines, delimiter=separator)]
-        extra = pa.table({name: pa.array([row[position[name]] or None for row in padded], pa.string())
-                          .dictionary_encode() for name in columns})
+        padded = [
+            row + [""] * (len(names) - len(row))
+            for row in csv.reader(short_lines, delimiter=separator)
+        ]
+        extra = pa.table(
+            {
+                name: pa.array(
+                    [row[position[name]] or None for row in padded], pa.string()
+                ).dictionary_encode()
+                for name in columns
+            }
+        )
         table = pa.concat_tables([table, extra.cast(table.schema)], promote_options="permissive")
     return _to_pandas(table)
 
@@ -379,7 +456,11 @@ def _equals_text(values: pd.Series, text: str) -> NDArray[np.bool_]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         matches = pd.Index(values.cat.categories.astype(str)).str.strip() == text
         codes = values.cat.codes.to_numpy()
-        return np.where(codes >= 0, matches[np.maximum(codes, 0)], False) if len(matches) else np.zeros(len(codes), bool)
+        return (
+            np.where(codes >= 0, matches[np.maximum(codes, 0)], False)
+            if len(matches)
+            else np.zeros(len(codes), bool)
+        )
     return (values.astype(str).str.strip() == text).to_numpy()
 
 
@@ -413,13 +494,17 @@ def recorded_lines(events: Sequence[Any]) -> pd.DataFrame | None:
     purchase event; None when there are none. Both engines append these to their log."""
     if not events:
         return None
-    return pd.DataFrame({
-        "user_id": pd.array([e.user_id for e in events], dtype="string"),
-        "item_id": pd.array([e.item_id for e in events], dtype="string"),
-        "timestamp": pd.to_datetime([e.timestamp for e in events], unit="s"),
-        "quantity": 1.0,
-        "order_id": pd.array([f"api:{e.user_id}:{int(e.timestamp)}" for e in events], dtype="string"),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": pd.array([e.user_id for e in events], dtype="string"),
+            "item_id": pd.array([e.item_id for e in events], dtype="string"),
+            "timestamp": pd.to_datetime([e.timestamp for e in events], unit="s"),
+            "quantity": 1.0,
+            "order_id": pd.array(
+                [f"api:{e.user_id}:{int(e.timestamp)}" for e in events], dtype="string"
+            ),
+        }
+    )
 
 
 def with_recorded_purchases(log: pd.DataFrame, events: Sequence[Any]) -> pd.DataFrame:
@@ -427,7 +512,11 @@ def with_recorded_purchases(log: pd.DataFrame, events: Sequence[Any]) -> pd.Data
     recorded = recorded_lines(events)
     if recorded is None:
         return log
-    keep = [column for column in recorded.columns if column in log.columns or column in ("user_id", "item_id")]
+    keep = [
+        column
+        for column in recorded.columns
+        if column in log.columns or column in ("user_id", "item_id")
+    ]
     combined = pd.concat([log, recorded[keep]], ignore_index=True)
     combined.attrs.update(log.attrs)
     return combined

@@ -4,6 +4,7 @@ Two views of the same log share one item axis: ``user_items`` (customers x items
 bought what) and ``order_items`` (orders x items: what was bought together). Both are CSR
 float32, as ``implicit`` expects.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,34 +56,54 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     """
     item_codes, item_ids = _factorize_sorted(purchases["item_id"])
     n_items = len(item_ids)
-    times = (purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
-             if "timestamp" in purchases and len(purchases) else None)
+    times = (
+        purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+        if "timestamp" in purchases and len(purchases)
+        else None
+    )
 
     known = purchases["user_id"].notna().to_numpy()
     everyone = bool(known.all())  # the usual case: no copies of the per-line arrays
-    user_codes, user_ids = _factorize_sorted(purchases["user_id"] if everyone else purchases["user_id"][known])
-    user_cells = _cells(user_codes, item_codes if everyone else item_codes[known], (len(user_ids), n_items))
+    user_codes, user_ids = _factorize_sorted(
+        purchases["user_id"] if everyone else purchases["user_id"][known]
+    )
+    user_cells = _cells(
+        user_codes, item_codes if everyone else item_codes[known], (len(user_ids), n_items)
+    )
     del user_codes
-    counts = user_cells.matrix(np.bincount(user_cells.inverse, minlength=user_cells.nnz).astype(np.float32))
+    counts = user_cells.matrix(
+        np.bincount(user_cells.inverse, minlength=user_cells.nnz).astype(np.float32)
+    )
     user_items = _weight(counts, weighting)
-    purchase_age = user_cells.matrix(_latest_age(times, known, user_cells)) if len(user_ids) else None
+    purchase_age = (
+        user_cells.matrix(_latest_age(times, known, user_cells)) if len(user_ids) else None
+    )
     del user_cells  # its per-line index goes before the orders' is built
 
     order_key = order_keys(purchases)
     has_order = order_key.notna().to_numpy()
     order_codes, order_values = pd.factorize(order_key if has_order.all() else order_key[has_order])
     del order_key
-    order_cells = _cells(order_codes, item_codes if has_order.all() else item_codes[has_order],
-                         (len(order_values), n_items))
+    order_cells = _cells(
+        order_codes,
+        item_codes if has_order.all() else item_codes[has_order],
+        (len(order_values), n_items),
+    )
     del order_codes
     order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
     if purchase_age is None:
         purchase_age = order_cells.matrix(_latest_age(times, has_order, order_cells))
     logger.info(
         "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
-        user_items.shape[0], n_items, user_items.nnz, order_items.shape[0], order_items.nnz,
+        user_items.shape[0],
+        n_items,
+        user_items.nnz,
+        order_items.shape[0],
+        order_items.nnz,
     )
-    return Interactions(item_ids, user_ids, user_items, order_items, len(order_values), counts, purchase_age)
+    return Interactions(
+        item_ids, user_ids, user_items, order_items, len(order_values), counts, purchase_age
+    )
 
 
 @dataclass
@@ -102,7 +123,9 @@ class _Cells:
         return sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
 
 
-def _cells(row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]) -> _Cells:
+def _cells(
+    row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]
+) -> _Cells:
     """One sort of one 64-bit key per line (row * n_items + item) gives the cells in CSR order
     and each line's cell, from which counts and latest purchases are reductions: no sparse
     matrix of lines is built and summed, and no multi-key sort of the log is needed."""
@@ -113,12 +136,16 @@ def _cells(row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tup
     indices = (cells - rows * shape[1]).astype(np.int32)
     # int32 row pointers when they fit, as scipy makes them: mixed index dtypes make every
     # later sparse product convert the whole matrix to int64.
-    indptr = np.zeros(shape[0] + 1, dtype=np.int32 if len(cells) < np.iinfo(np.int32).max else np.int64)
+    indptr = np.zeros(
+        shape[0] + 1, dtype=np.int32 if len(cells) < np.iinfo(np.int32).max else np.int64
+    )
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     return _Cells(indptr, indices, inverse.ravel(), shape)  # type: ignore[arg-type]
 
 
-def _latest_age(times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells) -> NDArray[np.float32]:
+def _latest_age(
+    times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells
+) -> NDArray[np.float32]:
     """Per cell, 1 + the age in days of its latest purchase, relative to the log's last one.
 
     Stored plus one so that a purchase on the last day is not an explicit zero (which sparse
@@ -164,7 +191,9 @@ def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return matrix
 
 
-def cap_history(user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_items: int) -> sp.csr_matrix:
+def cap_history(
+    user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_items: int
+) -> sp.csr_matrix:
     """Each row cut to its ``max_items`` most recently bought items (0 keeps everything).
 
     Large recommenders bound a customer's history before counting item pairs: pairs grow with
@@ -179,7 +208,9 @@ def cap_history(user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_item
     items.sort_indices()
     ages = purchase_age.tocsr(copy=True)
     ages.sort_indices()
-    if not (np.array_equal(ages.indptr, items.indptr) and np.array_equal(ages.indices, items.indices)):
+    if not (
+        np.array_equal(ages.indptr, items.indptr) and np.array_equal(ages.indices, items.indices)
+    ):
         raise ValueError("purchase_age must have the cells of user_items")
     # Only the cells of the few customers over the cap are sorted by recency.
     long_rows = np.flatnonzero(lengths > max_items)
@@ -187,14 +218,24 @@ def cap_history(user_items: sp.csr_matrix, purchase_age: sp.csr_matrix, max_item
     cells = np.concatenate([np.arange(start, stop) for start, stop in zip(starts, stops)])
     rows = np.repeat(long_rows, lengths[long_rows])
     order = cells[np.lexsort((items.indices[cells], ages.data[cells], rows))]
-    rank = np.arange(len(order)) - np.repeat(np.cumsum(lengths[long_rows]) - lengths[long_rows], lengths[long_rows])
+    rank = np.arange(len(order)) - np.repeat(
+        np.cumsum(lengths[long_rows]) - lengths[long_rows], lengths[long_rows]
+    )
     keep = np.ones(items.nnz, dtype=bool)
     keep[cells] = False
     keep[order[rank < max_items]] = True
     all_rows = np.repeat(np.arange(items.shape[0]), lengths)
-    capped = sp.csr_matrix((items.data[keep], (all_rows[keep], items.indices[keep])), shape=items.shape)
-    logger.info("history cap %d: %d of %d customers cut, %d of %d cells kept", max_items,
-                int((lengths > max_items).sum()), items.shape[0], capped.nnz, items.nnz)
+    capped = sp.csr_matrix(
+        (items.data[keep], (all_rows[keep], items.indices[keep])), shape=items.shape
+    )
+    logger.info(
+        "history cap %d: %d of %d customers cut, %d of %d cells kept",
+        max_items,
+        int((lengths > max_items).sum()),
+        items.shape[0],
+        capped.nnz,
+        items.nnz,
+    )
     return capped
 
 

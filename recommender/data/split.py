@@ -1,6 +1,7 @@
 """Held-out splits for evaluation beyond a plain cut-off in time (``model_selection`` cuts
 those): each customer's last order, and random held-out customers or baskets.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ class BasketSplit:
 def basket_split(purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 42) -> BasketSplit:
     """Hold out a share of orders (shuffled by ``seed``); in each held-out order of two or
     more items, one random item is hidden and the rest is the query."""
-    baskets = purchases.groupby("order_id", sort=True, observed=True)["item_id"].agg(lambda s: list(dict.fromkeys(s)))
+    baskets = purchases.groupby("order_id", sort=True, observed=True)["item_id"].agg(
+        lambda s: list(dict.fromkeys(s))
+    )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(baskets))
     n_test = int(len(baskets) * test_share)
@@ -35,7 +38,7 @@ def basket_split(purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 4
         if len(items) >= 2:
             position = int(rng.integers(len(items)))
             hidden.append(items[position])
-            queries.append(items[:position] + items[position + 1:])
+            queries.append(items[:position] + items[position + 1 :])
     train = purchases[~purchases["order_id"].isin(test_ids)]
     if train.empty or not queries:
         raise DataError("evaluation: too few baskets to hold any out")
@@ -51,9 +54,13 @@ class NextPurchaseSplit:
     customers: int
 
 
-def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
-                        after: pd.Timestamp | None = None, share: float = 1.0,
-                        seed: int = 0) -> NextPurchaseSplit:
+def next_purchase_split(
+    purchases: pd.DataFrame,
+    min_orders: int = 2,
+    after: pd.Timestamp | None = None,
+    share: float = 1.0,
+    seed: int = 0,
+) -> NextPurchaseSplit:
     """Hold out each customer's last order by time, for customers with ``min_orders`` or more
     (and, with ``after``, only last orders placed from that time on; with ``share`` below 1,
     only for that share of them, drawn with ``seed``).
@@ -78,9 +85,16 @@ def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
         raise DataError("evaluation: a next-purchase split needs a timestamp column")
     customers = purchases[purchases["user_id"].notna()]
     order = order_keys(customers).astype("string").fillna("").to_numpy(dtype=object)
-    frame = pd.DataFrame({"user": customers["user_id"].to_numpy(), "order": order,
-                          "time": customers["timestamp"].to_numpy()})
-    order_times = frame.groupby(["user", "order"], observed=True, sort=False)["time"].max().reset_index()
+    frame = pd.DataFrame(
+        {
+            "user": customers["user_id"].to_numpy(),
+            "order": order,
+            "time": customers["timestamp"].to_numpy(),
+        }
+    )
+    order_times = (
+        frame.groupby(["user", "order"], observed=True, sort=False)["time"].max().reset_index()
+    )
     order_times = order_times.sort_values(["user", "time", "order"], kind="stable")
     n_orders = order_times.groupby("user", observed=True, sort=False)["order"].transform("size")
     last = order_times.drop_duplicates("user", keep="last")
@@ -94,8 +108,10 @@ def next_purchase_split(purchases: pd.DataFrame, min_orders: int = 2,
         drawn = np.random.default_rng(seed).random(len(last)) < share
         last = last[drawn]
     if last.empty:
-        raise DataError("evaluation: no customer has two orders at different times"
-                        + (f" with the last from {after:%Y-%m-%d}" if after is not None else ""))
+        raise DataError(
+            "evaluation: no customer has two orders at different times"
+            + (f" with the last from {after:%Y-%m-%d}" if after is not None else "")
+        )
     key = pd.MultiIndex.from_arrays([frame["user"], frame["order"]])
     held = key.isin(pd.MultiIndex.from_arrays([last["user"], last["order"]]))
     held_lines = np.zeros(len(purchases), dtype=bool)
@@ -113,15 +129,21 @@ class HoldoutSplit:
     unit: str
 
 
-def random_holdout_split(purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 42) -> HoldoutSplit:
+def random_holdout_split(
+    purchases: pd.DataFrame, test_share: float = 0.2, seed: int = 42
+) -> HoldoutSplit:
     """For a log without a usable time order: hold out a share of customers (or, without
     customers, of baskets); in each held-out one with two or more items, one random item is
     hidden and the rest is the query."""
     if purchases["user_id"].notna().any():
         customers = purchases[purchases["user_id"].notna()]
         split = basket_split(customers.assign(order_id=customers["user_id"]), test_share, seed)
-        return HoldoutSplit(purchases[~purchases["user_id"].isin(_held_ids(customers, split))], split.queries,
-                            split.hidden, "customers")
+        return HoldoutSplit(
+            purchases[~purchases["user_id"].isin(_held_ids(customers, split))],
+            split.queries,
+            split.hidden,
+            "customers",
+        )
     split = basket_split(purchases, test_share, seed)
     return HoldoutSplit(split.train, split.queries, split.hidden, "baskets")
 
@@ -145,7 +167,9 @@ class ProtocolFigures:
     missing: str | None = None
 
 
-def protocol_figures(purchases: pd.DataFrame, test_days: float, periods: int, min_repeat: int) -> ProtocolFigures:
+def protocol_figures(
+    purchases: pd.DataFrame, test_days: float, periods: int, min_repeat: int
+) -> ProtocolFigures:
     """``ProtocolFigures`` of a cleaned purchase log (``user_id`` NA for guest lines)."""
     customers = purchases[purchases["user_id"].notna()]
     if customers.empty:
@@ -160,12 +184,17 @@ def protocol_figures(purchases: pd.DataFrame, test_days: float, periods: int, mi
     distinct = pd.DataFrame({"user": user_codes, "time": time_codes}).drop_duplicates()
     times_per_customer = np.bincount(distinct["user"].to_numpy())
     repeat = int((times_per_customer >= 2).sum())
-    coverage = (_period_coverage(customers, user_codes, time_codes, test_days, periods, repeat)
-                if repeat >= min_repeat else None)
+    coverage = (
+        _period_coverage(customers, user_codes, time_codes, test_days, periods, repeat)
+        if repeat >= min_repeat
+        else None
+    )
     return ProtocolFigures(int(len(times_per_customer)), repeat, coverage)
 
 
-def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+def period_cutoffs(
+    end: pd.Timestamp, test_days: float, periods: int
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """``periods`` consecutive (start, stop) windows of ``test_days`` ending at the log's end,
     newest first; starts at midnight. The first is the test period."""
     windows = []
@@ -177,14 +206,21 @@ def period_cutoffs(end: pd.Timestamp, test_days: float, periods: int) -> list[tu
     return windows
 
 
-
-
-def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes: np.ndarray, test_days: float,
-                     periods: int, repeat: int) -> list[dict[str, Any]]:
+def _period_coverage(
+    customers: pd.DataFrame,
+    user_codes: np.ndarray,
+    time_codes: np.ndarray,
+    test_days: float,
+    periods: int,
+    repeat: int,
+) -> list[dict[str, Any]]:
     """For each period: customers who bought before it and bought an item new to them in it."""
     item_codes, _ = pd.factorize(customers["item_id"])
-    first_bought = pd.DataFrame({"user": user_codes, "item": item_codes, "time": time_codes}) \
-        .groupby(["user", "item"], sort=False)["time"].min()
+    first_bought = (
+        pd.DataFrame({"user": user_codes, "item": item_codes, "time": time_codes})
+        .groupby(["user", "item"], sort=False)["time"]
+        .min()
+    )
     first_seen = pd.Series(time_codes).groupby(user_codes).min()
     pair_users = first_bought.index.get_level_values("user").to_numpy()
     pair_first = first_bought.to_numpy()
@@ -194,23 +230,36 @@ def _period_coverage(customers: pd.DataFrame, user_codes: np.ndarray, time_codes
         lo, hi = int(start.value // 10**9), int(stop.value // 10**9)
         new_in_period = (pair_first >= lo) & (pair_first < hi)
         candidates = np.unique(pair_users[new_in_period])
-        evaluable = int((first_seen.loc[candidates].to_numpy() < lo).sum()) if len(candidates) else 0
-        out.append({"start": f"{start:%Y-%m-%d}", "evaluable_customers": evaluable,
-                    "coverage": round(evaluable / repeat, 4)})
+        evaluable = (
+            int((first_seen.loc[candidates].to_numpy() < lo).sum()) if len(candidates) else 0
+        )
+        out.append(
+            {
+                "start": f"{start:%Y-%m-%d}",
+                "evaluable_customers": evaluable,
+                "coverage": round(evaluable / repeat, 4),
+            }
+        )
     return out
 
 
-def new_purchase_pairs(interactions: Interactions, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def new_purchase_pairs(
+    interactions: Interactions, test: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (customer row, item index) pairs of ``test`` whose customer is known to
     ``interactions`` and had not bought the item there; an item it does not know has index -1
     (a target no model can reach). What a time fold measures."""
     test = test[test["user_id"].notna()]
     users = interactions.user_ids.indices(test["user_id"])
     known = users >= 0
-    pairs = pd.DataFrame({"user": users[known], "item": test["item_id"].to_numpy()[known]}).drop_duplicates()
+    pairs = pd.DataFrame(
+        {"user": users[known], "item": test["item_id"].to_numpy()[known]}
+    ).drop_duplicates()
     items = interactions.item_ids.indices(pairs["item"])
     pair_users = pairs["user"].to_numpy()
     already = np.zeros(len(pairs), dtype=bool)
     reachable = items >= 0
-    already[reachable] = np.asarray(interactions.user_items[pair_users[reachable], items[reachable]]).ravel() > 0
+    already[reachable] = (
+        np.asarray(interactions.user_items[pair_users[reachable], items[reachable]]).ravel() > 0
+    )
     return pair_users[~already].astype(np.int64), items[~already].astype(np.int64)

@@ -28,6 +28,7 @@ default, ``build_als``), ``folds`` (training sides and what to measure), ``scori
 a configuration's parts on a fold and scoring it), ``search`` (the stages and the ranking
 rule), ``measure`` (the test fold, once).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,13 +58,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlendChoice", "Fold", "Selection", "build_als", "build_item_knn", "default_choice", "evaluation_fold", "factor_metrics",
-           "select_and_evaluate", "simplest_within_noise"]
+__all__ = [
+    "BlendChoice",
+    "Fold",
+    "Selection",
+    "build_als",
+    "build_item_knn",
+    "default_choice",
+    "evaluation_fold",
+    "factor_metrics",
+    "select_and_evaluate",
+    "simplest_within_noise",
+]
 
 
 @dataclass
-
-
 class Selection:
     """The outcome: the choice, the figures behind it, the test predictions, and notes."""
 
@@ -73,7 +82,9 @@ class Selection:
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
-def select_and_evaluate(purchases: pd.DataFrame, settings: EvaluationSettings, current: dict[str, Any] | None = None) -> Selection:
+def select_and_evaluate(
+    purchases: pd.DataFrame, settings: EvaluationSettings, current: dict[str, Any] | None = None
+) -> Selection:
     """Choose the protocol, tune on its validation folds, measure everything on its test fold.
 
     ``current`` is the blend of the model now serving (from its manifest): it is measured on
@@ -96,21 +107,30 @@ def select_and_evaluate(purchases: pd.DataFrame, settings: EvaluationSettings, c
         choice = outcome.pop("choice")
         logger.info("chosen on validation: %s", choice.label())
     else:
-        choice, outcome = untuned(default_choice(n_items, settings, has_customers=not test_fold.basket), evaluated)
+        choice, outcome = untuned(
+            default_choice(n_items, settings, has_customers=not test_fold.basket), evaluated
+        )
         logger.warning("validation: %s", outcome["rule"])
 
     measured = measure(test_fold, choice, settings, current)
     predictions = measured.pop("predictions")
     evaluation: dict[str, Any] = {
         "protocol": {**protocol.to_dict(), **test_fold.description},
-        "validation": {"folds": {name: [fold.description for fold in folds] for name, folds in validation.items()},
-                       **outcome, "chosen": choice.label()},
+        "validation": {
+            "folds": {
+                name: [fold.description for fold in folds] for name, folds in validation.items()
+            },
+            **outcome,
+            "chosen": choice.label(),
+        },
         "k": settings.eval_k,
         **measured,
     }
     if secondary is not None:
         also = measure(secondary, choice, settings, None, item_pages=False)
         also.pop("predictions")
-        evaluation["also"] = {secondary.description["split"]: {"protocol": secondary.description, **also}}
+        evaluation["also"] = {
+            secondary.description["split"]: {"protocol": secondary.description, **also}
+        }
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
     return Selection(choice, evaluation, notes, predictions)

@@ -1,5 +1,6 @@
 """What a personal recommender is made of (``BlendChoice``), the grids the search walks,
 the untuned default, and the one place ALS is built from its settings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -52,8 +53,6 @@ MAX_SCORE_ENTRIES = 20_000_000
 
 
 @dataclass(frozen=True)
-
-
 class BlendChoice:
     """What the personal recommender is made of; stored in the manifest, read by the server.
 
@@ -101,11 +100,25 @@ class BlendChoice:
         return MODELS[self.item_model](**params)  # type: ignore[return-value]
 
     def item_label(self) -> str:
-        shown = {k: v for k, v in self.item_params.items()
-                 if k not in ("neighbours", "max_items", "min_support", "min_pair_support", "scale_l2", "signed")}
+        shown = {
+            k: v
+            for k, v in self.item_params.items()
+            if k
+            not in (
+                "neighbours",
+                "max_items",
+                "min_support",
+                "min_pair_support",
+                "scale_l2",
+                "signed",
+            )
+        }
         if self.item_params.get("scale_l2"):
             shown["l2"] = f"{shown['l2']:g} x mean diagonal"
-        params = ", ".join([f"{k}={v}" for k, v in shown.items()] + (["signed"] if self.item_params.get("signed") else []))
+        params = ", ".join(
+            [f"{k}={v}" for k, v in shown.items()]
+            + (["signed"] if self.item_params.get("signed") else [])
+        )
         decay = f", decay {self.decay_days:g}d" if self.decay_days else ""
         return f"{self.item_model}({params}{decay})"
 
@@ -120,15 +133,21 @@ class BlendChoice:
         if self.item_part > 0:
             singles.append(replace(self, als_weight=0.0, trend_weight=0.0, item_weight=None))
         if self.als_weight > 0:
-            singles.append(replace(self, als_weight=1.0, trend_weight=0.0, item_weight=None, decay_days=0.0))
+            singles.append(
+                replace(self, als_weight=1.0, trend_weight=0.0, item_weight=None, decay_days=0.0)
+            )
         if self.trend_weight > 0:
-            singles.append(replace(self, als_weight=0.0, trend_weight=1.0, item_weight=0.0, decay_days=0.0))
+            singles.append(
+                replace(self, als_weight=0.0, trend_weight=1.0, item_weight=0.0, decay_days=0.0)
+            )
         return singles if len(singles) > 1 else [self]
 
     def label(self) -> str:
         terms = []
         if self.item_part > 0:
-            terms.append(self.item_label() + (f" x{self.item_part:g}" if self.item_part != 1 else ""))
+            terms.append(
+                self.item_label() + (f" x{self.item_part:g}" if self.item_part != 1 else "")
+            )
         if self.als_weight > 0:
             terms.append(f"ALS x{self.als_weight:g}")
         if self.trend_weight > 0:
@@ -149,13 +168,20 @@ def untuned(default: BlendChoice, evaluated: int) -> tuple[BlendChoice, dict[str
     item-to-item part alone, since no blend can be shown to beat its part (the search's noise
     rule), and the rule that says so."""
     return default.parts()[0], {
-        "rule": (f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the {MIN_VALIDATION_ROWS} "
-                 "it takes to tell configurations apart; the default's item-to-item part ships alone, as no blend "
-                 "can be shown to beat its part"),
-        "configurations_measured": 0, "search": []}
+        "rule": (
+            f"not tuned: the validation folds evaluate {evaluated} rows, fewer than the "
+            f"{MIN_VALIDATION_ROWS} it takes to tell configurations apart; the default's "
+            "item-to-item part ships alone, as no blend "
+            "can be shown to beat its part"
+        ),
+        "configurations_measured": 0,
+        "search": [],
+    }
 
 
-def default_choice(n_items: int, settings: EvaluationSettings, has_customers: bool = True) -> BlendChoice:
+def default_choice(
+    n_items: int, settings: EvaluationSettings, has_customers: bool = True
+) -> BlendChoice:
     """The blend used when it cannot be tuned (``--no-evaluate``, or too few validation rows):
     EASE (the middle of the searched l2 grid) where the catalog allows, else cosine kNN, with
     ALS x0.25 for a log of customers, and no trending.
@@ -165,47 +191,85 @@ def default_choice(n_items: int, settings: EvaluationSettings, has_customers: bo
     in bursts it ranks what is selling now for somebody whose burst was months ago.
     """
     if n_items <= settings.ease_max_items:
-        item_model, params = "ease", {"l2": EASE_L2[len(EASE_L2) // 2], "scale_l2": True, "neighbours": 200,
-                                      "max_items": settings.ease_max_items}
+        item_model, params = (
+            "ease",
+            {
+                "l2": EASE_L2[len(EASE_L2) // 2],
+                "scale_l2": True,
+                "neighbours": 200,
+                "max_items": settings.ease_max_items,
+            },
+        )
     else:
-        item_model, params = "item_knn", {"similarity": "cosine", "neighbours": 100, "min_support": 1,  # type: ignore[dict-item]
-                                          "min_pair_support": 1}
-    return BlendChoice(item_model, params, 0.25 if has_customers else 0.0, 0.0, settings.trending_half_life_days)
+        item_model, params = (
+            "item_knn",
+            {
+                "similarity": "cosine",  # type: ignore[dict-item]
+                "neighbours": 100,
+                "min_support": 1,
+                "min_pair_support": 1,
+            },
+        )
+    return BlendChoice(
+        item_model, params, 0.25 if has_customers else 0.0, 0.0, settings.trending_half_life_days
+    )
 
 
 def build_als(settings: AlsSettings, num_threads: int | None = None) -> ALS:
     """The ALS of a run, from its settings: the one place that maps them onto ALS, so that
     what evaluation fits is what ships (GPU included)."""
-    return ALS(factors=settings.factors, regularization=settings.regularization, alpha=settings.alpha,
-               iterations=settings.iterations, confidence=settings.confidence,
-               random_state=settings.random_state,
-               num_threads=settings.num_threads if num_threads is None else num_threads, use_gpu=settings.use_gpu)
+    return ALS(
+        factors=settings.factors,
+        regularization=settings.regularization,
+        alpha=settings.alpha,
+        iterations=settings.iterations,
+        confidence=settings.confidence,
+        random_state=settings.random_state,
+        num_threads=settings.num_threads if num_threads is None else num_threads,
+        use_gpu=settings.use_gpu,
+    )
 
 
 def build_item_knn(settings: NeighbourSettings) -> ItemKNN:
     """The "also bought" kNN of a run, from its settings: the one place that maps them onto
     ``ItemKNN``, so that what evaluation measures on item pages is what ships."""
-    return ItemKNN(similarity=settings.similarity, neighbours=settings.neighbours, min_support=settings.min_support,
-                   min_pair_support=settings.min_pair_support, num_threads=settings.num_threads)
+    return ItemKNN(
+        similarity=settings.similarity,
+        neighbours=settings.neighbours,
+        min_support=settings.min_support,
+        min_pair_support=settings.min_pair_support,
+        num_threads=settings.num_threads,
+    )
 
 
-def item_candidates(n_items: int, settings: EvaluationSettings) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
+def item_candidates(
+    n_items: int, settings: EvaluationSettings
+) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str]]:
     """Item-to-item models tried by the search, and notes on those skipped (and why)."""
     candidates: dict[str, tuple[str, dict[str, Any]]] = {}
     notes = []
     if n_items <= settings.ease_max_items:
         for signed in (False, True):
             for l2 in EASE_L2:
-                params = {"l2": l2, "scale_l2": True, "neighbours": 200, "max_items": settings.ease_max_items}
+                params = {
+                    "l2": l2,
+                    "scale_l2": True,
+                    "neighbours": 200,
+                    "max_items": settings.ease_max_items,
+                }
                 if signed:  # its negative weights are mostly between items never bought together
                     params.update(signed=True, min_pair_support=0)
                 candidates[f"ease{' signed' if signed else ''} l2={l2:g}"] = ("ease", params)
     else:
-        notes.append(f"EASE skipped: {n_items} items exceed ease_max_items={settings.ease_max_items} "
-                     f"(it needs a dense {n_items} x {n_items} matrix, {n_items ** 2 * 8 / 2 ** 30:.1f} GiB)")
+        notes.append(
+            f"EASE skipped: {n_items} items exceed ease_max_items={settings.ease_max_items} "
+            f"(it needs a dense {n_items} x {n_items} matrix, {n_items**2 * 8 / 2**30:.1f} GiB)"
+        )
     candidates["rp3beta"] = ("rp3beta", {"alpha": 1.0, "beta": 0.5, "neighbours": 100})
     candidates["cooccurrence llr"] = ("cooccurrence", {"shrinkage": 10.0, "neighbours": 100})
     for similarity in ("cosine", "bm25"):
-        candidates[f"item-knn {similarity}"] = ("item_knn", {"similarity": similarity, "neighbours": 100,
-                                                             "min_support": 1, "min_pair_support": 1})
+        candidates[f"item-knn {similarity}"] = (
+            "item_knn",
+            {"similarity": similarity, "neighbours": 100, "min_support": 1, "min_pair_support": 1},
+        )
     return candidates, notes

@@ -1,4 +1,5 @@
 """Training sides and what to measure on them, for each validation protocol."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-
-
 class Fold:
     """A training side and what to measure on it.
 
@@ -78,20 +77,36 @@ class Fold:
         return self.held_out.seen
 
 
-def make_folds(purchases: pd.DataFrame, protocol: Protocol, settings: EvaluationSettings
-               ) -> tuple[Fold, dict[str, list[Fold]], Fold | None]:
+def make_folds(
+    purchases: pd.DataFrame, protocol: Protocol, settings: EvaluationSettings
+) -> tuple[Fold, dict[str, list[Fold]], Fold | None]:
     """The test fold, the validation folds of each protocol, and a second test fold (the
     next-purchase one, when the rolling protocol is primary)."""
     if protocol.name == RANDOM_HOLDOUT:
         outer = random_holdout_split(purchases, seed=settings.random_state)
         inner = random_holdout_split(outer.train, seed=settings.random_state + 1)
-        return holdout_fold(outer, settings), {RANDOM_HOLDOUT: [holdout_fold(inner, settings)]}, None
+        return (
+            holdout_fold(outer, settings),
+            {RANDOM_HOLDOUT: [holdout_fold(inner, settings)]},
+            None,
+        )
     if protocol.name == NEXT_PURCHASE:
         outer_np = next_purchase_split(purchases)
-        inner_np = next_purchase_split(outer_np.train, share=VALIDATION_SHARE, seed=settings.random_state)
-        return (time_fold(outer_np.train, outer_np.test, settings, {"split": NEXT_PURCHASE}),
-                {NEXT_PURCHASE: [time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]}, None)
-    windows = period_cutoffs(purchases["timestamp"].max(), settings.test_days, settings.validation_periods + 1)
+        inner_np = next_purchase_split(
+            outer_np.train, share=VALIDATION_SHARE, seed=settings.random_state
+        )
+        return (
+            time_fold(outer_np.train, outer_np.test, settings, {"split": NEXT_PURCHASE}),
+            {
+                NEXT_PURCHASE: [
+                    time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})
+                ]
+            },
+            None,
+        )
+    windows = period_cutoffs(
+        purchases["timestamp"].max(), settings.test_days, settings.validation_periods + 1
+    )
     cut = windows[0][0]
     test_fold = rolling_fold(purchases, *windows[0], settings)
     rolling = []
@@ -104,7 +119,9 @@ def make_folds(purchases: pd.DataFrame, protocol: Protocol, settings: Evaluation
     validation = {ROLLING: rolling} if rolling else {}
     try:
         inner_np = next_purchase_split(before, share=VALIDATION_SHARE, seed=settings.random_state)
-        validation[NEXT_PURCHASE] = [time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})]
+        validation[NEXT_PURCHASE] = [
+            time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})
+        ]
     except DataError as exc:
         logger.warning("next-purchase validation skipped: %s", exc)
     if not validation:
@@ -112,8 +129,15 @@ def make_folds(purchases: pd.DataFrame, protocol: Protocol, settings: Evaluation
     secondary = None
     try:
         outer_np = next_purchase_split(purchases, after=cut)
-        secondary = time_fold(outer_np.train, outer_np.test, settings,
-                               {"split": NEXT_PURCHASE, "held_out": f"each customer's last order, from {cut:%Y-%m-%d}"})
+        secondary = time_fold(
+            outer_np.train,
+            outer_np.test,
+            settings,
+            {
+                "split": NEXT_PURCHASE,
+                "held_out": f"each customer's last order, from {cut:%Y-%m-%d}",
+            },
+        )
     except DataError as exc:
         logger.warning("next-purchase test skipped: %s", exc)
     return test_fold, validation, secondary
@@ -122,19 +146,32 @@ def make_folds(purchases: pd.DataFrame, protocol: Protocol, settings: Evaluation
 def evaluation_fold(purchases: pd.DataFrame, settings: EvaluationSettings) -> Fold:
     """The rolling protocol's test fold: train before the cut-off, measure what customers
     bought after it. For measuring models fitted elsewhere (the Spark engine's) on the same split."""
-    return rolling_fold(purchases, *period_cutoffs(purchases["timestamp"].max(), settings.test_days, 1)[0], settings)
+    return rolling_fold(
+        purchases, *period_cutoffs(purchases["timestamp"].max(), settings.test_days, 1)[0], settings
+    )
 
 
-def rolling_fold(purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, settings: EvaluationSettings) -> Fold:
+def rolling_fold(
+    purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, settings: EvaluationSettings
+) -> Fold:
     """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``."""
     times = purchases["timestamp"]
     if not (times < start).any():
         raise DataError(f"evaluation: no purchases before {start:%Y-%m-%d %H:%M}")
-    return time_fold(purchases[times < start], purchases[(times >= start) & (times < stop)], settings,
-                      {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
+    return time_fold(
+        purchases[times < start],
+        purchases[(times >= start) & (times < stop)],
+        settings,
+        {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"},
+    )
 
 
-def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSettings, description: dict[str, Any]) -> Fold:
+def time_fold(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: EvaluationSettings,
+    description: dict[str, Any],
+) -> Fold:
     """Customers of the training side, measured on the items new to them in ``test``."""
     interactions = build_interactions(train, "binary")
     users, items = new_purchase_pairs(interactions, test)
@@ -143,27 +180,38 @@ def time_fold(train: pd.DataFrame, test: pd.DataFrame, settings: EvaluationSetti
     limit = sample_limit(settings, len(interactions.item_ids))
     sampled = len(rows) > limit
     if sampled:
-        rows = np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False))
+        rows = np.sort(
+            np.random.default_rng(settings.random_state).choice(rows, limit, replace=False)
+        )
     cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     if not len(rows):
-        raise DataError("evaluation: no customer bought anything new in the held-out purchases"
-                        + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else ""))
+        raise DataError(
+            "evaluation: no customer bought anything new in the held-out purchases"
+            + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else "")
+        )
     hits = (items >= 0) & np.isin(users, rows)
     targets = sp.csr_matrix(
-        (np.ones(int(hits.sum()), dtype=np.float32), (np.searchsorted(rows, users[hits]), items[hits])),
+        (
+            np.ones(int(hits.sum()), dtype=np.float32),
+            (np.searchsorted(rows, users[hits]), items[hits]),
+        ),
         shape=(len(rows), len(interactions.item_ids)),
     )
     n_targets = per_customer[np.searchsorted(evaluable, rows)].astype(np.int64)
     popularity = np.diff(interactions.user_items.tocsc().indptr).astype(np.float64)
-    held_out = HeldOut(rows, binarize(interactions.user_items[rows]), targets, n_targets, popularity)
+    held_out = HeldOut(
+        rows, binarize(interactions.user_items[rows]), targets, n_targets, popularity
+    )
     description = {
         "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
         **description,
         "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
         "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
-        "customers_evaluated": int(len(rows)), "target_pairs": int(n_targets.sum()),
+        "customers_evaluated": int(len(rows)),
+        "target_pairs": int(n_targets.sum()),
         "unreachable_target_pairs": int(n_targets.sum() - targets.nnz),
-        "train_customers": len(interactions.user_ids), "train_items": len(interactions.item_ids),
+        "train_customers": len(interactions.user_ids),
+        "train_items": len(interactions.item_ids),
     }
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(evaluable)} evaluable customers, at random"
@@ -179,7 +227,9 @@ def holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:
     limit = sample_limit(settings, len(lookup))
     sampled = len(queries) > limit
     if sampled:
-        keep = np.sort(np.random.default_rng(settings.random_state).choice(len(queries), limit, replace=False))
+        keep = np.sort(
+            np.random.default_rng(settings.random_state).choice(len(queries), limit, replace=False)
+        )
         queries, hidden = [queries[i] for i in keep], [hidden[i] for i in keep]
     rows, cols, targets_cols, target_rows = [], [], [], []
     for number, (query, item) in enumerate(zip(queries, hidden)):
@@ -192,16 +242,37 @@ def holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:
             target_rows.append(number)
             targets_cols.append(target)
     shape = (len(queries), len(lookup))
-    seen = binarize(sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape))
-    targets = sp.csr_matrix((np.ones(len(target_rows), dtype=np.float32), (target_rows, targets_cols)), shape=shape)
+    seen = binarize(
+        sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+    )
+    targets = sp.csr_matrix(
+        (np.ones(len(target_rows), dtype=np.float32), (target_rows, targets_cols)), shape=shape
+    )
     fit_on = split.unit if split.unit == "customers" else "orders"
     basis = interactions.user_items if fit_on == "customers" else interactions.order_items
     popularity = np.diff(basis.tocsc().indptr).astype(np.float64)
-    held_out = HeldOut(np.arange(len(queries), dtype=np.int64), seen, targets,
-                       np.ones(len(queries), dtype=np.int64), popularity)
-    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(queries)} {split.unit}",
-                   f"train_{split.unit}": basis.shape[0], "task": "find the one hidden item from the rest"}
+    held_out = HeldOut(
+        np.arange(len(queries), dtype=np.int64),
+        seen,
+        targets,
+        np.ones(len(queries), dtype=np.int64),
+        popularity,
+    )
+    description = {
+        "split": RANDOM_HOLDOUT,
+        "held_out": f"{len(queries)} {split.unit}",
+        f"train_{split.unit}": basis.shape[0],
+        "task": "find the one hidden item from the rest",
+    }
     if sampled:
-        description["sampled"] = f"{len(queries)} of {len(split.queries)} held-out {split.unit}, at random"
-    return Fold(interactions, held_out, description, "holdout", fit_on,
-                row_ids=[f"holdout:{number}" for number in range(len(queries))])
+        description["sampled"] = (
+            f"{len(queries)} of {len(split.queries)} held-out {split.unit}, at random"
+        )
+    return Fold(
+        interactions,
+        held_out,
+        description,
+        "holdout",
+        fit_on,
+        row_ids=[f"holdout:{number}" for number in range(len(queries))],
+    )

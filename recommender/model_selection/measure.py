@@ -1,4 +1,5 @@
 """The test fold, used once: the shipped model, its parts, the serving one and the baselines."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,13 @@ from .folds import Fold
 from .scoring import FoldState, choice_scores, fit_item, metrics
 
 
-def measure(fold: Fold, choice: BlendChoice, settings: EvaluationSettings, current: dict[str, Any] | None,
-            item_pages: bool = True) -> dict[str, Any]:
+def measure(
+    fold: Fold,
+    choice: BlendChoice,
+    settings: EvaluationSettings,
+    current: dict[str, Any] | None,
+    item_pages: bool = True,
+) -> dict[str, Any]:
     """Fit the choice, its parts, the current model's blend and the baselines; measure them all
     on the test fold (once, after every choice is made)."""
     state = FoldState(fold)
@@ -43,13 +49,19 @@ def measure(fold: Fold, choice: BlendChoice, settings: EvaluationSettings, curre
         if scores is not None:
             results["current blend"] = metrics(fold, scores, settings)
     results.update(_baselines(fold, state, settings))
-    out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
-                           "headline_value": results[shipped_name]["ndcg"],
-                           "headline_ci95": results[shipped_name]["ndcg_ci95"]}
+    out: dict[str, Any] = {
+        "models": results,
+        "shipped": shipped_name,
+        "headline": "ndcg",
+        "headline_value": results[shipped_name]["ndcg"],
+        "headline_ci95": results[shipped_name]["ndcg_ci95"],
+    }
     if "current blend" in results:
         out["current_headline_value"] = results["current blend"]["ndcg"]
     if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
-        out["item_to_item"] = _next_item(fold, fit_item(state, choice) if choice.item_part else None, settings)
+        out["item_to_item"] = _next_item(
+            fold, fit_item(state, choice) if choice.item_part else None, settings
+        )
     out["predictions"] = _predictions(fold, shipped_top)
     return out
 
@@ -69,7 +81,9 @@ def _predictions(fold: Fold, recommended: NDArray[np.int64]) -> dict[str, NDArra
     }
 
 
-def _baselines(fold: Fold, state: FoldState, settings: EvaluationSettings) -> dict[str, dict[str, Any]]:
+def _baselines(
+    fold: Fold, state: FoldState, settings: EvaluationSettings
+) -> dict[str, dict[str, Any]]:
     """Popularity, ``implicit``'s own recommenders at their defaults (called directly) and
     plain EASE, on the same rows."""
     import warnings
@@ -80,37 +94,63 @@ def _baselines(fold: Fold, state: FoldState, settings: EvaluationSettings) -> di
     from threadpoolctl import threadpool_limits
 
     matrix = fold.fit_matrix
-    results = {"baseline: popularity": metrics(fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)),
-                                                settings)}
+    results = {
+        "baseline: popularity": metrics(
+            fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)), settings
+        )
+    }
     query = fold.query()
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ParameterWarning)
-        for name, model in (("cosine K=100", CosineRecommender(K=100)), ("BM25 K=100", BM25Recommender(K=100))):
+        for name, model in (
+            ("cosine K=100", CosineRecommender(K=100)),
+            ("BM25 K=100", BM25Recommender(K=100)),
+        ):
             model.fit(matrix, show_progress=False)
-            results[f"baseline: implicit {name}"] = metrics(fold, (query @ model.similarity).toarray(), settings)
+            results[f"baseline: implicit {name}"] = metrics(
+                fold, (query @ model.similarity).toarray(), settings
+            )
         if not fold.basket:
-            als = AlternatingLeastSquares(factors=100, regularization=0.01, iterations=15,
-                                          random_state=settings.random_state)
+            als = AlternatingLeastSquares(
+                factors=100, regularization=0.01, iterations=15, random_state=settings.random_state
+            )
             als.fit(matrix, show_progress=False)
             if fold.timed:
                 factors = als.user_factors[fold.held_out.rows]
             else:
-                factors = ALS.from_arrays({"user_factors": als.user_factors, "item_factors": als.item_factors},
-                                          regularization=0.01, alpha=1.0).fold_in_rows(fold.held_out.seen)
-            results["baseline: implicit ALS factors=100 reg=0.01"] = metrics(fold, factors @ als.item_factors.T,
-                                                                              settings)
+                factors = ALS.from_arrays(
+                    {"user_factors": als.user_factors, "item_factors": als.item_factors},
+                    regularization=0.01,
+                    alpha=1.0,
+                ).fold_in_rows(fold.held_out.seen)
+            results["baseline: implicit ALS factors=100 reg=0.01"] = metrics(
+                fold, factors @ als.item_factors.T, settings
+            )
     if len(fold.interactions.item_ids) <= settings.ease_max_items:
         # As EASE is usually run: binary, every weight (the 200 strongest of each item rank as all do).
-        ease = BlendChoice("ease", {"l2": 250.0, "neighbours": 200, "max_items": settings.ease_max_items,
-                                    "signed": True, "min_pair_support": 0}, 0.0, 0.0, settings.trending_half_life_days)
+        ease = BlendChoice(
+            "ease",
+            {
+                "l2": 250.0,
+                "neighbours": 200,
+                "max_items": settings.ease_max_items,
+                "signed": True,
+                "min_pair_support": 0,
+            },
+            0.0,
+            0.0,
+            settings.trending_half_life_days,
+        )
         scores = choice_scores(state, ease, settings)
         if scores is not None:
             results["baseline: EASE l2=250"] = metrics(fold, scores, settings)
     return results
 
 
-def _next_item(fold: Fold, shipped_item: NeighbourModel | None, settings: EvaluationSettings) -> dict[str, Any]:
-    """"Customers who bought this also bought", measured on what customers bought next."""
+def _next_item(
+    fold: Fold, shipped_item: NeighbourModel | None, settings: EvaluationSettings
+) -> dict[str, Any]:
+    """ "Customers who bought this also bought", measured on what customers bought next."""
     assert fold.test is not None
     test = fold.test.sort_values(["user_id", "timestamp"], kind="stable")
     test = test.drop_duplicates(["user_id", "item_id"])
@@ -122,20 +162,36 @@ def _next_item(fold: Fold, shipped_item: NeighbourModel | None, settings: Evalua
     valid = (queries >= 0) & (targets >= 0)
     queries, targets = queries[valid], targets[valid]
     shipped = build_item_knn(settings.neighbours).fit(
-        cap_history(fold.fit_matrix, fold.interactions.purchase_age, settings.neighbours.max_history))
-    results = {"also-bought as served (item-knn " + settings.neighbours.similarity + ")":
-               next_item_metrics(shipped.neighbour_ids_, queries, targets, settings.eval_k)}
+        cap_history(
+            fold.fit_matrix, fold.interactions.purchase_age, settings.neighbours.max_history
+        )
+    )
+    results = {
+        "also-bought as served (item-knn "
+        + settings.neighbours.similarity
+        + ")": next_item_metrics(shipped.neighbour_ids_, queries, targets, settings.eval_k)
+    }
     if shipped_item is not None:
-        results[f"{shipped_item.describe()}"] = next_item_metrics(shipped_item.neighbour_ids_, queries, targets,
-                                                                  settings.eval_k)
+        results[f"{shipped_item.describe()}"] = next_item_metrics(
+            shipped_item.neighbour_ids_, queries, targets, settings.eval_k
+        )
     popular = np.argsort(-fold.held_out.popularity, kind="stable")[: settings.eval_k + 1]
     table = np.tile(popular, (len(fold.held_out.popularity), 1))
     results["baseline: popularity"] = next_item_metrics(table, queries, targets, settings.eval_k)
-    return {"task": "the next item a customer bought (a later order), among the first item's top k", **results}
+    return {
+        "task": "the next item a customer bought (a later order), among the first item's top k",
+        **results,
+    }
 
 
-def factor_metrics(fold: Fold, user_factors: NDArray[np.floating], item_factors: NDArray[np.floating],
-                   settings: EvaluationSettings) -> dict[str, float]:
+def factor_metrics(
+    fold: Fold,
+    user_factors: NDArray[np.floating],
+    item_factors: NDArray[np.floating],
+    settings: EvaluationSettings,
+) -> dict[str, float]:
     """Metrics at ``eval_k`` of a factor model (fitted on ``fold``'s training side) on ``fold``."""
-    scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(np.float32)
+    scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(
+        np.float32
+    )
     return metrics(fold, scores, settings)

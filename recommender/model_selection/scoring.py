@@ -1,4 +1,5 @@
 """Fitting a choice's parts on a fold (once each) and scoring the fold's evaluated rows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,8 +20,6 @@ from .folds import Fold
 
 
 @dataclass
-
-
 class FoldState:
     """What the search fitted on one fold, kept between its stages."""
 
@@ -44,7 +43,9 @@ def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
     model = choice.build_item_model(num_threads=1)
     try:
         if isinstance(model, EASE):
-            model.check_catalog(len(fold.interactions.item_ids))  # before any dense Gram matrix is built
+            model.check_catalog(
+                len(fold.interactions.item_ids)
+            )  # before any dense Gram matrix is built
             for decay in dict.fromkeys((0.0, fit_decay)):
                 if decay not in state.grams:
                     state.grams[decay] = gram_matrix(fold.weighted(decay))  # type: ignore[assignment]
@@ -63,7 +64,11 @@ def _als_scores(state: FoldState, settings: EvaluationSettings) -> NDArray[np.fl
         return None
     if state.als is None:
         als = build_als(settings.als, num_threads=1).fit(fold.interactions.user_counts)
-        factors = als.user_factors_[fold.held_out.rows] if fold.timed else als.fold_in_rows(fold.held_out.seen)
+        factors = (
+            als.user_factors_[fold.held_out.rows]
+            if fold.timed
+            else als.fold_in_rows(fold.held_out.seen)
+        )
         state.als = (factors @ als.item_factors_.T).astype(np.float32)
     return state.als
 
@@ -80,7 +85,9 @@ def _trend(state: FoldState, half_life: float) -> NDArray[np.float64]:
     return state.trends[half_life]
 
 
-def choice_scores(state: FoldState, choice: BlendChoice, settings: EvaluationSettings) -> NDArray[np.float64] | None:
+def choice_scores(
+    state: FoldState, choice: BlendChoice, settings: EvaluationSettings
+) -> NDArray[np.float64] | None:
     """Scores of every item for the fold's evaluated rows under ``choice`` (None: cannot be
     scored on this fold, e.g. EASE on a catalog too large or ALS on baskets)."""
     fold = state.fold
@@ -100,31 +107,46 @@ def choice_scores(state: FoldState, choice: BlendChoice, settings: EvaluationSet
         if als is None:
             return None
     trend = _trend(state, choice.trend_half_life_days)
-    scores = blend_scores(item, als, trend, choice.als_weight, choice.trend_weight, choice.item_weight)
+    scores = blend_scores(
+        item, als, trend, choice.als_weight, choice.trend_weight, choice.item_weight
+    )
     if scores is None:
         scores = np.tile(trend, (len(fold.held_out.rows), 1))
     return scores
 
 
-def metrics(fold: Fold, scores: NDArray[np.floating], settings: EvaluationSettings,
-            recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
+def metrics(
+    fold: Fold,
+    scores: NDArray[np.floating],
+    settings: EvaluationSettings,
+    recommended: NDArray[np.int64] | None = None,
+) -> dict[str, Any]:
     return held_out_metrics(fold.held_out, scores, settings, recommended)
 
 
-def held_out_metrics(held_out: HeldOut, scores: NDArray[np.floating], settings: EvaluationSettings,
-                     recommended: NDArray[np.int64] | None = None) -> dict[str, Any]:
+def held_out_metrics(
+    held_out: HeldOut,
+    scores: NDArray[np.floating],
+    settings: EvaluationSettings,
+    recommended: NDArray[np.int64] | None = None,
+) -> dict[str, Any]:
     """Every metric of the report for ``scores`` (or the rankings ``recommended``) of the
     held-out rows, with NDCG's bootstrap interval and standard error: what either engine reports."""
     if recommended is None:
         recommended = top_k(scores, held_out.seen, max(CUTS))
-    result: dict[str, Any] = ranking_metrics(recommended[:, : settings.eval_k], held_out, settings.eval_k)
-    low, high, error = bootstrap_interval(row_ndcg(recommended[:, : settings.eval_k], held_out),
-                                          seed=settings.random_state)
+    result: dict[str, Any] = ranking_metrics(
+        recommended[:, : settings.eval_k], held_out, settings.eval_k
+    )
+    low, high, error = bootstrap_interval(
+        row_ndcg(recommended[:, : settings.eval_k], held_out), seed=settings.random_state
+    )
     result["ndcg_ci95"] = [round(low, 5), round(high, 5)]
     result["ndcg_se"] = round(error, 5)
     result["by_k"] = {
-        str(cut): {name: ranking_metrics(recommended[:, :cut], held_out, cut)[name]
-                   for name in ("ndcg", "recall", "hit_rate")}
+        str(cut): {
+            name: ranking_metrics(recommended[:, :cut], held_out, cut)[name]
+            for name in ("ndcg", "recall", "hit_rate")
+        }
         for cut in CUTS
     }
     return result

@@ -1,4 +1,5 @@
 """The staged search over the validation folds, how configurations rank, and the noise rule."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -25,9 +26,16 @@ from .folds import Fold
 from .scoring import FoldState, choice_scores
 
 
-def search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, dict[str, Any]]],
-           settings: EvaluationSettings) -> dict[str, Any]:
-    """The staged search of the package docstring over every validation fold."""
+def search(
+    validation: dict[str, list[Fold]],
+    candidates: dict[str, tuple[str, dict[str, Any]]],
+    settings: EvaluationSettings,
+) -> dict[str, Any]:
+    """The staged search of the package docstring over every validation fold.
+
+    Long because the stages share one table of results and their order is the rule the
+    package docstring states.
+    """
     states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
     flat = [state for group in states.values() for state in group]
     timed = all(state.fold.timed for state in flat)
@@ -42,18 +50,26 @@ def search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, d
             out = []
             for choice in todo:
                 scores = choice_scores(state, choice, settings)
-                out.append(None if scores is None else
-                           row_ndcg(top_k(scores, state.fold.held_out.seen, settings.eval_k), state.fold.held_out))
+                out.append(
+                    None
+                    if scores is None
+                    else row_ndcg(
+                        top_k(scores, state.fold.held_out.seen, settings.eval_k),
+                        state.fold.held_out,
+                    )
+                )
             return out
 
-        results = Parallel(n_jobs=settings.jobs, prefer="threads")(delayed(one_fold)(state) for state in flat)
+        results = Parallel(n_jobs=settings.jobs, prefer="threads")(
+            delayed(one_fold)(state) for state in flat
+        )
         for position, choice in enumerate(todo):
             per_fold = [result[position] for result in results]
             if any(values is None for values in per_fold):
                 continue
             by_protocol, offset = {}, 0
             for name, group in states.items():
-                by_protocol[name] = np.concatenate(per_fold[offset: offset + len(group)])
+                by_protocol[name] = np.concatenate(per_fold[offset : offset + len(group)])
                 offset += len(group)
             rows[choice] = by_protocol
 
@@ -69,21 +85,39 @@ def search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, d
     measure(item_choice(name, decay) for decay in decays for name in leads)
     ranking = _ranking(rows)
     best_decay = max(rows, key=ranking.__getitem__).decay_days if rows else 0.0
-    singles = [item_choice(name, decay) for name in candidates for decay in dict.fromkeys((0.0, best_decay))]
+    singles = [
+        item_choice(name, decay)
+        for name in candidates
+        for decay in dict.fromkeys((0.0, best_decay))
+    ]
     if has_als:
         singles.append(BlendChoice(*candidates[lead], 1.0, 0.0, default_half_life))
     for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):
         singles.append(BlendChoice(*candidates[lead], 0.0, 1.0, half_life, 0.0, 0.0))
     measure(singles)
     ranking = _ranking(rows)
-    item_singles = [c for c in rows if c.item_part > 0 and c.als_weight == 0 and c.trend_weight == 0]
+    item_singles = [
+        c for c in rows if c.item_part > 0 and c.als_weight == 0 and c.trend_weight == 0
+    ]
     finalists = sorted(item_singles, key=ranking.__getitem__, reverse=True)[:2]
     trend_singles = [c for c in rows if c.item_part == 0 and c.trend_weight > 0]
-    half_life = max(trend_singles, key=ranking.__getitem__).trend_half_life_days if trend_singles \
+    half_life = (
+        max(trend_singles, key=ranking.__getitem__).trend_half_life_days
+        if trend_singles
         else POPULARITY_HALF_LIFE
-    blends = [replace(finalist, als_weight=als_weight, trend_weight=trend_weight, trend_half_life_days=half_life)
-              for finalist in finalists for als_weight in (ALS_WEIGHTS if has_als else (0.0,))
-              for trend_weight in TREND_WEIGHTS if als_weight or trend_weight]
+    )
+    blends = [
+        replace(
+            finalist,
+            als_weight=als_weight,
+            trend_weight=trend_weight,
+            trend_half_life_days=half_life,
+        )
+        for finalist in finalists
+        for als_weight in (ALS_WEIGHTS if has_als else (0.0,))
+        for trend_weight in TREND_WEIGHTS
+        if als_weight or trend_weight
+    ]
     for state in flat:  # each finalist's scores are computed once per fold for all its blends
         state.item_scores = {}
     measure(blends)
@@ -100,14 +134,30 @@ def search(validation: dict[str, list[Fold]], candidates: dict[str, tuple[str, d
         "choice": choice,
         "rule": rule,
         "decay_chosen_days": best_decay,
-        "score": (f"NDCG@k on {protocols[0]} relative to the best configuration there"
-                  + (f"; a configuration more than {GUARD_ERRORS:g} standard errors below the best on "
-                     f"{', '.join(protocols[1:])} ranks after all others" if len(protocols) > 1 else "")),
+        "score": (
+            f"NDCG@k on {protocols[0]} relative to the best configuration there"
+            + (
+                f"; a configuration more than {GUARD_ERRORS:g} standard errors below the best on "
+                f"{', '.join(protocols[1:])} ranks after all others"
+                if len(protocols) > 1
+                else ""
+            )
+        ),
         "configurations_measured": len(rows),
-        "search": [{"config": c.label(), "score": round(ranking[c][1], 4),
-                    **({"guard": "passed" if ranking[c][0] else "failed"} if len(protocols) > 1 else {}),
-                    **{f"ndcg {name}": round(float(values.mean()), 5) for name, values in rows[c].items()}}
-                   for c in table[:30]],
+        "search": [
+            {
+                "config": c.label(),
+                "score": round(ranking[c][1], 4),
+                **(
+                    {"guard": "passed" if ranking[c][0] else "failed"} if len(protocols) > 1 else {}
+                ),
+                **{
+                    f"ndcg {name}": round(float(values.mean()), 5)
+                    for name, values in rows[c].items()
+                },
+            }
+            for c in table[:30]
+        ],
     }
 
 
@@ -131,9 +181,14 @@ def simplest_within_noise(rows: Rows, seed: int = 0) -> tuple[BlendChoice, str]:
     primary = next(iter(rows[best]))
     gain, error = _paired_difference(rows[best][primary], rows[part][primary], bootstrap_seed=seed)
     if gain > error:
-        return best, f"the blend beats its best part ({part.label()}) by {gain:.4f} > standard error {error:.4f}"
-    return part, (f"the blend {best.label()} beats its best part by {gain:.4f}, within the standard error "
-                  f"{error:.4f}: the part ships")
+        return (
+            best,
+            f"the blend beats its best part ({part.label()}) by {gain:.4f} > standard error {error:.4f}",
+        )
+    return part, (
+        f"the blend {best.label()} beats its best part by {gain:.4f}, within the standard error "
+        f"{error:.4f}: the part ships"
+    )
 
 
 def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
@@ -149,7 +204,9 @@ def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
     if not rows:
         return {}
     names = list(next(iter(rows.values())))
-    best_mean = {name: max(float(values[name].mean()) for values in rows.values()) for name in names}
+    best_mean = {
+        name: max(float(values[name].mean()) for values in rows.values()) for name in names
+    }
     kept = dict.fromkeys(rows, True)
     for name in names[1:]:
         leader = max(rows, key=lambda c: float(rows[c][name].mean()))
@@ -159,11 +216,15 @@ def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
                 kept[choice] = False
     primary = names[0]
     scale = best_mean[primary] if best_mean[primary] > 0 else 1.0
-    return {choice: (kept[choice], float(values[primary].mean()) / scale) for choice, values in rows.items()}
+    return {
+        choice: (kept[choice], float(values[primary].mean()) / scale)
+        for choice, values in rows.items()
+    }
 
 
-def _paired_difference(values: NDArray[np.float64], baseline: NDArray[np.float64],
-                       bootstrap_seed: int | None = None) -> tuple[float, float]:
+def _paired_difference(
+    values: NDArray[np.float64], baseline: NDArray[np.float64], bootstrap_seed: int | None = None
+) -> tuple[float, float]:
     """Mean of ``values - baseline`` over the same rows, and its standard error (bootstrap
     over rows with a seed; else the normal approximation, cheap enough to apply to every
     configuration)."""

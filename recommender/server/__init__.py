@@ -4,6 +4,7 @@ Production: ``gunicorn 'recommender.server:create_app()'``. The factory reads th
 configuration once (``config.load_config``), loads the current model into
 ``app.extensions["recommender"]`` and registers one blueprint per resource.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from .observability import note_model
 
     app.extensions["recommender"] = ModelHolder(
-        serve_config.models_dir, serve_config.reload_interval, on_load=note_model,
+        serve_config.models_dir,
+        serve_config.reload_interval,
+        on_load=note_model,
         activity_half_life_hours=serve_config.activity_half_life_hours,
     )
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
@@ -68,7 +71,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     stores.init_app(app)
     observability.init_app(app)
-    for blueprint in (health.bp, model.bp, items.bp, users.bp, privacy.bp, events.bp, recommendations.bp, admin.bp,
-                      openapi.bp, explorer.bp):
+    for blueprint in (
+        health.bp,
+        model.bp,
+        items.bp,
+        users.bp,
+        privacy.bp,
+        events.bp,
+        recommendations.bp,
+        admin.bp,
+        openapi.bp,
+        explorer.bp,
+    ):
         app.register_blueprint(blueprint)
     return app

@@ -4,6 +4,7 @@ They need ``Authorization: Bearer <token>`` with the token from configuration
 (``RECO_ADMIN_TOKEN``), compared in constant time. Without a configured token they are
 disabled (403), not open.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,14 +22,23 @@ bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
 def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """401 without the right bearer token; 403 when no token is configured at all."""
+
     @functools.wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         expected = current_app.extensions["recommender_config"].admin_token
         if not expected:
-            raise ApiError(403, "admin_disabled", "admin endpoints are disabled: no admin token is configured")
+            raise ApiError(
+                403, "admin_disabled", "admin endpoints are disabled: no admin token is configured"
+            )
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "a valid 'Authorization: Bearer <admin token>' header is required")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), expected.encode()
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <admin token>' header is required",
+            )
         return view(*args, **kwargs)
 
     return guarded
@@ -42,8 +52,12 @@ def reload() -> Response:
     holder = current_app.extensions["recommender"]
     holder.refresh(force=True)
     service = holder.service
-    return jsonify({"model_version": service.version if service else None, "error": holder.last_error and
-                    "the new version was refused; see the server log"})
+    return jsonify(
+        {
+            "model_version": service.version if service else None,
+            "error": holder.last_error and "the new version was refused; see the server log",
+        }
+    )
 
 
 @bp.put("/catalog/<item_id>")
@@ -64,8 +78,12 @@ def catalog_change(item_id: str) -> Response:
     price, available = body.get("price"), body.get("available")
     if price is None and available is None:
         raise bad("price", "give price or available (or both)")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float))
-                              or not math.isfinite(price) or price < 0):
+    if price is not None and (
+        isinstance(price, bool)
+        or not isinstance(price, (int, float))
+        or not math.isfinite(price)
+        or price < 0
+    ):
         raise bad("price", "must be a number, 0 or more")
     if available is not None and not isinstance(available, bool):
         raise bad("available", "must be true or false")

@@ -1,4 +1,5 @@
 """JSON errors for every failure: ``{"error": {"code": ..., "message": ...}}``, never HTML or a trace."""
+
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,16 @@ logger = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error a view raises to answer with ``status`` and a machine-readable ``code``."""
 
-    def __init__(self, status: int, code: str, message: str, details: list[dict] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def error_response(status: int, code: str, message: str, details: list[dict] | None = None) -> tuple[Response, int]:
+def error_response(
+    status: int, code: str, message: str, details: list[dict] | None = None
+) -> tuple[Response, int]:
     error: dict = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
@@ -37,8 +42,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def handle_store_unavailable(error: StoreUnavailable) -> tuple[Response, int]:
         """Nothing was stored: the shop's back end retries (``Retry-After``)."""
-        response, status = error_response(503, "store_unavailable",
-                                          "the activity store cannot be reached; nothing was stored, retry shortly")
+        response, status = error_response(
+            503,
+            "store_unavailable",
+            "the activity store cannot be reached; nothing was stored, retry shortly",
+        )
         response.headers["Retry-After"] = "1"
         return response, status
 

@@ -1,4 +1,5 @@
 """``POST /v1/events``: what shoppers do (view, cart, wishlist, purchase), stored all or nothing."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """The merchandiser's explorer: an HTML page (``/``, ``/explore``) over the read-only JSON API,
 plus the few read-only endpoints it needs: catalog search, a customer's purchase history and
 the current model's evaluation report. It never calls an admin endpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,9 @@ STATIC = Path(__file__).parent / "static"
 @bp.get("/explore")
 def page() -> Response:
     response = send_from_directory(STATIC, "explorer.html", mimetype="text/html")
-    response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'"
+    )
     return response
 
 
@@ -39,9 +42,16 @@ def history(user_id: str) -> Response:
     user_id = check_id("user_id", user_id)
     store = activity_store()
     if store.suppression(user_id) == "forgotten":
-        return jsonify({"user_id": user_id, "purchases": [], "recent": [], "fallback_reason": "forgotten"})
-    recent = [{"item_id": e.item_id, "type": e.type, "timestamp": e.timestamp} for e in store.recent_events(user_id)]
-    return jsonify({"user_id": user_id, "purchases": current_service().history(user_id), "recent": recent})
+        return jsonify(
+            {"user_id": user_id, "purchases": [], "recent": [], "fallback_reason": "forgotten"}
+        )
+    recent = [
+        {"item_id": e.item_id, "type": e.type, "timestamp": e.timestamp}
+        for e in store.recent_events(user_id)
+    ]
+    return jsonify(
+        {"user_id": user_id, "purchases": current_service().history(user_id), "recent": recent}
+    )
 
 
 @bp.get("/v1/model/report")

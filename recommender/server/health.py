@@ -1,4 +1,5 @@
 """Liveness (``/health``: the process answers) and readiness (``/ready``: a model is loaded)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify

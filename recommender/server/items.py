@@ -1,4 +1,5 @@
 """Item pages: "customers who bought this also bought" and "frequently bought together"."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify

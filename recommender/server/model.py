@@ -1,4 +1,5 @@
 """``GET /v1/model``: which model version is serving, when it was trained and on what."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify

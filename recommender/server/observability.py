@@ -9,6 +9,7 @@ The request log line is JSON (endpoint, method, status, latency, strategy); ``se
 a queue between the logger and the output, so a request only enqueues its fields and a
 background thread formats and writes the line.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,21 +29,40 @@ from prometheus_client import (
 
 request_log = logging.getLogger("recommender.requests")
 
-REQUESTS = Counter("recommender_requests", "HTTP requests answered", ["endpoint", "method", "status"])
+REQUESTS = Counter(
+    "recommender_requests", "HTTP requests answered", ["endpoint", "method", "status"]
+)
 LATENCY = Histogram(
-    "recommender_request_duration_seconds", "Time to answer a request", ["endpoint"],
+    "recommender_request_duration_seconds",
+    "Time to answer a request",
+    ["endpoint"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-STRATEGIES = Counter("recommender_responses", "Recommendation responses by strategy", ["endpoint", "strategy"])
+STRATEGIES = Counter(
+    "recommender_responses", "Recommendation responses by strategy", ["endpoint", "strategy"]
+)
 EVENTS = Counter("recommender_events_stored", "Activity events stored")
-MODEL_CREATED = Gauge("recommender_model_created_timestamp_seconds", "Training time of the model being served",
-                      ["version"], multiprocess_mode="max")
-MODEL_LOADED = Gauge("recommender_model_loaded_timestamp_seconds", "When this model version was loaded",
-                     ["version"], multiprocess_mode="max")
+MODEL_CREATED = Gauge(
+    "recommender_model_created_timestamp_seconds",
+    "Training time of the model being served",
+    ["version"],
+    multiprocess_mode="max",
+)
+MODEL_LOADED = Gauge(
+    "recommender_model_loaded_timestamp_seconds",
+    "When this model version was loaded",
+    ["version"],
+    multiprocess_mode="max",
+)
 
-STORE_UP = Gauge("recommender_activity_store_up", "1 while the activity store answers, 0 while it cannot be reached",
-                 multiprocess_mode="livemin")
-STORE_UNAVAILABLE = Counter("recommender_activity_store_unavailable", "Store calls that found it unreachable")
+STORE_UP = Gauge(
+    "recommender_activity_store_up",
+    "1 while the activity store answers, 0 while it cannot be reached",
+    multiprocess_mode="livemin",
+)
+STORE_UNAVAILABLE = Counter(
+    "recommender_activity_store_unavailable", "Store calls that found it unreachable"
+)
 
 
 def note_store_state(up: bool) -> None:
@@ -87,10 +107,18 @@ def init_app(app: Flask) -> None:
             STRATEGIES.labels(endpoint, strategy).inc()
         if request_log.isEnabledFor(logging.INFO):
             # The fields travel as they are; the writer thread turns them into the JSON line.
-            request_log.info("request", extra={"fields": {
-                "endpoint": endpoint, "method": request.method, "status": response.status_code,
-                "ms": round(elapsed * 1000, 3), "strategy": strategy,
-            }})
+            request_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "endpoint": endpoint,
+                        "method": request.method,
+                        "status": response.status_code,
+                        "ms": round(elapsed * 1000, 3),
+                        "strategy": strategy,
+                    }
+                },
+            )
         return response
 
     @app.get("/metrics")

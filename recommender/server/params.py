@@ -1,4 +1,5 @@
 """Validation of request input shared by the views; each failure is a 400 naming the field."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -107,6 +108,7 @@ def id_list(name: str, values: Any, comma_separated: bool = False) -> list[str]:
 
 def filters(source: dict[str, Any] | None = None) -> Filters:
     """Business filters from a JSON body, or from the query string when ``source`` is None."""
+
     def get(name: str) -> Any:
         return query_value(name) if source is None else source.get(name)
 
@@ -139,7 +141,9 @@ def parse_events(body: Any, now: float) -> list[Event]:
     if not isinstance(events, list) or not events:
         raise ApiError(400, "bad_body", "events: must be a non-empty list of events")
     if len(events) > config().max_events:
-        raise ApiError(400, "bad_body", f"events: at most {config().max_events} per batch, got {len(events)}")
+        raise ApiError(
+            400, "bad_body", f"events: at most {config().max_events} per batch, got {len(events)}"
+        )
     parsed, problems = [], []
     for position, raw in enumerate(events):
         try:
@@ -147,8 +151,12 @@ def parse_events(body: Any, now: float) -> list[Event]:
         except ApiError as error:
             problems.append({"index": position, "message": error.message})
     if problems:
-        raise ApiError(400, "bad_events", f"{len(problems)} of {len(events)} events are invalid; none were stored",
-                       details=problems)
+        raise ApiError(
+            400,
+            "bad_events",
+            f"{len(problems)} of {len(events)} events are invalid; none were stored",
+            details=problems,
+        )
     return parsed
 
 
@@ -164,7 +172,12 @@ def _event(raw: Any, now: float) -> Event:
     timestamp = now if raw.get("timestamp") is None else _timestamp(raw["timestamp"])
     if timestamp > now + 86400:
         raise bad("timestamp", "more than a day in the future")
-    return Event(check_id("user_id", raw.get("user_id")), check_id("item_id", raw.get("item_id")), kind, timestamp)
+    return Event(
+        check_id("user_id", raw.get("user_id")),
+        check_id("item_id", raw.get("item_id")),
+        kind,
+        timestamp,
+    )
 
 
 def _timestamp(raw: Any) -> float:
@@ -175,7 +188,7 @@ def _timestamp(raw: Any) -> float:
         except ValueError:
             raise bad("timestamp", "must be ISO 8601 or seconds since the epoch") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
+            moment = moment.replace(tzinfo=dt.UTC)
         return moment.timestamp()
     value = parse_float("timestamp", raw)
     if value < 0:

@@ -1,4 +1,5 @@
 """A customer's rights (admin only): to be forgotten, to opt out, to see what is held about them."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -17,8 +18,14 @@ def forget(user_id: str) -> Response:
     recommendations from this moment, and the next training run drops their purchases."""
     user_id = check_id("user_id", user_id)
     erased = activity_store().forget(user_id)
-    return jsonify({"user_id": user_id, "forgotten": True, **erased,
-                    "note": "purchases leave the model at the next training run"})
+    return jsonify(
+        {
+            "user_id": user_id,
+            "forgotten": True,
+            **erased,
+            "note": "purchases leave the model at the next training run",
+        }
+    )
 
 
 @bp.put("/<user_id>/opt-out")
@@ -48,13 +55,18 @@ def subject_access(user_id: str) -> Response:
     held = activity_store().everything_about(user_id)
     customers = current_app.extensions["recommender_customers"]
     service = current_app.extensions["recommender"].get()
-    return jsonify({
-        "user_id": user_id,
-        **held,
-        "customers_file": {"name": customers.names.get(user_id), "opted_out": user_id in customers.opted_out},
-        "current_model": {
-            "version": service.version if service else None,
-            "trained_on_their_purchases": bool(service and service.purchased(user_id)),
-            "purchased_items_in_model": service.purchased_items(user_id) if service else [],
-        },
-    })
+    return jsonify(
+        {
+            "user_id": user_id,
+            **held,
+            "customers_file": {
+                "name": customers.names.get(user_id),
+                "opted_out": user_id in customers.opted_out,
+            },
+            "current_model": {
+                "version": service.version if service else None,
+                "trained_on_their_purchases": bool(service and service.purchased(user_id)),
+                "purchased_items_in_model": service.purchased_items(user_id) if service else [],
+            },
+        }
+    )

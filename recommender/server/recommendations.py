@@ -1,4 +1,5 @@
 """``POST /v1/recommendations``: recommendations from any list of items the shop holds itself."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response
@@ -10,7 +11,16 @@ from .stores import current_service
 
 bp = Blueprint("recommendations", __name__, url_prefix="/v1/recommendations")
 
-_FIELDS = {"items", "k", "exclude", "available", "category", "min_price", "max_price", "max_per_category"}
+_FIELDS = {
+    "items",
+    "k",
+    "exclude",
+    "available",
+    "category",
+    "min_price",
+    "max_price",
+    "max_per_category",
+}
 
 
 @bp.post("")

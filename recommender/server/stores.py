@@ -1,4 +1,5 @@
 """Per-request access to the process's resources: the loaded model and the activity store."""
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,12 @@ def shopper_state(user_id: str, wishlist: bool = False) -> ShopperState:
     except StoreUnavailable:
         if wishlist:
             raise  # a wish list's answer is the wish list: 503, the shop retries
-        reason, recent, wished, activity = store.suppression(user_id), [], [], {"activity": "unavailable"}
+        reason, recent, wished, activity = (
+            store.suppression(user_id),
+            [],
+            [],
+            {"activity": "unavailable"},
+        )
     if reason is None and user_id in current_app.extensions["recommender_customers"].opted_out:
         reason = "opted_out"
     return ShopperState(reason, recent, wished, activity)
@@ -59,8 +65,13 @@ def init_app(app: Flask) -> None:
     from .observability import note_store_state
 
     config = app.extensions["recommender_config"]
-    store = ActivityStore(config.activity_db, config.history_limit, config.history_days,
-                          password=config.activity_db_password, pool_size=config.threads + 1)
+    store = ActivityStore(
+        config.activity_db,
+        config.history_limit,
+        config.history_days,
+        password=config.activity_db_password,
+        pool_size=config.threads + 1,
+    )
     store.backend.on_state = note_store_state
     try:
         store.create_schema()

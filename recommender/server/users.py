@@ -1,4 +1,5 @@
 """Customer pages: personal picks, the wish list and its recommendations, the page you made."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -27,7 +28,9 @@ def recommendations(user_id: str) -> Response:
     exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
     shopper = shopper_state(user_id)
     if reason := shopper.personalisation_off:
-        return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
+        return respond(
+            {"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)}
+        )
     response = current_service().for_user(user_id, k, chosen, exclude_purchased, shopper.recent)
     return respond({"user_id": user_id, **response, **shopper.activity})
 
@@ -43,12 +46,27 @@ def alerts(user_id: str) -> Response:
     if reason := personalisation_off(user_id):
         return jsonify({"user_id": user_id, "alerts": [], "personalized": False, "reason": reason})
     store = activity_store()
-    found = find_alerts(store, current_app.extensions["recommender"].get(),
-                        current_app.extensions["recommender_alerts"], frozenset(), user_id=user_id).get(user_id, [])
+    found = find_alerts(
+        store,
+        current_app.extensions["recommender"].get(),
+        current_app.extensions["recommender_alerts"],
+        frozenset(),
+        user_id=user_id,
+    ).get(user_id, [])
     delivered = store.delivered_alerts(user_id)
-    return jsonify({"user_id": user_id, "personalized": True, "alerts": [
-        {**alert.to_dict(), "emailed": (user_id, alert.item_id, alert.reason, alert.change_at) in delivered}
-        for alert in found]})
+    return jsonify(
+        {
+            "user_id": user_id,
+            "personalized": True,
+            "alerts": [
+                {
+                    **alert.to_dict(),
+                    "emailed": (user_id, alert.item_id, alert.reason, alert.change_at) in delivered,
+                }
+                for alert in found
+            ],
+        }
+    )
 
 
 @bp.get("/<user_id>/wishlist")
@@ -70,16 +88,24 @@ def add_to_wishlist(user_id: str, item_id: str) -> tuple[Response, int]:
     """201 when added, 200 when it was already there."""
     user_id, item_id = check_id("user_id", user_id), check_id("item_id", item_id)
     if activity_store().suppression(user_id) == "forgotten":
-        raise ApiError(409, "forgotten", "user_id: this customer asked to be forgotten; nothing is stored for this id")
+        raise ApiError(
+            409,
+            "forgotten",
+            "user_id: this customer asked to be forgotten; nothing is stored for this id",
+        )
     # False too when a forget through another server commits in between: nothing is stored.
     created = activity_store().add_to_wishlist(user_id, item_id)
-    return jsonify({"user_id": user_id, "item_id": item_id, "added": created}), 201 if created else 200
+    return jsonify(
+        {"user_id": user_id, "item_id": item_id, "added": created}
+    ), 201 if created else 200
 
 
 @bp.delete("/<user_id>/wishlist/<item_id>")
 def remove_from_wishlist(user_id: str, item_id: str) -> tuple[str, int]:
     """204 whether or not it was there, so a retried request is harmless."""
-    activity_store().remove_from_wishlist(check_id("user_id", user_id), check_id("item_id", item_id))
+    activity_store().remove_from_wishlist(
+        check_id("user_id", user_id), check_id("item_id", item_id)
+    )
     return "", 204
 
 
@@ -89,7 +115,9 @@ def wishlist_recommendations(user_id: str) -> Response:
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
     shopper = shopper_state(user_id, wishlist=True)
     if reason := shopper.personalisation_off:
-        return respond({"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)})
+        return respond(
+            {"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)}
+        )
     wished = [item_id for item_id, _ in shopper.wishlist]
     response = current_service().for_wishlist(user_id, wished, shopper.recent, k, chosen)
     return respond({"user_id": user_id, "wishlist": wished, **response})
@@ -101,8 +129,13 @@ def page_you_made(user_id: str) -> Response:
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
     shopper = shopper_state(user_id)
     if reason := shopper.personalisation_off:
-        return respond({"user_id": user_id, "groups": [],
-                        **current_service().not_personal(user_id, k, chosen, reason)})
+        return respond(
+            {
+                "user_id": user_id,
+                "groups": [],
+                **current_service().not_personal(user_id, k, chosen, reason),
+            }
+        )
     response = current_service().page_you_made(user_id, shopper.recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}

@@ -3,6 +3,7 @@
 ``run_gunicorn`` is what ``serve.py`` calls; ``configure_request_log`` sets up the JSON line
 each request writes (through a queue, off the request path) in every server process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             # Python's collector writes to every object it visits, which copies the shared
             # pages into each worker; objects that exist at the fork are frozen out of it.
             self.cfg.set("pre_fork", lambda server, worker: gc.freeze())
-            self.cfg.set("post_fork", lambda server, worker: configure_request_log(config.request_log))
+            self.cfg.set(
+                "post_fork", lambda server, worker: configure_request_log(config.request_log)
+            )
 
         def load(self) -> Any:
             return create_app(app_config)
@@ -89,7 +92,11 @@ def configure_request_log(request_log: str | None) -> None:
         def format(self, record: logging.LogRecord) -> str:
             return json.dumps(getattr(record, "fields", {"message": record.getMessage()}))
 
-    output = logging.StreamHandler(sys.stderr) if request_log == "-" else logging.FileHandler(request_log)
+    output = (
+        logging.StreamHandler(sys.stderr)
+        if request_log == "-"
+        else logging.FileHandler(request_log)
+    )
     output.setFormatter(JsonLine())
     lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = QueueListener(lines, output)

@@ -1,4 +1,5 @@
 """The catalog a model version serves, and the business filters over it."""
+
 from __future__ import annotations
 
 import math
@@ -35,17 +36,27 @@ class Catalog:
         self.items = IdMap(item_ids)
         self.names: list[str] = arrays["names"].tolist()
         self.prices_array = np.asarray(arrays["prices"], dtype=np.float64)
-        self.prices: list[float | None] = [None if math.isnan(p) else round(p, 2) for p in self.prices_array.tolist()]
+        self.prices: list[float | None] = [
+            None if math.isnan(p) else round(p, 2) for p in self.prices_array.tolist()
+        ]
         self.categories = np.asarray(arrays["categories"])
         self.category_names: list[str] = self.categories.tolist()
         self.available = np.asarray(arrays["available"], dtype=bool)
-        if not len(self.names) == len(self.prices) == len(self.categories) == len(self.available) == len(self.items):
+        if (
+            not len(self.names)
+            == len(self.prices)
+            == len(self.categories)
+            == len(self.available)
+            == len(self.items)
+        ):
             raise ValueError("catalog arrays do not match the item list")
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def allowed(self, filters: Filters, exclude_idx: Sequence[int] | NDArray[np.int64] = ()) -> NDArray[np.bool_]:
+    def allowed(
+        self, filters: Filters, exclude_idx: Sequence[int] | NDArray[np.int64] = ()
+    ) -> NDArray[np.bool_]:
         """The items a response may hold: a mask over the catalog."""
         allowed = np.ones(len(self.items), dtype=bool)
         if filters.available_only:
@@ -85,8 +96,12 @@ class Catalog:
         """Items whose id or name contains ``query`` (case-insensitive), sorted by ``order``
         (each item's place; lower first)."""
         if not hasattr(self, "_search_keys"):
-            self._search_keys = [f"{item_id}\t{name}".lower() for item_id, name in
-                                 zip(self.items.ids_.tolist(), self.names)]
+            self._search_keys = [
+                f"{item_id}\t{name}".lower()
+                for item_id, name in zip(self.items.ids_.tolist(), self.names)
+            ]
         needle = query.strip().lower()
-        matches = np.array([i for i, key in enumerate(self._search_keys) if needle in key], dtype=np.int64)
+        matches = np.array(
+            [i for i, key in enumerate(self._search_keys) if needle in key], dtype=np.int64
+        )
         return matches[np.argsort(order[matches], kind="stable")] if len(matches) else matches

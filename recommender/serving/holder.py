@@ -1,4 +1,5 @@
 """Which model version serves: the one ``current`` points at, swapped in when it changes."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,11 @@ class ModelHolder:
     """
 
     def __init__(
-        self, models_dir: str | Path, reload_interval: float = 2.0,
-        on_load: Callable[[str, str | None], None] | None = None, **service_options: Any,
+        self,
+        models_dir: str | Path,
+        reload_interval: float = 2.0,
+        on_load: Callable[[str, str | None], None] | None = None,
+        **service_options: Any,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.on_load = on_load

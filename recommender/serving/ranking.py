@@ -5,6 +5,7 @@ measured): the personal item-to-item matrix applied to a shopper's items, ALS (t
 or folded in from the items), and trending, with the blend's weights. The matrix rows are
 read straight from the memory-mapped CSR arrays, so a request builds no sparse objects.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,6 +22,7 @@ from ..algorithms.base import top_n, top_n_rows
 from ..algorithms.blend import blend_rows, blend_scores
 from ..data.idmap import IdMap
 from .catalog import Catalog, Filters
+from .reasons import ReasonFinder
 
 # How deep the trending ranking is kept for topping answers up.
 POPULAR_DEPTH = 2000
@@ -50,7 +52,7 @@ class BlendWeights:
     item: float | None = None
 
 
-class Ranker:
+class Ranker(ReasonFinder):
     """Scores and ranks for one model version; read-only, shared between threads.
 
     Parameters
@@ -64,8 +66,15 @@ class Ranker:
         a shopper's whole history; with it they read only the chosen items' columns).
     """
 
-    def __init__(self, catalog: Catalog, matrix: sp.csr_matrix, als: ALS | None, trending: NDArray[np.floating],
-                 weights: BlendWeights, incoming: sp.csr_matrix | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        matrix: sp.csr_matrix,
+        als: ALS | None,
+        trending: NDArray[np.floating],
+        weights: BlendWeights,
+        incoming: sp.csr_matrix | None = None,
+    ) -> None:
         self.catalog = catalog
         self.matrix = matrix
         self.incoming = incoming
@@ -77,14 +86,25 @@ class Ranker:
         # Each item's place in the trending order (0: most bought lately), for catalog search.
         self.trending_order = np.empty(len(order), dtype=np.int64)
         self.trending_order[order] = np.arange(len(order))
-        self.weights = weights if als is not None else BlendWeights(0.0, weights.trend, weights.item)
+        self.weights = (
+            weights if als is not None else BlendWeights(0.0, weights.trend, weights.item)
+        )
 
-    def vector(self, history: NDArray[np.int64], weights: NDArray[np.float64]) -> NDArray[np.float32] | None:
+    def vector(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64]
+    ) -> NDArray[np.float32] | None:
         """ALS factors folded in from a list of items (a shopper the model has not seen)."""
         return self.als.fold_in(history, weights) if self.als is not None and len(history) else None
 
-    def rank(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None,
-             k: int, filters: Filters, exclude: NDArray[np.int64]) -> Ranked:
+    def rank(
+        self,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        vector: NDArray[np.float32] | None,
+        k: int,
+        filters: Filters,
+        exclude: NDArray[np.int64],
+    ) -> Ranked:
         """Blend, filter, cut to k, top up with trending items, and find each result's reason."""
         allowed = self.catalog.allowed(filters, exclude_idx=exclude)
         depth = k if filters.max_per_category is None else min(len(allowed), 10 * k + 50)
@@ -107,9 +127,13 @@ class Ranker:
         ranked.reasons = self.reasons(history, weights, ranked.items, gathered)
         return ranked
 
-    def pruned(self, gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]],
-               vector: NDArray[np.float32] | None, allowed: NDArray[np.bool_], depth: int
-               ) -> tuple[NDArray[np.int64], NDArray[np.float64], str] | None:
+    def pruned(
+        self,
+        gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]],
+        vector: NDArray[np.float32] | None,
+        allowed: NDArray[np.bool_],
+        depth: int,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], str] | None:
         """The blend on a few candidates instead of the whole catalog, with the same result.
 
         Candidates: the neighbours of the shopper's items, then every other item whose best
@@ -137,18 +161,28 @@ class Ranker:
         scales = (knn_scale, als_scale if als is not None else 0.0)
 
         def blend(items: NDArray[np.int64], item_part: NDArray[np.float64]) -> NDArray[np.float64]:
-            return blend_scores(item_part, None if als is None else als[items], self.trend[items], self.weights.als,  # type: ignore[return-value]
-                                self.weights.trend, self.weights.item, scales=scales)
+            return blend_scores(
+                item_part,
+                None if als is None else als[items],
+                self.trend[items],
+                self.weights.als,  # type: ignore[return-value]
+                self.weights.trend,
+                self.weights.item,
+                scales=scales,
+            )
 
         scores = blend(neighbours, knn)  # type: ignore[arg-type]
         allowed_scores = scores[allowed[neighbours]]
         if len(allowed_scores) < depth:
             return None
-        cut = float(np.partition(allowed_scores, len(allowed_scores) - depth)[len(allowed_scores) - depth])
+        cut = float(
+            np.partition(allowed_scores, len(allowed_scores) - depth)[len(allowed_scores) - depth]
+        )
         # The most trending can add to an item that is not a neighbour; its ALS part must make up the rest.
         rest = cut - self.weights.trend * float(self.trend.max(initial=0.0))
         if als is not None and als_scale > 0:
-            # A float32 comparison: the margin keeps an item at the cut inside (extra candidates cost nothing).
+            # A float32 comparison: the margin keeps an item at the cut inside (extra candidates
+            # cost nothing).
             threshold = rest * als_scale / self.weights.als
             others = np.flatnonzero(als >= threshold - 1e-4 * (abs(threshold) + als_scale))
         elif rest > 0:
@@ -163,13 +197,19 @@ class Ranker:
         order = np.argsort(items, kind="stable")
         return items[order], scores[order], strategy
 
-    def scores(self, history: NDArray[np.int64], weights: NDArray[np.float64], vector: NDArray[np.float32] | None,
-               gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
-               ) -> tuple[NDArray[np.float64] | None, str]:
+    def scores(
+        self,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        vector: NDArray[np.float32] | None,
+        gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None,
+    ) -> tuple[NDArray[np.float64] | None, str]:
         """Every item's blended score and the strategy that produced it (None: nothing personal)."""
         knn = None
         if len(history):
-            _, columns, contributions = gathered if gathered is not None else self.contributions(history, weights)
+            _, columns, contributions = (
+                gathered if gathered is not None else self.contributions(history, weights)
+            )
             if len(columns):
                 knn = np.bincount(columns, weights=contributions, minlength=len(self.catalog))
                 if not np.any(knn):
@@ -180,97 +220,31 @@ class Ranker:
         if knn is None and als is None:
             return None, STRATEGIES[0]
         strategy = STRATEGIES[(knn is not None) + 2 * (als is not None)]
-        return blend_scores(knn, als, self.trend, self.weights.als, self.weights.trend, self.weights.item), strategy  # type: ignore[arg-type]
+        return blend_scores(
+            knn,  # type: ignore[arg-type]
+            als,
+            self.trend,
+            self.weights.als,
+            self.weights.trend,
+            self.weights.item,
+        ), strategy
 
-    def contributions(self, history: NDArray[np.int64], weights: NDArray[np.float64]
-                      ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
-        """Every (history position, neighbour, weighted score) entry of the history's rows of the
-        item-to-item matrix, gathered with numpy from the CSR arrays."""
-        owners, columns, values = gather_rows(self.matrix, history)
-        return owners, columns, values * np.asarray(weights)[owners]
-
-    def reasons(self, history: NDArray[np.int64], weights: NDArray[np.float64], chosen: list[int],
-                gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
-                ) -> list[int]:
-        """For each chosen item, the history item that contributed most (-1 when none did).
-
-        The item-to-item contribution decides; where there is none, the history item whose
-        ALS factors are closest does. Read from the history's rows (``gathered`` when the
-        caller has them already) or the chosen items' columns, whichever is shorter.
-        """
-        if not len(history) or not chosen:
-            return [-1] * len(chosen)
-        columns = np.asarray(chosen)
-        best_owner = None
-        if gathered is None and self.incoming is not None and self._columns_shorter(history, columns):
-            best_owner = self._best_owners(history, weights, columns)
-        if best_owner is None:
-            best_owner = self._best_owners_by_rows(history, weights, columns, gathered)
-        closest = None
-        if self.als is not None and len(best_owner) < len(chosen):
-            factors = self.als.item_factors_
-            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
-        reasons = []
-        for position, item in enumerate(chosen):
-            owner = best_owner.get(item)
-            if owner is None and closest is not None:
-                owner = int(closest[position])
-            reasons.append(int(history[owner]) if owner is not None else -1)
-        return reasons
-
-    def _columns_shorter(self, history: NDArray[np.int64], columns: NDArray[np.int64]) -> bool:
-        """Whether the chosen items' columns hold fewer entries than the history's rows."""
-        assert self.incoming is not None
-        rows = self.matrix.indptr[history + 1] - self.matrix.indptr[history]
-        incoming = self.incoming.indptr[columns + 1] - self.incoming.indptr[columns]
-        return int(incoming.sum()) < int(rows.sum())
-
-    def _best_owners_by_rows(self, history: NDArray[np.int64], weights: NDArray[np.float64],
-                             columns: NDArray[np.int64],
-                             gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None
-                             ) -> dict[int, int]:
-        """Chosen item -> the history position contributing most, from the history's rows."""
-        owners, neighbours, contributions = gathered if gathered is not None else self.contributions(history, weights)
-        relevant = np.isin(neighbours, columns) & (contributions > 0)
-        owners, neighbours, contributions = owners[relevant], neighbours[relevant], contributions[relevant]
-        if not len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
-            return {}
-        order = np.lexsort((-contributions, neighbours))
-        first = np.r_[True, np.diff(neighbours[order]) != 0]
-        return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
-
-    def _best_owners(self, history: NDArray[np.int64], weights: NDArray[np.float64],
-                     columns: NDArray[np.int64]) -> dict[int, int] | None:
-        """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
-        chosen items' columns: k short rows instead of a heavy buyer's thousands. None for a
-        list with repeated items (a cart can have them): each occurrence weighs on its own
-        there, which the rows' walk handles and this lookup (one occurrence per item) does not."""
-        by_item = np.argsort(history, kind="stable")
-        ordered = history[by_item]
-        if (ordered[1:] == ordered[:-1]).any():
-            return None
-        chosen_position, sources, values = gather_rows(self.incoming, columns)
-        sources = np.asarray(sources, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ordered, sources), len(history) - 1)
-        history_position = by_item[at]
-        contributions = values * np.asarray(weights)[history_position]
-        keep = (history[history_position] == sources) & (contributions > 0)
-        chosen_position, history_position = chosen_position[keep], history_position[keep]
-        if not len(chosen_position):
-            return {}
-        order = np.lexsort((history_position, -contributions[keep], chosen_position))
-        first = np.r_[True, np.diff(chosen_position[order]) != 0]
-        return dict(zip(columns[chosen_position[order][first]].tolist(), history_position[order][first].tolist()))
-
-    def fill_popular(self, ranked: Ranked, k: int, allowed: NDArray[np.bool_], filters: Filters) -> None:
+    def fill_popular(
+        self, ranked: Ranked, k: int, allowed: NDArray[np.bool_], filters: Filters
+    ) -> None:
         """Top a short ranking up with trending items that pass the same filters."""
         if len(ranked.items) >= k:
             return
         taken = set(ranked.items)
-        candidates = [i for i in self.trending_ranking[allowed[self.trending_ranking]].tolist() if i not in taken]
+        candidates = [
+            i
+            for i in self.trending_ranking[allowed[self.trending_ranking]].tolist()
+            if i not in taken
+        ]
         if filters.max_per_category is not None:
-            candidates = self.catalog.diversify(ranked.items + candidates, len(ranked.items) + len(candidates),
-                                                filters)
+            candidates = self.catalog.diversify(
+                ranked.items + candidates, len(ranked.items) + len(candidates), filters
+            )
             candidates = [i for i in candidates if i not in taken]
         for item in candidates[: k - len(ranked.items)]:
             ranked.items.append(item)
@@ -283,24 +257,41 @@ class Ranker:
         self.fill_popular(ranked, k, self.catalog.allowed(filters, exclude), filters)
         return ranked
 
-    def batch_with_strategy(self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
-                            ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
+    def batch_with_strategy(
+        self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         """Top-k items for many known customers at once, as ``rank`` ranks one (same blend,
         their items excluded), with matrix products over the batch instead of a loop.
 
         Returns (n, k) item indices (-1 where fewer qualify), their scores, and for each row
         which parts had evidence (a key of ``STRATEGIES``; 0: ``rank`` answers with trending
         items)."""
-        item_scores = (rows @ self.matrix).tocsr()  # sparse: blend_rows adds it where it is non-zero
+        item_scores = (
+            rows @ self.matrix
+        ).tocsr()  # sparse: blend_rows adds it where it is non-zero
         als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None  # type: ignore[operator]
         evidence = item_scores.data != 0
-        has_knn = np.bincount(np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
-                              minlength=rows.shape[0]) > 0
-        has_als = (np.zeros(rows.shape[0], dtype=bool) if als_scores is None or self.weights.als <= 0
-                   else (np.asarray(user_factors) != 0).any(axis=1))
-        strategy = (has_knn.astype(np.int8) + 2 * has_als.astype(np.int8))
-        scores = blend_rows(item_scores, als_scores, self.trend, self.weights.als, self.weights.trend,
-                            self.weights.item)
+        has_knn = (
+            np.bincount(
+                np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
+                minlength=rows.shape[0],
+            )
+            > 0
+        )
+        has_als = (
+            np.zeros(rows.shape[0], dtype=bool)
+            if als_scores is None or self.weights.als <= 0
+            else (np.asarray(user_factors) != 0).any(axis=1)
+        )
+        strategy = has_knn.astype(np.int8) + 2 * has_als.astype(np.int8)
+        scores = blend_rows(
+            item_scores,
+            als_scores,
+            self.trend,
+            self.weights.als,
+            self.weights.trend,
+            self.weights.item,
+        )
         if scores is None:
             scores = np.tile(self.trend, (rows.shape[0], 1))
         scores[rows.nonzero()] = -np.inf
@@ -309,19 +300,9 @@ class Ranker:
         return np.where(np.isfinite(best_scores), best, -1), best_scores, strategy
 
 
-def gather_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]
-                ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
-    """Every stored entry of ``rows`` of a CSR matrix, gathered with numpy straight from its
-    (memory-mapped) arrays, no sparse object built: (position in ``rows``, column, value)."""
-    starts = np.asarray(matrix.indptr[rows], dtype=np.int64)
-    lengths = np.asarray(matrix.indptr[rows + 1], dtype=np.int64) - starts
-    offsets = np.cumsum(lengths) - lengths
-    positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
-    return np.repeat(np.arange(len(rows)), lengths), matrix.indices[positions], matrix.data[positions]
-
-
-def activity_weights(recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None
-                     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+def activity_weights(
+    recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Known items of recent events, each weighted by type (``TYPE_WEIGHTS``) and recency
     (halved every ``half_life_hours``), summed per item."""
     now = time.time() if now is None else now
@@ -331,6 +312,8 @@ def activity_weights(recent: Sequence[Event], items: IdMap, half_life_hours: flo
         if item_idx is None:
             continue
         age_hours = max(0.0, now - event.timestamp) / 3600.0
-        weights[item_idx] = weights.get(item_idx, 0.0) + TYPE_WEIGHTS[event.type] * 0.5 ** (age_hours / half_life_hours)
+        weights[item_idx] = weights.get(item_idx, 0.0) + TYPE_WEIGHTS[event.type] * 0.5 ** (
+            age_hours / half_life_hours
+        )
     history = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
     return history, np.fromiter(weights.values(), dtype=np.float64, count=len(weights))

@@ -1,5 +1,6 @@
 """Response shaping: rankings in internal indices become the JSON the API documents, with
 each item's name and price, what led to it ("because"), and page-you-made's groups."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,11 +10,17 @@ from ..activity import Event
 from ..serving.catalog import Catalog
 from ..serving.ranking import Ranked
 
-EVENT_VERBS = {"view": "viewed", "cart": "added to cart", "wishlist": "wished for", "purchase": "bought"}
+EVENT_VERBS = {
+    "view": "viewed",
+    "cart": "added to cart",
+    "wishlist": "wished for",
+    "purchase": "bought",
+}
 
 
-def ranking(ranked: Ranked, catalog: Catalog, version: str,
-            extra: dict[str, dict[int, Any]] | None = None) -> dict[str, Any]:
+def ranking(
+    ranked: Ranked, catalog: Catalog, version: str, extra: dict[str, dict[int, Any]] | None = None
+) -> dict[str, Any]:
     """``{"strategy", "model_version", "recommendations": [...]}``; ``extra`` adds a field to
     the entries of the items it maps (e.g. ``bought_both``)."""
     recommendations = []
@@ -41,11 +48,17 @@ def item(catalog: Catalog, item_idx: int | None, item_id: str) -> dict[str, Any]
     """An item as the API shows it outside a ranking (page header, history, search)."""
     if item_idx is None:
         return {"item_id": item_id, "known": False}
-    return {"item_id": item_id, "name": catalog.names[item_idx], "price": catalog.prices[item_idx], "known": True}
+    return {
+        "item_id": item_id,
+        "name": catalog.names[item_idx],
+        "price": catalog.prices[item_idx],
+        "known": True,
+    }
 
 
-def page_groups(response: dict[str, Any], ranked: Ranked, recent: Sequence[Event], catalog: Catalog
-                ) -> list[dict[str, Any]]:
+def page_groups(
+    response: dict[str, Any], ranked: Ranked, recent: Sequence[Event], catalog: Catalog
+) -> list[dict[str, Any]]:
     """Page-you-made's groups: the recommendations under the recent item that led to them, each
     reason said in words ("because you viewed X"); ``response``'s entries gain the event."""
     last_event: dict[str, Event] = {}
@@ -57,7 +70,9 @@ def page_groups(response: dict[str, Any], ranked: Ranked, recent: Sequence[Event
             continue
         event = last_event[catalog.items.ids_[reason]]
         entry["because"]["event"] = event.type
-        entry["because"]["text"] = f"because you {EVENT_VERBS[event.type]} {catalog.names[reason] or event.item_id}"
+        entry["because"]["text"] = (
+            f"because you {EVENT_VERBS[event.type]} {catalog.names[reason] or event.item_id}"
+        )
         group = groups.setdefault(reason, {"because": entry["because"], "recommendations": []})
         group["recommendations"].append({key: v for key, v in entry.items() if key != "because"})
     return list(groups.values())

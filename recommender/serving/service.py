@@ -10,6 +10,7 @@ Strategies, as each response names them: ``item-knn`` (item-to-item neighbours),
 (matrix factorisation alone), ``blend`` (both, plus trending, with the weights the training
 run chose), ``popular`` (trending items, the fallback when nothing personal is known).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,10 +27,11 @@ from ..data.idmap import IdMap
 from ..errors import ArtifactError
 from . import responses
 from .catalog import Catalog, Filters
-from .ranking import STRATEGIES, BlendWeights, Ranked, Ranker, activity_weights
+from .personal import PersonalAnswers
+from .ranking import BlendWeights, Ranked, Ranker
 
 
-class RecommendationService:
+class RecommendationService(PersonalAnswers):
     """Answers for one model version; read-only and safe to share between threads.
 
     Parameters
@@ -44,40 +46,74 @@ class RecommendationService:
         components = bundle.components
         try:
             self.catalog = Catalog(bundle.item_ids, bundle.catalog)
-            self.items, self.names, self.prices = self.catalog.items, self.catalog.names, self.catalog.prices
+            self.items, self.names, self.prices = (
+                self.catalog.items,
+                self.catalog.names,
+                self.catalog.prices,
+            )
             # When each item was first sold (seconds since the epoch; NaN unknown): "new for you".
-            self.first_sold = (None if bundle.catalog.get("first_sold") is None
-                               else np.asarray(bundle.catalog["first_sold"], dtype=np.float64))
+            self.first_sold = (
+                None
+                if bundle.catalog.get("first_sold") is None
+                else np.asarray(bundle.catalog["first_sold"], dtype=np.float64)
+            )
             self.users = IdMap(bundle.user_ids)
             self.user_items = bundle.user_items.matrix((len(self.users), len(self.items)))
             # Plain ndarray views of the memory-mapped arrays (the same shared pages): numpy's
             # memmap subclass adds microseconds to every indexing, dozens of times per request.
-            self.tables = {name: NeighbourArrays(*map(np.asarray, bundle.tables[name].to_dict().values()))
-                           for name in ("also_bought", "bought_together") if name in bundle.tables}
+            self.tables = {
+                name: NeighbourArrays(*map(np.asarray, bundle.tables[name].to_dict().values()))
+                for name in ("also_bought", "bought_together")
+                if name in bundle.tables
+            }
             if not self.tables:
                 raise ValueError("model has no item-to-item component")
             if any(table.ids.shape[0] != len(self.items) for table in bundle.tables.values()):
                 raise ValueError("neighbour table does not match the item list")
             # Personal scores use the item-to-item model the run chose; an older model without
             # one uses the neighbours over customers, else over orders.
-            personal = bundle.tables.get("personal") or self.tables.get("also_bought") or self.tables["bought_together"]
-            self.knn_matrix = (bundle.personal_matrix.matrix((len(self.items), len(self.items)))
-                               if bundle.personal_matrix is not None else table_matrix(personal.ids, personal.scores))
+            personal = (
+                bundle.tables.get("personal")
+                or self.tables.get("also_bought")
+                or self.tables["bought_together"]
+            )
+            self.knn_matrix = (
+                bundle.personal_matrix.matrix((len(self.items), len(self.items)))
+                if bundle.personal_matrix is not None
+                else table_matrix(personal.ids, personal.scores)
+            )
             als = None
             if "als" in components:
-                als = ALS.from_arrays({"user_factors": np.asarray(bundle.als_user_factors),
-                                       "item_factors": np.asarray(bundle.als_item_factors)},
-                                      **{k: components["als"][k] for k in ("regularization", "alpha")})
+                als = ALS.from_arrays(
+                    {
+                        "user_factors": np.asarray(bundle.als_user_factors),
+                        "item_factors": np.asarray(bundle.als_item_factors),
+                    },
+                    **{k: components["als"][k] for k in ("regularization", "alpha")},
+                )
                 als.gram()
             blend = bundle.blend
-            weights = BlendWeights(float(blend.get("als_weight", 0.5)), float(blend.get("trend_weight", 0.0)),
-                                   None if blend.get("item_weight") is None else float(blend["item_weight"]))
-            incoming = (bundle.personal_incoming.matrix((len(self.items), len(self.items)))
-                        if bundle.personal_incoming is not None else None)
-            self.ranker = Ranker(self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming)
+            weights = BlendWeights(
+                float(blend.get("als_weight", 0.5)),
+                float(blend.get("trend_weight", 0.0)),
+                None if blend.get("item_weight") is None else float(blend["item_weight"]),
+            )
+            incoming = (
+                bundle.personal_incoming.matrix((len(self.items), len(self.items)))
+                if bundle.personal_incoming is not None
+                else None
+            )
+            self.ranker = Ranker(
+                self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming
+            )
             lists = bundle.lists
-            self.lists = None if not isinstance(lists, PersonalLists) else PersonalLists(
-                np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy))
+            self.lists = (
+                None
+                if not isinstance(lists, PersonalLists)
+                else PersonalLists(
+                    np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy)
+                )
+            )
             if self.lists is not None and self.lists.items.shape[0] != len(self.users):
                 raise ValueError("personal lists do not match the customer list")
         except (KeyError, TypeError, ValueError) as exc:
@@ -85,7 +121,9 @@ class RecommendationService:
         self.als = als
 
     # ----------------------------------------------------------------- item pages
-    def item_neighbours(self, component: str, item_id: str, k: int, filters: Filters = Filters()) -> dict[str, Any]:
+    def item_neighbours(
+        self, component: str, item_id: str, k: int, filters: Filters = Filters()
+    ) -> dict[str, Any]:
         """Top-k neighbours of an item from ``also_bought`` or ``bought_together``.
 
         Falls back to the other component when a log had no customers, and tops the list up
@@ -112,93 +150,16 @@ class RecommendationService:
         self.ranker.fill_popular(ranked, k, allowed, filters)
         if fallback:
             ranked.strategy = "popular"
-        response = responses.ranking(ranked, self.catalog, self.version, extra={"bought_both": support})
-        response = {"item": responses.item(self.catalog, item_idx, item_id),
-                    "basis": self.manifest["components"][name]["basis"], **response}
+        response = responses.ranking(
+            ranked, self.catalog, self.version, extra={"bought_both": support}
+        )
+        response = {
+            "item": responses.item(self.catalog, item_idx, item_id),
+            "basis": self.manifest["components"][name]["basis"],
+            **response,
+        }
         if fallback:
             response["fallback_reason"] = fallback
-        return response
-
-    # ----------------------------------------------------------------- customers
-    def for_user(self, user_id: str, k: int, filters: Filters = Filters(), exclude_purchased: bool = True,
-                 recent: Sequence[Event] = ()) -> dict[str, Any]:
-        """Personal picks: ALS for a customer in the model, blended with the neighbours of their
-        purchases; a shopper the model has not seen is folded in from ``recent`` activity; one
-        with neither gets trending items (``strategy: popular``)."""
-        user_idx = self.users.index(user_id, missing="none")
-        owned = self._owned(user_idx, recent)
-        if user_idx is not None:
-            history, weights = self._purchase_row(user_idx)
-            vector = self.als.user_factors_[user_idx] if self.als is not None else None
-        else:
-            history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
-            vector = self.ranker.vector(history, weights)
-        ranked = self._from_list(user_idx, history, weights, k, filters, owned) \
-            if user_idx is not None and exclude_purchased else None
-        if ranked is None:
-            exclude = owned if exclude_purchased else np.empty(0, dtype=np.int64)
-            ranked = self.ranker.rank(history, weights, vector, k, filters, exclude)
-        response = self._answer(ranked)
-        if not len(history):
-            response["fallback_reason"] = "new_customer"
-        response["known_customer"] = user_idx is not None
-        return response
-
-    def for_items(self, item_ids: Sequence[str], k: int, filters: Filters = Filters(),
-                  weights: Sequence[float] | None = None, exclude_idx: NDArray[np.int64] | None = None
-                  ) -> dict[str, Any]:
-        """Recommendations from a list of items (a cart, a wish list): ALS fold-in blended with
-        the items' neighbours; each result names the listed item that led to it."""
-        indices = self.items.indices(item_ids)
-        known = indices >= 0
-        history = indices[known]
-        history_weights = np.ones(len(history)) if weights is None else np.asarray(weights, dtype=float)[known]
-        exclude = history if exclude_idx is None else np.union1d(history, exclude_idx)
-        ranked = self.ranker.rank(history, history_weights, self.ranker.vector(history, history_weights), k,
-                                  filters, exclude)
-        response = self._answer(ranked)
-        response["unknown_items"] = [item for item, ok in zip(item_ids, known.tolist()) if not ok]
-        if not len(history):
-            response["fallback_reason"] = "no_known_items"
-        return response
-
-    def for_wishlist(self, user_id: str, wished: Sequence[str], recent: Sequence[Event], k: int,
-                     filters: Filters = Filters()) -> dict[str, Any]:
-        """What customers who wanted these items also bought, without the wish list itself and
-        without what the shopper already bought; ``because`` names the wished item."""
-        owned = self._owned(self.users.index(user_id, missing="none"), recent)
-        response = self.for_items(wished, k, filters, exclude_idx=owned)
-        response.pop("unknown_items", None)
-        if not wished:
-            response["fallback_reason"] = "empty_wishlist"
-        return response
-
-    def page_you_made(self, user_id: str, recent: Sequence[Event], k: int, filters: Filters = Filters()
-                      ) -> dict[str, Any]:
-        """Recommendations from a shopper's recent activity, grouped by the item that led to them.
-
-        Events weigh by type (``ranking.TYPE_WEIGHTS``) and recency (half-life
-        ``activity_half_life_hours``). Items already bought (in the model or since) and the
-        items of the activity itself are not recommended.
-        """
-        user_idx = self.users.index(user_id, missing="none")
-        history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
-        if not len(history):
-            response = self.for_user(user_id, k, filters, recent=recent)
-            response["fallback_reason"] = "no_recent_activity"
-            response["groups"] = []
-            return response
-        exclude = np.union1d(self._owned(user_idx, recent), history)
-        ranked = self.ranker.rank(history, weights, self.ranker.vector(history, weights), k, filters, exclude)
-        response = self._answer(ranked)
-        response["groups"] = responses.page_groups(response, ranked, recent, self.catalog)
-        response["known_customer"] = user_idx is not None
-        return response
-
-    def not_personal(self, user_id: str, k: int, filters: Filters, reason: str) -> dict[str, Any]:
-        """Trending items only, for a customer who opted out or was forgotten; flagged as such."""
-        response = self._answer(self.ranker.popular(k, filters))
-        response["fallback_reason"] = reason
         return response
 
     # ----------------------------------------------------------------- lookups
@@ -216,58 +177,50 @@ class RecommendationService:
         user_idx = self.users.index(user_id, missing="none")
         if user_idx is None:
             return []
-        return [responses.item(self.catalog, int(i), str(self.items.ids_[i])) for i in self._purchase_row(user_idx)[0]]
+        return [
+            responses.item(self.catalog, int(i), str(self.items.ids_[i]))
+            for i in self._purchase_row(user_idx)[0]
+        ]
 
     def search(self, query: str, page: int, per_page: int) -> dict[str, Any]:
         """Catalog items whose id or name contains ``query`` (case-insensitive), most bought first."""
         matches = self.catalog.search(query, self.ranker.trending_order)
         start = (page - 1) * per_page
-        return {"query": query, "page": page, "per_page": per_page, "total": int(len(matches)),
-                "items": [responses.item(self.catalog, int(i), str(self.items.ids_[i]))
-                          for i in matches[start: start + per_page]]}
+        return {
+            "query": query,
+            "page": page,
+            "per_page": per_page,
+            "total": int(len(matches)),
+            "items": [
+                responses.item(self.catalog, int(i), str(self.items.ids_[i]))
+                for i in matches[start : start + per_page]
+            ],
+        }
 
     def info(self) -> dict[str, Any]:
         """What a caller may want to know about the loaded model (no file paths)."""
         manifest = self.manifest
-        return {"version": self.version, "created_at": manifest.get("created_at"),
-                "data_fingerprint": manifest.get("data", {}).get("sha256"), "counts": manifest.get("counts", {}),
-                "components": manifest.get("components", {}), "cleaning": manifest.get("cleaning", {}),
-                "training_seconds": manifest.get("training_seconds"), "evaluation": manifest.get("evaluation", {}),
-                "blend": manifest.get("blend", {})}
+        return {
+            "version": self.version,
+            "created_at": manifest.get("created_at"),
+            "data_fingerprint": manifest.get("data", {}).get("sha256"),
+            "counts": manifest.get("counts", {}),
+            "components": manifest.get("components", {}),
+            "cleaning": manifest.get("cleaning", {}),
+            "training_seconds": manifest.get("training_seconds"),
+            "evaluation": manifest.get("evaluation", {}),
+            "blend": manifest.get("blend", {}),
+        }
 
     # ----------------------------------------------------------------- internals
-    def _from_list(self, user_idx: int, history: NDArray[np.int64], weights: NDArray[np.float64], k: int,
-                   filters: Filters, owned: NDArray[np.int64]) -> Ranked | None:
-        """A known customer's answer read off their precomputed list: the list's items that
-        pass the filters and are not bought since, best first. None (score everything) when
-        there is no list, or the filters leave fewer than k of a list that may not hold every
-        candidate. Anything beyond the list scores no higher than its last item, so the answer
-        is the exhaustive ranking's."""
-        if self.lists is None or not self.lists.strategy[user_idx]:
-            return None
-        row = np.asarray(self.lists.items[user_idx])
-        listed = row[row >= 0].astype(np.int64)
-        allowed = self.catalog.allowed(filters, exclude_idx=owned)
-        chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
-        if len(chosen) < k and len(listed) == self.lists.depth:
-            return None
-        strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
-        place = {item: position for position, item in enumerate(listed.tolist())}
-        list_scores = np.asarray(self.lists.scores[user_idx])
-        ranked = Ranked(items=chosen, scores=[float(list_scores[place[item]]) for item in chosen],
-                        sources=[strategy] * len(chosen), strategy=strategy)
-        self.ranker.fill_popular(ranked, k, allowed, filters)
-        ranked.reasons = self.ranker.reasons(history, weights, ranked.items)
-        return ranked
-
-    def _answer(self, ranked: Ranked) -> dict[str, Any]:
-        return responses.ranking(ranked, self.catalog, self.version)
 
     def _purchase_row(self, user_idx: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """A known customer's items and how much each counts (a slice of the memory-mapped arrays)."""
         start, stop = self.user_items.indptr[user_idx], self.user_items.indptr[user_idx + 1]
-        return (np.asarray(self.user_items.indices[start:stop], dtype=np.int64),
-                np.asarray(self.user_items.data[start:stop], dtype=np.float64))
+        return (
+            np.asarray(self.user_items.indices[start:stop], dtype=np.int64),
+            np.asarray(self.user_items.data[start:stop], dtype=np.float64),
+        )
 
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
         """Items a shopper bought: in the model's data, and through the API since."""

@@ -6,6 +6,7 @@ Every row gets the reason of the first rule that removes it (or none), in one pa
 shuffle per rule that compares rows (duplicates, returns netted against purchases), and
 the report counts the reasons: the same report, field for field, as the pandas engine's.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,7 +46,11 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
         if fmt == "auto":
             fmt = "parquet" if Path(uri).is_dir() or _head(Path(uri)) == PARQUET_MAGIC else "csv"
     elif fmt == "auto":
-        fmt = "parquet" if uri.rstrip("/").endswith((".parquet", ".pq")) or uri.endswith("/") else "csv"
+        fmt = (
+            "parquet"
+            if uri.rstrip("/").endswith((".parquet", ".pq")) or uri.endswith("/")
+            else "csv"
+        )
     try:
         if fmt == "parquet":
             raw = spark.read.parquet(uri)
@@ -53,8 +58,14 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
             first = spark.read.text(uri).first()
             sample = first[0] if first else ""
             separator = max([",", ";", "\t", "|"], key=sample.count)
-            raw = spark.read.csv(uri, header=True, sep=separator, inferSchema=False,
-                                 encoding=config.encoding, mode="PERMISSIVE")
+            raw = spark.read.csv(
+                uri,
+                header=True,
+                sep=separator,
+                inferSchema=False,
+                encoding=config.encoding,
+                mode="PERMISSIVE",
+            )
         columns = raw.columns
     except Exception as exc:  # AnalysisException and JVM errors share no base class
         raise DataError(f"{uri}: cannot read as {fmt}: {first_line(exc)}") from None
@@ -73,8 +84,14 @@ def read_log(spark: SparkSession, uri: str, config: TrainConfig) -> tuple[DataFr
     return _normalise_ids(frame), preset, repeated
 
 
-def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collection[str] = (),
-          now: dt.datetime | None = None, repeated_headers: int = 0) -> tuple[DataFrame, dict[str, Any]]:
+def clean(
+    frame: DataFrame,
+    rules: CleaningRules,
+    source: str,
+    forgotten: Collection[str] = (),
+    now: dt.datetime | None = None,
+    repeated_headers: int = 0,
+) -> tuple[DataFrame, dict[str, Any]]:
     """Apply ``rules`` in the order of ``STEPS``; return the kept rows and the cleaning report.
 
     ``forgotten`` customers' purchases are dropped last (as the local engine does);
@@ -85,6 +102,9 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
     ------
     DataError
         Nothing is left; the message names ``source`` and the main reasons.
+
+    Long because each step is a few Spark expressions applied in ``STEPS`` order and counted
+    as it goes.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -95,14 +115,18 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
             frame = frame.withColumn(column, F.lit(None).cast("string"))
     if "timestamp" in columns:
         frame = frame.withColumn("timestamp", _timestamps(frame, "timestamp"))
-    frame = frame.withColumn("quantity", F.col("quantity").cast("double") if "quantity" in columns
-                             else F.lit(1.0))
+    frame = frame.withColumn(
+        "quantity", F.col("quantity").cast("double") if "quantity" in columns else F.lit(1.0)
+    )
     if "price" in columns:
         frame = frame.withColumn("price", F.col("price").cast("double"))
     canonical = frame.columns
-    limit = (now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)) + dt.timedelta(
-        days=rules.future_tolerance_days)
-    context = _Context(rules, F.lit(limit.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp"), columns)
+    limit = (now or dt.datetime.now(dt.UTC).replace(tzinfo=None)) + dt.timedelta(
+        days=rules.future_tolerance_days
+    )
+    context = _Context(
+        rules, F.lit(limit.strftime("%Y-%m-%d %H:%M:%S.%f")).cast("timestamp"), columns
+    )
 
     rules_in_order = [(step.reason, _SPARK_PREDICATES[step.reason](context)) for step in STEPS]
     if forgotten:
@@ -110,28 +134,48 @@ def clean(frame: DataFrame, rules: CleaningRules, source: str, forgotten: Collec
     tagged = frame.withColumn("_reason", F.lit(None).cast("string"))
     for reason, condition in rules_in_order:
         if condition is not None:
-            tagged = tagged.withColumn("_reason", F.when(context.alive() & F.coalesce(condition, F.lit(False)),
-                                                         F.lit(reason)).otherwise(F.col("_reason")))
+            tagged = tagged.withColumn(
+                "_reason",
+                F.when(
+                    context.alive() & F.coalesce(condition, F.lit(False)), F.lit(reason)
+                ).otherwise(F.col("_reason")),
+            )
     tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {row["_reason"]: row["count"] for row in tagged.groupBy("_reason").count().collect()}
     guests = tagged.filter(F.col("_reason").isNull() & F.col("user_id").isNull()).count()
     buckets = {step.reason: step.bucket for step in STEPS}
     buckets["forgotten_customer"] = "dropped"
-    report: dict[str, Any] = {"rows_read": sum(counts.values()) + repeated_headers, "rows_kept": counts.get(None, 0),
-                              "rejected": {"repeated_header": repeated_headers} if repeated_headers else {},
-                              "dropped": {}, "guest_rows_kept_for_baskets_only": guests}
+    report: dict[str, Any] = {
+        "rows_read": sum(counts.values()) + repeated_headers,
+        "rows_kept": counts.get(None, 0),
+        "rejected": {"repeated_header": repeated_headers} if repeated_headers else {},
+        "dropped": {},
+        "guest_rows_kept_for_baskets_only": guests,
+    }
     for reason in [*buckets]:
         if counts.get(reason):
             report[buckets[reason]][reason] = counts[reason]
-    kept = tagged.filter(F.col("_reason").isNull()).select(*canonical).persist(StorageLevel.MEMORY_AND_DISK)
+    kept = (
+        tagged.filter(F.col("_reason").isNull())
+        .select(*canonical)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     kept.count()
     tagged.unpersist()
-    logger.info("cleaning %s on spark: %d rows read, %d kept, rejected %s, dropped %s", source,
-                report["rows_read"], report["rows_kept"], report["rejected"], report["dropped"])
+    logger.info(
+        "cleaning %s on spark: %d rows read, %d kept, rejected %s, dropped %s",
+        source,
+        report["rows_read"],
+        report["rows_kept"],
+        report["rejected"],
+        report["dropped"],
+    )
     if not report["rows_kept"]:
         reasons = {**report["rejected"], **report["dropped"]}
         top = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        raise DataError(f"{source}: no purchases left after cleaning ({report['rows_read']} rows read; {top})")
+        raise DataError(
+            f"{source}: no purchases left after cleaning ({report['rows_read']} rows read; {top})"
+        )
     return kept, report
 
 
@@ -152,7 +196,9 @@ def _is_return(ctx: _Context) -> Column:
 
     condition = F.col("quantity") < 0
     if ctx.rules.cancel_prefix:
-        condition = condition | F.coalesce(F.col("order_id").startswith(ctx.rules.cancel_prefix), F.lit(False))
+        condition = condition | F.coalesce(
+            F.col("order_id").startswith(ctx.rules.cancel_prefix), F.lit(False)
+        )
     return condition
 
 
@@ -160,8 +206,11 @@ def _duplicate(ctx: _Context) -> Column:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    keys = [F.col(c) for c in ("item_id", "user_id", "order_id", "timestamp", "quantity", "price", "name")
-            if c in ctx.columns or c in ("user_id", "order_id", "quantity")]
+    keys = [
+        F.col(c)
+        for c in ("item_id", "user_id", "order_id", "timestamp", "quantity", "price", "name")
+        if c in ctx.columns or c in ("user_id", "order_id", "quantity")
+    ]
     window = Window.partitionBy(ctx.alive(), *keys).orderBy(F.lit(1))
     return F.row_number().over(window) > 1
 
@@ -170,9 +219,13 @@ def _excluded(ctx: _Context) -> Column:
     from pyspark.sql import functions as F
 
     item = F.col("item_id")
-    condition = item.isin(list(ctx.rules.excluded_items)) if ctx.rules.excluded_items else F.lit(False)
+    condition = (
+        item.isin(list(ctx.rules.excluded_items)) if ctx.rules.excluded_items else F.lit(False)
+    )
     if ctx.rules.item_pattern:
-        condition = condition | ~F.coalesce(item.rlike(f"^(?:{ctx.rules.item_pattern})$"), F.lit(False))
+        condition = condition | ~F.coalesce(
+            item.rlike(f"^(?:{ctx.rules.item_pattern})$"), F.lit(False)
+        )
     return condition
 
 
@@ -192,7 +245,9 @@ def _netted_out(ctx: _Context) -> Column:
 Predicate = Callable[[_Context], "Column | None"]
 _SPARK_PREDICATES: dict[str, Predicate] = {
     "missing_item": lambda c: _col("item_id").isNull(),
-    "unparseable_timestamp": lambda c: _col("timestamp").isNull() if "timestamp" in c.columns else None,
+    "unparseable_timestamp": lambda c: (
+        _col("timestamp").isNull() if "timestamp" in c.columns else None
+    ),
     "future_timestamp": lambda c: _col("timestamp") > c.limit if "timestamp" in c.columns else None,
     "unparseable_quantity": lambda c: _col("quantity").isNull() | _not_finite("quantity"),
     "missing_user_and_order": lambda c: _col("user_id").isNull() & _col("order_id").isNull(),
@@ -202,11 +257,14 @@ _SPARK_PREDICATES: dict[str, Predicate] = {
     "return_or_cancellation": _is_return,
     "non_positive_quantity": lambda c: _col("quantity") <= 0,
     "implausible_quantity": lambda c: _col("quantity") > c.rules.max_quantity,
-    "zero_or_negative_price": lambda c: (_col("price") <= 0) if c.rules.drop_zero_price and "price" in c.columns
-    else None,
+    "zero_or_negative_price": lambda c: (
+        (_col("price") <= 0) if c.rules.drop_zero_price and "price" in c.columns else None
+    ),
 }
 if set(_SPARK_PREDICATES) != {step.reason for step in STEPS}:
-    raise ImportError("recommender.spark.cleaning does not implement every rule of data.cleaning.STEPS")
+    raise ImportError(
+        "recommender.spark.cleaning does not implement every rule of data.cleaning.STEPS"
+    )
 
 
 def _col(name: str) -> Column:
@@ -231,23 +289,45 @@ def _normalise_ids(frame: DataFrame) -> DataFrame:
     present = [field for field in _ID_FIELDS if field in frame.columns]
     floats = [f for f in present if isinstance(frame.schema[f].dataType, (DoubleType, FloatType))]
     if floats:
-        fractional = frame.agg(*[
-            F.sum(F.when(F.col(f).isNotNull() & ~F.isnan(F.col(f)) & (F.col(f) != F.floor(F.col(f))), 1)
-                  .otherwise(0)).alias(f) for f in floats
-        ]).first().asDict()
+        fractional = (
+            frame.agg(
+                *[
+                    F.sum(
+                        F.when(
+                            F.col(f).isNotNull()
+                            & ~F.isnan(F.col(f))
+                            & (F.col(f) != F.floor(F.col(f))),
+                            1,
+                        ).otherwise(0)
+                    ).alias(f)
+                    for f in floats
+                ]
+            )
+            .first()
+            .asDict()
+        )
         for field in floats:
             value = F.when(F.isnan(F.col(field)), None).otherwise(F.col(field))
             frame = frame.withColumn(field, value.cast("long") if not fractional[field] else value)
     texts = {f: F.regexp_replace(F.col(f).cast("string"), r"^\s+|\s+$", "") for f in present}
     frame = frame.select(*[texts[f].alias(f) if f in texts else F.col(f) for f in frame.columns])
-    frame = frame.select(*[
-        F.when((F.col(f) == "") | F.lower(F.col(f)).isin(list(MISSING_WORDS)), None).otherwise(F.col(f)).alias(f)
-        if f in texts else F.col(f) for f in frame.columns
-    ])
+    frame = frame.select(
+        *[
+            F.when((F.col(f) == "") | F.lower(F.col(f)).isin(list(MISSING_WORDS)), None)
+            .otherwise(F.col(f))
+            .alias(f)
+            if f in texts
+            else F.col(f)
+            for f in frame.columns
+        ]
+    )
     checks = []
     for field in present:
-        checks.append(F.sum(F.when(F.col(field).isNotNull() & ~F.col(field).rlike(r"^\d+\.0$"), 1)
-                            .otherwise(0)).alias(f"{field}__not_float_shaped"))
+        checks.append(
+            F.sum(
+                F.when(F.col(field).isNotNull() & ~F.col(field).rlike(r"^\d+\.0$"), 1).otherwise(0)
+            ).alias(f"{field}__not_float_shaped")
+        )
         checks.append(F.count(F.col(field)).alias(f"{field}__present"))
     stats = frame.agg(*checks).first().asDict()
     for field in present:
@@ -269,17 +349,21 @@ def _timestamps(frame: DataFrame, name: str) -> Column:
         return value.cast("timestamp")
     if isinstance(kind, NumericType):
         magnitude = F.abs(value)
-        micros = (F.when(magnitude >= 1e17, value / 1000).when(magnitude >= 1e14, value)
-                  .when(magnitude >= 1e11, value * 1000).otherwise(value * 1_000_000))
+        micros = (
+            F.when(magnitude >= 1e17, value / 1000)
+            .when(magnitude >= 1e14, value)
+            .when(magnitude >= 1e11, value * 1000)
+            .otherwise(value * 1_000_000)
+        )
         return F.timestamp_micros(F.floor(micros).cast("long"))
     if not isinstance(kind, StringType):
         value = value.cast("string")
-    parsed = [F.try_to_timestamp(value)] + [F.try_to_timestamp(value, F.lit(fmt)) for fmt in _TIME_FORMATS]
+    parsed = [F.try_to_timestamp(value)] + [
+        F.try_to_timestamp(value, F.lit(fmt)) for fmt in _TIME_FORMATS
+    ]
     return F.coalesce(*parsed)
 
 
 def _head(path: Path) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(4)
-
-

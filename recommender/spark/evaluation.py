@@ -18,6 +18,7 @@ next-purchase or held-out fold): each fold costs a cluster fit of every model, w
 engine measures several. Only models Spark fits at scale are candidates: EASE (a dense
 items x items inverse) and the kNN variants of ``implicit`` are the local engine's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,13 +75,21 @@ DAY = 86400.0
 def default_choice(settings: EvaluationSettings) -> BlendChoice:
     """What the Spark engine ships untuned (``--no-evaluate``): cosine neighbours x0.5 + ALS
     x0.5 + trending x0.5."""
-    return BlendChoice("item_knn", {"similarity": "cosine", **knn_params(settings)}, 0.5, 0.5,
-                       settings.trending_half_life_days)
+    return BlendChoice(
+        "item_knn",
+        {"similarity": "cosine", **knn_params(settings)},
+        0.5,
+        0.5,
+        settings.trending_half_life_days,
+    )
 
 
 def knn_params(settings: EvaluationSettings) -> dict[str, int]:
-    return {"neighbours": settings.neighbours.neighbours, "min_support": settings.neighbours.min_support,
-            "min_pair_support": settings.neighbours.min_pair_support}
+    return {
+        "neighbours": settings.neighbours.neighbours,
+        "min_support": settings.neighbours.min_support,
+        "min_pair_support": settings.neighbours.min_pair_support,
+    }
 
 
 @dataclass
@@ -105,8 +114,13 @@ class SparkFold:
         return self.kind == "time"
 
 
-def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDArray[np.str_], settings: EvaluationSettings,
-                        current: dict[str, Any] | None) -> Selection:
+def select_and_evaluate(
+    lines: DataFrame,
+    users: DataFrame | None,
+    item_ids: NDArray[np.str_],
+    settings: EvaluationSettings,
+    current: dict[str, Any] | None,
+) -> Selection:
     """Choose the protocol, tune on its validation fold, measure on its test fold.
 
     ``lines``: the cleaned customer lines with integer ``row`` and ``item`` and the
@@ -122,12 +136,21 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDA
 
     started = time.perf_counter()
     n_items = len(item_ids)
-    lines = (lines.where(F.col("row").isNotNull())
-             .select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t")).persist())
+    lines = (
+        lines.where(F.col("row").isNotNull())
+        .select("row", "item", "order_id", F.col("timestamp").cast("long").alias("t"))
+        .persist()
+    )
     try:
-        protocol = spark_protocol(lines, settings) if users is not None else Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
+        protocol = (
+            spark_protocol(lines, settings)
+            if users is not None
+            else Protocol(RANDOM_HOLDOUT, NO_CUSTOMERS)
+        )
         logger.info("spark validation protocol: %s (%s)", protocol.name, protocol.reason)
-        test, validation = _folds(lines, protocol, n_items, settings, "customers" if users is not None else "baskets")
+        test, validation = _folds(
+            lines, protocol, n_items, settings, "customers" if users is not None else "baskets"
+        )
         notes: list[str] = []
         rows_measured = validation.held_out.seen.shape[0] if validation is not None else 0
         if rows_measured >= MIN_VALIDATION_ROWS and validation is not None:
@@ -138,11 +161,18 @@ def select_and_evaluate(lines: DataFrame, users: DataFrame | None, item_ids: NDA
         predictions = _predictions(test, measured.pop("recommended"), users, item_ids)
         evaluation: dict[str, Any] = {
             "engine": "spark",
-            "spark": ("one validation fold; the primary protocol only; candidates are the models Spark fits "
-                      "(cosine neighbours, ALS, trending, popularity)"),
+            "spark": (
+                "one validation fold; the primary protocol only; candidates are the models Spark fits "
+                "(cosine neighbours, ALS, trending, popularity)"
+            ),
             "protocol": {**protocol.to_dict(), **test.description},
-            "validation": {"folds": {protocol.name: [validation.description]} if validation is not None else {},
-                           **outcome, "chosen": choice.label()},
+            "validation": {
+                "folds": {protocol.name: [validation.description]}
+                if validation is not None
+                else {},
+                **outcome,
+                "chosen": choice.label(),
+            },
             "k": settings.eval_k,
             **measured,
             "seconds": round(time.perf_counter() - started, 1),
@@ -162,17 +192,42 @@ def spark_protocol(lines: DataFrame, settings: EvaluationSettings) -> Protocol:
         return Protocol(RANDOM_HOLDOUT, NO_TIMESTAMPS)
     if low == high:
         return Protocol(RANDOM_HOLDOUT, ONE_TIMESTAMP)
-    per_customer = lines.groupBy("row").agg(F.countDistinct("t").alias("times"), F.min("t").alias("first_seen"))
-    customers, repeat = per_customer.agg(F.count("*"), F.sum((F.col("times") >= 2).cast("int"))).first()
-    windows = period_cutoffs(pd.Timestamp(int(high), unit="s"), settings.test_days, settings.validation_periods + 1)
+    per_customer = lines.groupBy("row").agg(
+        F.countDistinct("t").alias("times"), F.min("t").alias("first_seen")
+    )
+    customers, repeat = per_customer.agg(
+        F.count("*"), F.sum((F.col("times") >= 2).cast("int"))
+    ).first()
+    windows = period_cutoffs(
+        pd.Timestamp(int(high), unit="s"), settings.test_days, settings.validation_periods + 1
+    )
     bounds = [(_seconds(start), _seconds(stop)) for start, stop in windows]
-    first_bought = lines.groupBy("row", "item").agg(F.min("t").alias("first")).join(per_customer, "row")
-    flags = [F.max(((F.col("first") >= lo) & (F.col("first") < hi) & (F.col("first_seen") < lo)).cast("int"))
-             .alias(f"p{number}") for number, (lo, hi) in enumerate(bounds)]
-    counts = first_bought.groupBy("row").agg(*flags).agg(*[F.sum(f"p{n}") for n in range(len(bounds))]).first()
+    first_bought = (
+        lines.groupBy("row", "item").agg(F.min("t").alias("first")).join(per_customer, "row")
+    )
+    flags = [
+        F.max(
+            ((F.col("first") >= lo) & (F.col("first") < hi) & (F.col("first_seen") < lo)).cast(
+                "int"
+            )
+        ).alias(f"p{number}")
+        for number, (lo, hi) in enumerate(bounds)
+    ]
+    counts = (
+        first_bought.groupBy("row")
+        .agg(*flags)
+        .agg(*[F.sum(f"p{n}") for n in range(len(bounds))])
+        .first()
+    )
     repeat = int(repeat or 0)
-    periods = [{"start": f"{start:%Y-%m-%d}", "evaluable_customers": int(counts[n] or 0),
-                "coverage": round(int(counts[n] or 0) / max(repeat, 1), 4)} for n, (start, _) in enumerate(windows)]
+    periods = [
+        {
+            "start": f"{start:%Y-%m-%d}",
+            "evaluable_customers": int(counts[n] or 0),
+            "coverage": round(int(counts[n] or 0) / max(repeat, 1), 4),
+        }
+        for n, (start, _) in enumerate(windows)
+    ]
     # One protocol is measured on Spark: a second would cost another fit of every model.
     return decide(int(customers), repeat, periods, settings.test_days, measure_both=False)
 
@@ -182,8 +237,9 @@ def _seconds(moment: pd.Timestamp) -> int:
 
 
 # ----------------------------------------------------------------------------- the folds
-def _folds(lines: DataFrame, protocol: Protocol, n_items: int, settings: EvaluationSettings, unit: str
-           ) -> tuple[SparkFold, SparkFold | None]:
+def _folds(
+    lines: DataFrame, protocol: Protocol, n_items: int, settings: EvaluationSettings, unit: str
+) -> tuple[SparkFold, SparkFold | None]:
     """The test fold and the validation fold carved from its training side."""
     from pyspark.sql import functions as F
 
@@ -192,19 +248,28 @@ def _folds(lines: DataFrame, protocol: Protocol, n_items: int, settings: Evaluat
         train, held = _holdout_split(lines, seed)
         test = _holdout_fold(train, held, n_items, settings, unit)
         inner_train, inner_held = _holdout_split(train, seed + 1)
-        return test, _optional(lambda: _holdout_fold(inner_train, inner_held, n_items, settings, unit))
+        return test, _optional(
+            lambda: _holdout_fold(inner_train, inner_held, n_items, settings, unit)
+        )
     if protocol.name == NEXT_PURCHASE:
         train, held = _next_purchase_split(lines, 1.0, seed)
         test = _time_fold(train, held, n_items, settings, {"split": NEXT_PURCHASE})
         inner_train, inner_held = _next_purchase_split(train, VALIDATION_SHARE, seed)
-        return test, _optional(lambda: _time_fold(inner_train, inner_held, n_items, settings, {"split": NEXT_PURCHASE}))
+        return test, _optional(
+            lambda: _time_fold(inner_train, inner_held, n_items, settings, {"split": NEXT_PURCHASE})
+        )
     high = lines.agg(F.max("t")).first()[0]
     windows = period_cutoffs(pd.Timestamp(int(high), unit="s"), settings.test_days, 2)
 
     def period(start: pd.Timestamp, stop: pd.Timestamp) -> SparkFold:
         lo, hi = _seconds(start), _seconds(stop)
-        return _time_fold(lines.where(F.col("t") < lo), lines.where((F.col("t") >= lo) & (F.col("t") < hi)),
-                          n_items, settings, {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"})
+        return _time_fold(
+            lines.where(F.col("t") < lo),
+            lines.where((F.col("t") >= lo) & (F.col("t") < hi)),
+            n_items,
+            settings,
+            {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"},
+        )
 
     return period(*windows[0]), _optional(lambda: period(*windows[1]))
 
@@ -230,12 +295,18 @@ def _next_purchase_split(lines: DataFrame, share: float, seed: int) -> tuple[Dat
     from pyspark.sql import functions as F
 
     order_key = F.coalesce(F.col("order_id").cast("string"), F.col("t").cast("string"))
-    orders = lines.withColumn("order", order_key).groupBy("row", "order").agg(F.max("t").alias("order_t"))
+    orders = (
+        lines.withColumn("order", order_key)
+        .groupBy("row", "order")
+        .agg(F.max("t").alias("order_t"))
+    )
     latest = Window.partitionBy("row").orderBy(F.col("order_t").desc(), F.col("order").desc())
     per_customer = Window.partitionBy("row")
-    last = (orders.withColumn("rank", F.row_number().over(latest))
-            .withColumn("first_t", F.min("order_t").over(per_customer))
-            .where((F.col("rank") == 1) & (F.col("order_t") > F.col("first_t"))))
+    last = (
+        orders.withColumn("rank", F.row_number().over(latest))
+        .withColumn("first_t", F.min("order_t").over(per_customer))
+        .where((F.col("rank") == 1) & (F.col("order_t") > F.col("first_t")))
+    )
     if share < 1.0:
         last = last.where(_uniform(F, F.col("row"), F.lit(seed)) < share)
     held_keys = last.select("row", "order")
@@ -253,12 +324,16 @@ def _holdout_split(lines: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
     return lines.where(~held_rows), lines.where(held_rows)
 
 
-def _sample(rows: NDArray[np.int64], n_items: int, settings: EvaluationSettings) -> tuple[NDArray[np.int64], bool]:
+def _sample(
+    rows: NDArray[np.int64], n_items: int, settings: EvaluationSettings
+) -> tuple[NDArray[np.int64], bool]:
     """The rows measured: all, or as many as ``max_eval_users`` (and the score budget) allow."""
     limit = sample_limit(settings, n_items)
     if len(rows) <= limit:
         return rows, False
-    return np.sort(np.random.default_rng(settings.random_state).choice(rows, limit, replace=False)), True
+    return np.sort(
+        np.random.default_rng(settings.random_state).choice(rows, limit, replace=False)
+    ), True
 
 
 def _pairs(frame: DataFrame, columns: tuple[str, ...]) -> tuple[NDArray[np.int64], ...]:
@@ -266,14 +341,23 @@ def _pairs(frame: DataFrame, columns: tuple[str, ...]) -> tuple[NDArray[np.int64
     return tuple(table[column].to_numpy(dtype=np.int64) for column in columns)
 
 
-def _time_fold(train: DataFrame, test: DataFrame, n_items: int, settings: EvaluationSettings,
-               description: dict[str, Any]) -> SparkFold:
+def _time_fold(
+    train: DataFrame,
+    test: DataFrame,
+    n_items: int,
+    settings: EvaluationSettings,
+    description: dict[str, Any],
+) -> SparkFold:
     """Customers of the training side, measured on the items new to them in ``test``."""
     from pyspark.sql import functions as F
 
     bought = train.select("row", "item").distinct()
-    new = (test.select("row", "item").distinct().join(bought.select("row").distinct(), "row", "left_semi")
-           .join(bought, ["row", "item"], "left_anti"))
+    new = (
+        test.select("row", "item")
+        .distinct()
+        .join(bought.select("row").distinct(), "row", "left_semi")
+        .join(bought, ["row", "item"], "left_anti")
+    )
     n_targets = new.groupBy("row").count().toPandas()
     if n_targets.empty:
         raise DataError("evaluation: no customer bought anything new in the held-out purchases")
@@ -289,19 +373,38 @@ def _time_fold(train: DataFrame, test: DataFrame, n_items: int, settings: Evalua
     targets = _binary(np.searchsorted(rows, target_rows[reachable]), target_items[reachable], shape)
     counts = n_targets.set_index("row")["count"].loc[rows].to_numpy(dtype=np.int64)
     held_out = HeldOut(rows, seen, targets, counts, popularity)
-    train_until, test_from, test_until = train.agg(F.max("t")).first()[0], *test.agg(F.min("t"), F.max("t")).first()
+    train_until, test_from, test_until = (
+        train.agg(F.max("t")).first()[0],
+        *test.agg(F.min("t"), F.max("t")).first(),
+    )
     description = {
-        "train_until": _when(train_until), **description, "test_from": _when(test_from), "test_until": _when(test_until),
-        "customers_evaluated": int(len(rows)), "target_pairs": int(counts.sum()),
+        "train_until": _when(train_until),
+        **description,
+        "test_from": _when(test_from),
+        "test_until": _when(test_until),
+        "customers_evaluated": int(len(rows)),
+        "target_pairs": int(counts.sum()),
         "unreachable_target_pairs": int(counts.sum() - targets.nnz),
-        "train_customers": int(bought.select("row").distinct().count()), "train_items": int((~absent).sum()),
+        "train_customers": int(bought.select("row").distinct().count()),
+        "train_items": int((~absent).sum()),
     }
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(n_targets)} evaluable customers, at random"
-    return SparkFold("time", train, held_out, absent, description, [], train_until, settings.neighbours.max_history)
+    return SparkFold(
+        "time",
+        train,
+        held_out,
+        absent,
+        description,
+        [],
+        train_until,
+        settings.neighbours.max_history,
+    )
 
 
-def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, settings: EvaluationSettings, unit: str) -> SparkFold:
+def _holdout_fold(
+    train: DataFrame, held: DataFrame, n_items: int, settings: EvaluationSettings, unit: str
+) -> SparkFold:
     """Held-out customers (or baskets) with two or more items, one of them hidden (the lowest
     seeded hash)."""
     from pyspark.sql import Window
@@ -310,14 +413,19 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, settings: Eva
     seed = settings.random_state
     pairs = held.select("row", "item").distinct()
     draw = Window.partitionBy("row").orderBy(F.xxhash64("row", "item", F.lit(seed)), "item")
-    ranked = (pairs.withColumn("rank", F.row_number().over(draw))
-              .withColumn("size", F.count("*").over(Window.partitionBy("row"))).where(F.col("size") >= 2))
+    ranked = (
+        pairs.withColumn("rank", F.row_number().over(draw))
+        .withColumn("size", F.count("*").over(Window.partitionBy("row")))
+        .where(F.col("size") >= 2)
+    )
     candidates = np.sort(_pairs(ranked.where(F.col("rank") == 1), ("row",))[0])
     if not len(candidates):
         raise DataError("evaluation: too few customers to hold any out")
     rows, sampled = _sample(candidates, n_items, settings)
     chosen = train.sparkSession.createDataFrame(pd.DataFrame({"row": rows.astype(np.int32)}))
-    row_of, item_of, rank_of = _pairs(ranked.join(F.broadcast(chosen), "row"), ("row", "item", "rank"))
+    row_of, item_of, rank_of = _pairs(
+        ranked.join(F.broadcast(chosen), "row"), ("row", "item", "rank")
+    )
     bought = train.select("row", "item").distinct()
     popularity, absent = _training_items(bought, n_items)
     position = np.searchsorted(rows, row_of)
@@ -326,26 +434,49 @@ def _holdout_fold(train: DataFrame, held: DataFrame, n_items: int, settings: Eva
     seen = _binary(position[query], item_of[query], shape)
     hidden = ~query & ~absent[item_of]
     targets = _binary(position[hidden], item_of[hidden], shape)
-    held_out = HeldOut(np.arange(len(rows), dtype=np.int64), seen, targets, np.ones(len(rows), dtype=np.int64),
-                       popularity)
-    description = {"split": RANDOM_HOLDOUT, "held_out": f"{len(rows)} {unit}",
-                   f"train_{unit}": int(bought.select("row").distinct().count()),
-                   "task": "find the one hidden item from the rest"}
+    held_out = HeldOut(
+        np.arange(len(rows), dtype=np.int64),
+        seen,
+        targets,
+        np.ones(len(rows), dtype=np.int64),
+        popularity,
+    )
+    description = {
+        "split": RANDOM_HOLDOUT,
+        "held_out": f"{len(rows)} {unit}",
+        f"train_{unit}": int(bought.select("row").distinct().count()),
+        "task": "find the one hidden item from the rest",
+    }
     if sampled:
         description["sampled"] = f"{len(rows)} of {len(candidates)} held-out {unit}, at random"
-    return SparkFold("holdout", train, held_out, absent, description,
-                     [f"holdout:{number}" for number in range(len(rows))], None, settings.neighbours.max_history, unit)
+    return SparkFold(
+        "holdout",
+        train,
+        held_out,
+        absent,
+        description,
+        [f"holdout:{number}" for number in range(len(rows))],
+        None,
+        settings.neighbours.max_history,
+        unit,
+    )
 
 
-def _training_items(bought: DataFrame, n_items: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def _training_items(
+    bought: DataFrame, n_items: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Customers (rows) per item on the training side, and the items none bought there."""
     from pyspark.sql import functions as F
 
-    popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(np.float64)
+    popularity = item_totals(bought.withColumn("one", F.lit(1.0)), "one", n_items).astype(
+        np.float64
+    )
     return popularity, popularity == 0
 
 
-def _binary(rows: NDArray[np.int64], cols: NDArray[np.int64], shape: tuple[int, int]) -> sp.csr_matrix:
+def _binary(
+    rows: NDArray[np.int64], cols: NDArray[np.int64], shape: tuple[int, int]
+) -> sp.csr_matrix:
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
     matrix.data[:] = 1.0
     return matrix
@@ -364,7 +495,11 @@ def _item_scores(fold: SparkFold, params: dict[str, Any], max_history: int) -> N
     key = ("knn", tuple(sorted(params.items())), max_history)
     if key not in fold.fitted:
         n_items = len(fold.absent)
-        knn = {name: int(params[name]) for name in ("neighbours", "min_support", "min_pair_support") if name in params}
+        knn = {
+            name: int(params[name])
+            for name in ("neighbours", "min_support", "min_pair_support")
+            if name in params
+        }
         latest = fold.train.groupBy("row", "item").agg(F.max("t").alias("last"))
         model = SparkCosineNeighbours(**knn).fit(capped_pairs(latest, max_history), n_items)
         fold.fitted[key] = model.score_rows(fold.held_out.seen)
@@ -378,21 +513,33 @@ def _als_scores(fold: SparkFold, als: AlsSettings) -> NDArray[np.float32]:
     if key not in fold.fitted:
         n_items = len(fold.absent)
         counts = fold.train.groupBy("row", "item").agg(F.count("*").alias("lines"))
-        weight = F.lit(1.0) if als.confidence == "binary" else 1.0 + F.log(F.col("lines").cast("double"))
+        weight = (
+            F.lit(1.0) if als.confidence == "binary" else 1.0 + F.log(F.col("lines").cast("double"))
+        )
         ratings = counts.select("row", "item", weight.alias("rating")).persist()
         n_rows, nnz = ratings.agg(F.countDistinct("row"), F.count("*")).first()
-        params = spark_als_params(als.factors, als.regularization, als.alpha, als.iterations, nnz / max(n_rows, 1))
+        params = spark_als_params(
+            als.factors, als.regularization, als.alpha, als.iterations, nnz / max(n_rows, 1)
+        )
         user_rows, item_rows = fit_als(ratings, params, als.random_state)
         item_factors = _factors(item_rows.toPandas(), n_items, als.factors)
         if fold.timed:
-            chosen = fold.train.sparkSession.createDataFrame(pd.DataFrame({"id": fold.held_out.rows.astype(np.int32)}))
+            chosen = fold.train.sparkSession.createDataFrame(
+                pd.DataFrame({"id": fold.held_out.rows.astype(np.int32)})
+            )
             table = user_rows.join(F.broadcast(chosen), "id").toPandas()
             table["id"] = np.searchsorted(fold.held_out.rows, table["id"].to_numpy())
             user_factors = _factors(table, len(fold.held_out.rows), als.factors)
         else:
-            folded = ALS.from_arrays({"user_factors": np.zeros((0, als.factors), dtype=np.float32),
-                                      "item_factors": item_factors},
-                                     factors=als.factors, regularization=als.regularization, alpha=als.alpha)
+            folded = ALS.from_arrays(
+                {
+                    "user_factors": np.zeros((0, als.factors), dtype=np.float32),
+                    "item_factors": item_factors,
+                },
+                factors=als.factors,
+                regularization=als.regularization,
+                alpha=als.alpha,
+            )
             user_factors = folded.fold_in_rows(fold.held_out.seen)
         ratings.unpersist()
         fold.fitted[key] = (user_factors @ item_factors.T).astype(np.float32)
@@ -402,7 +549,9 @@ def _als_scores(fold: SparkFold, als: AlsSettings) -> NDArray[np.float32]:
 def _factors(table: pd.DataFrame, length: int, factors: int) -> NDArray[np.float32]:
     out = np.zeros((length, factors), dtype=np.float32)
     if len(table):
-        out[table["id"].to_numpy(dtype=np.int64)] = np.stack(table["features"].to_numpy()).astype(np.float32)
+        out[table["id"].to_numpy(dtype=np.int64)] = np.stack(table["features"].to_numpy()).astype(
+            np.float32
+        )
     return out
 
 
@@ -417,15 +566,18 @@ def _trend(fold: SparkFold, half_life: float) -> NDArray[np.float64]:
             trend = fold.held_out.popularity.astype(np.float64)
         else:
             latest = fold.train.groupBy("row", "item").agg(F.max("t").alias("last"))
-            weighted = latest.withColumn("weight", F.pow(F.lit(0.5), (F.lit(fold.newest) - F.col("last"))
-                                                         / F.lit(DAY * half_life)))
+            weighted = latest.withColumn(
+                "weight",
+                F.pow(F.lit(0.5), (F.lit(fold.newest) - F.col("last")) / F.lit(DAY * half_life)),
+            )
             trend = item_totals(weighted, "weight", len(fold.absent)).astype(np.float64)
         fold.fitted[key] = trend / trend.max() if trend.max() > 0 else trend
     return fold.fitted[key]
 
 
-def _scores(fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None = None
-            ) -> NDArray[np.float64]:
+def _scores(
+    fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None = None
+) -> NDArray[np.float64]:
     """Every item's score for the fold's rows under ``choice`` (items absent from the
     training side at minus infinity); neighbours on histories capped at ``max_history``
     (default: the run's)."""
@@ -433,7 +585,9 @@ def _scores(fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history:
     item = _item_scores(fold, choice.item_params, cap) if choice.item_part > 0 else None
     factors = _als_scores(fold, als) if choice.als_weight > 0 else None
     trend = _trend(fold, choice.trend_half_life_days)
-    scores = blend_scores(item, factors, trend, choice.als_weight, choice.trend_weight, choice.item_weight)
+    scores = blend_scores(
+        item, factors, trend, choice.als_weight, choice.trend_weight, choice.item_weight
+    )
     if scores is None:
         scores = np.tile(trend, (len(fold.held_out.rows), 1))
     scores[:, fold.absent] = -np.inf
@@ -445,35 +599,53 @@ def _ranked(fold: SparkFold, scores: NDArray[np.float64], depth: int) -> NDArray
 
 
 # ----------------------------------------------------------------------------- search and measure
-def _search(fold: SparkFold, protocol: str, settings: EvaluationSettings) -> tuple[BlendChoice, dict[str, Any]]:
+def _search(
+    fold: SparkFold, protocol: str, settings: EvaluationSettings
+) -> tuple[BlendChoice, dict[str, Any]]:
     """Every part alone (neighbours, ALS, trending, popularity) and the neighbours blended with
     ALS and trending over the local engine's weight grids; the noise rule picks."""
     params = {"similarity": "cosine", **knn_params(settings)}
     half_life = settings.trending_half_life_days
     has_als = fold.unit == "customers"  # a basket has no factors of its own to learn
-    candidates = [BlendChoice("item_knn", params, 0.0, 0.0, half_life),
-                  BlendChoice("item_knn", params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0)]
+    candidates = [
+        BlendChoice("item_knn", params, 0.0, 0.0, half_life),
+        BlendChoice("item_knn", params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0),
+    ]
     if has_als:
         candidates.append(BlendChoice("item_knn", params, 1.0, 0.0, half_life))
     if fold.timed:
         candidates.append(BlendChoice("item_knn", params, 0.0, 1.0, half_life, 0.0, 0.0))
     trend_half_life = half_life if fold.timed else POPULARITY_HALF_LIFE
-    candidates += [BlendChoice("item_knn", params, als_weight, trend_weight, trend_half_life)
-                   for als_weight in (ALS_WEIGHTS if has_als else (0.0,)) for trend_weight in TREND_WEIGHTS
-                   if als_weight or trend_weight]
+    candidates += [
+        BlendChoice("item_knn", params, als_weight, trend_weight, trend_half_life)
+        for als_weight in (ALS_WEIGHTS if has_als else (0.0,))
+        for trend_weight in TREND_WEIGHTS
+        if als_weight or trend_weight
+    ]
     rows = {}
     for choice in dict.fromkeys(candidates):
         recommended = _ranked(fold, _scores(fold, choice, settings.als), settings.eval_k)
         rows[choice] = {protocol: row_ndcg(recommended, fold.held_out)}
     choice, rule = simplest_within_noise(rows, settings.random_state)
     table = sorted(rows, key=lambda c: float(rows[c][protocol].mean()), reverse=True)
-    return choice, {"rule": rule, "score": f"NDCG@k on {protocol}", "configurations_measured": len(rows),
-                    "search": [{"config": c.label(), f"ndcg {protocol}": round(float(rows[c][protocol].mean()), 5)}
-                               for c in table]}
+    return choice, {
+        "rule": rule,
+        "score": f"NDCG@k on {protocol}",
+        "configurations_measured": len(rows),
+        "search": [
+            {"config": c.label(), f"ndcg {protocol}": round(float(rows[c][protocol].mean()), 5)}
+            for c in table
+        ],
+    }
 
 
-def _measure(fold: SparkFold, choice: BlendChoice, settings: EvaluationSettings, current: dict[str, Any] | None,
-             notes: list[str]) -> dict[str, Any]:
+def _measure(
+    fold: SparkFold,
+    choice: BlendChoice,
+    settings: EvaluationSettings,
+    current: dict[str, Any] | None,
+    notes: list[str],
+) -> dict[str, Any]:
     """The shipped choice, its parts, the serving model's recipe refitted, and popularity, on
     the test fold (used once, after the choice)."""
     shipped_top = _ranked(fold, _scores(fold, choice, settings.als), max(CUTS[-1], SAVED_DEPTH))
@@ -486,31 +658,51 @@ def _measure(fold: SparkFold, choice: BlendChoice, settings: EvaluationSettings,
     if recipe is not None:
         results["current blend"] = _metrics(fold, *recipe, settings)
     results["baseline: popularity"] = _metrics(
-        fold, BlendChoice("item_knn", choice.item_params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0), settings.als,
-        None, settings)
+        fold,
+        BlendChoice("item_knn", choice.item_params, 0.0, 1.0, POPULARITY_HALF_LIFE, 0.0, 0.0),
+        settings.als,
+        None,
+        settings,
+    )
     params = {"similarity": "cosine", **knn_params(settings)}
     results["baseline: item-knn cosine (spark)"] = _metrics(
-        fold, BlendChoice("item_knn", params, 0.0, 0.0, settings.trending_half_life_days), settings.als, None, settings)
+        fold,
+        BlendChoice("item_knn", params, 0.0, 0.0, settings.trending_half_life_days),
+        settings.als,
+        None,
+        settings,
+    )
     if fold.unit == "customers":
         results["baseline: ALS (spark)"] = _metrics(
-            fold, BlendChoice("item_knn", params, 1.0, 0.0, settings.trending_half_life_days), settings.als, None,
-            settings)
-    out: dict[str, Any] = {"models": results, "shipped": shipped_name, "headline": "ndcg",
-                           "headline_value": results[shipped_name]["ndcg"],
-                           "headline_ci95": results[shipped_name]["ndcg_ci95"], "recommended": shipped_top}
+            fold,
+            BlendChoice("item_knn", params, 1.0, 0.0, settings.trending_half_life_days),
+            settings.als,
+            None,
+            settings,
+        )
+    out: dict[str, Any] = {
+        "models": results,
+        "shipped": shipped_name,
+        "headline": "ndcg",
+        "headline_value": results[shipped_name]["ndcg"],
+        "headline_ci95": results[shipped_name]["ndcg_ci95"],
+        "recommended": shipped_top,
+    }
     if "current blend" in results:
         out["current_headline_value"] = results["current blend"]["ndcg"]
     return out
 
 
-def _metrics(fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None, settings: Any
-             ) -> dict[str, Any]:
+def _metrics(
+    fold: SparkFold, choice: BlendChoice, als: AlsSettings, max_history: int | None, settings: Any
+) -> dict[str, Any]:
     scores = _scores(fold, choice, als, max_history)
     return held_out_metrics(fold.held_out, np.empty(0), settings, _ranked(fold, scores, max(CUTS)))
 
 
-def _current_recipe(current: dict[str, Any] | None, notes: list[str]
-                    ) -> tuple[BlendChoice, AlsSettings, int | None] | None:
+def _current_recipe(
+    current: dict[str, Any] | None, notes: list[str]
+) -> tuple[BlendChoice, AlsSettings, int | None] | None:
     """The serving model's blend, ALS settings and history cap, from its manifest, when Spark
     can refit them: its item part must be cosine neighbours (a local model's EASE, say, is not)."""
     if not current or not current.get("blend"):
@@ -519,32 +711,44 @@ def _current_recipe(current: dict[str, Any] | None, notes: list[str]
         blend = BlendChoice(**current["blend"])
     except TypeError:
         return None
-    if blend.item_part > 0 and (blend.item_model != "item_knn" or blend.item_params.get("similarity") != "cosine"):
-        notes.append(f"gate: the current model's item part ({blend.item_label()}) cannot be fitted on Spark; "
-                     "the gate is not applied")
+    if blend.item_part > 0 and (
+        blend.item_model != "item_knn" or blend.item_params.get("similarity") != "cosine"
+    ):
+        notes.append(
+            f"gate: the current model's item part ({blend.item_label()}) cannot be fitted on Spark; "
+            "the gate is not applied"
+        )
         return None
     params = current.get("params") or {}
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    als = dataclasses.replace(TrainConfig(), **{key: value for key, value in params.items()
-                                                if key.startswith("als_") and key in fields}).als
+    als = dataclasses.replace(
+        TrainConfig(),
+        **{key: value for key, value in params.items() if key.startswith("als_") and key in fields},
+    ).als
     return blend, als, params.get("max_history")
 
 
-def _predictions(fold: SparkFold, recommended: NDArray[np.int64], users: DataFrame,
-                 item_ids: NDArray[np.str_]) -> dict[str, NDArray[Any]]:
+def _predictions(
+    fold: SparkFold, recommended: NDArray[np.int64], users: DataFrame, item_ids: NDArray[np.str_]
+) -> dict[str, NDArray[Any]]:
     """The shipped model's test rankings and targets, in external ids (as the local engine
     saves them), so the reported figure can be recomputed from the version."""
     from pyspark.sql import functions as F
 
     if fold.timed:
-        chosen = users.sparkSession.createDataFrame(pd.DataFrame({"row": fold.held_out.rows.astype(np.int32)}))
+        chosen = users.sparkSession.createDataFrame(
+            pd.DataFrame({"row": fold.held_out.rows.astype(np.int32)})
+        )
         table = users.join(F.broadcast(chosen), "row").toPandas().set_index("row")
         row_ids = table.loc[fold.held_out.rows, "user_id"].astype(str).tolist()
     else:
         row_ids = fold.row_ids
     targets = fold.held_out.targets.tocsr()
     targets.sort_indices()
-    return {"row_ids": np.asarray(row_ids, dtype=np.str_), "recommended": np.asarray(item_ids[recommended], dtype=np.str_),
-            "targets.indptr": targets.indptr.astype(np.int64),
-            "targets.items": np.asarray(item_ids[targets.indices], dtype=np.str_),
-            "n_targets": fold.held_out.n_targets.astype(np.int64)}
+    return {
+        "row_ids": np.asarray(row_ids, dtype=np.str_),
+        "recommended": np.asarray(item_ids[recommended], dtype=np.str_),
+        "targets.indptr": targets.indptr.astype(np.int64),
+        "targets.items": np.asarray(item_ids[targets.indices], dtype=np.str_),
+        "n_targets": fold.held_out.n_targets.astype(np.int64),
+    }

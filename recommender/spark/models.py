@@ -4,6 +4,7 @@ Both functions take DataFrames of integer indices (``row``, ``item``; the id map
 by the caller) and return numpy arrays shaped exactly like the local models' attributes, so
 the artifacts written from them are the ones the server already reads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,9 @@ class SparkCosineNeighbours(NeighbourModel):
     fitted attributes are those of ``NeighbourModel``.
     """
 
-    def __init__(self, neighbours: int = 50, min_support: int = 3, min_pair_support: int = 2) -> None:
+    def __init__(
+        self, neighbours: int = 50, min_support: int = 3, min_pair_support: int = 2
+    ) -> None:
         self.neighbours = neighbours
         self.min_support = min_support
         self.min_pair_support = min_pair_support
@@ -55,21 +58,43 @@ class SparkCosineNeighbours(NeighbourModel):
         support = pairs.groupBy("item").agg(F.count("*").alias("n"))
         left = pairs.select(F.col("row"), F.col("item").alias("a"))
         right = pairs.select(F.col("row"), F.col("item").alias("b"))
-        shared = (left.join(right, "row").where(F.col("a") < F.col("b"))
-                  .groupBy("a", "b").agg(F.count("*").alias("shared")))
-        both_ways = shared.unionByName(shared.select(F.col("b").alias("a"), F.col("a").alias("b"), "shared"))
-        itself = support.select(F.col("item").alias("a"), F.col("item").alias("b"), F.col("n").alias("shared"))
+        shared = (
+            left.join(right, "row")
+            .where(F.col("a") < F.col("b"))
+            .groupBy("a", "b")
+            .agg(F.count("*").alias("shared"))
+        )
+        both_ways = shared.unionByName(
+            shared.select(F.col("b").alias("a"), F.col("a").alias("b"), "shared")
+        )
+        itself = support.select(
+            F.col("item").alias("a"), F.col("item").alias("b"), F.col("n").alias("shared")
+        )
         n_a = support.select(F.col("item").alias("a"), F.col("n").alias("n_a"))
         n_b = support.select(F.col("item").alias("b"), F.col("n").alias("n_b"))
-        scored = (both_ways.unionByName(itself).join(F.broadcast(n_a), "a").join(F.broadcast(n_b), "b")
-                  .withColumn("score", (F.col("shared") / F.sqrt(F.col("n_a") * F.col("n_b"))).cast("float")))
+        scored = (
+            both_ways.unionByName(itself)
+            .join(F.broadcast(n_a), "a")
+            .join(F.broadcast(n_b), "b")
+            .withColumn(
+                "score", (F.col("shared") / F.sqrt(F.col("n_a") * F.col("n_b"))).cast("float")
+            )
+        )
         by_score = Window.partitionBy("a").orderBy(F.col("score").desc(), F.col("b"))
         candidates = scored.withColumn("rank", F.row_number().over(by_score)).where(
-            F.col("rank") <= 2 * self.neighbours + 1)
-        kept = (candidates.where((F.col("a") != F.col("b")) & (F.col("n_a") >= self.min_support)
-                                 & (F.col("n_b") >= self.min_support) & (F.col("shared") >= self.min_pair_support))
-                .withColumn("rank", F.row_number().over(by_score)).where(F.col("rank") <= self.neighbours)
-                .select("a", "b", "score", "shared", "rank"))
+            F.col("rank") <= 2 * self.neighbours + 1
+        )
+        kept = (
+            candidates.where(
+                (F.col("a") != F.col("b"))
+                & (F.col("n_a") >= self.min_support)
+                & (F.col("n_b") >= self.min_support)
+                & (F.col("shared") >= self.min_pair_support)
+            )
+            .withColumn("rank", F.row_number().over(by_score))
+            .where(F.col("rank") <= self.neighbours)
+            .select("a", "b", "score", "shared", "rank")
+        )
         table = kept.collect()  # n_items x K rows: small
         shape = (n_items, self.neighbours)
         self.neighbour_ids_ = np.full(shape, -1, dtype=np.int32)
@@ -83,8 +108,14 @@ class SparkCosineNeighbours(NeighbourModel):
             self.neighbour_support_[at] = count
         self.item_support_ = _dense(support.collect(), n_items).astype(np.int32)
         pairs.unpersist()
-        logger.info("%s (K=%d): %d items with neighbours, %d pairs, %.1fs", self.describe(), self.neighbours,
-                    int((self.neighbour_ids_[:, 0] >= 0).sum()), len(table), time.perf_counter() - started)
+        logger.info(
+            "%s (K=%d): %d items with neighbours, %d pairs, %.1fs",
+            self.describe(),
+            self.neighbours,
+            int((self.neighbour_ids_[:, 0] >= 0).sum()),
+            len(table),
+            time.perf_counter() - started,
+        )
         return self
 
 
@@ -97,7 +128,9 @@ def capped_pairs(customer_items: DataFrame, max_history: int) -> DataFrame:
     pairs = customer_items.select("row", "item", "last")
     if max_history > 0:
         recent = Window.partitionBy("row").orderBy(F.col("last").desc_nulls_last(), F.col("item"))
-        pairs = pairs.withColumn("rank", F.row_number().over(recent)).where(F.col("rank") <= max_history)
+        pairs = pairs.withColumn("rank", F.row_number().over(recent)).where(
+            F.col("rank") <= max_history
+        )
     return pairs.select("row", "item")
 
 
@@ -116,8 +149,9 @@ def item_totals(frame: DataFrame, value: str, n_items: int) -> NDArray[np.float3
     return _dense(frame.groupBy("item").agg(F.sum(value)).collect(), n_items).astype(np.float32)
 
 
-def spark_als_params(factors: int, regularization: float, alpha: float, iterations: int,
-                     mean_items_per_user: float) -> dict[str, float]:
+def spark_als_params(
+    factors: int, regularization: float, alpha: float, iterations: int, mean_items_per_user: float
+) -> dict[str, float]:
     """``pyspark.ml`` ALS parameters equivalent to the local (``implicit``) ones.
 
     ``implicit`` weighs an observed cell by ``alpha * w`` and penalises every factor by
@@ -126,8 +160,12 @@ def spark_als_params(factors: int, regularization: float, alpha: float, iteratio
     purchases) and its penalty ``regularization / mean ratings per user``, which gives the
     average customer the local penalty.
     """
-    return {"rank": factors, "maxIter": iterations, "alpha": max(alpha - 1.0, 0.0),
-            "regParam": regularization / max(mean_items_per_user, 1.0)}
+    return {
+        "rank": factors,
+        "maxIter": iterations,
+        "alpha": max(alpha - 1.0, 0.0),
+        "regParam": regularization / max(mean_items_per_user, 1.0),
+    }
 
 
 def fit_als(ratings: DataFrame, params: dict[str, float], seed: int) -> tuple[DataFrame, DataFrame]:
@@ -136,9 +174,19 @@ def fit_als(ratings: DataFrame, params: dict[str, float], seed: int) -> tuple[Da
     from pyspark.ml.recommendation import ALS
 
     started = time.perf_counter()
-    model = ALS(userCol="row", itemCol="item", ratingCol="rating", implicitPrefs=True, nonnegative=False,
-                rank=int(params["rank"]), maxIter=int(params["maxIter"]), regParam=float(params["regParam"]),
-                alpha=float(params["alpha"]), seed=seed, coldStartStrategy="nan").fit(ratings)
+    model = ALS(
+        userCol="row",
+        itemCol="item",
+        ratingCol="rating",
+        implicitPrefs=True,
+        nonnegative=False,
+        rank=int(params["rank"]),
+        maxIter=int(params["maxIter"]),
+        regParam=float(params["regParam"]),
+        alpha=float(params["alpha"]),
+        seed=seed,
+        coldStartStrategy="nan",
+    ).fit(ratings)
     logger.info("spark als %s: %.1fs", params, time.perf_counter() - started)
     return model.userFactors, model.itemFactors
 
@@ -154,6 +202,8 @@ def factor_block(table: Any) -> NDArray[np.float32]:
 
 def column_block(name: str, dtype: Any) -> Callable[[Any], NDArray[Any]]:
     """A ``stream_blocks`` converter: one column of the partition's Arrow table as ``dtype``."""
+
     def block(table: Any) -> NDArray[Any]:
         return np.asarray(table.column(name).to_numpy(zero_copy_only=False)).astype(dtype)
+
     return block

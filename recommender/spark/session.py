@@ -1,4 +1,5 @@
 """Starting (or joining) the Spark session a training run uses."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,10 @@ def spark_session(config: TrainConfig) -> SparkSession:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise ConfigError("engine: spark needs pyspark; install it with make install-spark "
-                          "(pip install '.[spark]')") from None
+        raise ConfigError(
+            "engine: spark needs pyspark; install it with make install-spark "
+            "(pip install '.[spark]')"
+        ) from None
     active = SparkSession.getActiveSession()
     if active is not None and config.spark_master is None:
         return active
@@ -55,16 +58,20 @@ def spark_session(config: TrainConfig) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if config.spark_partitions:
         settings["spark.sql.shuffle.partitions"] = str(config.spark_partitions)
-    elif master.startswith("local") and not submitted:  # Spark's 200 suits a cluster, not a few local cores
+    elif (
+        master.startswith("local") and not submitted
+    ):  # Spark's 200 suits a cluster, not a few local cores
         settings["spark.sql.shuffle.partitions"] = str(max(8, 4 * (os.cpu_count() or 2)))
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up failures share no base class
-        raise ConfigError(f"spark_master: cannot start Spark at {master or 'spark-submit master'!r}: "
-                          f"{first_line(exc)} "
-                          "(is Java 17 installed and JAVA_HOME set?)") from None
+        raise ConfigError(
+            f"spark_master: cannot start Spark at {master or 'spark-submit master'!r}: "
+            f"{first_line(exc)} "
+            "(is Java 17 installed and JAVA_HOME set?)"
+        ) from None
     session.sparkContext.setLogLevel("WARN")
     return session
 
@@ -82,7 +89,9 @@ def data_uri(path: object) -> str:
     return os.path.abspath(text)
 
 
-def stream_blocks(frame: DataFrame, to_block: Callable[[Any], NDArray[Any]]) -> Iterator[NDArray[Any]]:
+def stream_blocks(
+    frame: DataFrame, to_block: Callable[[Any], NDArray[Any]]
+) -> Iterator[NDArray[Any]]:
     """The rows of a sorted DataFrame as numpy blocks, one partition at a time, in order.
 
     Each partition reaches the executor's Python worker as Arrow record batches
@@ -112,7 +121,9 @@ def _encoder(to_block: Callable[[Any], NDArray[Any]]) -> Callable[[Iterator[Any]
             return
         buffer = io.BytesIO()
         np.save(buffer, to_block(pa.Table.from_batches(collected)), allow_pickle=False)
-        yield pa.RecordBatch.from_arrays([pa.array([buffer.getvalue()], type=pa.binary())], names=["block"])
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([buffer.getvalue()], type=pa.binary())], names=["block"]
+        )
 
     return encode
 

@@ -1,0 +1,190 @@
+"""Personal answers: a customer's picks, recommendations from a list of items (a cart, a wish
+list), the page you made, and the non-personal answer for an opted-out or forgotten customer.
+The personal part of ``service.RecommendationService``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ..activity import Event
+from ..algorithms.als import ALS
+from ..bundle import PersonalLists
+from ..data.idmap import IdMap
+from . import responses
+from .catalog import Catalog, Filters
+from .ranking import STRATEGIES, Ranked, Ranker, activity_weights
+
+
+class PersonalAnswers:
+    """Answers about one shopper; reads what ``RecommendationService`` prepared."""
+
+    version: str
+    catalog: Catalog
+    items: IdMap
+    users: IdMap
+    user_items: sp.csr_matrix
+    ranker: Ranker
+    als: ALS | None
+    lists: PersonalLists | None
+    activity_half_life_hours: float
+
+    def for_user(
+        self,
+        user_id: str,
+        k: int,
+        filters: Filters = Filters(),
+        exclude_purchased: bool = True,
+        recent: Sequence[Event] = (),
+    ) -> dict[str, Any]:
+        """Personal picks: ALS for a customer in the model, blended with the neighbours of their
+        purchases; a shopper the model has not seen is folded in from ``recent`` activity; one
+        with neither gets trending items (``strategy: popular``)."""
+        user_idx = self.users.index(user_id, missing="none")
+        owned = self._owned(user_idx, recent)
+        if user_idx is not None:
+            history, weights = self._purchase_row(user_idx)
+            vector = self.als.user_factors_[user_idx] if self.als is not None else None
+        else:
+            history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
+            vector = self.ranker.vector(history, weights)
+        ranked = (
+            self._from_list(user_idx, history, weights, k, filters, owned)
+            if user_idx is not None and exclude_purchased
+            else None
+        )
+        if ranked is None:
+            exclude = owned if exclude_purchased else np.empty(0, dtype=np.int64)
+            ranked = self.ranker.rank(history, weights, vector, k, filters, exclude)
+        response = self._answer(ranked)
+        if not len(history):
+            response["fallback_reason"] = "new_customer"
+        response["known_customer"] = user_idx is not None
+        return response
+
+    def for_items(
+        self,
+        item_ids: Sequence[str],
+        k: int,
+        filters: Filters = Filters(),
+        weights: Sequence[float] | None = None,
+        exclude_idx: NDArray[np.int64] | None = None,
+    ) -> dict[str, Any]:
+        """Recommendations from a list of items (a cart, a wish list): ALS fold-in blended with
+        the items' neighbours; each result names the listed item that led to it."""
+        indices = self.items.indices(item_ids)
+        known = indices >= 0
+        history = indices[known]
+        history_weights = (
+            np.ones(len(history)) if weights is None else np.asarray(weights, dtype=float)[known]
+        )
+        exclude = history if exclude_idx is None else np.union1d(history, exclude_idx)
+        ranked = self.ranker.rank(
+            history,
+            history_weights,
+            self.ranker.vector(history, history_weights),
+            k,
+            filters,
+            exclude,
+        )
+        response = self._answer(ranked)
+        response["unknown_items"] = [item for item, ok in zip(item_ids, known.tolist()) if not ok]
+        if not len(history):
+            response["fallback_reason"] = "no_known_items"
+        return response
+
+    def for_wishlist(
+        self,
+        user_id: str,
+        wished: Sequence[str],
+        recent: Sequence[Event],
+        k: int,
+        filters: Filters = Filters(),
+    ) -> dict[str, Any]:
+        """What customers who wanted these items also bought, without the wish list itself and
+        without what the shopper already bought; ``because`` names the wished item."""
+        owned = self._owned(self.users.index(user_id, missing="none"), recent)
+        response = self.for_items(wished, k, filters, exclude_idx=owned)
+        response.pop("unknown_items", None)
+        if not wished:
+            response["fallback_reason"] = "empty_wishlist"
+        return response
+
+    def page_you_made(
+        self, user_id: str, recent: Sequence[Event], k: int, filters: Filters = Filters()
+    ) -> dict[str, Any]:
+        """Recommendations from a shopper's recent activity, grouped by the item that led to them.
+
+        Events weigh by type (``ranking.TYPE_WEIGHTS``) and recency (half-life
+        ``activity_half_life_hours``). Items already bought (in the model or since) and the
+        items of the activity itself are not recommended.
+        """
+        user_idx = self.users.index(user_id, missing="none")
+        history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
+        if not len(history):
+            response = self.for_user(user_id, k, filters, recent=recent)
+            response["fallback_reason"] = "no_recent_activity"
+            response["groups"] = []
+            return response
+        exclude = np.union1d(self._owned(user_idx, recent), history)
+        ranked = self.ranker.rank(
+            history, weights, self.ranker.vector(history, weights), k, filters, exclude
+        )
+        response = self._answer(ranked)
+        response["groups"] = responses.page_groups(response, ranked, recent, self.catalog)
+        response["known_customer"] = user_idx is not None
+        return response
+
+    def not_personal(self, user_id: str, k: int, filters: Filters, reason: str) -> dict[str, Any]:
+        """Trending items only, for a customer who opted out or was forgotten; flagged as such."""
+        response = self._answer(self.ranker.popular(k, filters))
+        response["fallback_reason"] = reason
+        return response
+
+    def _from_list(
+        self,
+        user_idx: int,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        k: int,
+        filters: Filters,
+        owned: NDArray[np.int64],
+    ) -> Ranked | None:
+        """A known customer's answer read off their precomputed list: the list's items that
+        pass the filters and are not bought since, best first. None (score everything) when
+        there is no list, or the filters leave fewer than k of a list that may not hold every
+        candidate. Anything beyond the list scores no higher than its last item, so the answer
+        is the exhaustive ranking's."""
+        if self.lists is None or not self.lists.strategy[user_idx]:
+            return None
+        row = np.asarray(self.lists.items[user_idx])
+        listed = row[row >= 0].astype(np.int64)
+        allowed = self.catalog.allowed(filters, exclude_idx=owned)
+        chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
+        if len(chosen) < k and len(listed) == self.lists.depth:
+            return None
+        strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
+        place = {item: position for position, item in enumerate(listed.tolist())}
+        list_scores = np.asarray(self.lists.scores[user_idx])
+        ranked = Ranked(
+            items=chosen,
+            scores=[float(list_scores[place[item]]) for item in chosen],
+            sources=[strategy] * len(chosen),
+            strategy=strategy,
+        )
+        self.ranker.fill_popular(ranked, k, allowed, filters)
+        ranked.reasons = self.ranker.reasons(history, weights, ranked.items)
+        return ranked
+
+    def _answer(self, ranked: Ranked) -> dict[str, Any]:
+        return responses.ranking(ranked, self.catalog, self.version)
+
+    def _purchase_row(self, user_idx: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        raise NotImplementedError
+
+    def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
+        raise NotImplementedError

@@ -1,0 +1,139 @@
+"""Why each item was recommended: for each chosen item, the item of the shopper's history
+that contributed most to its score ("because you viewed X"), read from the item-to-item
+matrix's rows or, where shorter, from the chosen items' columns (its saved transpose)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from ..algorithms.als import ALS
+
+
+class ReasonFinder:
+    """The reasons part of ``ranking.Ranker``: it reads the matrix, its transpose and ALS."""
+
+    matrix: sp.csr_matrix
+    incoming: sp.csr_matrix | None
+    als: ALS | None
+
+    def contributions(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]]:
+        """Every (history position, neighbour, weighted score) entry of the history's rows of the
+        item-to-item matrix, gathered with numpy from the CSR arrays."""
+        owners, columns, values = gather_rows(self.matrix, history)
+        return owners, columns, values * np.asarray(weights)[owners]
+
+    def reasons(
+        self,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        chosen: list[int],
+        gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None,
+    ) -> list[int]:
+        """For each chosen item, the history item that contributed most (-1 when none did).
+
+        The item-to-item contribution decides; where there is none, the history item whose
+        ALS factors are closest does. Read from the history's rows (``gathered`` when the
+        caller has them already) or the chosen items' columns, whichever is shorter.
+        """
+        if not len(history) or not chosen:
+            return [-1] * len(chosen)
+        columns = np.asarray(chosen)
+        best_owner = None
+        if (
+            gathered is None
+            and self.incoming is not None
+            and self._columns_shorter(history, columns)
+        ):
+            best_owner = self._best_owners(history, weights, columns)
+        if best_owner is None:
+            best_owner = self._best_owners_by_rows(history, weights, columns, gathered)
+        closest = None
+        if self.als is not None and len(best_owner) < len(chosen):
+            factors = self.als.item_factors_
+            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
+        reasons = []
+        for position, item in enumerate(chosen):
+            owner = best_owner.get(item)
+            if owner is None and closest is not None:
+                owner = int(closest[position])
+            reasons.append(int(history[owner]) if owner is not None else -1)
+        return reasons
+
+    def _columns_shorter(self, history: NDArray[np.int64], columns: NDArray[np.int64]) -> bool:
+        """Whether the chosen items' columns hold fewer entries than the history's rows."""
+        assert self.incoming is not None
+        rows = self.matrix.indptr[history + 1] - self.matrix.indptr[history]
+        incoming = self.incoming.indptr[columns + 1] - self.incoming.indptr[columns]
+        return int(incoming.sum()) < int(rows.sum())
+
+    def _best_owners_by_rows(
+        self,
+        history: NDArray[np.int64],
+        weights: NDArray[np.float64],
+        columns: NDArray[np.int64],
+        gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None,
+    ) -> dict[int, int]:
+        """Chosen item -> the history position contributing most, from the history's rows."""
+        owners, neighbours, contributions = (
+            gathered if gathered is not None else self.contributions(history, weights)
+        )
+        relevant = np.isin(neighbours, columns) & (contributions > 0)
+        owners, neighbours, contributions = (
+            owners[relevant],
+            neighbours[relevant],
+            contributions[relevant],
+        )
+        if not len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
+            return {}
+        order = np.lexsort((-contributions, neighbours))
+        first = np.r_[True, np.diff(neighbours[order]) != 0]
+        return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+
+    def _best_owners(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64], columns: NDArray[np.int64]
+    ) -> dict[int, int] | None:
+        """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
+        chosen items' columns: k short rows instead of a heavy buyer's thousands. None for a
+        list with repeated items (a cart can have them): each occurrence weighs on its own
+        there, which the rows' walk handles and this lookup (one occurrence per item) does not."""
+        by_item = np.argsort(history, kind="stable")
+        ordered = history[by_item]
+        if (ordered[1:] == ordered[:-1]).any():
+            return None
+        chosen_position, sources, values = gather_rows(self.incoming, columns)
+        sources = np.asarray(sources, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ordered, sources), len(history) - 1)
+        history_position = by_item[at]
+        contributions = values * np.asarray(weights)[history_position]
+        keep = (history[history_position] == sources) & (contributions > 0)
+        chosen_position, history_position = chosen_position[keep], history_position[keep]
+        if not len(chosen_position):
+            return {}
+        order = np.lexsort((history_position, -contributions[keep], chosen_position))
+        first = np.r_[True, np.diff(chosen_position[order]) != 0]
+        return dict(
+            zip(
+                columns[chosen_position[order][first]].tolist(),
+                history_position[order][first].tolist(),
+            )
+        )
+
+
+def gather_rows(
+    matrix: sp.csr_matrix, rows: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    """Every stored entry of ``rows`` of a CSR matrix, gathered with numpy straight from its
+    (memory-mapped) arrays, no sparse object built: (position in ``rows``, column, value)."""
+    starts = np.asarray(matrix.indptr[rows], dtype=np.int64)
+    lengths = np.asarray(matrix.indptr[rows + 1], dtype=np.int64) - starts
+    offsets = np.cumsum(lengths) - lengths
+    positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+    return (
+        np.repeat(np.arange(len(rows)), lengths),
+        matrix.indices[positions],
+        matrix.data[positions],
+    )
