@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 ENGINE ?= local
 SPARK_MASTER ?=
 
-# A SQLite file or a postgresql:// URL (README, "Several servers, one PostgreSQL").
+# A SQLite file or a postgresql:// URL (docs/operations.md, "Several servers, one PostgreSQL").
 ACTIVITY_DB ?= $(or $(RECO_ACTIVITY_DB),var/activity.sqlite3)
 ALERTS ?= exports/alerts.csv
 ALERTS_ARGS ?=

@@ -7,7 +7,7 @@
    suppression and its recent events, ``ActivityStore.shopper``: one statement) through
    psycopg 3 + psycopg_pool and through SQLite, and the same statement through SQLAlchemy
    Core (QueuePool, ``text()``), median microseconds per request over 5,000 requests after a
-   warm-up. This chose the driver (README, Dependencies).
+   warm-up. This chose the driver (README, Dependencies; docs/performance.md).
 2. The server (``serve.py``, 2 sync workers, the shipped model in bench/.cache/models_shipped)
    on each store, a throwaway PostgreSQL cluster on 127.0.0.1 (``recommender.testing``):
    per endpoint, throughput at saturation (``wrk -t2 -c32``) as a share of ``/health`` in

@@ -255,7 +255,7 @@ class ServeConfig:
     reload_interval: float = 2.0
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 1))
     # Sync workers (1 thread each): measured against 4 gthread threads, p99 at 32 connections
-    # is half or less at about the same throughput (README, Performance). Behind a buffering proxy.
+    # is half or less at about the same throughput (docs/performance.md). Behind a buffering proxy.
     threads: int = 1
     # A SQLite file or a postgresql:// URL (``activity.ActivityStore``); the password may come apart.
     activity_db: Path | str = Path("var/activity.sqlite3")

@@ -118,7 +118,7 @@ def test_long_urls_get_the_apps_json_400_up_to_gunicorns_limit(
                 and json.loads(body)["error"]["message"] == "item_id: must be 1 to 128 characters"
             ), length
         status, body = fetch(f"{base}/v1/items/{'x' * 9000}/also-bought")
-        assert status == 400  # past MAX_REQUEST_LINE: gunicorn's own answer (README)
+        assert status == 400  # past MAX_REQUEST_LINE: gunicorn's own answer (docs/api.md)
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)

@@ -1,7 +1,7 @@
 """The PostgreSQL backend: one database that every server, the nightly job and the alerts
 run share.
 
-psycopg 3 with psycopg_pool (README, Dependencies: measured against SQLAlchemy Core on the
+psycopg 3 with psycopg_pool (docs/performance.md: measured against SQLAlchemy Core on the
 personal endpoints' hot path): each process opens its own pool after gunicorn forks, of at
 most ``pool_size`` connections, and statements run with server-side prepared plans.
 

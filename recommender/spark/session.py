@@ -54,7 +54,7 @@ def spark_session(config: TrainConfig) -> SparkSession:
         settings["spark.driver.memory"] = config.spark_driver_memory
     if master.startswith("local"):
         # Local workers run this interpreter (its packages, pyarrow included), not whichever
-        # python3 is first on PATH; a cluster's is PYSPARK_PYTHON (see the README).
+        # python3 is first on PATH; a cluster's is PYSPARK_PYTHON (docs/spark.md).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if config.spark_partitions:
         settings["spark.sql.shuffle.partitions"] = str(config.spark_partitions)
