@@ -116,25 +116,44 @@ def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0)
             time.sleep(0.2)
 
 
-def start_server(models: Path, activity: Path, port: int) -> subprocess.Popen:
+def serve_command(
+    models: Path, activity: Path | str, port: int, *options: str, workers: int = 2
+) -> list[str]:
+    """``serve.py`` on 127.0.0.1:``port`` over ``models`` and the store at ``activity``, no
+    request log, with ``options`` added."""
+    return [
+        PYTHON,
+        "serve.py",
+        "--port",
+        str(port),
+        "--models-dir",
+        str(models),
+        "--workers",
+        str(workers),
+        "--activity-db",
+        str(activity),
+        "--request-log",
+        "",
+        *options,
+    ]
+
+
+def start_server(
+    models: Path,
+    activity: Path | str,
+    port: int,
+    *options: str,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """A real server process (gunicorn), ready to answer; killed if it does not get ready."""
     server = subprocess.Popen(
-        [
-            PYTHON,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-            "--workers",
-            "2",
-            "--activity-db",
-            str(activity),
-            "--request-log",
-            "",
-        ],
+        serve_command(models, activity, port, *options, workers=workers),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", server)

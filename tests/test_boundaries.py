@@ -17,7 +17,7 @@ import pytest
 from recommender import training
 from recommender.model_selection import choice as model_choice
 
-from helpers import free_port, tiny_config, wait_until_ready, write_uniform_log
+from helpers import free_port, serve_command, tiny_config, wait_until_ready, write_uniform_log
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_STACK = ("pandas", "pyarrow", "implicit", "pyspark", "sklearn", "matplotlib")
@@ -86,20 +86,7 @@ def test_long_urls_get_the_apps_json_400_up_to_gunicorns_limit(
 ) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(shared_models),
-            "--workers",
-            "1",
-            "--activity-db",
-            str(tmp_path / "activity.sqlite3"),
-            "--request-log",
-            "",
-        ],
+        serve_command(shared_models, tmp_path / "activity.sqlite3", port, workers=1),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ import pytest
 from recommender import training
 from recommender.activity import ActivityStore
 
-from helpers import PYTHON, ROOT, free_port, tiny_config, wait_until_ready, write_log
+from helpers import ROOT, free_port, serve_command, tiny_config, wait_until_ready, write_log
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -47,22 +47,14 @@ def server(tmp_path: Path):
     customers.write_text("id,name\ng1,Ana\n")
     port = free_port()
     process = subprocess.Popen(
-        [
-            PYTHON,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-            "--workers",
-            "1",
-            "--activity-db",
-            str(tmp_path / "activity.sqlite3"),
+        serve_command(
+            models,
+            tmp_path / "activity.sqlite3",
+            port,
             "--customers-file",
             str(customers),
-            "--request-log",
-            "",
-        ],
+            workers=1,
+        ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import PYTHON, ROOT, SHIPPED_LOG, free_port, wait_until_ready
+from helpers import PYTHON, ROOT, SHIPPED_LOG, free_port, serve_command, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +52,7 @@ def test_train_then_serve_also_bought(tmp_path: Path) -> None:
     port = free_port()
     activity_db = tmp_path / "activity.sqlite3"
     server = subprocess.Popen(
-        [
-            PYTHON,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-            "--workers",
-            "2",
-            "--activity-db",
-            str(activity_db),
-        ],
+        serve_command(models, activity_db, port, "--request-log", "-"),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

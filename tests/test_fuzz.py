@@ -16,7 +16,7 @@ import pytest
 
 from recommender import training
 
-from helpers import PYTHON, ROOT, free_port, tiny_config, wait_until_ready, write_log
+from helpers import ROOT, free_port, serve_command, tiny_config, wait_until_ready, write_log
 
 pytestmark = pytest.mark.slow
 TOKEN = "fuzz-admin-token-0123456789"
@@ -28,20 +28,7 @@ def test_no_server_errors_and_no_schema_violations(tmp_path: Path) -> None:
     training.run(tiny_config(log, models, als_factors=2))
     port = free_port()
     server = subprocess.Popen(
-        [
-            PYTHON,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-            "--workers",
-            "2",
-            "--activity-db",
-            str(tmp_path / "activity.sqlite3"),
-            "--request-log",
-            "",
-        ],
+        serve_command(models, tmp_path / "activity.sqlite3", port),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

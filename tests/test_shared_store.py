@@ -31,7 +31,7 @@ from helpers import (
     ROOT,
     free_port,
     make_app,
-    wait_until_ready,
+    start_server,
     write_log,
 )
 
@@ -224,37 +224,17 @@ def _serve(models: Path, url: str, port: int, password: str | None = None) -> su
     environment = {**os.environ, "RECO_ACTIVITY_DB_PASSWORD": password} if password else None
     if password:
         url = url.replace(f":{password}@", "@")
-    server = subprocess.Popen(
-        [
-            PYTHON,
-            "serve.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-            "--workers",
-            "1",
-            "--activity-db",
-            url,
-            "--request-log",
-            "",
-            "--admin-token",
-            TOKEN,
-            "--reload-interval",
-            "0.5",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    return start_server(
+        models,
+        url,
+        port,
+        "--admin-token",
+        TOKEN,
+        "--reload-interval",
+        "0.5",
+        workers=1,
         env=environment,
     )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", server)
-    except AssertionError:
-        server.kill()
-        raise
-    return server
 
 
 def _call(url: str, method: str = "GET", body: Any = None) -> tuple[int, dict]:
