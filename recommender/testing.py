@@ -41,24 +41,18 @@ class PostgresCluster:
         self.data = self.root / "data"
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        password_file = self.root / "password"
-        password_file.write_text(PG_PASSWORD)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "scram-sha-256",
-            "--pwfile",
-            str(password_file),
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
         self.databases = 0
-        self.start()
+        try:
+            password_file = self.root / "password"
+            password_file.write_text(PG_PASSWORD)
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "scram-sha-256",
+                      "--pwfile", str(password_file), "-E", "UTF8", "--no-sync")  # fmt: skip
+            self.start()
+        except BaseException:
+            shutil.rmtree(
+                self.root, ignore_errors=True
+            )  # a cluster that never started leaves nothing
+            raise
 
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]
