@@ -49,9 +49,8 @@ class PostgresCluster:
                       "--pwfile", str(password_file), "-E", "UTF8", "--no-sync")  # fmt: skip
             self.start()
         except BaseException:
-            shutil.rmtree(
-                self.root, ignore_errors=True
-            )  # a cluster that never started leaves nothing
+            # A cluster that never started leaves nothing behind.
+            shutil.rmtree(self.root, ignore_errors=True)
             raise
 
     def _run(self, tool: str, *args: str) -> None:
