@@ -93,7 +93,6 @@ def record_catalog(
     e-mail alerts compare against."""
     store = ActivityStore(database, password=password)
     try:
-        store.create_schema()
         changed = store.record_catalog(states)
     except StoreError as exc:
         raise DataError(f"cannot record the catalog's prices: {exc}") from None
@@ -132,13 +131,13 @@ def data_signature(config: TrainConfig) -> dict[str, Any]:
     if config.include_activity:
         store = ActivityStore(config.include_activity, password=config.activity_db_password)
         try:
-            purchases = store.purchases() if store.exists() else []
+            count, latest = store.purchase_summary() if store.exists() else (0, None)
         except StoreError as exc:
             raise DataError(f"include_activity: {exc}") from None
         finally:
             store.close()
-        signature["activity_purchases"] = len(purchases)
-        signature["activity_latest"] = max((e.timestamp for e in purchases), default=None)
+        signature["activity_purchases"] = count
+        signature["activity_latest"] = latest
     return signature
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .base import SUPPRESSION_REFRESH_SECONDS, Event, Session, Shopper, StorePart, marks
+from .base import Event, Session, Shopper, StorePart, marks
 
 
 class ShopperActivity(StorePart):
@@ -74,8 +74,7 @@ class ShopperActivity(StorePart):
             args += (user_id,)
         with self.backend.reading() as db:
             rows = db.execute(query, args).fetchall()
-            if time.monotonic() - self._known_checked > SUPPRESSION_REFRESH_SECONDS:
-                self._refresh_known_suppressed(db)
+            self._refresh_known_suppressed(db)
         suppression = next((row[1] for row in rows if row[0] == "s"), None)
         events = sorted(
             (row for row in rows if row[0] == "e"), key=lambda row: (row[3], row[4]), reverse=True
@@ -97,6 +96,15 @@ class ShopperActivity(StorePart):
                 (since or 0.0,),
             ).fetchall()
         return [Event(*row) for row in rows]
+
+    def purchase_summary(self) -> tuple[int, float | None]:
+        """How many purchase events there are and the latest one's time (None: none), counted
+        by the database: what tells the nightly job that nothing new came in."""
+        with self.backend.reading() as db:
+            count, latest = db.execute(
+                "SELECT COUNT(*), MAX(ts) FROM events WHERE type = 'purchase'"
+            ).fetchone()
+        return int(count), None if latest is None else float(latest)
 
     def add_to_wishlist(self, user_id: str, item_id: str, now: float | None = None) -> bool:
         """Add an item; True if it was not there yet. Also recorded as a ``wishlist`` event.

@@ -33,13 +33,16 @@ class Suppression(StorePart):
                 row = db.execute(
                     "SELECT reason FROM suppressed WHERE user_id = ?", (user_id,)
                 ).fetchone()
-                if time.monotonic() - self._known_checked > SUPPRESSION_REFRESH_SECONDS:
-                    self._refresh_known_suppressed(db)
+                self._refresh_known_suppressed(db)
         except StoreUnavailable:
             return self._known_suppressed.get(user_id)
         return row[0] if row else None
 
     def _refresh_known_suppressed(self, db: Session) -> None:
+        """Read the suppression rows changed since the last read, at most every
+        ``SUPPRESSION_REFRESH_SECONDS``: the list that answers while the database is away."""
+        if time.monotonic() - self._known_checked <= SUPPRESSION_REFRESH_SECONDS:
+            return
         self._known_checked = time.monotonic()
         since = -1.0 if self._known_since is None else self._known_since - CLOCK_MARGIN_SECONDS
         for user_id, reason, at in db.execute(

@@ -39,7 +39,6 @@ def run(
     )
     try:
         with store.run_lock("alerts"):
-            store.create_schema()
             if catalog:
                 changed = store.record_catalog(catalog)
                 logger.info("catalog: %d price or availability changes recorded", changed)

@@ -56,9 +56,15 @@ def shopper_state(user_id: str, wishlist: bool = False) -> ShopperState:
             [],
             {"activity": "unavailable"},
         )
-    if reason is None and user_id in current_app.extensions["recommender_customers"].opted_out:
-        reason = "opted_out"
-    return ShopperState(reason, recent, wished, activity)
+    return ShopperState(with_customers_file(user_id, reason), recent, wished, activity)
+
+
+def with_customers_file(user_id: str, suppression: str | None) -> str | None:
+    """The store's suppression, or ``opted_out`` from the customers file: why nothing
+    personal may be used for this id (None: it may)."""
+    if suppression is None and user_id in current_app.extensions["recommender_customers"].opted_out:
+        return "opted_out"
+    return suppression
 
 
 def init_app(app: Flask) -> None:

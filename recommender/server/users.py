@@ -7,17 +7,14 @@ from flask import Blueprint, Response, current_app, jsonify
 from .errors import ApiError
 from .items import respond
 from .params import check_id, filters, k_param, parse_bool, query_value
-from .stores import activity_store, current_service, shopper_state
+from .stores import activity_store, current_service, shopper_state, with_customers_file
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
 
 
 def personalisation_off(user_id: str) -> str | None:
     """``forgotten`` or ``opted_out`` when nothing personal may be used for this id."""
-    reason = activity_store().suppression(user_id)
-    if reason is None and user_id in current_app.extensions["recommender_customers"].opted_out:
-        reason = "opted_out"
-    return reason
+    return with_customers_file(user_id, activity_store().suppression(user_id))
 
 
 @bp.get("/<user_id>/recommendations")

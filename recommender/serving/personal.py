@@ -184,7 +184,15 @@ class PersonalAnswers:
         return responses.ranking(ranked, self.catalog, self.version)
 
     def _purchase_row(self, user_idx: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        raise NotImplementedError
+        """A known customer's items and how much each counts (a slice of the memory-mapped arrays)."""
+        start, stop = self.user_items.indptr[user_idx], self.user_items.indptr[user_idx + 1]
+        return (
+            np.asarray(self.user_items.indices[start:stop], dtype=np.int64),
+            np.asarray(self.user_items.data[start:stop], dtype=np.float64),
+        )
 
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
-        raise NotImplementedError
+        """Items a shopper bought: in the model's data, and through the API since."""
+        owned = self._purchase_row(user_idx)[0] if user_idx is not None else np.empty(0, np.int64)
+        bought = self.items.indices([e.item_id for e in recent if e.type == "purchase"])
+        return np.union1d(owned, bought[bought >= 0])

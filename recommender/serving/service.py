@@ -13,13 +13,10 @@ run chose), ``popular`` (trending items, the fallback when nothing personal is k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from ..activity import Event
 from ..algorithms.als import ALS
 from ..algorithms.neighbours import table_matrix
 from ..bundle import ModelBundle, NeighbourArrays, PersonalLists
@@ -213,17 +210,3 @@ class RecommendationService(PersonalAnswers):
         }
 
     # ----------------------------------------------------------------- internals
-
-    def _purchase_row(self, user_idx: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """A known customer's items and how much each counts (a slice of the memory-mapped arrays)."""
-        start, stop = self.user_items.indptr[user_idx], self.user_items.indptr[user_idx + 1]
-        return (
-            np.asarray(self.user_items.indices[start:stop], dtype=np.int64),
-            np.asarray(self.user_items.data[start:stop], dtype=np.float64),
-        )
-
-    def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
-        """Items a shopper bought: in the model's data, and through the API since."""
-        owned = self._purchase_row(user_idx)[0] if user_idx is not None else np.empty(0, np.int64)
-        bought = self.items.indices([e.item_id for e in recent if e.type == "purchase"])
-        return np.union1d(owned, bought[bought >= 0])
