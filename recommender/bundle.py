@@ -28,6 +28,9 @@ OPTIONAL_CATALOG_FIELDS = ("first_sold",)
 NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
 CSR_FIELDS = ("indptr", "indices", "data")
 LIST_FIELDS = ("packed", "strategy")
+# The repeat model ("buy it again"): per cell of ``user_items`` (same order), then per item.
+REPEAT_CELL_FIELDS = ("frequency", "times", "first_age", "last_age")
+REPEAT_ITEM_FIELDS = ("cycle_days", "rate", "shop_rate")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,27 @@ class CsrArrays:
 
     def to_dict(self) -> dict[str, NDArray[Any]]:
         return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
+
+
+@dataclass(frozen=True)
+class RepeatArrays:
+    """The repeat model of a version: for each cell of ``user_items`` (CSR order) the decayed
+    number of orders that held the item (``frequency``), their number (``times``) and the
+    ages in days of the first and latest (before the manifest's ``as_of``); for each item its
+    repurchase cycle in days (NaN unknown) and repeat rate; the shop's repeat rate (one value).
+    The scores are computed from them when asked (``RepeatBuyer.cell_scores``), so a purchase
+    recorded since training counts at once."""
+
+    frequency: NDArray[np.float32]
+    times: NDArray[np.float32]
+    first_age: NDArray[np.float32]
+    last_age: NDArray[np.float32]
+    cycle_days: NDArray[np.float32]
+    rate: NDArray[np.float32]
+    shop_rate: NDArray[np.float64]
+
+    def to_dict(self) -> dict[str, NDArray[Any]]:
+        return {name: getattr(self, name) for name in REPEAT_CELL_FIELDS + REPEAT_ITEM_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,7 @@ class ModelBundle:
     als_item_factors: NDArray[np.float32] | None = None
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
     lists: PersonalLists | StreamedLists | None = None
+    repeat: RepeatArrays | None = None
 
     @property
     def version(self) -> str:
@@ -191,6 +216,8 @@ class ModelBundle:
         out.update(_prefixed("evaluation", self.predictions))
         if self.lists is not None:
             out.update(_prefixed("personal_lists", self.lists.to_dict()))
+        if self.repeat is not None:
+            out.update(_prefixed("repeat", self.repeat.to_dict()))
         return out
 
     @classmethod
@@ -226,6 +253,13 @@ class ModelBundle:
                     else None
                 ),
                 lists=_lists(arrays),
+                repeat=(
+                    RepeatArrays(
+                        *(arrays[f"repeat.{f}"] for f in REPEAT_CELL_FIELDS + REPEAT_ITEM_FIELDS)
+                    )
+                    if "repeat.frequency" in arrays
+                    else None
+                ),
                 als_user_factors=arrays.get("als.user_factors"),
                 als_item_factors=arrays.get("als.item_factors"),
                 predictions={

@@ -25,7 +25,7 @@ CONFIDENCES = ("binary", "log", "bm25")
 FORMATS = ("auto", "csv", "parquet", "baskets")
 ENGINES = ("local", "spark")
 PRESETS = ("auto", "generic", "online_retail")
-ALERT_RULES = ("back_in_stock", "price_drop", "new_for_you")
+ALERT_RULES = ("back_in_stock", "price_drop", "new_for_you", "time_to_reorder")
 FIELDS = ("user_id", "item_id", "timestamp", "quantity", "order_id", "price", "name")
 
 # Codes that are not products in common shop exports (postage, fees, charity, adjustments).
@@ -302,7 +302,8 @@ class AlertsConfig:
 
     SECTION: ClassVar[str] = "alerts"
 
-    # Which alerts to find: any of back_in_stock, price_drop, new_for_you.
+    # Which alerts to find: any of back_in_stock, price_drop, new_for_you, time_to_reorder
+    # (opt-in: a reminder when a customer's usual interval for an item they rebuy has passed).
     rules: tuple[str, ...] = ("back_in_stock", "price_drop", "new_for_you")
     # Rules: price dropped by at least this fraction since the customer wished for or viewed it.
     price_drop: float = 0.10
@@ -312,6 +313,11 @@ class AlertsConfig:
     new_days: float = 30.0
     # ... that are among the customer's personal top this many.
     new_top: int = 20
+    # "Time to reorder": at most this many reminders per customer (the most bought first) ...
+    reorder_top: int = 3
+    # ... for items not rebought although their usual interval passed, by at most this many
+    # intervals (longer, and they probably buy it elsewhere now).
+    reorder_max_overdue: float = 2.0
     # Delivery: at most one digest per customer per this many days.
     cap_days: float = 7.0
     smtp_host: str | None = None
@@ -336,6 +342,8 @@ class AlertsConfig:
         if self.cap_days < 0:
             raise ConfigError(f"cap_days: must not be negative, got {self.cap_days}")
         _at_least("new_top", self.new_top, 1)
+        _at_least("reorder_top", self.reorder_top, 1)
+        _positive("reorder_max_overdue", self.reorder_max_overdue)
         _at_least("smtp_port", self.smtp_port, 1)
         if "{user_id}" not in self.unsubscribe_url:
             raise ConfigError("unsubscribe_url: must contain {user_id}")

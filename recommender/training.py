@@ -16,11 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 from . import artifacts
 from .algorithms import ItemKNN, Popular
-from .bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
+from .bundle import CsrArrays, ModelBundle, NeighbourArrays, RepeatArrays, build_manifest
 from .config import AlsSettings, NeighbourSettings, TrainConfig
 from .data.catalog import build_catalog, catalog_states, first_sold
 from .data.cleaning import clean, drop_customers
@@ -31,14 +32,17 @@ from .data.matrix import (
     build_interactions,
     cap_history,
     decayed,
+    last_purchase_seconds,
     trending_weights,
 )
 from .errors import DataError
 from .model_selection import (
     BlendChoice,
+    RepeatChoice,
     build_als,
     build_item_knn,
     default_choice,
+    repeat_cells,
     select_and_evaluate,
 )
 from .run_steps import (
@@ -88,11 +92,13 @@ def run(config: TrainConfig) -> Path:
     notes: list[str] = []
     predictions: dict[str, Any] = {}
     choice = default_choice(len(interactions.item_ids), config.evaluation_settings, has_customers)
+    repeat = RepeatChoice()
     if config.evaluate:
         try:
             selection = select_and_evaluate(purchases, config.evaluation_settings, current_blend)
             choice, evaluation, notes = selection.choice, selection.evaluation, selection.notes
             predictions = selection.predictions
+            repeat = selection.repeat or repeat
         except DataError as exc:
             notes.append(f"not evaluated: {exc}")
             logger.warning("not evaluated (%s); using the default blend", exc)
@@ -107,10 +113,15 @@ def run(config: TrainConfig) -> Path:
             config.activity_db, catalog_states(catalog_override), config.activity_db_password
         )
     signature = data_signature(config)
+    as_of = last_purchase_seconds(purchases)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
     bundle = fit_components(
         interactions, config.neighbour_settings, config.als, config.weighting, choice, catalog
     )
+    if has_customers and as_of is not None:
+        bundle.repeat, bundle.manifest["components"]["repeat"] = fit_repeat(
+            interactions, repeat, config.test_days, as_of
+        )
     # The shipped model's rankings of the test fold and their targets: the reported figure
     # can be recomputed from the version itself.
     bundle.predictions = predictions
@@ -182,6 +193,41 @@ def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
                 f"{config.data}: no purchases left once forgotten customers are removed"
             )
     return purchases, report
+
+
+def fit_repeat(
+    interactions: Interactions, repeat: RepeatChoice, horizon_days: float, as_of: float
+) -> tuple[RepeatArrays, dict[str, Any]]:
+    """The repeat model ("buy it again") on all the data: each cell's facts and each item's
+    cycle and rate (sums over the log), with its manifest entry; ``as_of`` is the log's last
+    purchase, the moment the ages count back from."""
+    started = time.perf_counter()
+    cells = repeat_cells(interactions)
+    model = repeat.build(horizon_days).fit_items(cells)
+    arrays = RepeatArrays(
+        cells.frequency(repeat.decay_days),
+        cells.times,
+        cells.first_age,
+        cells.last_age,
+        model.cycle_days_,
+        model.rate_,
+        np.array([model.shop_rate_]),
+    )
+    entry = {
+        "model": "repeat",
+        **model.get_params(),
+        "mix": repeat.mix,
+        "exclude_purchased": repeat.exclude_purchased,
+        "as_of": as_of,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    logger.info(
+        "repeat model: %d cells, %d items with a cycle, in %.2fs",
+        len(cells.times),
+        int(np.isfinite(model.cycle_days_).sum()),
+        entry["seconds"],
+    )
+    return arrays, entry
 
 
 def fit_components(

@@ -177,6 +177,7 @@ def _subject(alerts: Sequence[Alert], settings: AlertsConfig) -> str:
         "back_in_stock": "is back in stock",
         "price_drop": "is cheaper now",
         "new_for_you": "is new, and picked for you",
+        "time_to_reorder": "may be running low",
     }[first.reason]
     more = f" (and {len(alerts) - 1} more)" if len(alerts) > 1 else ""
     return f"{first.name or first.item_id} {headline}{more} - {settings.shop_name}"

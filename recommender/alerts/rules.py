@@ -17,7 +17,7 @@ from ..activity import ActivityStore, CatalogChange
 from ..config import AlertsConfig
 from ..serving.batch import top_k_for_users
 
-REASONS = ("back_in_stock", "price_drop", "new_for_you")
+REASONS = ("back_in_stock", "price_drop", "new_for_you", "time_to_reorder")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ def find_alerts(
                 found[key] = alert
     if service is not None and "new_for_you" in settings.rules:
         for alert in _new_for_you(service, settings, excluded, user_id):
+            found.setdefault((alert.user_id, alert.item_id, alert.reason), alert)
+    if service is not None and service.repeat is not None and "time_to_reorder" in settings.rules:
+        for alert in _time_to_reorder(store, service, settings, excluded, now, user_id):
             found.setdefault((alert.user_id, alert.item_id, alert.reason), alert)
     by_user: dict[str, list[Alert]] = {}
     for alert in found.values():
@@ -187,6 +190,71 @@ def _new_for_you(
                         float(first_sold[item]),
                         "new, and in your personal recommendations",
                     )
+
+
+def _time_to_reorder(
+    store: ActivityStore,
+    service: Any,
+    settings: AlertsConfig,
+    excluded: frozenset[str] | set[str],
+    now: float,
+    user_id: str | None,
+) -> Iterable[Alert]:
+    """Items a customer bought in two orders or more whose usual interval has passed without
+    a rebuy (by no more than ``reorder_max_overdue`` intervals), their ``reorder_top`` most
+    bought; ``change_at`` is the last purchase, so each purchase is reminded of once. A rebuy
+    recorded through the API since training cancels the reminder."""
+    repeat = service.repeat
+    user_items = service.user_items
+    if user_id is not None:
+        index = service.users.index(user_id, missing="none")
+        rows = np.array([] if index is None else [index], dtype=np.int64)
+    else:
+        rows = np.arange(len(service.users), dtype=np.int64)
+    if not len(rows):
+        return
+    starts, stops = user_items.indptr[rows], user_items.indptr[rows + 1]
+    cells = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), stops.tolist())])
+    owner = np.repeat(rows, stops - starts)
+    items = np.asarray(user_items.indices[cells], dtype=np.int64)
+    times = np.asarray(repeat.times[cells], dtype=np.float64)
+    last_age = np.asarray(repeat.last_age[cells], dtype=np.float64)
+    own = (times >= 2) & (np.asarray(repeat.first_age[cells]) > last_age)
+    interval = np.where(
+        own, (np.asarray(repeat.first_age[cells]) - last_age) / np.maximum(times - 1, 1), np.nan
+    )
+    since_days = last_age + (now - repeat.as_of) / 86400.0
+    due = own & (since_days > interval) & (since_days <= interval * settings.reorder_max_overdue)
+    if not due.any():
+        return
+    rebought = {
+        (event.user_id, event.item_id)
+        for event in store.purchases(since=repeat.as_of)
+        if user_id is None or event.user_id == user_id
+    }
+    chosen = np.flatnonzero(due)
+    order = chosen[np.lexsort((items[chosen], -times[chosen], owner[chosen]))]
+    per_customer: dict[int, int] = {}
+    for cell in order.tolist():
+        customer = str(service.users.ids_[owner[cell]])
+        item_id = str(service.items.ids_[items[cell]])
+        if customer in excluded or (customer, item_id) in rebought:
+            continue
+        if per_customer.get(owner[cell], 0) >= settings.reorder_top:
+            continue
+        per_customer[owner[cell]] = per_customer.get(owner[cell], 0) + 1
+        item = int(items[cell])
+        yield Alert(
+            customer,
+            item_id,
+            "time_to_reorder",
+            service.names[item],
+            service.prices[item],
+            None,
+            repeat.as_of - float(last_age[cell]) * 86400.0,
+            f"you usually buy it every {round(float(interval[cell]))} days; "
+            f"last bought {round(float(since_days[cell]))} days ago",
+        )
 
 
 def _item_facts(service: Any, item_id: str) -> tuple[str, float | None]:

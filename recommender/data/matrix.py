@@ -31,6 +31,10 @@ class Interactions:
     n_orders: int
     user_counts: sp.csr_matrix
     purchase_age: sp.csr_matrix
+    # One entry per distinct (customer, item, purchase time): its cell of ``user_items`` (CSR
+    # order) and its age in days before the log's last purchase; what the repeat model counts.
+    purchase_cells: NDArray[np.int64] | None = None
+    purchase_days: NDArray[np.float32] | None = None
 
 
 def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
@@ -78,6 +82,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     purchase_age = (
         user_cells.matrix(_latest_age(times, known, user_cells)) if len(user_ids) else None
     )
+    purchase_cells, purchase_days = _distinct_purchases(times, known, user_cells, counts)
     del user_cells  # its per-line index goes before the orders' is built
 
     order_key = order_keys(purchases)
@@ -102,7 +107,15 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
         order_items.nnz,
     )
     return Interactions(
-        item_ids, user_ids, user_items, order_items, len(order_values), counts, purchase_age
+        item_ids,
+        user_ids,
+        user_items,
+        order_items,
+        len(order_values),
+        counts,
+        purchase_age,
+        purchase_cells,
+        purchase_days,
     )
 
 
@@ -162,6 +175,27 @@ def _latest_age(
     return (1.0 + ages).astype(np.float32)
 
 
+def _distinct_purchases(
+    times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells, counts: sp.csr_matrix
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Each cell's distinct purchase times (an order is one purchase time), as (cell, age in
+    days before the log's last purchase) pairs: one sort of one 64-bit key per line. Without
+    timestamps each line is a purchase, all of age 0."""
+    if times is None:
+        cell = np.repeat(np.arange(cells.nnz, dtype=np.int64), counts.data.astype(np.int64))
+        return cell, np.zeros(len(cell), dtype=np.float32)
+    chosen = times if lines.all() else times[lines]
+    if not len(chosen):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    start = int(chosen.min())
+    # Cell in the high bits, seconds since the log's first purchase in the low 32 (136 years).
+    offset = np.minimum(chosen - start, np.iinfo(np.uint32).max).astype(np.int64)
+    keys = np.unique((cells.inverse.astype(np.int64) << 32) | offset)
+    seconds = (keys & 0xFFFFFFFF) + start
+    ages = ((int(chosen.max()) - seconds) / 86400.0).astype(np.float32)
+    return keys >> 32, ages
+
+
 def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
     """Codes of the values and an IdMap of the distinct values in string order.
 
@@ -182,6 +216,15 @@ def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
     rank = np.empty(len(order), dtype=np.intp)
     rank[order] = np.arange(len(order))
     return rank[codes], IdMap(text[order])
+
+
+def last_purchase_seconds(purchases: pd.DataFrame) -> float | None:
+    """The log's latest purchase time in seconds since the epoch (None without timestamps):
+    the moment the repeat model's ages count back from."""
+    if "timestamp" not in purchases or not len(purchases):
+        return None
+    latest = purchases["timestamp"].max()
+    return None if pd.isna(latest) else float(pd.Timestamp(latest).timestamp())
 
 
 def binarize(matrix: sp.csr_matrix) -> sp.csr_matrix:

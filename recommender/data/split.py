@@ -244,11 +244,11 @@ def _period_coverage(
 
 
 def new_purchase_pairs(
-    interactions: Interactions, test: pd.DataFrame
+    interactions: Interactions, test: pd.DataFrame, repeats: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (customer row, item index) pairs of ``test`` whose customer is known to
-    ``interactions`` and had not bought the item there; an item it does not know has index -1
-    (a target no model can reach). What a time fold measures."""
+    ``interactions`` and had not bought the item there (``repeats``: bought before or not); an
+    item it does not know has index -1 (a target no model can reach). What a time fold measures."""
     test = test[test["user_id"].notna()]
     users = interactions.user_ids.indices(test["user_id"])
     known = users >= 0
@@ -259,6 +259,8 @@ def new_purchase_pairs(
     pair_users = pairs["user"].to_numpy()
     already = np.zeros(len(pairs), dtype=bool)
     reachable = items >= 0
+    if repeats:
+        return pair_users.astype(np.int64), items.astype(np.int64)
     already[reachable] = (
         np.asarray(interactions.user_items[pair_users[reachable], items[reachable]]).ravel() > 0
     )

@@ -51,6 +51,8 @@ from .choice import (
 )
 from .folds import Fold, evaluation_fold, make_folds
 from .measure import factor_metrics, measure
+from .repeats import RepeatChoice, choose_repeat, measure_repeats, repeat_cells
+from .scoring import FoldState
 from .search import search, simplest_within_noise
 
 if TYPE_CHECKING:
@@ -61,12 +63,14 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BlendChoice",
     "Fold",
+    "RepeatChoice",
     "Selection",
     "build_als",
     "build_item_knn",
     "default_choice",
     "evaluation_fold",
     "factor_metrics",
+    "repeat_cells",
     "select_and_evaluate",
     "simplest_within_noise",
 ]
@@ -80,6 +84,8 @@ class Selection:
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     predictions: dict[str, NDArray[Any]] = field(default_factory=dict)
+    # None: no side of the log measures rebuys (no timestamps, or baskets only).
+    repeat: RepeatChoice | None = None
 
 
 def select_and_evaluate(
@@ -102,18 +108,39 @@ def select_and_evaluate(
     n_items = len(test_fold.interactions.item_ids)
     candidates, notes = item_candidates(n_items, settings)
     evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
+    states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
+    repeat, repeat_report = None, {}
     if evaluated >= MIN_VALIDATION_ROWS:
-        outcome = search(validation, candidates, settings)
+        outcome = search(validation, candidates, settings, states)
         choice = outcome.pop("choice")
         logger.info("chosen on validation: %s", choice.label())
+        stage = time.perf_counter()
+        repeat, repeat_report = choose_repeat(states, choice, settings)
+        if repeat is not None:
+            logger.info(
+                "buy it again, chosen on validation in %.1fs: %s, mix %g, exclude_purchased=%s",
+                time.perf_counter() - stage,
+                repeat.label(),
+                repeat.mix,
+                repeat.exclude_purchased,
+            )
     else:
         choice, outcome = untuned(
             default_choice(n_items, settings, has_customers=not test_fold.basket), evaluated
         )
         logger.warning("validation: %s", outcome["rule"])
+    del states
 
-    measured = measure(test_fold, choice, settings, current)
+    test_state = FoldState(test_fold)
+    measured = measure(test_fold, choice, settings, current, state=test_state)
     predictions = measured.pop("predictions")
+    if repeat is not None:
+        stage = time.perf_counter()
+        repeats = measure_repeats(test_state, choice, repeat, settings)
+        logger.info("buy it again, measured on the test fold in %.1fs", time.perf_counter() - stage)
+        if repeats is not None:
+            measured["repeats"] = {**repeats, "validation": repeat_report}
+    del test_state
     evaluation: dict[str, Any] = {
         "protocol": {**protocol.to_dict(), **test_fold.description},
         "validation": {
@@ -133,4 +160,4 @@ def select_and_evaluate(
             secondary.description["split"]: {"protocol": secondary.description, **also}
         }
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
-    return Selection(choice, evaluation, notes, predictions)
+    return Selection(choice, evaluation, notes, predictions, repeat)

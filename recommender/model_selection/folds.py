@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions, binarize, build_interactions, decayed
@@ -45,6 +46,8 @@ class Fold:
     fit_on: str = "customers"
     test: pd.DataFrame | None = None
     row_ids: list[str] = field(default_factory=list)
+    # The same training side measured on everything bought next, rebuys included (time folds).
+    everything: Fold | None = None
     _weighted: dict[float, sp.csr_matrix] = field(default_factory=dict)
 
     @property
@@ -172,9 +175,73 @@ def time_fold(
     settings: EvaluationSettings,
     description: dict[str, Any],
 ) -> Fold:
-    """Customers of the training side, measured on the items new to them in ``test``."""
+    """Customers of the training side, measured on the items new to them in ``test``; the
+    fold's ``everything`` measures every item they bought there, rebuys included."""
     interactions = build_interactions(train, "binary")
+    cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     users, items = new_purchase_pairs(interactions, test)
+    targets = _targets(interactions, users, items, settings)
+    if targets is None:
+        raise DataError(
+            "evaluation: no customer bought anything new in the held-out purchases"
+            + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else "")
+        )
+    held_out, counts = targets
+    description = {
+        "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
+        **description,
+        "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
+        "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
+        **counts,
+        "train_customers": len(interactions.user_ids),
+        "train_items": len(interactions.item_ids),
+    }
+    fold = Fold(
+        interactions,
+        held_out,
+        description,
+        "time",
+        "customers",
+        test,
+        list(interactions.user_ids.ids(held_out.rows)),
+    )
+    everything = _targets(interactions, *new_purchase_pairs(interactions, test, True), settings)
+    if everything is not None:
+        held, counts = everything
+        # Nothing is excluded: the question is what they buy next, whether bought before or not.
+        held = HeldOut(held.rows, sp.csr_matrix(held.seen.shape, dtype=np.float32), *_tail(held))
+        rebought = held.targets.multiply(interactions.user_items[held.rows]).nnz
+        fold.everything = Fold(
+            interactions,
+            held,
+            {
+                **description,
+                **counts,
+                "targets": "every item bought in the test period, rebuys included",
+                "rebought_share": round(rebought / max(1, counts["target_pairs"]), 4),
+            },
+            "time",
+            "customers",
+            test,
+            list(interactions.user_ids.ids(held.rows)),
+            _weighted=fold._weighted,
+        )
+    return fold
+
+
+def _tail(held: HeldOut) -> tuple[Any, ...]:
+    """A held-out set's targets, target counts and popularity (all but rows and seen)."""
+    return held.targets, held.n_targets, held.popularity
+
+
+def _targets(
+    interactions: Interactions,
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+    settings: EvaluationSettings,
+) -> tuple[HeldOut, dict[str, Any]] | None:
+    """The customers with a target pair (at most ``sample_limit``, drawn at random) and their
+    targets; None when there are none."""
     evaluable, per_customer = np.unique(users, return_counts=True)
     rows = evaluable.astype(np.int64)
     limit = sample_limit(settings, len(interactions.item_ids))
@@ -183,12 +250,8 @@ def time_fold(
         rows = np.sort(
             np.random.default_rng(settings.random_state).choice(rows, limit, replace=False)
         )
-    cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     if not len(rows):
-        raise DataError(
-            "evaluation: no customer bought anything new in the held-out purchases"
-            + (f" after {cutoff:%Y-%m-%d}" if cutoff is not None else "")
-        )
+        return None
     hits = (items >= 0) & np.isin(users, rows)
     targets = sp.csr_matrix(
         (
@@ -202,21 +265,14 @@ def time_fold(
     held_out = HeldOut(
         rows, binarize(interactions.user_items[rows]), targets, n_targets, popularity
     )
-    description = {
-        "train_until": f"{cutoff:%Y-%m-%d %H:%M}" if cutoff is not None else None,
-        **description,
-        "test_from": f"{test['timestamp'].min():%Y-%m-%d %H:%M}" if len(test) else None,
-        "test_until": f"{test['timestamp'].max():%Y-%m-%d %H:%M}" if len(test) else None,
+    counts: dict[str, Any] = {
         "customers_evaluated": int(len(rows)),
         "target_pairs": int(n_targets.sum()),
         "unreachable_target_pairs": int(n_targets.sum() - targets.nnz),
-        "train_customers": len(interactions.user_ids),
-        "train_items": len(interactions.item_ids),
     }
     if sampled:
-        description["sampled"] = f"{len(rows)} of {len(evaluable)} evaluable customers, at random"
-    row_ids = interactions.user_ids.ids(rows)
-    return Fold(interactions, held_out, description, "time", "customers", test, list(row_ids))
+        counts["sampled"] = f"{len(rows)} of {len(evaluable)} evaluable customers, at random"
+    return held_out, counts
 
 
 def holdout_fold(split: HoldoutSplit, settings: EvaluationSettings) -> Fold:

@@ -23,10 +23,12 @@ def measure(
     settings: EvaluationSettings,
     current: dict[str, Any] | None,
     item_pages: bool = True,
+    state: FoldState | None = None,
 ) -> dict[str, Any]:
     """Fit the choice, its parts, the current model's blend and the baselines; measure them all
-    on the test fold (once, after every choice is made)."""
-    state = FoldState(fold)
+    on the test fold (once, after every choice is made). ``state`` keeps what was fitted for
+    a later measure on the same fold (the repeats-included question)."""
+    state = FoldState(fold) if state is None else state
     results: dict[str, dict[str, Any]] = {}
     shipped_scores = choice_scores(state, choice, settings)
     if shipped_scores is None:

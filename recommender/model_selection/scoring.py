@@ -29,6 +29,13 @@ class FoldState:
     grams: dict[float, NDArray[np.float64]] = field(default_factory=dict)
     als: NDArray[np.float32] | None = None
     trends: dict[float, NDArray[np.float64]] = field(default_factory=dict)
+    # Fitted on the fold's training side, so shared with a sibling state (``sibling``).
+    fitted: dict[str, Any] = field(default_factory=dict)
+
+    def sibling(self, fold: Fold) -> FoldState:
+        """A state for other rows of the same training side (``Fold.everything``): the models
+        fitted here are reused, only the scoring of rows is redone."""
+        return FoldState(fold, self.items, None, self.grams, None, self.trends, self.fitted)
 
 
 def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
@@ -63,7 +70,11 @@ def _als_scores(state: FoldState, settings: EvaluationSettings) -> NDArray[np.fl
     if fold.basket or not fold.interactions.user_items.nnz:
         return None
     if state.als is None:
-        als = build_als(settings.als, num_threads=1).fit(fold.interactions.user_counts)
+        if "als" not in state.fitted:
+            state.fitted["als"] = build_als(settings.als, num_threads=1).fit(
+                fold.interactions.user_counts
+            )
+        als = state.fitted["als"]
         factors = (
             als.user_factors_[fold.held_out.rows]
             if fold.timed

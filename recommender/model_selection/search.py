@@ -30,13 +30,16 @@ def search(
     validation: dict[str, list[Fold]],
     candidates: dict[str, tuple[str, dict[str, Any]]],
     settings: EvaluationSettings,
+    states: dict[str, list[FoldState]] | None = None,
 ) -> dict[str, Any]:
-    """The staged search of the package docstring over every validation fold.
+    """The staged search of the package docstring over every validation fold (``states``:
+    one per fold, kept by the caller for a later stage on the same folds).
 
     Long because the stages share one table of results and their order is the rule the
     package docstring states.
     """
-    states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
+    if states is None:
+        states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
     flat = [state for group in states.values() for state in group]
     timed = all(state.fold.timed for state in flat)
     has_als = not any(state.fold.basket for state in flat)

@@ -35,15 +35,22 @@ _ENTRY = {
         "source": {"type": "string"},
         "bought_both": {"type": "integer"},
         "because": {"type": "object"},
+        "last_bought": {"type": "string", "format": "date"},
+        "times_bought": {"type": "integer", "minimum": 1},
+        "usually_every_days": {"type": "number"},
     },
 }
 _RECOMMENDATIONS = {
     "type": "object",
     "required": ["strategy", "model_version", "recommendations"],
     "properties": {
-        "strategy": {"type": "string", "enum": ["item-knn", "als", "blend", "popular"]},
+        "strategy": {
+            "type": "string",
+            "enum": ["item-knn", "als", "blend", "popular", "repeat"],
+        },
         "model_version": {"type": "string"},
         "fallback_reason": {"type": "string"},
+        "exclude_purchased": {"type": "string", "enum": ["true", "false", "repeat"]},
         "activity": {
             "type": "string",
             "enum": ["unavailable"],
@@ -212,7 +219,21 @@ def document() -> dict[str, Any]:
                 "get": _recommend(
                     "personal picks",
                     user,
-                    {"name": "exclude_purchased", "in": "query", "schema": {"type": "boolean"}},
+                    {
+                        "name": "exclude_purchased",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false", "repeat"]},
+                        "description": "true: no purchase comes back; false: any may, ranked by "
+                        "the customer's habit; repeat: those rebought may (absent: the model's "
+                        "default, chosen by its training run)",
+                    },
+                )
+            },
+            "/v1/users/{user_id}/buy-again": {
+                "get": _recommend(
+                    "buy it again: the customer's own items most likely bought next, each with "
+                    "last_bought, times_bought and usually_every_days",
+                    user,
                 )
             },
             "/v1/users/{user_id}/page-you-made": {"get": _recommend("the page you made", user)},

@@ -70,6 +70,20 @@ def parse_bool(name: str, raw: Any) -> bool:
     raise bad(name, "must be true or false")
 
 
+def exclude_purchased_param() -> bool | str | None:
+    """``exclude_purchased``: true (every purchase excluded), false (purchases may appear,
+    ranked by the customer's habit where the model has a repeat model) or ``repeat`` (the
+    repeat-aware mode: what is rarely rebought stays excluded); absent: the model's default."""
+    raw = query_value("exclude_purchased")
+    if raw is None:
+        return None
+    if raw.strip().lower() == "repeat":
+        return "repeat"
+    if raw.strip().lower() in _TRUE + _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise bad("exclude_purchased", "must be true, false or repeat")
+
+
 def k_param(raw: Any = None) -> int:
     """``k``: how many recommendations, 1..max_k (from the query string unless given)."""
     if raw is not None:

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .errors import ApiError
 from .items import respond
-from .params import check_id, filters, k_param, parse_bool, query_value
+from .params import check_id, exclude_purchased_param, filters, k_param
 from .stores import activity_store, current_service, shopper_state, with_customers_file
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
@@ -19,16 +19,36 @@ def personalisation_off(user_id: str) -> str | None:
 
 @bp.get("/<user_id>/recommendations")
 def recommendations(user_id: str) -> Response:
-    """Personal picks; ``exclude_purchased=false`` keeps items the customer already bought."""
+    """Personal picks; ``exclude_purchased`` says which purchases may come back (the model's
+    default where absent: ``serving.repeat``)."""
     user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
-    raw = query_value("exclude_purchased")
-    exclude_purchased = True if raw is None else parse_bool("exclude_purchased", raw)
+    exclude_purchased = exclude_purchased_param()
     shopper = shopper_state(user_id)
     if reason := shopper.personalisation_off:
         return respond(
             {"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)}
         )
     response = current_service().for_user(user_id, k, chosen, exclude_purchased, shopper.recent)
+    return respond({"user_id": user_id, **response, **shopper.activity})
+
+
+@bp.get("/<user_id>/buy-again")
+def buy_again(user_id: str) -> Response:
+    """The customer's own items most likely bought next, with when and how often they buy them.
+    Empty (not trending items) for an opted-out or forgotten customer: the list is made of
+    their own purchases only."""
+    user_id, k, chosen = check_id("user_id", user_id), k_param(), filters()
+    shopper = shopper_state(user_id)
+    if reason := shopper.personalisation_off:
+        body = {
+            "user_id": user_id,
+            "strategy": "repeat",
+            "model_version": current_service().version,
+            "recommendations": [],
+            "fallback_reason": reason,
+        }
+        return respond(body)
+    response = current_service().buy_again(user_id, k, chosen, shopper.recent)
     return respond({"user_id": user_id, **response, **shopper.activity})
 
 

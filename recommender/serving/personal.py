@@ -4,7 +4,7 @@ The personal part of ``service.RecommendationService``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from ..data.idmap import IdMap
 from . import responses
 from .catalog import Catalog, Filters
 from .ranking import STRATEGIES, Ranked, Ranker, activity_weights
+from .repeat import EXCLUDE_MODES, RepeatModel, with_facts
 
 
 class PersonalAnswers:
@@ -32,26 +33,59 @@ class PersonalAnswers:
     als: ALS | None
     lists: PersonalLists | None
     activity_half_life_hours: float
+    repeat: RepeatModel | None
+    repeat_ranked: Callable[..., tuple[Ranked, dict[int, dict[str, Any]]]]
 
-    def for_user(
-        self,
-        user_id: str,
-        k: int,
-        filters: Filters = Filters(),
-        exclude_purchased: bool = True,
-        recent: Sequence[Event] = (),
-    ) -> dict[str, Any]:
-        """Personal picks: ALS for a customer in the model, blended with the neighbours of their
-        purchases; a shopper the model has not seen is folded in from ``recent`` activity; one
-        with neither gets trending items (``strategy: popular``)."""
-        user_idx = self.users.index(user_id, missing="none")
-        owned = self._owned(user_idx, recent)
+    def exclude_mode(self, exclude_purchased: bool | str | None) -> str:
+        """``exclude_purchased`` as one of ``EXCLUDE_MODES``: None is the model's default (the
+        mode its training run chose, "true" without a repeat model); the repeat-aware modes
+        need a repeat model, and are "true" / plain "false" without one."""
+        if exclude_purchased is None:
+            return self.repeat.default_mode if self.repeat is not None else "true"
+        if isinstance(exclude_purchased, bool):
+            return "true" if exclude_purchased else "false"
+        if exclude_purchased not in EXCLUDE_MODES:
+            raise ValueError(f"exclude_purchased: expected one of {', '.join(EXCLUDE_MODES)}")
+        return exclude_purchased
+
+    def evidence(
+        self, user_idx: int | None, recent: Sequence[Event]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float32] | None]:
+        """What a shopper's picks are scored from: a known customer's purchases (unweighted)
+        and ALS factors; else their recent activity, folded in."""
         if user_idx is not None:
             history, weights = self._purchase_row(user_idx)
             vector = self.als.user_factors_[user_idx] if self.als is not None else None
         else:
             history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
             vector = self.ranker.vector(history, weights)
+        return history, weights, vector
+
+    def for_user(
+        self,
+        user_id: str,
+        k: int,
+        filters: Filters = Filters(),
+        exclude_purchased: bool | str | None = None,
+        recent: Sequence[Event] = (),
+    ) -> dict[str, Any]:
+        """Personal picks: ALS for a customer in the model, blended with the neighbours of their
+        purchases; a shopper the model has not seen is folded in from ``recent`` activity; one
+        with neither gets trending items (``strategy: popular``). ``exclude_purchased`` is a
+        mode (``exclude_mode``): with "false" or "repeat" and a repeat model, own items are
+        ranked by the customer's habit too (``RepeatAnswers.repeat_ranked``)."""
+        mode = self.exclude_mode(exclude_purchased)
+        user_idx = self.users.index(user_id, missing="none")
+        owned = self._owned(user_idx, recent)
+        history, weights, vector = self.evidence(user_idx, recent)
+        if mode != "true" and self.repeat is not None and len(owned):
+            ranked, facts = self.repeat_ranked(user_idx, recent, k, filters, mode)
+            response = self._answer(ranked)
+            with_facts(response, ranked, facts)
+            response["exclude_purchased"] = mode
+            response["known_customer"] = user_idx is not None
+            return response
+        exclude_purchased = mode != "false"
         ranked = (
             self._from_list(user_idx, history, weights, k, filters, owned)
             if user_idx is not None and exclude_purchased
@@ -63,6 +97,7 @@ class PersonalAnswers:
         response = self._answer(ranked)
         if not len(history):
             response["fallback_reason"] = "new_customer"
+        response["exclude_purchased"] = mode
         response["known_customer"] = user_idx is not None
         return response
 
@@ -126,7 +161,7 @@ class PersonalAnswers:
         user_idx = self.users.index(user_id, missing="none")
         history, weights = activity_weights(recent, self.items, self.activity_half_life_hours)
         if not len(history):
-            response = self.for_user(user_id, k, filters, recent=recent)
+            response = self.for_user(user_id, k, filters, True, recent)
             response["fallback_reason"] = "no_recent_activity"
             response["groups"] = []
             return response

@@ -26,9 +26,10 @@ from . import responses
 from .catalog import Catalog, Filters
 from .personal import PersonalAnswers
 from .ranking import BlendWeights, Ranked, Ranker
+from .repeat import RepeatAnswers, RepeatModel
 
 
-class RecommendationService(PersonalAnswers):
+class RecommendationService(PersonalAnswers, RepeatAnswers):
     """Answers for one model version; read-only and safe to share between threads.
 
     Parameters
@@ -113,6 +114,12 @@ class RecommendationService(PersonalAnswers):
             )
             if self.lists is not None and self.lists.items.shape[0] != len(self.users):
                 raise ValueError("personal lists do not match the customer list")
+            # "Buy it again" (versions trained before it, and the Spark engine's, go without).
+            self.repeat = (
+                RepeatModel(bundle, self.user_items)
+                if bundle.repeat is not None and "repeat" in components
+                else None
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model version {self.version}: incomplete model: {exc}") from None
         self.als = als

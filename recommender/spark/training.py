@@ -22,13 +22,13 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .. import artifacts
-from ..bundle import CsrArrays, ModelBundle, NeighbourArrays, build_manifest
+from ..bundle import CsrArrays, ModelBundle, NeighbourArrays, RepeatArrays, build_manifest
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
 from ..data.loading import read_catalog, recorded_lines
 from ..errors import ConfigError, DataError
-from ..model_selection import BlendChoice
+from ..model_selection import BlendChoice, RepeatChoice
 from ..run_steps import (
     cleaning_rules,
     data_signature,
@@ -237,6 +237,11 @@ def _customer_parts(
         "weight",
         n_items,
     )
+    repeat, repeat_entry = (
+        _repeat_parts(lines, customer_items, n_items, newest, config.test_days, nnz)
+        if newest
+        else (None, None)
+    )
     components = {
         "also_bought": {
             "model": "item_knn",
@@ -263,6 +268,8 @@ def _customer_parts(
             "half_life_days": choice.trend_half_life_days,
         },
     }
+    if repeat_entry is not None:
+        components["repeat"] = repeat_entry
     return {
         "choice": choice,
         "evaluation": evaluation,
@@ -270,6 +277,7 @@ def _customer_parts(
         "predictions": predictions,
         "components": components,
         "counts": {"customers": n_users, "customer_item_pairs": nnz},
+        "repeat": repeat,
         "user_ids": _user_ids(users, n_users),
         "user_items": CsrArrays(**_user_items(customer_items, n_users, nnz)),
         "tables": {"also_bought": NeighbourArrays.of(also_bought.to_arrays())},
@@ -281,6 +289,87 @@ def _customer_parts(
         ),
         "als_item_factors": item_factor_array,
     }
+
+
+def _repeat_parts(
+    lines: DataFrame,
+    customer_items: DataFrame,
+    n_items: int,
+    newest: Any,
+    horizon_days: float,
+    nnz: int,
+) -> tuple[RepeatArrays, dict[str, Any]]:
+    """The repeat model ("buy it again"), as the local engine fits it (``training.fit_repeat``)
+    with the untuned default settings (``RepeatChoice()``: this engine's evaluation does not
+    search them): each cell's facts aggregated by Spark and streamed in the order of
+    ``user_items``; each item's sums collected and turned into its cycle and rate by
+    ``RepeatBuyer.set_items``, the same arithmetic."""
+    from pyspark.sql import functions as F
+
+    repeat = RepeatChoice()
+    now = F.unix_timestamp(F.lit(newest))
+    purchases = (
+        lines.where(F.col("row").isNotNull() & F.col("timestamp").isNotNull())
+        .select("row", "item", ((now - F.unix_timestamp("timestamp")) / 86400.0).alias("age"))
+        .distinct()
+    )
+    weight = F.exp(-F.col("age") / repeat.decay_days) if repeat.decay_days else F.lit(1.0)
+    facts = (
+        purchases.groupBy("row", "item")
+        .agg(
+            F.count("*").cast("double").alias("times"),
+            F.sum(weight).alias("frequency"),
+            F.max("age").alias("first_age"),
+            F.min("age").alias("last_age"),
+        )
+        # Cells without a timestamp (none in a log that has them) count one purchase of age 0.
+        .join(customer_items.select("row", "item"), ["row", "item"], "right")
+        .fillna({"times": 1.0, "frequency": 1.0, "first_age": 0.0, "last_age": 0.0})
+        .persist()
+    )
+    again = F.col("times") >= 2
+    sums = (
+        facts.groupBy("item")
+        .agg(
+            F.count("*").alias("buyers"),
+            F.sum(F.when(again, 1.0).otherwise(0.0)).alias("rebuyers"),
+            F.sum(F.when(again, F.col("first_age") - F.col("last_age")).otherwise(0.0)).alias(
+                "spans"
+            ),
+            F.sum(F.when(again, F.col("times") - 1).otherwise(0.0)).alias("rebuys"),
+        )
+        .collect()
+    )
+    per_item = np.zeros((4, n_items))
+    for row in sums:
+        per_item[:, row["item"]] = (row["buyers"], row["rebuyers"], row["spans"], row["rebuys"])
+    model = repeat.build(horizon_days)
+    model.set_items(*per_item)
+    ordered = facts.orderBy("row", "item")
+
+    def column(name: str) -> artifacts.StreamedArray:
+        return artifacts.StreamedArray(
+            (nnz,), np.float32, stream_blocks(ordered.select(name), column_block(name, np.float32))
+        )
+
+    arrays = RepeatArrays(
+        column("frequency"),
+        column("times"),
+        column("first_age"),
+        column("last_age"),
+        model.cycle_days_,
+        model.rate_,
+        np.array([model.shop_rate_]),
+    )
+    entry = {
+        "model": "repeat",
+        **model.get_params(),
+        "mix": repeat.mix,
+        "exclude_purchased": repeat.exclude_purchased,
+        "as_of": float(pd.Timestamp(newest).timestamp()),
+        "tuned": False,
+    }
+    return arrays, entry
 
 
 def _basket_parts(

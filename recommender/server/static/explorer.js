@@ -82,15 +82,22 @@ function listEntry(entry) {
 
 async function showCustomer(userId) {
   const id = encodeURIComponent(userId);
-  const [history, personal, page, alerts] = await Promise.all([
+  const [history, personal, page, alerts, again] = await Promise.all([
     api(`/v1/users/${id}/history`), api(`/v1/users/${id}/recommendations?k=10`), api(`/v1/users/${id}/page-you-made?k=10`),
-    api(`/v1/users/${id}/alerts`),
+    api(`/v1/users/${id}/alerts`), api(`/v1/users/${id}/buy-again?k=10`),
   ]);
   $("customer-section").hidden = false;
   $("history").replaceChildren(...history.purchases.map(listEntry));
   if (!history.purchases.length) $("history").append(text("li", "no purchases in this model"));
   $("personal-strategy").textContent = `strategy: ${personal.strategy}` + (personal.fallback_reason ? ` (${personal.fallback_reason})` : "");
   $("personal").replaceChildren(...personal.recommendations.map(listEntry));
+  $("buy-again").replaceChildren(...again.recommendations.map((entry) => {
+    const node = listEntry(entry);
+    const every = entry.usually_every_days ? `, usually every ${Math.round(entry.usually_every_days)} days` : "";
+    node.append(text("div", `last bought ${entry.last_bought}, ${entry.times_bought} times${every}`, "because"));
+    return node;
+  }));
+  if (!again.recommendations.length) $("buy-again").append(text("li", `nothing to buy again (${again.fallback_reason || ""})`));
   $("greeting").textContent = page.greeting || "";
   const groups = $("page-you-made");
   groups.replaceChildren();
@@ -104,7 +111,7 @@ async function showCustomer(userId) {
     groups.append(block);
   }
   if (!page.groups.length) groups.append(text("p", `no recent activity (${page.fallback_reason || ""})`));
-  const reasons = { back_in_stock: "back in stock", price_drop: "price dropped", new_for_you: "new for you" };
+  const reasons = { back_in_stock: "back in stock", price_drop: "price dropped", new_for_you: "new for you", time_to_reorder: "time to reorder" };
   $("alerts").replaceChildren(...alerts.alerts.map((alert) => {
     const was = alert.previous_price ? `, was ${price(alert.previous_price)}` : "";
     const node = text("li", `${reasons[alert.reason]}: ${alert.name || alert.item_id} (${alert.item_id}) ${price(alert.price)}${was}`);
