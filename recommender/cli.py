@@ -51,11 +51,13 @@ TRAIN_HELP = {
     "spark_partitions": "Spark shuffle partitions (0 = 2 per core of the master)",
 }
 ALERTS_HELP = {
-    "rules": "alerts to find: back_in_stock,price_drop,new_for_you",
+    "rules": "alerts to find: back_in_stock,price_drop,new_for_you (default), time_to_reorder (opt-in)",
     "price_drop": "price-drop alert when the price fell by at least this fraction since the interest",
     "interest_days": "views and carts this recent count as interest (wish-list items always do)",
     "new_days": "new-for-you: items first sold within this many days of the newest one",
     "new_top": "new-for-you: ... that are among the customer's personal top N",
+    "reorder_top": "time-to-reorder: at most this many reminders per customer",
+    "reorder_max_overdue": "time-to-reorder: not for items overdue by more than this many intervals",
     "cap_days": "at most one digest per customer per this many days",
     "smtp_host": "mail server to send the digests through (none: file only)",
     "smtp_password": "SMTP password (better: RECO_SMTP_PASSWORD in the environment)",

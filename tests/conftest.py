@@ -6,16 +6,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from threadpoolctl import threadpool_limits
 
 from recommender import training
 
 from helpers import (  # noqa: F401
     TINY_LOG,
+    Inbox,
     PostgresCluster,
     PostgresMissing,
+    free_port,
     make_app,
     private_copy,
     tiny_config,
@@ -80,6 +84,22 @@ def app(shared_models: Path, activity_db: Path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def smtp_server() -> Any:
+    servers: list[Controller] = []
+
+    def start(inbox: Inbox) -> int:
+        port = free_port()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        servers.append(controller)
+        return port
+
+    yield start
+    for controller in servers:
+        controller.stop()
 
 
 # ------------------------------------------------------------------ a real PostgreSQL server

@@ -5,15 +5,21 @@ a throwaway PostgreSQL cluster)."""
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -229,6 +235,33 @@ def write_uniform_log(path: Path) -> None:
     log.to_csv(path, index=False)
 
 
+# ------------------------------------------------------------------ a real SMTP server
+class Inbox:
+    """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
+    after that many is held unanswered until ``release`` is set, then refused with 421 and not
+    kept: a client killed meanwhile never learnt it was accepted, and it was not."""
+
+    def __init__(self, hold_after: int | None = None) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.hold_after = hold_after
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.hold_after is not None and len(self.messages) >= self.hold_after:
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return "421 closing"
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
+        self.messages.append(message)  # type: ignore[arg-type]
+        return "250 OK"
+
+    def recipients(self) -> Counter[str]:
+        return Counter(str(m["To"]) for m in self.messages)
+
+
 # ------------------------------------------------------------------ reading what was stored
 def count_events(store: ActivityStore) -> int:
     """Events in a store, counted straight from the database (no store method needed)."""
@@ -241,3 +274,54 @@ def collect_lists(streamed: StreamedLists) -> PersonalLists:
     blocks = list(streamed.packed.chunks)
     packed = np.concatenate(blocks) if blocks else np.empty((0, 2, streamed.depth), dtype=np.int32)
     return PersonalLists.from_packed(packed, next(iter(streamed.strategy.chunks)))
+
+
+# "Buy it again": c1 buys Milk weekly (4 orders) and Bread twice a week apart, a Lamp once;
+# c2 Milk twice 14 days apart and a Lamp once; c3 a Lamp, Bread and Jam once; c4 Milk and Jam
+# once, on the log's last day (2024-01-31). Milk's cycle: (21 + 14) days over 3 + 1 rebuys =
+# 8.75; rates (rebuyers + 1) / (buyers + 2): Milk 3/5, Bread 2/4, Lamp 1/5, Jam 1/4; the shop's
+# rate: 3 of 10 customer-item pairs bought twice or more.
+REPEAT_LOG = """user_id,item_id,timestamp,quantity,order_id,price,name,category
+c1,Milk,2024-01-01T09:00:00,1,c1-1,1.00,Milk,dairy
+c1,Milk,2024-01-08T09:00:00,1,c1-2,1.00,Milk,dairy
+c1,Lamp,2024-01-08T09:00:00,1,c1-2,30.00,Lamp,home
+c1,Milk,2024-01-15T09:00:00,1,c1-3,1.00,Milk,dairy
+c1,Bread,2024-01-15T09:00:00,1,c1-3,2.00,Bread,bakery
+c1,Milk,2024-01-22T09:00:00,1,c1-4,1.00,Milk,dairy
+c1,Bread,2024-01-22T09:00:00,1,c1-4,2.00,Bread,bakery
+c2,Milk,2024-01-05T09:00:00,1,c2-1,1.00,Milk,dairy
+c2,Milk,2024-01-19T09:00:00,1,c2-2,1.00,Milk,dairy
+c2,Lamp,2024-01-19T09:00:00,1,c2-2,30.00,Lamp,home
+c3,Lamp,2024-01-10T09:00:00,1,c3-1,30.00,Lamp,home
+c3,Bread,2024-01-29T09:00:00,1,c3-2,2.00,Bread,bakery
+c3,Jam,2024-01-29T09:00:00,1,c3-2,3.00,Jam,bakery
+c4,Milk,2024-01-31T09:00:00,1,c4-1,1.00,Milk,dairy
+c4,Jam,2024-01-31T09:00:00,1,c4-1,3.00,Jam,bakery
+"""
+
+
+def rebuy_log(customers: int, staples: bool, seed: int = 0) -> pd.DataFrame:
+    """A shop of ``customers`` with an order every 7 days for 24 weeks: with ``staples`` each
+    customer's orders hold their own 3 staples (of 60) plus one item at random; without, 3
+    items they never bought before (nobody rebuys)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for customer in range(customers):
+        own = rng.choice(60, 3, replace=False)
+        unseen = list(rng.permutation(400) + 60)
+        for order in range(24):
+            start = customer % 7
+            items = (
+                [*own, int(rng.integers(60, 460))] if staples else [unseen.pop() for _ in range(3)]
+            )
+            for item in dict.fromkeys(int(i) for i in items):
+                rows.append(
+                    (
+                        f"c{customer}",
+                        f"i{item}",
+                        ORIGIN + pd.Timedelta(days=float(start + 7 * order)),
+                        f"c{customer}-{order}",
+                    )
+                )
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "order_id"])
+    return frame.astype({"user_id": "string", "item_id": "string", "order_id": "string"})

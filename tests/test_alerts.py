@@ -5,16 +5,13 @@ rerun sends every message exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import html
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from recommender.alerts import compose, find_alerts
 from recommender.config import AlertsConfig
 from recommender.serving.service import RecommendationService
 
-from helpers import PYTHON, ROOT, free_port, make_app
+from helpers import PYTHON, ROOT, Inbox, free_port, make_app
 
 DAY = 86400.0
 T0 = float(
@@ -37,48 +34,6 @@ T1 = T0 + DAY  # customers show interest
 T2 = T0 + 2 * DAY  # the catalog changes
 TOKEN = "a-long-enough-admin-token"
 NO_NEW = AlertsConfig(rules=("back_in_stock", "price_drop"))
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every accepted message. With ``hold_after`` set, the message
-    after that many is held unanswered until ``release`` is set, then refused with 421 and not
-    kept: a client killed meanwhile never learnt it was accepted, and it was not."""
-
-    def __init__(self, hold_after: int | None = None) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.hold_after = hold_after
-        self.holding = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.hold_after is not None and len(self.messages) >= self.hold_after:
-            self.holding.set()
-            while not self.release.is_set():
-                await asyncio.sleep(0.05)
-            return "421 closing"
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
-        self.messages.append(message)  # type: ignore[arg-type]
-        return "250 OK"
-
-    def recipients(self) -> Counter[str]:
-        return Counter(str(m["To"]) for m in self.messages)
-
-
-@pytest.fixture
-def smtp_server() -> Any:
-    servers: list[Controller] = []
-
-    def start(inbox: Inbox) -> int:
-        port = free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port)
-        controller.start()
-        servers.append(controller)
-        return port
-
-    yield start
-    for controller in servers:
-        controller.stop()
 
 
 def tiny_catalog_story(store: ActivityStore) -> None:

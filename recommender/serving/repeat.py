@@ -134,7 +134,7 @@ def repeat_reason(times_bought: int, every_days: float | None) -> str:
     """The reason a repeat item is shown, in words: "you buy this every 2 weeks"."""
     if every_days is None:
         return f"you bought this {times_bought} times" if times_bought > 1 else "you bought this"
-    if every_days < 10:
+    if every_days < 6.5:
         span = f"{round(every_days):g} days" if round(every_days) != 1 else "day"
     elif every_days < 60:
         weeks = round(every_days / 7)
