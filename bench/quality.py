@@ -8,6 +8,15 @@ Cases (``--cases``, default all):
     before 2011-11-09, then ask ``GET /v1/users/<id>/recommendations?k=20`` for every customer
     of the training side who bought an item new to them from that date; NDCG@10 (and P, R,
     HR) against those new items (unreachable ones kept in the denominators).
+``retail-repeats``
+    ANCHORS.md's "repeats included" protocol: the same cut; the targets are every distinct item
+    each customer of the training side bought from 2011-11-09, rebuys included. Served: the
+    buy-again row (``GET /v1/users/<id>/buy-again?k=20``) and personal picks with
+    ``exclude_purchased`` false, repeat, true and the model's default; references computed
+    here from the same reference-cleaned training lines: P-TopFreq (the customer's items by
+    the number of orders that held them; ties: the latest bought first, then the item id), the
+    same with each order weighted exp(-age / 60 days), and popularity. Each served list also
+    as the paired difference from the better P-TopFreq (same customers).
 ``groceries-baskets`` / ``groceries-customers``
     Groceries baskets shuffled with seed 42, 80% trained (as a basket log, or as a customer log
     with ``user_id`` = basket and one timestamp for every line); in each held-out basket of
@@ -49,7 +58,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
-CASES = ("retail", "groceries-baskets", "groceries-customers", "burst-retail", "burst-synthetic")
+CASES = (
+    "retail",
+    "retail-repeats",
+    "groceries-baskets",
+    "groceries-customers",
+    "burst-retail",
+    "burst-synthetic",
+)
 
 
 # ----------------------------------------------------------------------------- train and serve
@@ -251,7 +267,9 @@ def case_retail(work: Path) -> dict[str, Any]:
         rankings = {
             u: [
                 r["item_id"]
-                for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]
+                for r in server.get(f"/v1/users/{u}/recommendations?k=20&exclude_purchased=true")[
+                    "recommendations"
+                ]
             ]
             for u in targets
         }
@@ -268,6 +286,91 @@ def case_retail(work: Path) -> dict[str, Any]:
             "ndcg@10": model["evaluation"].get("value"),
             "ci95": model["evaluation"].get("ci95"),
         },
+    }
+
+
+def p_topfreq(
+    before: pd.DataFrame, users: list[str], decay_days: float | None
+) -> dict[str, list[str]]:
+    """Each customer's items by the orders that held them (each weighted exp(-age / decay_days)
+    before the cut, with a decay), ties: the latest bought first, then the item id."""
+    orders = before.drop_duplicates(["user_id", "item_id", "InvoiceNo"]).copy()
+    end = before["InvoiceDate"].max()
+    age = (end - orders["InvoiceDate"]).dt.total_seconds() / 86400.0
+    orders["weight"] = np.exp(-age / decay_days) if decay_days else 1.0
+    per_item = orders.groupby(["user_id", "item_id"]).agg(
+        weight=("weight", "sum"), last=("InvoiceDate", "max")
+    )
+    per_item = per_item.reset_index().sort_values(
+        ["user_id", "weight", "last", "item_id"], ascending=[True, False, False, True]
+    )
+    ranked = per_item.groupby("user_id")["item_id"].agg(list)
+    return {u: ranked.get(u, [])[:20] for u in users}
+
+
+def case_retail_repeats(work: Path) -> dict[str, Any]:
+    raw = pd.read_parquet(SHARED / "online_retail.parquet")
+    cut = pd.Timestamp("2011-11-09")
+    log = work / "retail_train.parquet"
+    raw[raw["InvoiceDate"] < cut].to_parquet(log, index=False)
+    reference = retail_reference(raw)
+    before = reference[reference["InvoiceDate"] < cut]
+    after = reference[reference["InvoiceDate"] >= cut]
+    bought = before.groupby("user_id")["item_id"].agg(set)
+    targets = {
+        user: items
+        for user, items in after.groupby("user_id")["item_id"].agg(set).items()
+        if user in bought.index
+    }
+    users = sorted(targets)
+    rebought = sum(len(targets[u] & bought[u]) for u in users) / sum(
+        len(t) for t in targets.values()
+    )
+    models = work / "models_retail_repeats"
+    seconds = train(log, models)
+    lists: dict[str, dict[str, list[str]]] = {}
+    with Server(models) as server:
+        for name, path in (
+            ("served: buy again", "buy-again?k=20"),
+            ("served: exclude_purchased=false", "recommendations?k=20&exclude_purchased=false"),
+            ("served: exclude_purchased=repeat", "recommendations?k=20&exclude_purchased=repeat"),
+            ("served: exclude_purchased=true", "recommendations?k=20&exclude_purchased=true"),
+            ("served: the default", "recommendations?k=20"),
+        ):
+            lists[name] = {
+                u: [r["item_id"] for r in server.get(f"/v1/users/{u}/{path}")["recommendations"]]
+                for u in users
+            }
+        default_mode = server.get(f"/v1/users/{users[0]}/recommendations?k=1").get(
+            "exclude_purchased"
+        )
+        model = server.get("/v1/model")
+    lists["P-TopFreq"] = p_topfreq(before, users, None)
+    lists["P-TopFreq, decayed 60 days"] = p_topfreq(before, users, 60.0)
+    popular = before.groupby("item_id")["user_id"].nunique().sort_values(ascending=False)
+    lists["popularity"] = {u: popular.index[:20].tolist() for u in users}
+    counts = {u: len(t) for u, t in targets.items()}
+    results = {name: scored(ranked, targets, counts) for name, ranked in lists.items()}
+    per_row = {
+        name: np.array([ndcg_row(ranked[u], targets[u], counts[u]) for u in users])
+        for name, ranked in lists.items()
+    }
+    anchor = max(("P-TopFreq", "P-TopFreq, decayed 60 days"), key=lambda n: per_row[n].mean())
+    paired = {
+        name: {"against": anchor, **summary(list(per_row[name] - per_row[anchor]))}
+        for name in lists
+        if name.startswith("served")
+    }
+    return {
+        "protocol": "shared/ANCHORS.md, repeats included: train < 2011-11-09, every item bought "
+        "from then, top 20 over the HTTP API",
+        "customers": len(users),
+        "rebought_share": round(rebought, 4),
+        "train_seconds": round(seconds, 1),
+        "default_exclude_purchased": default_mode,
+        "results": results,
+        "paired_ndcg@10": paired,
+        "trainer_reported": (model["evaluation"] or {}).get("repeats"),
     }
 
 
@@ -409,7 +512,9 @@ def case_burst(work: Path, log_frame: pd.DataFrame, name: str) -> dict[str, Any]
         rankings = {
             u: [
                 r["item_id"]
-                for r in server.get(f"/v1/users/{u}/recommendations?k=20")["recommendations"]
+                for r in server.get(f"/v1/users/{u}/recommendations?k=20&exclude_purchased=true")[
+                    "recommendations"
+                ]
             ]
             for u in targets
         }
@@ -461,6 +566,8 @@ def main() -> int:
             started = time.perf_counter()
             if case == "retail":
                 result = case_retail(work)
+            elif case == "retail-repeats":
+                result = case_retail_repeats(work)
             elif case.startswith("groceries"):
                 result = case_groceries(work, as_customers=case.endswith("customers"))
             elif case == "burst-retail":

@@ -83,6 +83,9 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
         axes[1].invert_yaxis()
         axes[1].set_yticklabels([])
         sections.append(_figure(figure, plt))
+    repeats = evaluation.get("repeats")
+    if repeats:
+        sections.append(_repeats_section(repeats, k))
     item_to_item = evaluation.get("item_to_item")
     if item_to_item:
         sections.append(
@@ -160,6 +163,35 @@ def render(evaluation: dict[str, Any], summary: dict[str, Any]) -> bytes:
         f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
     )
     return page.encode("utf-8")
+
+
+def _repeats_section(repeats: dict[str, Any], k: int) -> str:
+    """Buy it again: everything bought next, rebuys included, beside the usual next-basket
+    baselines, the paired differences, and what the validation folds chose and why."""
+    validation = repeats.get("validation", {})
+    paired = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(v['against'])}</td>"
+        f"<td>{_fmt(v['difference'])}</td><td>{_interval(v['ci95'])}</td></tr>"
+        for name, v in repeats.get("paired", {}).items()
+    )
+    chosen = {
+        "chosen on validation": validation.get("chosen"),
+        "default exclude_purchased": validation.get("default_exclude_purchased"),
+        "why": validation.get("rule"),
+    }
+    return (
+        "<h2>Buy it again: everything bought next, rebuys included</h2>"
+        f"<p>{html.escape(str(repeats.get('question', '')))}. The headline above answers "
+        "another question (items new to the customer); this one is what a shop whose customers "
+        "rebuy shows in its buy-again row and in a personal list that keeps purchases.</p>"
+        + _definition_list(repeats.get("protocol", {}))
+        + _model_table(repeats.get("models", {}), k)
+        + f"<h3>Paired differences (NDCG@{k}, same customers)</h3>"
+        + "<table><tr><th>list</th><th>against</th><th>difference</th><th>95% interval</th></tr>"
+        + paired
+        + "</table><h3>How it was chosen (validation folds only)</h3>"
+        + _definition_list(chosen)
+    )
 
 
 def _model_table(models: dict[str, Any], k: int) -> str:

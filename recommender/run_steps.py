@@ -188,6 +188,17 @@ def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
         if (protocol := evaluation.get("protocol"))
         else None,
         "ndcg_by_model": {name: round(values["ndcg"], 5) for name, values in models.items()},
+        "repeats": {
+            "question": "everything bought next, rebuys included",
+            "default_exclude_purchased": repeats.get("validation", {}).get(
+                "default_exclude_purchased"
+            ),
+            "ndcg_by_list": {
+                name: round(values["ndcg"], 5) for name, values in repeats["models"].items()
+            },
+        }
+        if (repeats := evaluation.get("repeats"))
+        else None,
     }
 
 
