@@ -15,15 +15,37 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import artifacts, report
 from .activity import ActivityStore, Event, describe
-from .bundle import ModelBundle
+from .algorithms.repeat import RepeatBuyer
+from .bundle import ModelBundle, RepeatArrays
 from .config import GateSettings, TrainConfig
 from .data.cleaning import CleaningRules
 from .data.loading import PRESET_EXCLUDED_ITEMS, PRESET_ITEM_PATTERNS, fingerprint
 from .errors import DataError, GateRefusedError, StoreError
+from .model_selection import RepeatChoice
 
 logger = logging.getLogger(__name__)
+
+
+def repeat_parts(
+    model: RepeatBuyer, repeat: RepeatChoice, facts: tuple[Any, Any, Any, Any], as_of: float
+) -> tuple[RepeatArrays, dict[str, Any]]:
+    """The repeat model as a version holds it, whichever engine fitted it: each cell's
+    ``facts`` (decayed frequency, orders, first and last age, in the order of ``user_items``;
+    arrays, or streamed ones) and the model's per-item state, with the manifest entry the
+    server reads (``as_of``: the log's last purchase, the moment the ages count back from)."""
+    arrays = RepeatArrays(*facts, model.cycle_days_, model.rate_, np.array([model.shop_rate_]))
+    entry = {
+        "model": "repeat",
+        **model.get_params(),
+        "mix": repeat.mix,
+        "exclude_purchased": repeat.exclude_purchased,
+        "as_of": as_of,
+    }
+    return arrays, entry
 
 
 def save_version(

@@ -54,6 +54,7 @@ from .run_steps import (
     jsonable,
     record_catalog,
     recorded_purchases,
+    repeat_parts,
     save_version,
 )
 
@@ -204,23 +205,9 @@ def fit_repeat(
     started = time.perf_counter()
     cells = repeat_cells(interactions)
     model = repeat.build(horizon_days).fit_items(cells)
-    arrays = RepeatArrays(
-        cells.frequency(repeat.decay_days),
-        cells.times,
-        cells.first_age,
-        cells.last_age,
-        model.cycle_days_,
-        model.rate_,
-        np.array([model.shop_rate_]),
-    )
-    entry = {
-        "model": "repeat",
-        **model.get_params(),
-        "mix": repeat.mix,
-        "exclude_purchased": repeat.exclude_purchased,
-        "as_of": as_of,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    facts = (cells.frequency(repeat.decay_days), cells.times, cells.first_age, cells.last_age)
+    arrays, entry = repeat_parts(model, repeat, facts, as_of)
+    entry["seconds"] = round(time.perf_counter() - started, 3)
     logger.info(
         "repeat model: %d cells, %d items with a cycle, in %.2fs",
         len(cells.times),

@@ -130,6 +130,9 @@ def test_explorer_in_chromium(server: str, tmp_path: Path) -> None:
             ]
             assert sorted(history) == ["G1", "G2", "G3"]
             assert page.locator("#personal li").count() == 5  # the 8 items less the 3 bought
+            again = page.locator("#buy-again li").all()
+            assert sorted(item.get_attribute("data-item-id") for item in again) == sorted(history)
+            assert all("last bought 20" in (item.text_content() or "") for item in again)
             assert page.text_content("#greeting") == "Hello, Ana"
             reasons = [h.text_content() for h in page.locator("#page-you-made h4").all()]
             assert reasons and all(reason.startswith("because you") for reason in reasons)

@@ -170,6 +170,7 @@ def test_model_info_and_health(client) -> None:
         "als",
         "personal",
         "personal_lists",
+        "repeat",
         "trending",
     }
     assert client.get("/health").get_json() == {"status": "ok"}

@@ -189,6 +189,25 @@ def test_neighbours_equal_the_local_engine_up_to_ties(
         )
 
 
+def test_the_repeat_model_equals_the_local_engines(
+    shipped_spark_model: artifacts.Artifact, shipped_local: tuple[pd.DataFrame, dict[str, object]]
+) -> None:
+    from recommender.model_selection import RepeatChoice
+    from recommender.training import fit_repeat
+
+    purchases, _ = shipped_local
+    interactions = build_interactions(purchases, "binary")
+    local, entry = fit_repeat(interactions, RepeatChoice(), TrainConfig().test_days, 0.0)
+    arrays = shipped_spark_model.arrays
+    for name in ("times", "frequency", "first_age", "last_age"):
+        assert np.allclose(arrays[f"repeat.{name}"], getattr(local, name), atol=1e-3), name
+    assert np.allclose(arrays["repeat.rate"], local.rate)
+    assert np.allclose(arrays["repeat.cycle_days"], local.cycle_days, equal_nan=True, rtol=1e-4)
+    assert float(arrays["repeat.shop_rate"][0]) == pytest.approx(float(local.shop_rate[0]))
+    manifest = shipped_spark_model.manifest["components"]["repeat"]
+    assert manifest["mix"] == entry["mix"] and manifest["tuned"] is False
+
+
 def test_spark_als_ndcg_within_ten_percent_of_local_als(
     spark: object, shipped_local: tuple[pd.DataFrame, dict[str, object]]
 ) -> None:

@@ -167,20 +167,22 @@ class RepeatBuyer:
         """Only the per-item part (cycle and rate): sums over each item's buyers."""
         items, n_items = cells.cells.indices, cells.cells.shape[1]
         again = cells.times >= 2
-        buyers = np.bincount(items, minlength=n_items)
-        rebuyers = np.bincount(items, weights=again, minlength=n_items)
+        buyers = np.bincount(items, minlength=n_items).astype(np.float64)
+        rebuyers = np.bincount(items, weights=again, minlength=n_items).astype(np.float64)
         span = np.where(again, cells.first_age - cells.last_age, 0.0)
-        spans = np.bincount(items, weights=span, minlength=n_items)
-        rebuys = np.bincount(items, weights=np.where(again, cells.times - 1, 0), minlength=n_items)
+        spans = np.bincount(items, weights=span, minlength=n_items).astype(np.float64)
+        rebuys = np.bincount(
+            items, weights=np.where(again, cells.times - 1, 0), minlength=n_items
+        ).astype(np.float64)
         self.set_items(buyers, rebuyers, spans, rebuys)
         return self
 
     def set_items(
         self,
-        buyers: NDArray[np.floating],
-        rebuyers: NDArray[np.floating],
-        spans: NDArray[np.floating],
-        rebuys: NDArray[np.floating],
+        buyers: NDArray[np.float64],
+        rebuyers: NDArray[np.float64],
+        spans: NDArray[np.float64],
+        rebuys: NDArray[np.float64],
     ) -> None:
         """The per-item state from its sums (each engine computes them its own way): buyers,
         buyers with 2+ orders, their days from first to latest purchase, and their purchases
@@ -289,7 +291,11 @@ def mixed_scores(
     ``mix_weights``), each part divided by its row's largest magnitude; ``repeat`` is 0
     outside the customer's items. Dense rows (n_rows, n_items) or one row (n_items,)."""
     repeat_weight, explore_weight = mix_weights(mix)
-    dense = repeat.toarray() if sp.issparse(repeat) else np.asarray(repeat, dtype=np.float64)
+    dense = (
+        repeat.toarray()  # type: ignore[union-attr]
+        if sp.issparse(repeat)
+        else np.asarray(repeat, dtype=np.float64)
+    )
     out = repeat_weight * _row_scaled(np.atleast_2d(dense).astype(np.float64))
     if explore is not None:
         out += explore_weight * _row_scaled(np.atleast_2d(np.asarray(explore, dtype=np.float64)))

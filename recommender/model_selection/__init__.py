@@ -109,7 +109,8 @@ def select_and_evaluate(
     candidates, notes = item_candidates(n_items, settings)
     evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
     states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
-    repeat, repeat_report = None, {}
+    repeat: RepeatChoice | None = None
+    repeat_report: dict[str, Any] = {}
     if evaluated >= MIN_VALIDATION_ROWS:
         outcome = search(validation, candidates, settings, states)
         choice = outcome.pop("choice")

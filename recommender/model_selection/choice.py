@@ -215,6 +215,24 @@ def default_choice(
     )
 
 
+def plain_ease(settings: EvaluationSettings) -> BlendChoice:
+    """EASE as it is usually run, the baseline of every report: binary, l2 250, every weight
+    (the 200 strongest of each item, as all item models rank)."""
+    return BlendChoice(
+        "ease",
+        {
+            "l2": 250.0,
+            "neighbours": 200,
+            "max_items": settings.ease_max_items,
+            "signed": True,
+            "min_pair_support": 0,
+        },
+        0.0,
+        0.0,
+        settings.trending_half_life_days,
+    )
+
+
 def build_als(settings: AlsSettings, num_threads: int | None = None) -> ALS:
     """The ALS of a run, from its settings: the one place that maps them onto ALS, so that
     what evaluation fits is what ships (GPU included)."""

@@ -12,7 +12,7 @@ from ..config import EvaluationSettings
 from ..data.matrix import cap_history
 from ..errors import DataError
 from ..evaluation import next_item_metrics, top_k
-from .choice import CUTS, SAVED_DEPTH, BlendChoice, build_item_knn
+from .choice import CUTS, SAVED_DEPTH, BlendChoice, build_item_knn, plain_ease
 from .folds import Fold
 from .scoring import FoldState, choice_scores, fit_item, metrics
 
@@ -129,21 +129,7 @@ def _baselines(
                 fold, factors @ als.item_factors.T, settings
             )
     if len(fold.interactions.item_ids) <= settings.ease_max_items:
-        # As EASE is usually run: binary, every weight (the 200 strongest of each item rank as all do).
-        ease = BlendChoice(
-            "ease",
-            {
-                "l2": 250.0,
-                "neighbours": 200,
-                "max_items": settings.ease_max_items,
-                "signed": True,
-                "min_pair_support": 0,
-            },
-            0.0,
-            0.0,
-            settings.trending_half_life_days,
-        )
-        scores = choice_scores(state, ease, settings)
+        scores = choice_scores(state, plain_ease(settings), settings)
         if scores is not None:
             results["baseline: EASE l2=250"] = metrics(fold, scores, settings)
     return results

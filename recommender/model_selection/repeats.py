@@ -22,16 +22,16 @@ from ..algorithms.repeat import RepeatBuyer, RepeatCells, mixed_cells, mixed_sco
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions
 from ..evaluation import HeldOut, row_ndcg, top_k
-from .choice import GUARD_ERRORS, BlendChoice
+from .choice import GUARD_ERRORS, BlendChoice, plain_ease
 from .folds import Fold
 from .scoring import FoldState, choice_scores, held_out_metrics
-from .search import _paired_difference, _ranking
+from .search import paired_difference, rank_keys
 
 REPEAT_DECAYS = (0.0, 30.0, 60.0, 120.0, 365.0)
 RATE_WEIGHTS = (0.0, 1.0)
 DUE_WEIGHTS = (0.0, 1.0)
 # How much of a personal list's score comes from the repeat model (the rest: the explore blend).
-MIXES = (0.25, 0.5, 0.75, 0.9, 1.0)
+MIXES = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 # exclude_purchased modes: every purchase excluded (new items only), none, or the repeat-aware one.
 MODES = ("true", "false", "repeat")
 
@@ -231,15 +231,15 @@ def choose_repeat(
         for due in DUE_WEIGHTS
     ]
     alone = measure(models, "buy_again")
-    ranking = _ranking(alone)  # type: ignore[arg-type]
+    ranking = rank_keys(alone)
     best = max(alone, key=ranking.__getitem__)
     mixes = [RepeatChoice(best.decay_days, best.rate_weight, best.due_weight, mix) for mix in MIXES]
     mixed = measure(mixes, "false")
-    ranking_mix = _ranking(mixed)  # type: ignore[arg-type]
+    ranking_mix = rank_keys(mixed)
     chosen = max(mixed, key=ranking_mix.__getitem__)
     modes = {mode: measure([chosen], mode)[chosen] for mode in MODES}
     primary = next(iter(prepared))
-    gain, error = _paired_difference(
+    gain, error = paired_difference(
         modes["repeat"][primary], modes["true"][primary], bootstrap_seed=settings.random_state
     )
     if gain > GUARD_ERRORS * error:
@@ -288,7 +288,9 @@ def measure_repeats(
 ) -> dict[str, Any] | None:
     """The test fold, once: the buy-again row and the personal list in each mode against
     popularity, P-TopFreq (plain and decayed 60 days) and EASE with purchases kept, each with
-    its interval, and the paired difference of the new lists from the better P-TopFreq."""
+    its interval, and the paired difference of the new lists from the better P-TopFreq.
+
+    Long because each list and baseline is named where it is measured, in the report's order."""
     rows = _prepare(state, choice, settings)
     if rows is None:
         return None
@@ -324,20 +326,7 @@ def measure_repeats(
         top_k(np.tile(held.popularity, (len(held.rows), 1)), held.seen, max(k, 20)),
     )
     if len(rows.fold.interactions.item_ids) <= settings.ease_max_items:
-        ease = BlendChoice(
-            "ease",
-            {
-                "l2": 250.0,
-                "neighbours": 200,
-                "max_items": settings.ease_max_items,
-                "signed": True,
-                "min_pair_support": 0,
-            },
-            0.0,
-            0.0,
-            settings.trending_half_life_days,
-        )
-        scores = choice_scores(state.sibling(rows.fold), ease, settings)
+        scores = choice_scores(state.sibling(rows.fold), plain_ease(settings), settings)
         if scores is not None:
             add("baseline: EASE l2=250, purchases kept", top_k(scores, held.seen, max(k, 20)))
     anchor = max(baselines, key=lambda name: per_row[name].mean())
@@ -346,7 +335,7 @@ def measure_repeats(
         "buy again: " + repeat.label(),
         *(f"personal, exclude_purchased={m}" for m in MODES),
     ):
-        gain, error = _paired_difference(
+        gain, error = paired_difference(
             per_row[name], per_row[anchor], bootstrap_seed=settings.random_state
         )
         paired[name] = {

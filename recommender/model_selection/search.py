@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -86,7 +86,7 @@ def search(
     lead = leads[len(leads) // 2]
     decays = DECAY_DAYS if timed else (0.0,)
     measure(item_choice(name, decay) for decay in decays for name in leads)
-    ranking = _ranking(rows)
+    ranking = rank_keys(rows)
     best_decay = max(rows, key=ranking.__getitem__).decay_days if rows else 0.0
     singles = [
         item_choice(name, decay)
@@ -98,7 +98,7 @@ def search(
     for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):
         singles.append(BlendChoice(*candidates[lead], 0.0, 1.0, half_life, 0.0, 0.0))
     measure(singles)
-    ranking = _ranking(rows)
+    ranking = rank_keys(rows)
     item_singles = [
         c for c in rows if c.item_part > 0 and c.als_weight == 0 and c.trend_weight == 0
     ]
@@ -130,7 +130,7 @@ def search(
         raise DataError("evaluation: no model could be measured on the validation folds")
 
     choice, rule = simplest_within_noise(rows, settings.random_state)
-    ranking = _ranking(rows)
+    ranking = rank_keys(rows)
     table = sorted(rows, key=ranking.__getitem__, reverse=True)
     protocols = list(validation)
     return {
@@ -165,24 +165,26 @@ def search(
 
 
 Rows = dict[BlendChoice, dict[str, NDArray[np.float64]]]
+# Whatever the configurations are (a blend, a repeat model): ``rank_keys`` only compares rows.
+Config = TypeVar("Config", bound=Hashable)
 
 
 def simplest_within_noise(rows: Rows, seed: int = 0) -> tuple[BlendChoice, str]:
-    """The configuration to ship, and why: the best by ``_ranking``, unless it is a blend whose
+    """The configuration to ship, and why: the best by ``rank_keys``, unless it is a blend whose
     gain over its best single part (measured too) on the primary protocol is within the
     bootstrap standard error of that gain; then the part.
 
     ``rows`` maps each measured configuration to its per-row NDCG on each protocol (the same
     rows, in the same order, for every configuration; the primary protocol first).
     """
-    ranking = _ranking(rows)
+    ranking = rank_keys(rows)
     best = max(rows, key=ranking.__getitem__)
     parts = [part for part in best.parts() if part in rows]
     if len(best.parts()) == 1 or not parts:
         return best, "the best configuration is a single component"
     part = max(parts, key=ranking.__getitem__)
     primary = next(iter(rows[best]))
-    gain, error = _paired_difference(rows[best][primary], rows[part][primary], bootstrap_seed=seed)
+    gain, error = paired_difference(rows[best][primary], rows[part][primary], bootstrap_seed=seed)
     if gain > error:
         return (
             best,
@@ -194,7 +196,9 @@ def simplest_within_noise(rows: Rows, seed: int = 0) -> tuple[BlendChoice, str]:
     )
 
 
-def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
+def rank_keys(
+    rows: dict[Config, dict[str, NDArray[np.float64]]],
+) -> dict[Config, tuple[bool, float]]:
     """Sort keys, higher first: (kept by the guard, NDCG@k on the primary protocol relative to
     the best there).
 
@@ -214,7 +218,7 @@ def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
     for name in names[1:]:
         leader = max(rows, key=lambda c: float(rows[c][name].mean()))
         for choice, values in rows.items():
-            difference, error = _paired_difference(values[name], rows[leader][name])
+            difference, error = paired_difference(values[name], rows[leader][name])
             if difference < -GUARD_ERRORS * error:
                 kept[choice] = False
     primary = names[0]
@@ -225,7 +229,7 @@ def _ranking(rows: Rows) -> dict[BlendChoice, tuple[bool, float]]:
     }
 
 
-def _paired_difference(
+def paired_difference(
     values: NDArray[np.float64], baseline: NDArray[np.float64], bootstrap_seed: int | None = None
 ) -> tuple[float, float]:
     """Mean of ``values - baseline`` over the same rows, and its standard error (bootstrap

@@ -79,14 +79,14 @@ class PersonalAnswers:
         owned = self._owned(user_idx, recent)
         history, weights, vector = self.evidence(user_idx, recent)
         if mode != "true" and self.repeat is not None and len(owned):
-            ranked, facts = self.repeat_ranked(user_idx, recent, k, filters, mode)
-            response = self._answer(ranked)
-            with_facts(response, ranked, facts)
+            kept, facts = self.repeat_ranked(user_idx, recent, k, filters, mode)
+            response = self._answer(kept)
+            with_facts(response, kept, facts)
             response["exclude_purchased"] = mode
             response["known_customer"] = user_idx is not None
             return response
         exclude_purchased = mode != "false"
-        ranked = (
+        ranked: Ranked | None = (
             self._from_list(user_idx, history, weights, k, filters, owned)
             if user_idx is not None and exclude_purchased
             else None

@@ -169,7 +169,9 @@ class RepeatAnswers:
         known) and its strategy: the part of a repeat-aware list that finds new items."""
         history, weights, vector = self.evidence(user_idx, recent)
         scores, strategy = self.ranker.scores(history, weights, vector)
-        return (self.ranker.trend if scores is None else scores), strategy
+        if scores is None:
+            return np.asarray(self.ranker.trend, dtype=np.float64), strategy
+        return scores, strategy
 
     def buy_again(
         self, user_id: str, k: int, filters: Filters, recent: Sequence[Event]

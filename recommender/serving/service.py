@@ -104,25 +104,29 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
             self.ranker = Ranker(
                 self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming
             )
-            lists = bundle.lists
-            self.lists = (
-                None
-                if not isinstance(lists, PersonalLists)
-                else PersonalLists(
-                    np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy)
-                )
-            )
-            if self.lists is not None and self.lists.items.shape[0] != len(self.users):
-                raise ValueError("personal lists do not match the customer list")
-            # "Buy it again" (versions trained before it, and the Spark engine's, go without).
-            self.repeat = (
-                RepeatModel(bundle, self.user_items)
-                if bundle.repeat is not None and "repeat" in components
-                else None
-            )
+            self._prepare_per_customer(bundle)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model version {self.version}: incomplete model: {exc}") from None
         self.als = als
+
+    def _prepare_per_customer(self, bundle: ModelBundle) -> None:
+        """The precomputed lists and the repeat model ("buy it again"; versions trained before
+        it go without), checked against the customers."""
+        lists = bundle.lists
+        self.lists = (
+            None
+            if not isinstance(lists, PersonalLists)
+            else PersonalLists(
+                np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy)
+            )
+        )
+        if self.lists is not None and self.lists.items.shape[0] != len(self.users):
+            raise ValueError("personal lists do not match the customer list")
+        self.repeat = (
+            RepeatModel(bundle, self.user_items)
+            if bundle.repeat is not None and "repeat" in bundle.components
+            else None
+        )
 
     # ----------------------------------------------------------------- item pages
     def item_neighbours(

@@ -37,6 +37,7 @@ from ..run_steps import (
     headline,
     jsonable,
     recorded_purchases,
+    repeat_parts,
     save_version,
 )
 from . import cleaning
@@ -352,24 +353,10 @@ def _repeat_parts(
             (nnz,), np.float32, stream_blocks(ordered.select(name), column_block(name, np.float32))
         )
 
-    arrays = RepeatArrays(
-        column("frequency"),
-        column("times"),
-        column("first_age"),
-        column("last_age"),
-        model.cycle_days_,
-        model.rate_,
-        np.array([model.shop_rate_]),
-    )
-    entry = {
-        "model": "repeat",
-        **model.get_params(),
-        "mix": repeat.mix,
-        "exclude_purchased": repeat.exclude_purchased,
-        "as_of": float(pd.Timestamp(newest).timestamp()),
-        "tuned": False,
-    }
-    return arrays, entry
+    columns = ("frequency", "times", "first_age", "last_age")
+    cell_facts = (column(columns[0]), column(columns[1]), column(columns[2]), column(columns[3]))
+    arrays, entry = repeat_parts(model, repeat, cell_facts, float(pd.Timestamp(newest).timestamp()))
+    return arrays, {**entry, "tuned": False}
 
 
 def _basket_parts(
