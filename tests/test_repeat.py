@@ -187,7 +187,8 @@ def test_buy_again_applies_the_filters_and_knows_nobody(client) -> None:
     assert client.get("/v1/users/c1/buy-again?k=0").status_code == 400
 
 
-def test_a_purchase_since_training_counts_at_once(client) -> None:
+def test_a_purchase_since_training_counts_at_once(repeat_models: Path, store_location: str) -> None:
+    client = make_app(repeat_models, store_location).test_client()
     now = time.time()
     response = client.post(
         "/v1/events",
