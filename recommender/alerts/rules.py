@@ -218,11 +218,11 @@ def _time_to_reorder(
     owner = np.repeat(rows, stops - starts)
     items = np.asarray(user_items.indices[cells], dtype=np.int64)
     times = np.asarray(repeat.times[cells], dtype=np.float64)
+    first_age = np.asarray(repeat.first_age[cells], dtype=np.float64)
     last_age = np.asarray(repeat.last_age[cells], dtype=np.float64)
-    own = (times >= 2) & (np.asarray(repeat.first_age[cells]) > last_age)
-    interval = np.where(
-        own, (np.asarray(repeat.first_age[cells]) - last_age) / np.maximum(times - 1, 1), np.nan
-    )
+    # The customer's own interval only: a reminder speaks of their habit, not the item's.
+    own = (times >= 2) & (first_age > last_age)
+    interval = np.where(own, repeat.model.intervals(items, times, first_age, last_age), np.nan)
     since_days = last_age + (now - repeat.as_of) / 86400.0
     due = own & (since_days > interval) & (since_days <= interval * settings.reorder_max_overdue)
     if not due.any():
