@@ -20,7 +20,7 @@ from recommender.algorithms.repeat import RepeatBuyer, RepeatCells, mixed_cells,
 from recommender.config import AlertsConfig, TrainConfig
 from recommender.data.matrix import build_interactions
 from recommender.model_selection import select_and_evaluate
-from recommender.model_selection.repeats import repeat_cells
+from recommender.model_selection.repeats import repeat_cells, tifu_knn_scores
 from recommender.serving.catalog import Filters
 from recommender.serving.repeat import repeat_reason
 
@@ -87,6 +87,16 @@ def test_the_mix_on_own_cells_is_the_dense_mix_there() -> None:
     rows = np.repeat(np.arange(5), np.diff(repeat.indptr))
     cells = mixed_cells(repeat, explore[rows, repeat.indices] / scale[rows], 0.75)
     assert np.allclose(cells, dense[rows, repeat.indices])
+
+
+def test_tifu_knn_reference_by_hand() -> None:
+    # c0 bought item 0; c1 items 0 and 1; c2 item 2. c0's nearest customer is c1 (cosine
+    # 1/sqrt 2), whose unit vector is (1, 1, 0) / sqrt 2.
+    cells = sp.csr_matrix((np.ones(4, dtype=np.float32), [0, 0, 1, 2], [0, 1, 3, 4]), shape=(3, 3))
+    repeat = RepeatCells.from_purchases(cells, np.arange(4), np.zeros(4, dtype=np.float32))
+    scores = tifu_knn_scores(repeat, np.array([0]), decay_days=0.0, neighbours=1, own=0.5)
+    half = 0.5 / math.sqrt(2)
+    assert scores[0].tolist() == pytest.approx([0.5 + half, half, 0.0])
 
 
 def test_reasons_in_words() -> None:
