@@ -19,6 +19,7 @@ from helpers import (  # noqa: F401
     Inbox,
     PostgresCluster,
     PostgresMissing,
+    close_apps,
     free_port,
     make_app,
     private_copy,
@@ -38,6 +39,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which runs every test: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def apps_closed() -> Iterator[None]:
+    """Every app a test made has its activity store closed when the test ends."""
+    yield
+    close_apps()
 
 
 @pytest.fixture

@@ -94,9 +94,15 @@ def private_copy(models_dir: Path, destination: Path) -> Path:
     return destination
 
 
-def make_app(models_dir: Path, activity_db: Path, **settings: object):
-    """An app on ``models_dir`` whose activity store is a real SQLite file at ``activity_db``."""
-    return create_app(
+# Apps made by the running test: their stores are closed when it ends (``conftest``), so that
+# no PostgreSQL pool is left for the garbage collector to stop during a later test.
+OPEN_APPS: list = []
+
+
+def make_app(models_dir: Path, activity_db: Path | str, **settings: object):
+    """An app on ``models_dir`` whose activity store is a real SQLite file (or PostgreSQL
+    database) at ``activity_db``."""
+    app = create_app(
         {
             "TESTING": True,
             "models_dir": models_dir,
@@ -105,6 +111,14 @@ def make_app(models_dir: Path, activity_db: Path, **settings: object):
             **settings,
         }
     )
+    OPEN_APPS.append(app)
+    return app
+
+
+def close_apps() -> None:
+    """Close the stores of every app ``make_app`` made since the last call."""
+    while OPEN_APPS:
+        OPEN_APPS.pop().extensions["recommender_activity"].close()
 
 
 def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
