@@ -31,13 +31,19 @@ logger = logging.getLogger(__name__)
 
 
 def repeat_parts(
-    model: RepeatBuyer, repeat: RepeatChoice, facts: tuple[Any, Any, Any, Any], as_of: float
+    model: RepeatBuyer, repeat: RepeatChoice, facts: dict[str, Any], as_of: float
 ) -> tuple[RepeatArrays, dict[str, Any]]:
     """The repeat model as a version holds it, whichever engine fitted it: each cell's
-    ``facts`` (decayed frequency, orders, first and last age, in the order of ``user_items``;
-    arrays, or streamed ones) and the model's per-item state, with the manifest entry the
-    server reads (``as_of``: the log's last purchase, the moment the ages count back from)."""
-    arrays = RepeatArrays(*facts, model.cycle_days_, model.rate_, np.array([model.shop_rate_]))
+    ``facts`` by ``bundle.REPEAT_CELL_FIELDS`` name (decayed frequency, orders, first and last
+    age, in the order of ``user_items``; arrays, or streamed ones) and the model's per-item
+    state, with the manifest entry the server reads (``as_of``: the log's last purchase, the
+    moment the ages count back from)."""
+    arrays = RepeatArrays(
+        **facts,
+        cycle_days=model.cycle_days_,
+        rate=model.rate_,
+        shop_rate=np.array([model.shop_rate_]),
+    )
     entry = {
         "model": "repeat",
         **model.get_params(),

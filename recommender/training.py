@@ -205,7 +205,12 @@ def fit_repeat(
     started = time.perf_counter()
     cells = repeat_cells(interactions)
     model = repeat.build(horizon_days).fit_items(cells)
-    facts = (cells.frequency(repeat.decay_days), cells.times, cells.first_age, cells.last_age)
+    facts = {
+        "frequency": cells.frequency(repeat.decay_days),
+        "times": cells.times,
+        "first_age": cells.first_age,
+        "last_age": cells.last_age,
+    }
     arrays, entry = repeat_parts(model, repeat, facts, as_of)
     entry["seconds"] = round(time.perf_counter() - started, 3)
     logger.info(

@@ -49,11 +49,11 @@ def spark() -> Iterator[object]:
     session.stop()
 
 
-@pytest.fixture(scope="module")
-def shipped_spark_model(tmp_path_factory: pytest.TempPathFactory) -> artifacts.Artifact:
-    """``train.py --engine spark`` on the shipped log, in a subprocess as an operator runs it."""
-    models = tmp_path_factory.mktemp("spark-models")
-    result = subprocess.run(
+def train_on_spark(
+    data: Path, models: Path, activity_db: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``train.py --engine spark`` in a subprocess, on two local cores, as an operator runs it."""
+    return subprocess.run(
         [
             PYTHON,
             "train.py",
@@ -64,17 +64,25 @@ def shipped_spark_model(tmp_path_factory: pytest.TempPathFactory) -> artifacts.A
             "--spark-driver-memory",
             "2g",
             "--data",
-            str(SHIPPED_LOG),
+            str(data),
             "--models-dir",
             str(models),
             "--activity-db",
-            str(models / "none.sqlite3"),
+            str(activity_db),
+            *options,
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+@pytest.fixture(scope="module")
+def shipped_spark_model(tmp_path_factory: pytest.TempPathFactory) -> artifacts.Artifact:
+    """``train.py --engine spark`` on the shipped log, in a subprocess as an operator runs it."""
+    models = tmp_path_factory.mktemp("spark-models")
+    result = train_on_spark(SHIPPED_LOG, models, models / "none.sqlite3")
     assert result.returncode == 0, result.stderr[-3000:]
     return artifacts.load_current(models)
 
@@ -395,35 +403,18 @@ def test_a_worse_spark_model_is_refused_by_the_gate(
     recent = tmp_path / "recent.parquet"
     log = pd.read_parquet(SHIPPED_LOG)
     log[log["InvoiceDate"] >= "2011-09-09"].to_parquet(recent, index=False)
-    result = subprocess.run(
-        [
-            PYTHON,
-            "train.py",
-            "--engine",
-            "spark",
-            "--spark-master",
-            "local[2]",
-            "--spark-driver-memory",
-            "2g",
-            "--data",
-            str(recent),
-            "--models-dir",
-            str(models),
-            "--activity-db",
-            str(models / "none.sqlite3"),
-            "--als-factors",
-            "2",
-            "--als-iterations",
-            "1",
-            "--neighbours",
-            "1",
-            "--max-history",
-            "100",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = train_on_spark(
+        recent,
+        models,
+        models / "none.sqlite3",
+        "--als-factors",
+        "2",
+        "--als-iterations",
+        "1",
+        "--neighbours",
+        "1",
+        "--max-history",
+        "100",
     )
     assert result.returncode == 3, result.stderr[-3000:]
     assert "not promoted" in result.stderr and "Traceback" not in result.stderr
@@ -547,28 +538,7 @@ def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(tmp_path: Path)
         columns=["order_id", "item_id"],
     ).to_csv(log, index=False)
     models = tmp_path / "models"
-    result = subprocess.run(
-        [
-            PYTHON,
-            "train.py",
-            "--engine",
-            "spark",
-            "--spark-master",
-            "local[2]",
-            "--spark-driver-memory",
-            "2g",
-            "--data",
-            str(log),
-            "--models-dir",
-            str(models),
-            "--activity-db",
-            str(tmp_path / "none.sqlite3"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = train_on_spark(log, models, tmp_path / "none.sqlite3")
     assert result.returncode == 0, result.stderr[-3000:]
     model = artifacts.load_current(models)
     evaluation = json.loads((model.path / "evaluation.json").read_text())

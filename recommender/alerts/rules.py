@@ -206,16 +206,16 @@ def _time_to_reorder(
     recorded through the API since training cancels the reminder."""
     repeat = service.repeat
     user_items = service.user_items
+    indptr = np.asarray(user_items.indptr, dtype=np.int64)
     if user_id is not None:
         index = service.users.index(user_id, missing="none")
-        rows = np.array([] if index is None else [index], dtype=np.int64)
+        if index is None:
+            return
+        cells = np.arange(indptr[index], indptr[index + 1])
+        owner = np.full(len(cells), index, dtype=np.int64)
     else:
-        rows = np.arange(len(service.users), dtype=np.int64)
-    if not len(rows):
-        return
-    starts, stops = user_items.indptr[rows], user_items.indptr[rows + 1]
-    cells = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), stops.tolist())])
-    owner = np.repeat(rows, stops - starts)
+        cells = np.arange(indptr[-1])
+        owner = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     items = np.asarray(user_items.indices[cells], dtype=np.int64)
     times = np.asarray(repeat.times[cells], dtype=np.float64)
     first_age = np.asarray(repeat.first_age[cells], dtype=np.float64)

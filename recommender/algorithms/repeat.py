@@ -78,12 +78,10 @@ class RepeatCells:
     def rows(self, rows: NDArray[np.integer]) -> RepeatCells:
         """The cells of some customers only (their orders, decays as computed so far)."""
         indptr = self.cells.indptr
-        take = (
-            np.concatenate([np.arange(indptr[r], indptr[r + 1]) for r in rows])
-            if len(rows)
-            else np.empty(0, dtype=np.int64)
-        )
         lengths = np.diff(indptr)[rows]
+        # Each row's cells in turn: its start, then one step per cell.
+        offsets = np.cumsum(lengths) - lengths
+        take = np.repeat(indptr[:-1][rows] - offsets, lengths) + np.arange(int(lengths.sum()))
         cells = sp.csr_matrix(
             (
                 np.ones(len(take), dtype=np.float32),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -209,7 +209,7 @@ def time_fold(
     if everything is not None:
         held, counts = everything
         # Nothing is excluded: the question is what they buy next, whether bought before or not.
-        held = HeldOut(held.rows, sp.csr_matrix(held.seen.shape, dtype=np.float32), *_tail(held))
+        held = replace(held, seen=sp.csr_matrix(held.seen.shape, dtype=np.float32))
         rebought = held.targets.multiply(interactions.user_items[held.rows]).nnz
         fold.everything = Fold(
             interactions,
@@ -227,11 +227,6 @@ def time_fold(
             _weighted=fold._weighted,
         )
     return fold
-
-
-def _tail(held: HeldOut) -> tuple[Any, ...]:
-    """A held-out set's targets, target counts and popularity (all but rows and seen)."""
-    return held.targets, held.n_targets, held.popularity
 
 
 def _targets(

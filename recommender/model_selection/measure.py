@@ -51,6 +51,18 @@ def measure(
         if scores is not None:
             results["current blend"] = metrics(fold, scores, settings)
     results.update(_baselines(fold, state, settings))
+    out = headline_figures(results, shipped_name)
+    if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
+        out["item_to_item"] = _next_item(
+            fold, fit_item(state, choice) if choice.item_part else None, settings
+        )
+    out["predictions"] = _predictions(fold, shipped_top)
+    return out
+
+
+def headline_figures(results: dict[str, dict[str, Any]], shipped_name: str) -> dict[str, Any]:
+    """The test fold's table and its headline (the shipped model's NDCG, and the current
+    model's for the gate), as either engine reports them."""
     out: dict[str, Any] = {
         "models": results,
         "shipped": shipped_name,
@@ -60,11 +72,6 @@ def measure(
     }
     if "current blend" in results:
         out["current_headline_value"] = results["current blend"]["ndcg"]
-    if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
-        out["item_to_item"] = _next_item(
-            fold, fit_item(state, choice) if choice.item_part else None, settings
-        )
-    out["predictions"] = _predictions(fold, shipped_top)
     return out
 
 

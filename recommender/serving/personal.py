@@ -77,7 +77,6 @@ class PersonalAnswers:
         mode = self.exclude_mode(exclude_purchased)
         user_idx = self.users.index(user_id, missing="none")
         owned = self._owned(user_idx, recent)
-        history, weights, vector = self.evidence(user_idx, recent)
         if mode != "true" and self.repeat is not None and len(owned):
             kept, facts = self.repeat_ranked(user_idx, recent, k, filters, mode)
             response = self._answer(kept)
@@ -85,6 +84,7 @@ class PersonalAnswers:
             response["exclude_purchased"] = mode
             response["known_customer"] = user_idx is not None
             return response
+        history, weights, vector = self.evidence(user_idx, recent)
         exclude_purchased = mode != "false"
         ranked: Ranked | None = (
             self._from_list(user_idx, history, weights, k, filters, owned)

@@ -173,6 +173,18 @@ class RepeatAnswers:
             return np.asarray(self.ranker.trend, dtype=np.float64), strategy
         return scores, strategy
 
+    def _mixed(
+        self, user_idx: int | None, recent: Sequence[Event]
+    ) -> tuple[OwnItems, NDArray[np.float64], str]:
+        """The shopper's own items, every item's score on the scale the training run measured
+        (the repeat score of own items mixed with the blend), and the blend's strategy."""
+        assert self.repeat is not None
+        explore, strategy = self.explore(user_idx, recent)
+        own = self.repeat.own_items(user_idx, self.items, recent)
+        row = np.zeros(len(self.catalog))
+        row[own.items] = self.repeat.scores(own)
+        return own, mixed_scores(row, explore, self.repeat.mix), strategy
+
     def buy_again(
         self, user_id: str, k: int, filters: Filters, recent: Sequence[Event]
     ) -> dict[str, Any]:
@@ -184,11 +196,7 @@ class RepeatAnswers:
         facts: dict[int, dict[str, Any]] = {}
         owns_any = False
         if self.repeat is not None:
-            explore, _ = self.explore(user_idx, recent)
-            own = self.repeat.own_items(user_idx, self.items, recent)
-            row = np.zeros(len(self.catalog))
-            row[own.items] = self.repeat.scores(own)
-            mixed = mixed_scores(row, explore, self.repeat.mix)
+            own, mixed, _ = self._mixed(user_idx, recent)
             allowed = self.catalog.allowed(filters)
             owns_any = len(own.items) > 0
             keep = allowed[own.items]
@@ -222,11 +230,7 @@ class RepeatAnswers:
         purchase may appear; "repeat": not those bought once of an item rarely rebought), on
         the scale the training run measured; own items say why (``source: "repeat"``)."""
         assert self.repeat is not None
-        explore, strategy = self.explore(user_idx, recent)
-        own = self.repeat.own_items(user_idx, self.items, recent)
-        row = np.zeros(len(self.catalog))
-        row[own.items] = self.repeat.scores(own)
-        mixed = mixed_scores(row, explore, self.repeat.mix)
+        own, mixed, strategy = self._mixed(user_idx, recent)
         excluded = (
             own.items[self.repeat.model.rarely_rebought(own.items, own.times)]
             if mode == "repeat"

@@ -50,6 +50,7 @@ from ..model_selection.choice import (
     sample_limit,
     untuned,
 )
+from ..model_selection.measure import headline_figures
 from ..model_selection.scoring import held_out_metrics
 from ..protocols import (
     NEXT_PURCHASE,
@@ -680,17 +681,7 @@ def _measure(
             None,
             settings,
         )
-    out: dict[str, Any] = {
-        "models": results,
-        "shipped": shipped_name,
-        "headline": "ndcg",
-        "headline_value": results[shipped_name]["ndcg"],
-        "headline_ci95": results[shipped_name]["ndcg_ci95"],
-        "recommended": shipped_top,
-    }
-    if "current blend" in results:
-        out["current_headline_value"] = results["current blend"]["ndcg"]
-    return out
+    return {**headline_figures(results, shipped_name), "recommended": shipped_top}
 
 
 def _metrics(

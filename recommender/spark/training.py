@@ -22,7 +22,14 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .. import artifacts
-from ..bundle import CsrArrays, ModelBundle, NeighbourArrays, RepeatArrays, build_manifest
+from ..bundle import (
+    REPEAT_CELL_FIELDS,
+    CsrArrays,
+    ModelBundle,
+    NeighbourArrays,
+    RepeatArrays,
+    build_manifest,
+)
 from ..config import TrainConfig
 from ..data.catalog import build_catalog
 from ..data.idmap import IdMap
@@ -353,8 +360,7 @@ def _repeat_parts(
             (nnz,), np.float32, stream_blocks(ordered.select(name), column_block(name, np.float32))
         )
 
-    columns = ("frequency", "times", "first_age", "last_age")
-    cell_facts = (column(columns[0]), column(columns[1]), column(columns[2]), column(columns[3]))
+    cell_facts = {name: column(name) for name in REPEAT_CELL_FIELDS}
     arrays, entry = repeat_parts(model, repeat, cell_facts, float(pd.Timestamp(newest).timestamp()))
     return arrays, {**entry, "tuned": False}
 
