@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import AlertsConfig, ServeConfig, TrainConfig, load_config
+from .config import AlertsConfig, ServeConfig, TrainConfig, load_config, load_experiments
 from .errors import BusyError, ConfigError, DataError, GateRefusedError, RecommenderError
 
 logger = logging.getLogger("recommender")
@@ -73,6 +73,10 @@ SERVE_HELP = {
     "activity_db_password": "PostgreSQL password (better: RECO_ACTIVITY_DB_PASSWORD or PGPASSWORD)",
     "customers_file": "CSV with id,name[,opted_out]: greetings and opt-outs",
     "request_log": "where the JSON line of each request goes: - for stderr, a file, or empty for none",
+    "tracing": "sign a recommendation_id into every list and count impressions",
+    "trace_secret": "key that signs recommendation ids (better: RECO_TRACE_SECRET; unset: kept in the store)",
+    "attribution_days": "an event citing a recommendation_id older than this is not attributed",
+    "impressions_flush_seconds": "each worker writes its impression counts this often",
 }
 
 
@@ -115,6 +119,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         app_config: dict[str, Any] = {
             **vars(config),
             "alerts": vars(load_config(AlertsConfig, args.config)),
+            "experiments": load_experiments(args.config),
         }
         if args.dev:
             wsgi.configure_request_log(config.request_log)

@@ -266,6 +266,20 @@ class ServeConfig:
     customers_file: Path | None = None
     request_log: str | None = "-"
     admin_token: str | None = None
+    # Every recommendation response carries a signed recommendation_id, and impressions are
+    # counted (docs/performance-tracking.md); false turns both off.
+    tracing: bool = True
+    # The key that signs recommendation ids; the same on every server. Unset: one is chosen
+    # once and kept in the activity store, which the servers that share it then all use.
+    trace_secret: str | None = None
+    # An event citing a recommendation_id older than this is stored but not attributed.
+    attribution_days: float = 7.0
+    # Each worker writes its impression counts this often (and at exit): a killed worker
+    # loses at most this many seconds of them.
+    impressions_flush_seconds: float = 5.0
+    # How often a worker rereads the experiments from the store (a PUT or stop through any
+    # server holds on every one within this).
+    experiments_refresh_seconds: float = 2.0
 
     def validate(self) -> ServeConfig:
         _at_least("port", self.port, 1)
@@ -285,8 +299,16 @@ class ServeConfig:
             _at_least(name, getattr(self, name), 1)
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin_token: must be at least 16 characters (use a random string)")
-        for name in ("history_days", "activity_half_life_hours"):
+        for name in (
+            "history_days",
+            "activity_half_life_hours",
+            "attribution_days",
+            "impressions_flush_seconds",
+            "experiments_refresh_seconds",
+        ):
             _positive(name, getattr(self, name))
+        if self.trace_secret is not None and len(self.trace_secret) < 16:
+            raise ConfigError("trace_secret: must be at least 16 characters (use a random string)")
 
         if self.default_k > self.max_k:
             raise ConfigError("default_k: must not exceed max_k")
@@ -396,6 +418,23 @@ def load_config(
         f.name: _coerce(f, values[f.name]) for f in dataclasses.fields(cls) if f.name in values
     }
     return cls(**kwargs).validate()
+
+
+def load_experiments(
+    config_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The ``[experiments.<name>]`` tables of the config file (``RECO_CONFIG`` when None):
+    experiments a server starts with unless the store already has one of that name
+    (``experiments.parse`` checks each)."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if not config_file:
+        return {}
+    table = _read_toml(Path(config_file), "experiments")
+    for name, definition in table.items():
+        if not isinstance(definition, dict):
+            raise ConfigError(f"{config_file}: [experiments.{name}] must be a table")
+    return table
 
 
 def parse_columns(spec: str | Mapping[str, str] | None) -> dict[str, str]:

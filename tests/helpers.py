@@ -118,7 +118,9 @@ def make_app(models_dir: Path, activity_db: Path | str, **settings: object):
 def close_apps() -> None:
     """Close the stores of every app ``make_app`` made since the last call."""
     while OPEN_APPS:
-        OPEN_APPS.pop().extensions["recommender_activity"].close()
+        app = OPEN_APPS.pop()
+        app.extensions["recommender_tracing"].counter.close()
+        app.extensions["recommender_activity"].close()
 
 
 def wait_until_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -18,8 +18,10 @@ from ..errors import StoreError
 logger = logging.getLogger(__name__)
 
 EVENT_TYPES = ("view", "cart", "wishlist", "purchase")
-# 1: the schema before it had a version (SQLite only); 2: schema_version, suppressed_by_time.
-SCHEMA_VERSION = 2
+# 1: the schema before it had a version (SQLite only); 2: schema_version, suppressed_by_time;
+# 3: what recommendations earn (settings, impressions, exposures, attributions, unattributed,
+# experiments).
+SCHEMA_VERSION = 3
 # While the database is away, the suppression list last read stands in for it; it is
 # refreshed this often while the database answers (only rows changed since, with a margin
 # for clocks that differ between hosts).
@@ -56,6 +58,65 @@ class Shopper:
     suppression: str | None
     recent: list[Event]
     wishlist: list[tuple[str, float]]
+
+
+# Version 3's tables, in SQL both databases run once ``{real}`` (a float column) and ``{id}``
+# (an auto-incremented key) are the backend's own. The impression counters and the
+# unattributed counts hold no customer ids; exposures and attributions do, and a forget
+# erases them.
+PERFORMANCE_TABLES = [
+    "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS impressions (
+        day TEXT NOT NULL, endpoint TEXT NOT NULL, strategy TEXT NOT NULL,
+        model_version TEXT NOT NULL, experiment TEXT NOT NULL, variant TEXT NOT NULL,
+        lists BIGINT NOT NULL, items BIGINT NOT NULL,
+        PRIMARY KEY (day, endpoint, strategy, model_version, experiment, variant))""",
+    """CREATE TABLE IF NOT EXISTS exposures (
+        experiment TEXT NOT NULL, shopper_id TEXT NOT NULL, variant TEXT NOT NULL,
+        lists BIGINT NOT NULL, first_at {real} NOT NULL,
+        PRIMARY KEY (experiment, shopper_id))""",
+    "CREATE INDEX IF NOT EXISTS exposures_by_shopper ON exposures (shopper_id)",
+    """CREATE TABLE IF NOT EXISTS attributions (
+        id {id},
+        user_id TEXT NOT NULL, shopper_id TEXT, item_id TEXT NOT NULL, type TEXT NOT NULL,
+        ts {real} NOT NULL, day TEXT NOT NULL, endpoint TEXT NOT NULL, strategy TEXT NOT NULL,
+        model_version TEXT NOT NULL, experiment TEXT NOT NULL, variant TEXT NOT NULL,
+        position INTEGER NOT NULL, shown_at {real} NOT NULL, quantity {real} NOT NULL,
+        revenue {real} NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS attributions_by_user ON attributions (user_id)",
+    "CREATE INDEX IF NOT EXISTS attributions_by_shopper ON attributions (shopper_id)",
+    "CREATE INDEX IF NOT EXISTS attributions_by_experiment ON attributions (experiment, variant)",
+    "CREATE INDEX IF NOT EXISTS attributions_by_day ON attributions (day)",
+    """CREATE TABLE IF NOT EXISTS unattributed (
+        day TEXT NOT NULL, reason TEXT NOT NULL, type TEXT NOT NULL, events BIGINT NOT NULL,
+        PRIMARY KEY (day, reason, type))""",
+    """CREATE TABLE IF NOT EXISTS experiments (
+        name TEXT PRIMARY KEY, definition TEXT NOT NULL, status TEXT NOT NULL,
+        started_at {real} NOT NULL, stopped_at {real}, updated_at {real} NOT NULL)""",
+]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """An event that cites a recommendation it followed: the list (``endpoint``, ``strategy``,
+    ``model_version``, experiment ``variant``, when it was shown) and the item's ``position``
+    in it (1 = first); ``revenue`` is price x quantity for a purchase, else 0. ``shopper_id``
+    is who the list was shown to (the unit an experiment counts), ``user_id`` who acted."""
+
+    user_id: str
+    shopper_id: str | None
+    item_id: str
+    type: str
+    timestamp: float
+    endpoint: str
+    strategy: str
+    model_version: str
+    experiment: str
+    variant: str
+    position: int
+    shown_at: float
+    quantity: float
+    revenue: float
 
 
 class Session(Protocol):
@@ -120,6 +181,27 @@ class StorePart:
         raise NotImplementedError
 
     def wishlist(self, user_id: str) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
+    def _forgotten(self, db: Session, users: Sequence[str]) -> set[str]:
+        """Which of ``users`` asked to be forgotten (read inside the caller's transaction)."""
+        if not users:
+            return set()
+        return {
+            row[0]
+            for row in db.execute(
+                "SELECT user_id FROM suppressed WHERE reason = 'forgotten' "
+                f"AND user_id IN ({marks(users)})",
+                list(users),
+            )
+        }
+
+    def _add_attributions(
+        self,
+        db: Session,
+        attributions: Iterable[Attribution],
+        unattributed: Mapping[tuple[str, str, str], int],
+    ) -> None:
         raise NotImplementedError
 
 

@@ -4,42 +4,42 @@ the wish list, and ``shopper``, the one read a personal answer makes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .base import Event, Session, Shopper, StorePart, marks
+from .base import Attribution, Event, Session, Shopper, StorePart
 
 
 class ShopperActivity(StorePart):
     """Events and wish lists (part of ``ActivityStore``)."""
 
-    def add_events(self, events: Sequence[Event], now: float | None = None) -> int:
+    def add_events(
+        self,
+        events: Sequence[Event],
+        now: float | None = None,
+        attributions: Sequence[Attribution] = (),
+        unattributed: Mapping[tuple[str, str, str], int] | None = None,
+    ) -> int:
         """Store a batch in one transaction (all or nothing), then prune those shoppers' history.
 
+        ``attributions`` (events that cite a list they followed) and ``unattributed`` (counts
+        of citing events not attributed, by (day, reason, type)) go in the same transaction.
         Events of forgotten customers are acknowledged but not stored: their id is on the
         suppression list, and storing it again would undo the erasure. Returns the number stored.
         """
         now = time.time() if now is None else now
         users = sorted({e.user_id for e in events})
         with self.backend.writing(users) as db:
-            forgotten = (
-                {
-                    row[0]
-                    for row in db.execute(
-                        "SELECT user_id FROM suppressed WHERE reason = 'forgotten' "
-                        f"AND user_id IN ({marks(users)})",
-                        users,
-                    )
-                }
-                if users
-                else set()
-            )
+            forgotten = self._forgotten(db, users)
             kept = [e for e in events if e.user_id not in forgotten]
             if kept:
                 db.executemany(
                     "INSERT INTO events (user_id, item_id, type, ts, received_at) VALUES (?, ?, ?, ?, ?)",
                     [(e.user_id, e.item_id, e.type, e.timestamp, now) for e in kept],
                 )
+            self._add_attributions(
+                db, [a for a in attributions if a.user_id not in forgotten], unattributed or {}
+            )
             self._prune_users(db, {e.user_id for e in kept}, now)
         return len(kept)
 

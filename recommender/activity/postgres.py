@@ -33,7 +33,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from ..errors import BusyError, StoreError, StoreUnavailable
-from .base import describe, upgrade
+from .base import PERFORMANCE_TABLES, describe, upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,12 @@ MIGRATIONS = {
     2: [
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)",
+    ],
+    3: [
+        statement.format(
+            real="DOUBLE PRECISION", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+        )
+        for statement in PERFORMANCE_TABLES
     ],
 }
 LOCK_USERS = (

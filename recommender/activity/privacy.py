@@ -54,7 +54,8 @@ class Suppression(StorePart):
             self._known_since = 0.0
 
     def forget(self, user_id: str, now: float | None = None) -> dict[str, int]:
-        """Erase a customer's events, wish list and alert ledger and put the id on the
+        """Erase a customer's events, wish list, alert ledger, attributed events and experiment
+        exposures, and put the id on the
         suppression list, in one transaction: from the commit on, nothing personal about them
         is served or trained on, by any server."""
         now = time.time() if now is None else now
@@ -63,14 +64,27 @@ class Suppression(StorePart):
             wished = db.execute("DELETE FROM wishlist WHERE user_id = ?", (user_id,)).rowcount
             db.execute("DELETE FROM alerts_delivered WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM digests WHERE user_id = ?", (user_id,))
+            attributed = db.execute(
+                "DELETE FROM attributions WHERE user_id = ? OR shopper_id = ?", (user_id, user_id)
+            ).rowcount
+            db.execute("DELETE FROM exposures WHERE shopper_id = ?", (user_id,))
             db.execute(
                 "INSERT INTO suppressed (user_id, reason, at) VALUES (?, 'forgotten', ?) "
                 "ON CONFLICT (user_id) DO UPDATE SET reason = 'forgotten', at = excluded.at",
                 (user_id, now),
             )
         self._known_suppressed[user_id] = "forgotten"
-        logger.info("forgot a customer: %d events and %d wish-list items erased", events, wished)
-        return {"events_erased": events, "wishlist_items_erased": wished}
+        logger.info(
+            "forgot a customer: %d events, %d wish-list items and %d attributed events erased",
+            events,
+            wished,
+            attributed,
+        )
+        return {
+            "events_erased": events,
+            "wishlist_items_erased": wished,
+            "attributed_events_erased": attributed,
+        }
 
     def set_opt_out(self, user_id: str, opted_out: bool, now: float | None = None) -> None:
         """Opt a customer out of personalisation (data kept), or back in; a forgotten one stays forgotten."""
@@ -98,11 +112,35 @@ class Suppression(StorePart):
                 "SELECT item_id, type, ts, received_at FROM events WHERE user_id = ? ORDER BY ts, id",
                 (user_id,),
             ).fetchall()
+            attributed = db.execute(
+                "SELECT item_id, type, ts, endpoint, model_version, experiment, variant, position, "
+                "revenue FROM attributions WHERE user_id = ? OR shopper_id = ? ORDER BY ts, id",
+                (user_id, user_id),
+            ).fetchall()
         return {
             "events": [
                 {"item_id": i, "type": t, "timestamp": ts, "received_at": r}
                 for i, t, ts, r in events
             ],
             "wishlist": [{"item_id": item, "added_at": at} for item, at in self.wishlist(user_id)],
+            "attributed_events": [
+                dict(
+                    zip(
+                        (
+                            "item_id",
+                            "type",
+                            "timestamp",
+                            "endpoint",
+                            "model_version",
+                            "experiment",
+                            "variant",
+                            "position",
+                            "revenue",
+                        ),
+                        row,
+                    )
+                )
+                for row in attributed
+            ],
             "suppression": self.suppression(user_id),
         }

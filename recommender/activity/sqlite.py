@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BusyError, StoreError, StoreUnavailable
-from .base import upgrade
+from .base import PERFORMANCE_TABLES, upgrade
 
 # Version 1: the schema written before the store had a version (upgraded in place).
 BASE = [
@@ -59,6 +59,10 @@ MIGRATIONS = {
     2: [
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS suppressed_by_time ON suppressed (at)",
+    ],
+    3: [
+        statement.format(real="REAL", id="INTEGER PRIMARY KEY AUTOINCREMENT")
+        for statement in PERFORMANCE_TABLES
     ],
 }
 

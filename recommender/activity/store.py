@@ -1,5 +1,5 @@
 """``ActivityStore``: the activity store, put together from its parts (``events``,
-``privacy``, ``ledger``), whose reads and writes are SQL that SQLite and PostgreSQL both
+``privacy``, ``ledger``, ``performance``), whose reads and writes are SQL that SQLite and PostgreSQL both
 run (``?`` placeholders; the PostgreSQL backend passes them to psycopg as ``%s``).
 The backend gives connections, transactions and locks:
 
@@ -20,11 +20,13 @@ from pathlib import Path
 from .base import Backend, is_database_url
 from .events import ShopperActivity
 from .ledger import CatalogLedger
+from .performance import Performance
 from .privacy import Suppression
 
 
-class ActivityStore(ShopperActivity, Suppression, CatalogLedger):
-    """Events, wish lists, suppression, catalog history and the alert ledger.
+class ActivityStore(ShopperActivity, Suppression, CatalogLedger, Performance):
+    """Events, wish lists, suppression, catalog history, the alert ledger, and what
+    recommendations earn (impressions, attributions, experiments).
 
     Parameters
     ----------

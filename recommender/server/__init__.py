@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..config import AlertsConfig, ServeConfig, load_config
+from ..config import AlertsConfig, ServeConfig, load_config, load_experiments
 from ..customers import read_customers
 from ..serving.holder import ModelHolder
 
@@ -31,6 +31,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     # The alert rules (``[alerts]``, ``RECO_*``), for ``GET /v1/users/<id>/alerts``.
     alerts_config = load_config(AlertsConfig, overrides=test_config.pop("alerts", None))
+    # The config file's ``[experiments.<name>]`` tables, started unless the store has them.
+    seed_experiments = test_config.pop("experiments", None)
+    if seed_experiments is None:
+        seed_experiments = load_experiments()
     serve_config = load_config(
         ServeConfig, overrides={key: value for key, value in test_config.items() if key.islower()}
     )
@@ -51,6 +55,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["recommender_customers"] = read_customers(serve_config.customers_file)
     app.extensions["recommender_alerts"] = alerts_config
+    app.extensions["recommender_seed_experiments"] = seed_experiments
 
     from . import (
         admin,
@@ -62,14 +67,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         model,
         observability,
         openapi,
+        performance,
         privacy,
         recommendations,
         stores,
+        tracing,
         users,
     )
 
     errors.init_app(app)
     stores.init_app(app)
+    tracing.init_app(app)
     observability.init_app(app)
     for blueprint in (
         health.bp,
@@ -80,6 +88,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         events.bp,
         recommendations.bp,
         admin.bp,
+        performance.bp,
         openapi.bp,
         explorer.bp,
     ):

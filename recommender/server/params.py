@@ -13,6 +13,7 @@ from ..activity import EVENT_TYPES, Event
 from ..config import ServeConfig
 from ..serving.catalog import Filters
 from .errors import ApiError
+from .tracing import Citation
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
@@ -149,8 +150,9 @@ def json_body() -> Any:
     return body
 
 
-def parse_events(body: Any, now: float) -> list[Event]:
-    """Validate a batch of events; a 400 lists every bad event by index, so nothing is half-written."""
+def parse_events(body: Any, now: float) -> tuple[list[Event], list[Citation | None]]:
+    """Validate a batch of events; a 400 lists every bad event by index, so nothing is
+    half-written. Each event's ``Citation`` (None: it cites no recommendation) comes beside it."""
     events = body.get("events") if isinstance(body, dict) else body
     if not isinstance(events, list) or not events:
         raise ApiError(400, "bad_body", "events: must be a non-empty list of events")
@@ -158,10 +160,12 @@ def parse_events(body: Any, now: float) -> list[Event]:
         raise ApiError(
             400, "bad_body", f"events: at most {config().max_events} per batch, got {len(events)}"
         )
-    parsed, problems = [], []
+    parsed, citations, problems = [], [], []
     for position, raw in enumerate(events):
         try:
-            parsed.append(_event(raw, now))
+            event, citation = _event(raw, now)
+            parsed.append(event)
+            citations.append(citation)
         except ApiError as error:
             problems.append({"index": position, "message": error.message})
     if problems:
@@ -171,13 +175,21 @@ def parse_events(body: Any, now: float) -> list[Event]:
             f"{len(problems)} of {len(events)} events are invalid; none were stored",
             details=problems,
         )
-    return parsed
+    return parsed, citations
 
 
-def _event(raw: Any, now: float) -> Event:
+def _event(raw: Any, now: float) -> tuple[Event, Citation | None]:
     if not isinstance(raw, dict):
         raise bad("event", "must be an object")
-    unknown = set(raw) - {"user_id", "item_id", "type", "timestamp"}
+    unknown = set(raw) - {
+        "user_id",
+        "item_id",
+        "type",
+        "timestamp",
+        "recommendation_id",
+        "quantity",
+        "price",
+    }
     if unknown:
         raise bad(sorted(unknown)[0], "unknown field")
     kind = raw.get("type")
@@ -186,12 +198,33 @@ def _event(raw: Any, now: float) -> Event:
     timestamp = now if raw.get("timestamp") is None else _timestamp(raw["timestamp"])
     if timestamp > now + 86400:
         raise bad("timestamp", "more than a day in the future")
-    return Event(
+    event = Event(
         check_id("user_id", raw.get("user_id")),
         check_id("item_id", raw.get("item_id")),
         kind,
         timestamp,
     )
+    return event, _citation(raw)
+
+
+def _citation(raw: dict[str, Any]) -> Citation | None:
+    """``recommendation_id`` (the list the event followed), with a purchase's ``quantity``
+    (default 1) and unit ``price`` (default: the catalog's)."""
+    token = raw.get("recommendation_id")
+    if token is None:
+        for name in ("quantity", "price"):
+            if raw.get(name) is not None:
+                raise bad(name, "only with a recommendation_id (it values an attributed purchase)")
+        return None
+    if not isinstance(token, str) or not 0 < len(token) <= 8192:
+        raise bad("recommendation_id", "must be the string a recommendation response gave")
+    quantity = 1.0 if raw.get("quantity") is None else parse_float("quantity", raw["quantity"])
+    if not 0 < quantity <= 1e6:
+        raise bad("quantity", "must be more than 0")
+    price = None if raw.get("price") is None else parse_float("price", raw["price"])
+    if price is not None and price < 0:
+        raise bad("price", "must not be negative")
+    return Citation(token, quantity, price)
 
 
 def _timestamp(raw: Any) -> float:

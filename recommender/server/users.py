@@ -8,6 +8,7 @@ from .errors import ApiError
 from .items import respond
 from .params import check_id, exclude_purchased_param, filters, k_param
 from .stores import activity_store, current_service, shopper_state, with_customers_file
+from .tracing import arm, holdout
 
 bp = Blueprint("users", __name__, url_prefix="/v1/users")
 
@@ -28,7 +29,10 @@ def recommendations(user_id: str) -> Response:
         return respond(
             {"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)}
         )
-    response = current_service().for_user(user_id, k, chosen, exclude_purchased, shopper.recent)
+    answering = arm(current_service(), user_id, suppression_checked=True)
+    if (held := holdout(answering, k, chosen)) is not None:
+        return respond({"user_id": user_id, **held})
+    response = answering.service.for_user(user_id, k, chosen, exclude_purchased, shopper.recent)
     return respond({"user_id": user_id, **response, **shopper.activity})
 
 
@@ -48,7 +52,10 @@ def buy_again(user_id: str) -> Response:
             "fallback_reason": reason,
         }
         return respond(body)
-    response = current_service().buy_again(user_id, k, chosen, shopper.recent)
+    answering = arm(current_service(), user_id, suppression_checked=True)
+    if (held := holdout(answering, k, chosen)) is not None:
+        return respond({"user_id": user_id, **held})
+    response = answering.service.buy_again(user_id, k, chosen, shopper.recent)
     return respond({"user_id": user_id, **response, **shopper.activity})
 
 
@@ -136,7 +143,10 @@ def wishlist_recommendations(user_id: str) -> Response:
             {"user_id": user_id, **current_service().not_personal(user_id, k, chosen, reason)}
         )
     wished = [item_id for item_id, _ in shopper.wishlist]
-    response = current_service().for_wishlist(user_id, wished, shopper.recent, k, chosen)
+    answering = arm(current_service(), user_id, suppression_checked=True)
+    if (held := holdout(answering, k, chosen)) is not None:
+        return respond({"user_id": user_id, "wishlist": wished, **held})
+    response = answering.service.for_wishlist(user_id, wished, shopper.recent, k, chosen)
     return respond({"user_id": user_id, "wishlist": wished, **response})
 
 
@@ -153,7 +163,10 @@ def page_you_made(user_id: str) -> Response:
                 **current_service().not_personal(user_id, k, chosen, reason),
             }
         )
-    response = current_service().page_you_made(user_id, shopper.recent, k, chosen)
+    answering = arm(current_service(), user_id, suppression_checked=True)
+    if (held := holdout(answering, k, chosen)) is not None:
+        return respond({"user_id": user_id, "groups": [], **held})
+    response = answering.service.page_you_made(user_id, shopper.recent, k, chosen)
     name = current_app.extensions["recommender_customers"].names.get(user_id)
     greeting = {"greeting": f"Hello, {name}"} if name else {}
     return respond({"user_id": user_id, **greeting, **response, **shopper.activity})

@@ -36,6 +36,12 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
     def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
+    def worker_exit(server: Any, worker: Any) -> None:
+        # A worker stopping (SIGTERM, SIGQUIT, max_requests) writes the impressions it counted.
+        app = getattr(worker, "wsgi", None)
+        if app is not None:
+            app.extensions["recommender_tracing"].counter.close()
+
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{config.host}:{config.port}")
@@ -48,6 +54,7 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
             # the app's JSON 400 naming the parameter. Beyond this, gunicorn still answers.
             self.cfg.set("limit_request_line", MAX_REQUEST_LINE)
             self.cfg.set("child_exit", child_exit)
+            self.cfg.set("worker_exit", worker_exit)
             # The app (code, libraries, model maps) is loaded once in the master and shared
             # copy-on-write by the workers, so an added worker costs little memory.
             self.cfg.set("preload_app", True)

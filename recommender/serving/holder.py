@@ -41,6 +41,9 @@ class ModelHolder:
         self._rejected_version: str | None = None
         self._checked_at = -math.inf
         self._lock = threading.Lock()
+        # Versions an experiment serves beside the current one (None: it failed to load).
+        self._others: dict[str, RecommendationService | None] = {}
+        self._others_lock = threading.Lock()
         self.refresh(force=True)
 
     def get(self) -> RecommendationService | None:
@@ -78,3 +81,28 @@ class ModelHolder:
                 logger.error("refusing model version %s, keeping %s: %s", version, loaded, exc)
         finally:
             self._lock.release()
+
+    def version_service(self, version: str) -> RecommendationService | None:
+        """The service of another version (an experiment's variant), loaded once beside the
+        current one and memory-mapped like it; None when it cannot be loaded (logged once)."""
+        current = self.get()
+        if current is not None and current.version == version:
+            return current
+        if version in self._others:
+            return self._others[version]
+        with self._others_lock:
+            if version not in self._others:
+                try:
+                    bundle = artifacts.load_bundle(self.models_dir / version)
+                    self._others[version] = RecommendationService(bundle, **self.service_options)
+                    logger.info("serving model version %s beside the current one", version)
+                except (ArtifactError, OSError) as exc:
+                    self._others[version] = None
+                    logger.error("cannot load model version %s for an experiment: %s", version, exc)
+        return self._others[version]
+
+    def keep_versions(self, versions: set[str]) -> None:
+        """Let go of the other versions no running experiment serves (their maps close)."""
+        with self._others_lock:
+            for version in set(self._others) - versions:
+                del self._others[version]

@@ -176,9 +176,13 @@ class PersonalAnswers:
 
     def not_personal(self, user_id: str, k: int, filters: Filters, reason: str) -> dict[str, Any]:
         """Trending items only, for a customer who opted out or was forgotten; flagged as such."""
-        response = self._answer(self.ranker.popular(k, filters))
+        response = self.popular_answer(k, filters)
         response["fallback_reason"] = reason
         return response
+
+    def popular_answer(self, k: int, filters: Filters) -> dict[str, Any]:
+        """Trending items only: what an experiment's ``popular`` holdout shows."""
+        return self._answer(self.ranker.popular(k, filters))
 
     def _from_list(
         self,

@@ -1,0 +1,161 @@
+"""What recommendations earn, for the shop's staff (admin token): experiments (start,
+stop, results) and the dashboard's figures and plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from .. import dashboard
+from ..errors import ConfigError
+from ..experiments import ENDPOINTS, Experiment, analyse, parse
+from .admin import admin_required
+from .errors import ApiError
+from .params import bad, json_body, parse_float, query_int, query_value
+from .stores import activity_store
+from .tracing import tracing
+
+bp = Blueprint("performance", __name__, url_prefix="/v1/admin")
+
+
+def _stored() -> list[tuple[Experiment, Any]]:
+    """Every stored experiment with its row (status, start and stop times)."""
+    return [
+        (parse(row.name, json.loads(row.definition)), row) for row in activity_store().experiments()
+    ]
+
+
+def _describe(experiment: Experiment, row: Any) -> dict[str, Any]:
+    return {
+        "name": experiment.name,
+        "status": row.status,
+        "started_at": row.started_at,
+        "stopped_at": row.stopped_at,
+        **experiment.definition(),
+    }
+
+
+@bp.get("/experiments")
+@admin_required
+def list_experiments() -> Response:
+    return jsonify({"experiments": [_describe(e, row) for e, row in _stored()]})
+
+
+@bp.put("/experiments/<name>")
+@admin_required
+def put_experiment(name: str) -> tuple[Response, int]:
+    """Start (or replace and restart) an experiment: ``{"variants": [{"name": "control",
+    "weight": 50}, {"name": "new", "weight": 50, "model_version": "..."}]}``. 201 when new.
+    A model version that cannot be loaded is a 400; endpoints a running experiment already
+    covers are a 409 (one experiment per endpoint, so their effects do not mix)."""
+    try:
+        experiment = parse(name, json_body())
+    except ConfigError as exc:
+        raise ApiError(400, "bad_parameter", str(exc)) from None
+    holder = current_app.extensions["recommender"]
+    for position, variant in enumerate(experiment.variants):
+        if variant.model_version and holder.version_service(variant.model_version) is None:
+            raise bad(
+                f"variants[{position}].model_version",
+                f"model version {variant.model_version} cannot be loaded (see the server log)",
+            )
+    for other, row in _stored():
+        if other.name == name or row.status != "running":
+            continue
+        if any(experiment.covers(e) and other.covers(e) for e in ENDPOINTS):
+            raise ApiError(
+                409,
+                "experiment_overlap",
+                f"endpoints: experiment {other.name} already runs on them; stop it first",
+            )
+    created = activity_store().put_experiment(name, experiment.to_json(), time.time())
+    tracing().experiments.expire()
+    body = {"name": name, "status": "running", **experiment.definition()}
+    return jsonify(body), 201 if created else 200
+
+
+@bp.post("/experiments/<name>/stop")
+@admin_required
+def stop_experiment(name: str) -> Response:
+    """Stop an experiment: every shopper gets the current model again (on every server
+    within ``experiments_refresh_seconds``); its results stay readable."""
+    if not activity_store().stop_experiment(name, time.time()):
+        raise ApiError(404, "not_found", f"name: no running experiment {name!r}")
+    tracing().experiments.expire()
+    return jsonify({"name": name, "status": "stopped"})
+
+
+@bp.get("/experiments/<name>/results")
+@admin_required
+def experiment_results(name: str) -> Response:
+    """Per variant, with 95% intervals, and each against control (``lift``: the relative
+    lift the sample size is for; the experiment's own by default)."""
+    found = {experiment.name: (experiment, row) for experiment, row in _stored()}
+    if name not in found:
+        raise ApiError(404, "not_found", f"name: no experiment {name!r}")
+    raw_lift = query_value("lift")
+    lift = None if raw_lift is None else parse_float("lift", raw_lift)
+    if lift is not None and not 0 < lift <= 10:
+        raise bad("lift", "must be more than 0 and at most 10")
+    experiment, row = found[name]
+    return jsonify(
+        analyse(experiment, activity_store().experiment_outcomes(name), row.status, lift)
+    )
+
+
+@bp.get("/performance")
+@admin_required
+def performance() -> Response:
+    """The dashboard's figures over the last ``days`` days (UTC), and the experiments."""
+    summary = dashboard.summarise(activity_store().daily_performance(_since(_days())))
+    summary["experiments"] = [_describe(e, row) for e, row in _stored()]
+    summary["missing"] = _missing(summary)
+    return jsonify(summary)
+
+
+@bp.get("/performance/plots.svg")
+@admin_required
+def performance_plots() -> Response:
+    """The dashboard's plots, drawn on the server (SVG)."""
+    store = activity_store()
+    summary = dashboard.summarise(store.daily_performance(_since(_days())))
+    results = [
+        analyse(experiment, store.experiment_outcomes(experiment.name), row.status)
+        for experiment, row in _stored()[-3:]
+    ]
+    return Response(dashboard.render_svg(summary, results), mimetype="image/svg+xml")
+
+
+def _days() -> int:
+    days = query_int("days", 30, 1, 366)
+    assert days is not None
+    return days
+
+
+def _since(days: int) -> str:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=days - 1)
+    return start.strftime("%Y-%m-%d")
+
+
+def _missing(summary: dict[str, Any]) -> list[str]:
+    """What the page cannot show yet, in words."""
+    missing = []
+    if not current_app.extensions["recommender_config"].tracing:
+        missing.append("tracing is off (tracing = false): nothing is counted")
+    if not summary["days"]:
+        missing.append(
+            "no recommendations shown yet: lists are counted as the shop calls the API "
+            "(written every few seconds)"
+        )
+    elif not summary["totals"]["clicks"] and not summary["totals"]["purchases"]:
+        missing.append(
+            "no attributed events yet: the shop must send recommendation_id with the views, "
+            "carts and purchases that follow a list (POST /v1/events)"
+        )
+    if not summary["experiments"]:
+        missing.append("no experiments yet (PUT /v1/admin/experiments/<name>)")
+    return missing
