@@ -143,11 +143,16 @@ def test_forget_and_opt_out(store: ActivityStore) -> None:
     store.add_events([Event("ana", "a", "view", NOW), Event("ben", "b", "view", NOW)], now=NOW)
     store.add_to_wishlist("ana", "tent", now=NOW)
     store.open_digest("ana", "file", "", "[]", [("tent", "back_in_stock", NOW)], now=NOW)
-    assert store.forget("ana", now=NOW) == {"events_erased": 2, "wishlist_items_erased": 1}
+    assert store.forget("ana", now=NOW) == {
+        "events_erased": 2,
+        "wishlist_items_erased": 1,
+        "attributed_events_erased": 0,
+    }
     assert store.suppression("ana") == "forgotten"
     assert store.everything_about("ana") == {
         "events": [],
         "wishlist": [],
+        "attributed_events": [],
         "suppression": "forgotten",
     }
     assert store.delivered_alerts("ana") == set() and "ana" not in store.last_digest_at()

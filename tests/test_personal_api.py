@@ -289,7 +289,11 @@ def test_event_batches_have_limits(client) -> None:
         "/v1/events",
         json=[{**event, "timestamp": when.isoformat()}, {**event, "timestamp": 1714521600}],
     )
-    assert accepted.status_code == 201 and accepted.get_json() == {"stored": 2}
+    assert accepted.status_code == 201 and accepted.get_json() == {
+        "stored": 2,
+        "attributed": 0,
+        "not_attributed": 0,
+    }
 
 
 def test_a_string_where_a_list_is_documented_is_a_bad_request(client) -> None:

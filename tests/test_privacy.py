@@ -73,7 +73,7 @@ def test_forgetting_erases_suppresses_and_leaves_the_next_model(own_world) -> No
     assert client.get("/v1/users/g1/wishlist").get_json()["items"] == []
     assert client.post(
         "/v1/events", json=[{"user_id": "g1", "item_id": "K3", "type": "view"}]
-    ).get_json() == {"stored": 0}
+    ).get_json() == {"stored": 0, "attributed": 0, "not_attributed": 0}
     assert client.put("/v1/users/g1/wishlist/K3").status_code == 409
     data = client.get("/v1/users/g1/data", headers=ADMIN).get_json()
     assert data["events"] == [] and data["wishlist"] == [] and data["suppression"] == "forgotten"

@@ -57,6 +57,49 @@ _RECOMMENDATIONS = {
             "description": "the activity store could not be reached: the answer ignores recent activity",
         },
         "recommendations": {"type": "array", "items": _ENTRY},
+        "recommendation_id": {
+            "type": "string",
+            "description": "signed: send it with the view, cart or purchase that follows "
+            "(POST /v1/events) to attribute it to this list",
+        },
+        "experiment": {
+            "type": "object",
+            "required": ["name", "variant"],
+            "properties": {"name": {"type": "string"}, "variant": {"type": "string"}},
+        },
+    },
+}
+_SHOPPER = {
+    "name": "shopper_id",
+    "in": "query",
+    "schema": _ID,
+    "description": "a customer or session id: places the page view in a running experiment",
+}
+_EXPERIMENT = {
+    "type": "object",
+    "required": ["variants"],
+    "additionalProperties": False,
+    "properties": {
+        "variants": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 10,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "weight": {"type": "number", "exclusiveMinimum": 0},
+                    "model_version": {"type": "string"},
+                    "strategy": {"enum": ["popular"]},
+                },
+            },
+        },
+        "control": {"type": "string"},
+        "endpoints": {"type": "array", "items": {"type": "string"}},
+        "metric": {"enum": ["ctr", "conversion", "revenue_per_shopper", "revenue_per_mille"]},
+        "lift": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
     },
 }
 _FILTERS = [
@@ -134,8 +177,13 @@ def document() -> dict[str, Any]:
             "item_id": _ID,
             "type": {"enum": ["view", "cart", "wishlist", "purchase"]},
             "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
+            "recommendation_id": {"type": "string", "minLength": 1, "maxLength": 8192},
+            "quantity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+            "price": {"type": "number", "minimum": 0},
         },
     }
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    days = {"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}
     max_items = current_app.extensions["recommender_config"].max_items
     id_list = {"type": "array", "maxItems": max_items, "items": _ID}
     body_filters = {f["name"]: f["schema"] for f in _FILTERS if f["name"] != "exclude"}
@@ -210,10 +258,10 @@ def document() -> dict[str, Any]:
                 }
             },
             "/v1/items/{item_id}/also-bought": {
-                "get": _recommend("customers who bought this also bought", item)
+                "get": _recommend("customers who bought this also bought", item, _SHOPPER)
             },
             "/v1/items/{item_id}/bought-together": {
-                "get": _recommend("frequently bought together", item)
+                "get": _recommend("frequently bought together", item, _SHOPPER)
             },
             "/v1/users/{user_id}/recommendations": {
                 "get": _recommend(
@@ -287,6 +335,7 @@ def document() -> dict[str, Any]:
                                         "exclude": id_list,
                                         **body_filters,
                                         "k": _k()["schema"],
+                                        "shopper_id": _ID,
                                     },
                                 }
                             }
@@ -325,7 +374,11 @@ def document() -> dict[str, Any]:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "properties": {"stored": {"type": "integer"}},
+                                        "properties": {
+                                            "stored": {"type": "integer"},
+                                            "attributed": {"type": "integer"},
+                                            "not_attributed": {"type": "integer"},
+                                        },
                                     }
                                 }
                             },
@@ -392,6 +445,73 @@ def document() -> dict[str, Any]:
                         },
                     },
                     "responses": _answers({"type": "object"}, 400, 401, 403, 503),
+                }
+            },
+            "/v1/admin/experiments": {
+                "get": {
+                    "summary": "every experiment, running or stopped (admin)",
+                    "security": admin,
+                    "responses": _answers({"type": "object"}, 401, 403, 503),
+                }
+            },
+            "/v1/admin/experiments/{name}": {
+                "put": {
+                    "summary": "start (or replace and restart) an experiment (admin)",
+                    "security": admin,
+                    "parameters": [name],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _EXPERIMENT}},
+                    },
+                    "responses": {
+                        **_answers({"type": "object"}, 400, 401, 403, 409, 503),
+                        "201": {"description": "started"},
+                    },
+                }
+            },
+            "/v1/admin/experiments/{name}/stop": {
+                "post": {
+                    "summary": "stop an experiment: all traffic to the current model (admin)",
+                    "security": admin,
+                    "parameters": [name],
+                    "responses": _answers({"type": "object"}, 401, 403, 404, 503),
+                }
+            },
+            "/v1/admin/experiments/{name}/results": {
+                "get": {
+                    "summary": "per variant with 95% intervals, and each against control (admin)",
+                    "security": admin,
+                    "parameters": [
+                        name,
+                        {
+                            "name": "lift",
+                            "in": "query",
+                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+                        },
+                    ],
+                    "responses": _answers({"type": "object"}, 400, 401, 403, 404, 503),
+                }
+            },
+            "/v1/admin/performance": {
+                "get": {
+                    "summary": "impressions, CTR, conversion and attributed revenue per day (admin)",
+                    "security": admin,
+                    "parameters": [days],
+                    "responses": _answers({"type": "object"}, 400, 401, 403, 503),
+                }
+            },
+            "/v1/admin/performance/plots.svg": {
+                "get": {
+                    "summary": "the dashboard's plots (SVG, admin)",
+                    "security": admin,
+                    "parameters": [days],
+                    "responses": {
+                        **_answers(None, 400, 401, 403, 503),
+                        "200": {
+                            "description": "an SVG image",
+                            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        },
+                    },
                 }
             },
         },
