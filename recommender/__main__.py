@@ -1,8 +1,16 @@
-"""``python -m recommender train|serve|nightly|export|alerts ...``: every command line in one place."""
+"""``python -m recommender train|serve|nightly|export|alerts|experiments ...``: every command
+line in one place."""
 
 import sys
 
-from .cli import alerts_main, export_main, nightly_main, serve_main, train_main
+from .cli import (
+    alerts_main,
+    experiments_main,
+    export_main,
+    nightly_main,
+    serve_main,
+    train_main,
+)
 
 COMMANDS = {
     "train": train_main,
@@ -10,6 +18,7 @@ COMMANDS = {
     "nightly": nightly_main,
     "export": export_main,
     "alerts": alerts_main,
+    "experiments": experiments_main,
 }
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -248,6 +249,66 @@ def alerts_main(argv: Sequence[str] | None = None) -> int:
             f"{counts['resent']} unconfirmed e-mails of an earlier run sent",
             file=sys.stderr,
         )
+
+    return _guarded(work, args.verbose)
+
+
+def experiments_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m recommender experiments list|report NAME``: the experiments in the activity
+    store and what each variant earned (the same report as the admin endpoint)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender experiments",
+        description="List the experiments, or report one: per variant with 95%% intervals, and "
+        "each variant against control (difference, interval, p-value), read from the store.",
+    )
+    parser.add_argument("action", choices=("list", "report"))
+    parser.add_argument("name", nargs="?", help="the experiment to report")
+    parser.add_argument(
+        "--lift", help="relative lift to size the test for (default: the experiment's)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_config_options(parser, ServeConfig, SERVE_HELP, "serve")
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+
+    def work() -> None:
+        from .activity import ActivityStore
+        from .experiments.stored import as_text, describe, report, stored
+
+        given = {
+            k: v for k, v in _overrides(args).items() if k not in ("action", "name", "lift", "json")
+        }
+        config = load_config(ServeConfig, args.config, given)
+        store = ActivityStore(config.activity_db, password=config.activity_db_password)
+        if not store.exists():
+            raise ConfigError(
+                f"activity_db: {store.where} does not exist (no server has run on it)"
+            )
+        try:
+            if args.action == "list":
+                for experiment, row in stored(store):
+                    print(
+                        json.dumps(describe(experiment, row))
+                        if args.json
+                        else f"{experiment.name}\t{row.status}"
+                    )
+                return
+            if not args.name:
+                raise ConfigError("name: give the experiment to report")
+            lift = None
+            if args.lift is not None:
+                try:
+                    lift = float(args.lift)
+                except ValueError:
+                    raise ConfigError(f"lift: must be a number, got {args.lift!r}") from None
+                if not 0 < lift <= 10:
+                    raise ConfigError("lift: must be more than 0 and at most 10")
+            found = report(store, args.name, lift)
+            if found is None:
+                raise ConfigError(f"name: no experiment {args.name!r} in {store.where}")
+            print(json.dumps(found, indent=2) if args.json else as_text(found))
+        finally:
+            store.close()
 
     return _guarded(work, args.verbose)
 

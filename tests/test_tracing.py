@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,8 @@ from recommender.experiments import analyse, parse
 from recommender.serving.tracing import ImpressionCounter, ShownList, Tracer
 
 from helpers import (
+    PYTHON,
+    ROOT,
     TINY_LOG,
     free_port,
     make_app,
@@ -349,6 +352,49 @@ def test_results_statistics_on_known_data() -> None:
     alike = analyse(experiment, outcomes[:1000] + same)["comparisons"][0]
     assert alike["metrics"]["conversion"]["p_value"] == 1.0
     assert alike["verdict"] == "no significant difference"
+
+
+def test_the_command_line_reports_what_the_endpoint_does(world, activity_db: Path) -> None:
+    app, client = world
+    client.put(
+        "/v1/admin/experiments/ab",
+        json={"variants": [{"name": "a"}, {"name": "b", "strategy": "popular"}]},
+        headers=ADMIN,
+    )
+    for user in ("u1", "u2", "u3", "u4"):
+        listed = client.get(f"/v1/users/{user}/recommendations?k=2").get_json()
+        first = listed["recommendations"][0]["item_id"]
+        client.post(
+            "/v1/events",
+            json=[
+                {
+                    "user_id": user,
+                    "item_id": first,
+                    "type": "view",
+                    "recommendation_id": listed["recommendation_id"],
+                }
+            ],
+        )
+    flush(app)
+    endpoint = client.get("/v1/admin/experiments/ab/results", headers=ADMIN).get_json()
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PYTHON, "-m", "recommender", "experiments", *args, "--activity-db", str(activity_db)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+
+    printed = command("report", "ab", "--json")
+    assert printed.returncode == 0 and json.loads(printed.stdout) == endpoint
+    text = command("report", "ab").stdout
+    assert "a (current model)" in text and "b (popular)" in text and "b against a:" in text
+    assert command("list").stdout == "ab\trunning\n"
+    missing = command("report", "zz")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: name: no experiment 'zz'")
+    assert command("report", "ab", "--lift", "x").returncode == 2
 
 
 def test_the_dashboard_says_what_is_missing_before_any_traffic(world) -> None:

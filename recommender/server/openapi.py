@@ -183,7 +183,11 @@ def document() -> dict[str, Any]:
         },
     }
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    days = {"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}}
+    days = {
+        "name": "days",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 366},
+    }
     max_items = current_app.extensions["recommender_config"].max_items
     id_list = {"type": "array", "maxItems": max_items, "items": _ID}
     body_filters = {f["name"]: f["schema"] for f in _FILTERS if f["name"] != "exclude"}

@@ -4,7 +4,6 @@ stop, results) and the dashboard's figures and plots."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
@@ -12,7 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .. import dashboard
 from ..errors import ConfigError
-from ..experiments import ENDPOINTS, Experiment, analyse, parse
+from ..experiments import ENDPOINTS, analyse, parse
+from ..experiments.stored import describe, report, stored
 from .admin import admin_required
 from .errors import ApiError
 from .params import bad, json_body, parse_float, query_int, query_value
@@ -22,27 +22,10 @@ from .tracing import tracing
 bp = Blueprint("performance", __name__, url_prefix="/v1/admin")
 
 
-def _stored() -> list[tuple[Experiment, Any]]:
-    """Every stored experiment with its row (status, start and stop times)."""
-    return [
-        (parse(row.name, json.loads(row.definition)), row) for row in activity_store().experiments()
-    ]
-
-
-def _describe(experiment: Experiment, row: Any) -> dict[str, Any]:
-    return {
-        "name": experiment.name,
-        "status": row.status,
-        "started_at": row.started_at,
-        "stopped_at": row.stopped_at,
-        **experiment.definition(),
-    }
-
-
 @bp.get("/experiments")
 @admin_required
 def list_experiments() -> Response:
-    return jsonify({"experiments": [_describe(e, row) for e, row in _stored()]})
+    return jsonify({"experiments": [describe(e, row) for e, row in stored(activity_store())]})
 
 
 @bp.put("/experiments/<name>")
@@ -63,7 +46,7 @@ def put_experiment(name: str) -> tuple[Response, int]:
                 f"variants[{position}].model_version",
                 f"model version {variant.model_version} cannot be loaded (see the server log)",
             )
-    for other, row in _stored():
+    for other, row in stored(activity_store()):
         if other.name == name or row.status != "running":
             continue
         if any(experiment.covers(e) and other.covers(e) for e in ENDPOINTS):
@@ -94,17 +77,14 @@ def stop_experiment(name: str) -> Response:
 def experiment_results(name: str) -> Response:
     """Per variant, with 95% intervals, and each against control (``lift``: the relative
     lift the sample size is for; the experiment's own by default)."""
-    found = {experiment.name: (experiment, row) for experiment, row in _stored()}
-    if name not in found:
-        raise ApiError(404, "not_found", f"name: no experiment {name!r}")
     raw_lift = query_value("lift")
     lift = None if raw_lift is None else parse_float("lift", raw_lift)
     if lift is not None and not 0 < lift <= 10:
         raise bad("lift", "must be more than 0 and at most 10")
-    experiment, row = found[name]
-    return jsonify(
-        analyse(experiment, activity_store().experiment_outcomes(name), row.status, lift)
-    )
+    found = report(activity_store(), name, lift)
+    if found is None:
+        raise ApiError(404, "not_found", f"name: no experiment {name!r}")
+    return jsonify(found)
 
 
 @bp.get("/performance")
@@ -112,7 +92,7 @@ def experiment_results(name: str) -> Response:
 def performance() -> Response:
     """The dashboard's figures over the last ``days`` days (UTC), and the experiments."""
     summary = dashboard.summarise(activity_store().daily_performance(_since(_days())))
-    summary["experiments"] = [_describe(e, row) for e, row in _stored()]
+    summary["experiments"] = [describe(e, row) for e, row in stored(activity_store())]
     summary["missing"] = _missing(summary)
     return jsonify(summary)
 
@@ -125,7 +105,7 @@ def performance_plots() -> Response:
     summary = dashboard.summarise(store.daily_performance(_since(_days())))
     results = [
         analyse(experiment, store.experiment_outcomes(experiment.name), row.status)
-        for experiment, row in _stored()[-3:]
+        for experiment, row in stored(store)[-3:]
     ]
     return Response(dashboard.render_svg(summary, results), mimetype="image/svg+xml")
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -28,6 +27,7 @@ from ..activity.base import Attribution
 from ..activity.performance import day_of
 from ..errors import ConfigError, StoreError
 from ..experiments import Experiment, parse
+from ..experiments.stored import stored
 from ..serving.service import RecommendationService
 from ..serving.tracing import ImpressionCounter, ShownList, Tracer, counter_key, items_of
 
@@ -83,11 +83,7 @@ class Experiments:
         ):
             try:
                 self._read_at = time.monotonic()
-                self.running = [
-                    parse(row.name, json.loads(row.definition))
-                    for row in store.experiments()
-                    if row.status == "running"
-                ]
+                self.running = [e for e, row in stored(store) if row.status == "running"]
                 holder.keep_versions(
                     {v.model_version for e in self.running for v in e.variants if v.model_version}
                 )
