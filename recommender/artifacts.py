@@ -34,6 +34,8 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "current"
 _TMP_PREFIX = ".tmp-"
+# A file in a version's directory: an experiment serves this version, so pruning keeps it.
+PINNED = "pinned"
 _VERSION_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -205,10 +207,33 @@ def versions(models_dir: str | Path) -> list[str]:
     )
 
 
+def pin(models_dir: str | Path, version: str, pinned: bool) -> bool:
+    """Mark a version as served by an experiment (or no longer), so ``prune`` keeps it
+    whatever its age. False when the mark cannot be written (a read-only models directory:
+    then ``keep_versions`` alone protects it)."""
+    path = Path(models_dir) / version
+    if not _VERSION_PATTERN.match(version) or not (path / MANIFEST).is_file():
+        return False
+    try:
+        if pinned:
+            (path / PINNED).touch()
+        else:
+            (path / PINNED).unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("cannot %s model version %s: %s", "pin" if pinned else "unpin", version, exc)
+        return False
+    return True
+
+
 def prune(models_dir: str | Path, keep_versions: int) -> list[str]:
-    """Delete the oldest versions beyond ``keep_versions``; never the current one."""
+    """Delete the oldest versions beyond ``keep_versions``; never the current one, nor one
+    an experiment serves (``pin``)."""
     current = current_version(models_dir)
-    candidates = [v for v in versions(models_dir) if v != current]
+    candidates = [
+        v
+        for v in versions(models_dir)
+        if v != current and not (Path(models_dir) / v / PINNED).exists()
+    ]
     surplus = len(candidates) - (keep_versions - (1 if current else 0))
     removed = candidates[: max(0, surplus)]
     for version in removed:

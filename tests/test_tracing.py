@@ -319,6 +319,10 @@ def test_a_variant_serves_another_model_version(trained_models: Path, tmp_path: 
         listed = client.get(f"/v1/users/{user}/recommendations?k=3").get_json()
         versions[experiment.assign(user).name] = listed["model_version"]
     assert versions == {"current": newer, "older": older}
+    # Pruning keeps the version while the experiment serves it, and not after.
+    assert artifacts.prune(trained_models, keep_versions=1) == []
+    client.post("/v1/admin/experiments/versions/stop", headers=ADMIN)
+    assert artifacts.prune(trained_models, keep_versions=1) == [older]
 
 
 def test_results_statistics_on_known_data() -> None:

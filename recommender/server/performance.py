@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from .. import dashboard
+from .. import artifacts, dashboard
 from ..errors import ConfigError
 from ..experiments import ENDPOINTS, analyse, parse
 from ..experiments.stored import describe, report, stored
@@ -56,6 +56,9 @@ def put_experiment(name: str) -> tuple[Response, int]:
                 f"endpoints: experiment {other.name} already runs on them; stop it first",
             )
     created = activity_store().put_experiment(name, experiment.to_json(), time.time())
+    for variant in experiment.variants:
+        if variant.model_version:  # kept on disk while the experiment serves it
+            artifacts.pin(holder.models_dir, variant.model_version, True)
     tracing().experiments.expire()
     body = {"name": name, "status": "running", **experiment.definition()}
     return jsonify(body), 201 if created else 200
@@ -65,9 +68,25 @@ def put_experiment(name: str) -> tuple[Response, int]:
 @admin_required
 def stop_experiment(name: str) -> Response:
     """Stop an experiment: every shopper gets the current model again (on every server
-    within ``experiments_refresh_seconds``); its results stay readable."""
-    if not activity_store().stop_experiment(name, time.time()):
+    within ``experiments_refresh_seconds``); its results stay readable, and the versions
+    it served may be pruned again."""
+    store = activity_store()
+    if not store.stop_experiment(name, time.time()):
         raise ApiError(404, "not_found", f"name: no running experiment {name!r}")
+    experiments = stored(store)
+    still_served = {
+        v.model_version
+        for e, row in experiments
+        if row.status == "running"
+        for v in e.variants
+        if v.model_version
+    }
+    models_dir = current_app.extensions["recommender"].models_dir
+    for experiment, _ in experiments:
+        if experiment.name == name:
+            for variant in experiment.variants:
+                if variant.model_version and variant.model_version not in still_served:
+                    artifacts.pin(models_dir, variant.model_version, False)
     tracing().experiments.expire()
     return jsonify({"name": name, "status": "stopped"})
 
