@@ -1,6 +1,8 @@
 """The merchandiser's explorer: an HTML page (``/``, ``/explore``) over the read-only JSON API,
 plus the few read-only endpoints it needs: catalog search, a customer's purchase history and
-the current model's evaluation report. It never calls an admin endpoint."""
+the current model's evaluation report. Its one exception is the Performance view, which
+calls the admin endpoints of ``performance.py`` with a token the merchandiser types in (kept in
+the tab's session storage, sent as the ``Authorization`` header, never in a URL)."""
 
 from __future__ import annotations
 
