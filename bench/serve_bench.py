@@ -246,14 +246,14 @@ class Server:
 
 
 def request(
-    base: str, method: str, path: str, body: Any = None
+    base: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any] | None, int]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
         base + path,
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"} if data else {},
+        headers={**({"Content-Type": "application/json"} if data else {}), **(headers or {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as answer:
