@@ -26,6 +26,10 @@ from ..activity.performance import ShopperOutcome
 from .design import Experiment
 
 RESAMPLES = 1000
+# Fewer shoppers than this in a variant: figures and intervals, but no verdict (a percentile
+# bootstrap's interval is too narrow on a handful of shoppers, and can disagree with the
+# permutation test's p-value).
+MIN_SHOPPERS = 30
 ALPHA = 0.05
 POWER = 0.8
 # name: (numerator column, denominator column, scale); ``COLUMNS`` are a variant's
@@ -92,9 +96,10 @@ def analyse(
         metrics = _compare(tables[experiment.control], tables[variant.name])
         chosen = metrics[COMPARED[decision]]
         p_value = chosen["p_value"]
-        significant = p_value is not None and p_value < ALPHA
-        if p_value is None:
-            verdict = "not enough data"
+        fewest = min(tables[experiment.control].shape[1], tables[variant.name].shape[1])
+        significant = p_value is not None and p_value < ALPHA and fewest >= MIN_SHOPPERS
+        if p_value is None or fewest < MIN_SHOPPERS:
+            verdict = f"not enough data (fewer than {MIN_SHOPPERS} shoppers in a variant)"
         elif not significant:
             verdict = "no significant difference"
         else:

