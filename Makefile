@@ -20,7 +20,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser install-postgres lint typecheck train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark clean
+.PHONY: run install install-spark install-browser install-postgres lint typecheck train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark bench-simulate clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -126,6 +126,12 @@ bench-store: install install-bench install-postgres
 ## The 20M-line synthetic log through both engines (Spark in local mode): time and peak memory.
 bench-spark: install install-spark install-bench
 	$(BIN)/python bench/spark_scale.py $(if $(SIZES),--sizes $(SIZES))
+
+## Experiment results against simulated shoppers (customers of the shipped log, real server):
+## an A/B the model must win with the true sign, and at most 2 of 20 A/A runs significant
+## (a few minutes); bench/results/simulate_shop.md.
+bench-simulate: install
+	$(BIN)/python bench/simulate_shop.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

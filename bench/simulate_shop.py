@@ -5,8 +5,9 @@
 
 An honest test of ``GET /v1/admin/experiments/<name>/results`` (``recommender.experiments
 .results``): the shoppers are customers of the shipped log (data/online_retail.parquet,
-cleaned as ``train.py`` cleans it), and each one's taste is the set of items they bought,
-which only the simulation knows. A shopper opens their recommendations
+cleaned as ``train.py`` cleans it), and each one's taste is the set of items they bought.
+The model is trained on those purchases, as it would be in the shop; what the server never
+sees is how tastes turn into clicks. A shopper opens their recommendations
 (``exclude_purchased=false``, k=10) ``--views`` times; shown an item they like they click
 it (a ``view`` event) with probability 0.3, any other item with 0.02; a clicked item is
 carted with probability 0.5 and a carted one bought with 0.5, 1 to 3 of it at the list's
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,9 +52,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import stats
+
+from recommender.experiments.results import MIN_SHOPPERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PYTHON, RESULTS, ROOT, machine, shown  # noqa: E402
+from serve_bench import Server  # noqa: E402
 
 DATA = ROOT / "data" / "online_retail.parquet"
 K = 10
@@ -348,7 +354,10 @@ def _summary(
         "true_difference_revenue_per_shopper": true_difference["revenue_per_shopper"],
         # Identical variants show a shopper the same list whichever they get: the effect is 0.
         "counterfactual_effect": 0.0 if same_model else None,
-        "right_sign": (
+        # Against the simulation's truth; None for identical variants, which have no sign.
+        "right_sign": None
+        if same_model
+        else (
             difference is not None
             and truth_difference is not None
             and math.copysign(1, difference) == math.copysign(1, truth_difference)
@@ -441,8 +450,6 @@ class HttpShop:
 
 
 def train(models: Path, scratch: Path) -> list[str]:
-    import subprocess
-
     command = [
         PYTHON,
         str(ROOT / "train.py"),
@@ -469,8 +476,6 @@ def trial_on_server(
     seed: int,
 ) -> dict[str, Any]:
     """One experiment on a fresh server with a fresh activity store."""
-    from serve_bench import Server
-
     flush = 0.2
     workdir = scratch / name
     workdir.mkdir()
@@ -516,9 +521,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="shoppers visiting at once")
     parser.add_argument("--models", type=Path, help="a trained models dir (default: train one)")
+    parser.add_argument("--max-seconds", type=float, default=900, help="no trial starts after")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    started = time.perf_counter()
+    started, measured_on = time.perf_counter(), machine()  # the code as it was at the start
+
+    def in_time() -> None:
+        if time.perf_counter() - started > args.max_seconds:
+            raise SystemExit(f"over --max-seconds {args.max_seconds:g}: stopped")
+
     tastes = customer_tastes()
     print(f"[simulate] {len(tastes)} customers in {DATA.name}", file=sys.stderr, flush=True)
     ab_runs, aa_runs = [], []
@@ -527,7 +538,9 @@ def main() -> None:
         models = args.models or scratch / "models"
         train_command = None if args.models else train(models, scratch)
         trained = time.perf_counter()
+        # A/B seeds from 1000: shoppers and draws other than the A/A runs'.
         for seed in range(args.ab_seeds):
+            in_time()
             shoppers = draw_shoppers(tastes, args.shoppers, 1000 + seed)
             run = trial_on_server(
                 models, scratch, f"ab-{seed}", ab_definition(), shoppers, args, 1000 + seed
@@ -535,8 +548,11 @@ def main() -> None:
             ab_runs.append(run)
             print(f"[simulate] A/B {seed}: {line(run)}", file=sys.stderr, flush=True)
         for seed in range(args.seeds):
+            in_time()
             shoppers = draw_shoppers(tastes, args.shoppers, seed)
-            run = trial_on_server(models, scratch, f"aa-{seed}", aa_definition(), shoppers, args, seed)
+            run = trial_on_server(
+                models, scratch, f"aa-{seed}", aa_definition(), shoppers, args, seed
+            )
             aa_runs.append(run)
             print(f"[simulate] A/A {seed}: {line(run)}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
@@ -552,13 +568,20 @@ def main() -> None:
     report = verdicts(ab_runs, aa_runs)
     report.update(
         command=command,
-        train_command=shown(train_command) if train_command else f"(given) {args.models}",
+        train_command=(
+            shown(train_command).replace(str(scratch), "$TMP")
+            if train_command
+            else f"(given) {args.models}"
+        ),
         behaviour=Behaviour().__dict__,
         k=K,
         workers=args.workers,
         client_threads=args.threads,
-        seconds={"total": round(elapsed, 1), "after_training": round(time.perf_counter() - trained, 1)},
-        machine=machine(),
+        seconds={
+            "total": round(elapsed, 1),
+            "after_training": round(time.perf_counter() - trained, 1),
+        },
+        machine=measured_on,
         ab=ab_runs,
         aa=aa_runs,
     )
@@ -575,16 +598,34 @@ def verdicts(ab_runs: Sequence[Mapping[str, Any]], aa_runs: Sequence[Mapping[str
     """The bench's checks: every A/B significant with the true sign, at most 10% of A/A
     significant, and the server's counts equal to the simulation's everywhere."""
     aa_significant = aa_false_alarms(aa_runs)
+    runs = [*ab_runs, *aa_runs]
     checks = {
         "ab_significant_right_sign": all(r["significant"] and r["right_sign"] for r in ab_runs),
         "aa_significant_at_most_10_percent": aa_significant <= len(aa_runs) // 10,
-        "server_counts_match": all(not r["server_vs_simulation"] for r in [*ab_runs, *aa_runs]),
+        "server_counts_match": all(not r["server_vs_simulation"] for r in runs),
+        "every_event_attributed": all(r["events_attributed"] == r["events_posted"] for r in runs),
+        "every_list_in_the_experiment": all(r["lists_outside_experiment"] == 0 for r in runs),
+        # Under MIN_SHOPPERS a variant gets no verdict: an A/A 'not significant' for free.
+        "every_variant_has_a_verdict": all(
+            min(r["shoppers"].values()) >= MIN_SHOPPERS for r in runs
+        ),
     }
+    p_values = [r["p_value"] for r in aa_runs if r["p_value"] is not None]
     return {
         "checks": checks,
         "passed": all(checks.values()),
         "aa_significant": aa_significant,
         "aa_runs": len(aa_runs),
+        # Under the null the p-values are uniform: their spread, not only the count under 5%.
+        "aa_p_values": {
+            "below_0.05": sum(p < 0.05 for p in p_values),
+            "below_0.10": sum(p < 0.10 for p in p_values),
+            "below_0.20": sum(p < 0.20 for p in p_values),
+            "mean": round(float(np.mean(p_values)), 3) if p_values else None,
+            "ks_uniform_p": round(float(stats.kstest(p_values, "uniform").pvalue), 3)
+            if len(p_values) > 1
+            else None,
+        },
     }
 
 
@@ -599,12 +640,16 @@ def line(run: Mapping[str, Any]) -> str:
     )
 
 
+def _yes(value: bool | None) -> str:
+    return "–" if value is None else "yes" if value else "no"
+
+
 def _f(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    behaviour = report["behaviour"]
+    behaviour, spread = report["behaviour"], report["aa_p_values"]
     rows = [
         "| run | shoppers (control / variant) | true CTR control → variant | measured CTR "
         "| difference [95% CI] | p | true difference | significant | right sign |",
@@ -621,7 +666,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                 f"{_f(run['measured'][variant])} | {run['difference']:+.4f} "
                 f"[{_f(low)}, {_f(high)}] | {_f(run['p_value'], 3)} | "
                 f"{run['true_difference']:+.4f} | {'yes' if run['significant'] else 'no'} | "
-                f"{'yes' if run['right_sign'] else 'no'} |"
+                f"{_yes(run['right_sign'])} |"
             )
     checks = ", ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in report["checks"].items())
     mismatches = [m for r in [*report["ab"], *report["aa"]] for m in r["server_vs_simulation"]]
@@ -661,10 +706,15 @@ def markdown(report: Mapping[str, Any]) -> str:
             "true effect is 0.",
             "",
             f"**A/A: {report['aa_significant']} of {report['aa_runs']} significant on CTR** "
-            f"(allowed: {report['aa_runs'] // 10}). Other metrics' A/A false alarms (p < 0.05): "
+            f"(allowed: {report['aa_runs'] // 10}). A/A p-values (uniform under the null): "
+            f"{spread['below_0.10']} below 0.10, {spread['below_0.20']} below 0.20, mean "
+            f"{spread['mean']}, Kolmogorov-Smirnov against uniform p={spread['ks_uniform_p']}. "
+            "Other metrics' A/A false alarms (p < 0.05): "
             + ", ".join(f"{k} {v}" for k, v in aa_other.items())
             + ".",
             "",
+            f"A/B intervals that hold the true difference: "
+            f"{sum(r['interval_covers_truth'] for r in report['ab'])} of {len(report['ab'])}. "
             "A/B revenue per shopper (model − popular): " + "; ".join(revenue) + ".",
             "",
             f"Checks: {checks}."
