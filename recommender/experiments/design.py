@@ -137,7 +137,7 @@ def _variant(position: int, raw: Any) -> Variant:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"{where}.name: 1 to 64 letters, digits, '.', '_' or '-'")
     weight = raw.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1e6:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1e6:
         raise ConfigError(f"{where}.weight: must be a positive number")
     version, strategy = raw.get("model_version"), raw.get("strategy")
     if version is not None and (not isinstance(version, str) or not NAME.fullmatch(version)):

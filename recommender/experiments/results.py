@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from ..activity.performance import ShopperOutcome
-from .design import Experiment
+from .design import Experiment, Variant
 
 RESAMPLES = 1000
 # Fewer shoppers than this in a variant: figures and intervals, but no verdict (a percentile
@@ -63,56 +63,8 @@ def analyse(
     }
     variants, spreads = [], {}
     for variant in experiment.variants:
-        table = tables[variant.name]
-        totals = table.sum(axis=1)
-        entry: dict[str, Any] = {
-            "name": variant.name,
-            "serves": (
-                f"model {variant.model_version}"
-                if variant.model_version
-                else variant.strategy or "current model"
-            ),
-            "shoppers": int(totals[COLUMNS.index("shoppers")]),
-            "impressions": int(totals[COLUMNS.index("lists")]),
-            "clicks": int(totals[COLUMNS.index("clicks")]),
-            "carts": int(totals[COLUMNS.index("carts")]),
-            "purchases": int(totals[COLUMNS.index("purchases")]),
-            "revenue": round(float(totals[COLUMNS.index("revenue")]), 2),
-        }
-        values, intervals, spreads[variant.name] = _estimates(table)
-        for position, metric in enumerate(METRICS):
-            entry[metric] = {
-                "value": _rounded(values[position]),
-                "interval": None
-                if intervals is None
-                else [_rounded(intervals[0][position]), _rounded(intervals[1][position])],
-            }
+        entry, spreads[variant.name] = _figures(variant, tables[variant.name])
         variants.append(entry)
-    comparisons = []
-    decision = COMPARED.index(experiment.metric) if experiment.metric in COMPARED else 0
-    for variant in experiment.variants:
-        if variant.name == experiment.control:
-            continue
-        metrics = _compare(tables[experiment.control], tables[variant.name])
-        chosen = metrics[COMPARED[decision]]
-        p_value = chosen["p_value"]
-        fewest = min(tables[experiment.control].shape[1], tables[variant.name].shape[1])
-        significant = p_value is not None and p_value < ALPHA and fewest >= MIN_SHOPPERS
-        if p_value is None or fewest < MIN_SHOPPERS:
-            verdict = f"not enough data (fewer than {MIN_SHOPPERS} shoppers in a variant)"
-        elif not significant:
-            verdict = "no significant difference"
-        else:
-            verdict = f"{variant.name} does {'better' if chosen['difference'] > 0 else 'worse'}"
-        comparisons.append(
-            {
-                "variant": variant.name,
-                "against": experiment.control,
-                "metrics": metrics,
-                "significant": significant,
-                "verdict": verdict,
-            }
-        )
     control = tables[experiment.control]
     return {
         "experiment": experiment.name,
@@ -121,7 +73,11 @@ def analyse(
         "metric": experiment.metric,
         "confidence": 1 - ALPHA,
         "variants": variants,
-        "comparisons": comparisons,
+        "comparisons": [
+            _comparison(experiment, variant.name, control, tables[variant.name])
+            for variant in experiment.variants
+            if variant.name != experiment.control
+        ],
         "shoppers_needed": {
             "metric": experiment.metric,
             "lift": lift,
@@ -133,17 +89,69 @@ def analyse(
     }
 
 
+def _figures(variant: Variant, table: NDArray[np.float64]) -> tuple[dict[str, Any], Any]:
+    """One variant's totals and metrics with their intervals, and the metrics' bootstrap
+    standard errors."""
+    totals = dict(zip(COLUMNS, table.sum(axis=1).tolist()))
+    entry: dict[str, Any] = {
+        "name": variant.name,
+        "serves": (
+            f"model {variant.model_version}"
+            if variant.model_version
+            else variant.strategy or "current model"
+        ),
+        "shoppers": int(totals["shoppers"]),
+        "impressions": int(totals["lists"]),
+        "clicks": int(totals["clicks"]),
+        "carts": int(totals["carts"]),
+        "purchases": int(totals["purchases"]),
+        "revenue": round(totals["revenue"], 2),
+    }
+    values, intervals, spread = _estimates(table)
+    for position, metric in enumerate(METRICS):
+        entry[metric] = {
+            "value": _rounded(values[position]),
+            "interval": None
+            if intervals is None
+            else [_rounded(intervals[0][position]), _rounded(intervals[1][position])],
+        }
+    return entry, spread
+
+
+def _comparison(
+    experiment: Experiment,
+    name: str,
+    control: NDArray[np.float64],
+    variant: NDArray[np.float64],
+) -> dict[str, Any]:
+    """A variant against control, and the verdict on the experiment's decision metric."""
+    metrics = _compare(control, variant)
+    chosen = metrics[experiment.metric]
+    p_value = chosen["p_value"]
+    fewest = min(control.shape[1], variant.shape[1])
+    significant = p_value is not None and p_value < ALPHA and fewest >= MIN_SHOPPERS
+    if p_value is None or fewest < MIN_SHOPPERS:
+        verdict = f"not enough data (fewer than {MIN_SHOPPERS} shoppers in a variant)"
+    elif not significant:
+        verdict = "no significant difference"
+    else:
+        verdict = f"{name} does {'better' if chosen['difference'] > 0 else 'worse'}"
+    return {
+        "variant": name,
+        "against": experiment.control,
+        "metrics": metrics,
+        "significant": significant,
+        "verdict": verdict,
+    }
+
+
 def _table(outcomes: Sequence[ShopperOutcome]) -> NDArray[np.float64]:
     """One variant's per-shopper columns (``COLUMNS``), one row per column."""
     table = np.zeros((len(COLUMNS), len(outcomes)))
-    for position, outcome in enumerate(outcomes):
-        table[:5, position] = (
-            outcome.lists,
-            outcome.clicks,
-            outcome.carts,
-            outcome.purchases,
-            outcome.revenue,
-        )
+    if outcomes:
+        table[:5] = np.array(
+            [(o.lists, o.clicks, o.carts, o.purchases, o.revenue) for o in outcomes]
+        ).T
     table[5] = table[COLUMNS.index("purchases")] > 0
     table[6] = 1.0
     return table

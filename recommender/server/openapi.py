@@ -75,33 +75,6 @@ _SHOPPER = {
     "schema": _ID,
     "description": "a customer or session id: places the page view in a running experiment",
 }
-_EXPERIMENT = {
-    "type": "object",
-    "required": ["variants"],
-    "additionalProperties": False,
-    "properties": {
-        "variants": {
-            "type": "array",
-            "minItems": 2,
-            "maxItems": 10,
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string"},
-                    "weight": {"type": "number", "exclusiveMinimum": 0},
-                    "model_version": {"type": "string"},
-                    "strategy": {"enum": ["popular"]},
-                },
-            },
-        },
-        "control": {"type": "string"},
-        "endpoints": {"type": "array", "items": {"type": "string"}},
-        "metric": {"enum": ["ctr", "conversion", "revenue_per_shopper", "revenue_per_mille"]},
-        "lift": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
-    },
-}
 _FILTERS = [
     {
         "name": "exclude",
@@ -119,6 +92,49 @@ _FILTERS = [
         "schema": {"type": "integer", "minimum": 1, "maximum": 100},
     },
 ]
+
+
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+
+
+def _experiment() -> dict[str, Any]:
+    """An experiment's definition; ``model_version`` lists the versions on disk now."""
+    from .. import artifacts
+    from ..experiments import DECISION_METRICS, ENDPOINTS, STRATEGIES
+
+    versions = artifacts.versions(current_app.extensions["recommender"].models_dir)
+    return {
+        "type": "object",
+        "required": ["variants"],
+        "additionalProperties": False,
+        "properties": {
+            "variants": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 10,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": _NAME,
+                        "weight": {
+                            "type": "number",
+                            "minimum": 0,
+                            "exclusiveMinimum": True,
+                            "maximum": 1e6,
+                        },
+                        "model_version": {"enum": versions} if versions else _NAME,
+                        "strategy": {"enum": list(STRATEGIES)},
+                    },
+                },
+            },
+            "control": _NAME,
+            "endpoints": {"type": "array", "items": {"enum": list(ENDPOINTS)}},
+            "metric": {"enum": list(DECISION_METRICS)},
+            "lift": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 10},
+        },
+    }
 
 
 def _k() -> dict[str, Any]:
@@ -178,11 +194,11 @@ def document() -> dict[str, Any]:
             "type": {"enum": ["view", "cart", "wishlist", "purchase"]},
             "timestamp": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
             "recommendation_id": {"type": "string", "minLength": 1, "maxLength": 8192},
-            "quantity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+            "quantity": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1e6},
             "price": {"type": "number", "minimum": 0},
         },
     }
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    name = {"name": "name", "in": "path", "required": True, "schema": _NAME}
     days = {
         "name": "days",
         "in": "query",
@@ -465,7 +481,7 @@ def document() -> dict[str, Any]:
                     "parameters": [name],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _EXPERIMENT}},
+                        "content": {"application/json": {"schema": _experiment()}},
                     },
                     "responses": {
                         **_answers({"type": "object"}, 400, 401, 403, 409, 503),
@@ -490,7 +506,12 @@ def document() -> dict[str, Any]:
                         {
                             "name": "lift",
                             "in": "query",
-                            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+                            "schema": {
+                                "type": "number",
+                                "minimum": 0,
+                                "exclusiveMinimum": True,
+                                "maximum": 10,
+                            },
                         },
                     ],
                     "responses": _answers({"type": "object"}, 400, 401, 403, 404, 503),

@@ -69,10 +69,13 @@ def put_experiment(name: str) -> tuple[Response, int]:
 def stop_experiment(name: str) -> Response:
     """Stop an experiment: every shopper gets the current model again (on every server
     within ``experiments_refresh_seconds``); its results stay readable, and the versions
-    it served may be pruned again."""
+    it served may be pruned again. Stopping a stopped one answers the same (a retry is
+    harmless); an unknown name is a 404."""
     store = activity_store()
-    if not store.stop_experiment(name, time.time()):
-        raise ApiError(404, "not_found", f"name: no running experiment {name!r}")
+    experiments = stored(store)
+    if not any(experiment.name == name for experiment, _ in experiments):
+        raise ApiError(404, "not_found", f"name: no experiment {name!r}")
+    store.stop_experiment(name, time.time())  # a stopped one stays stopped: a retry is harmless
     experiments = stored(store)
     still_served = {
         v.model_version
