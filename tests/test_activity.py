@@ -153,6 +153,7 @@ def test_forget_and_opt_out(store: ActivityStore) -> None:
         "events": [],
         "wishlist": [],
         "attributed_events": [],
+        "experiments": [],
         "suppression": "forgotten",
     }
     assert store.delivered_alerts("ana") == set() and "ana" not in store.last_digest_at()

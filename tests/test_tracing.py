@@ -19,6 +19,7 @@ from recommender import artifacts, training
 from recommender.activity import ActivityStore, Event
 from recommender.activity.base import Attribution
 from recommender.activity.performance import ShopperOutcome
+from recommender.errors import ConfigError
 from recommender.experiments import analyse, parse
 from recommender.serving.tracing import ImpressionCounter, ShownList, Tracer
 
@@ -203,6 +204,10 @@ def test_a_cited_purchase_adds_exactly_its_price_times_quantity(world) -> None:
     assert performance["not_attributed"] == {"not_shown": 1, "forged": 1}
     assert performance["totals"]["impressions"] == 1 and performance["totals"]["clicks"] == 1
     data = client.get("/v1/users/u1/data", headers=ADMIN).get_json()
+    assert (
+        data["experiments"][0]["experiment"] == "ab"
+        and data["experiments"][0]["variant"] == variant
+    )
     assert [(e["item_id"], e["position"]) for e in data["attributed_events"]] == [
         (first, 1),
         (first, 1),
@@ -211,6 +216,8 @@ def test_a_cited_purchase_adds_exactly_its_price_times_quantity(world) -> None:
     # Forget erases them; the variant's revenue goes with them.
     client.delete("/v1/users/u1", headers=ADMIN)
     assert _revenue(client, "ab")[variant] == 0
+    data = client.get("/v1/users/u1/data", headers=ADMIN).get_json()
+    assert data["attributed_events"] == [] and data["experiments"] == []
 
 
 def test_bad_citations_are_400s_naming_the_field(world) -> None:
@@ -256,6 +263,9 @@ def test_experiments_split_shoppers_and_stop(world, tmp_path: Path) -> None:
         "endpoints": ["recommendations", "also-bought"],
     }
     assert put(body).status_code == 201 and put(body).status_code == 200
+    # Another definition under the same name: refused (recorded variants would be wrong).
+    changed = put({**body, "variants": [{"name": "model", "weight": 3}, body["variants"][1]]})
+    assert changed.status_code == 409 and changed.get_json()["error"]["code"] == "experiment_exists"
     overlapping = client.put(
         "/v1/admin/experiments/other",
         json={"variants": [{"name": "a"}, {"name": "b"}], "endpoints": ["also-bought"]},
@@ -293,7 +303,8 @@ def test_experiments_split_shoppers_and_stop(world, tmp_path: Path) -> None:
     results = client.get("/v1/admin/experiments/hold/results", headers=ADMIN).get_json()
     assert sum(v["shoppers"] for v in results["variants"]) == 4
     assert client.post("/v1/admin/experiments/hold/stop", headers=ADMIN).status_code == 200
-    assert client.post("/v1/admin/experiments/hold/stop", headers=ADMIN).status_code == 404
+    assert client.post("/v1/admin/experiments/hold/stop", headers=ADMIN).status_code == 200
+    assert client.post("/v1/admin/experiments/nope/stop", headers=ADMIN).status_code == 404
     for user in seen:
         listed = client.get(f"/v1/users/{user}/recommendations?k=3").get_json()
         assert "experiment" not in listed and listed["strategy"] != "popular"
@@ -533,3 +544,45 @@ def test_what_a_stopped_or_killed_server_loses_of_its_impressions(
     total = sum(row[3] for row in store.daily_performance("2000-01-01")["impressions"])
     assert total == (12 if stop == "SIGTERM" else 5)
     store.close()
+
+
+def test_the_config_files_experiments_start_once_and_bad_ones_stop_the_start(
+    shared_models: Path, activity_db: Path
+) -> None:
+    definitions = {
+        "holdout": {"variants": [{"name": "model"}, {"name": "popular", "strategy": "popular"}]}
+    }
+    app = make_app(shared_models, activity_db, admin_token=TOKEN, experiments=definitions)
+    client = app.test_client()
+    listed = client.get("/v1/users/u1/recommendations?k=2").get_json()
+    assert listed["experiment"]["name"] == "holdout"
+    client.post("/v1/admin/experiments/holdout/stop", headers=ADMIN)
+    # A restart with the same file: a stopped experiment stays stopped.
+    again = make_app(shared_models, activity_db, admin_token=TOKEN, experiments=definitions)
+    assert "experiment" not in again.test_client().get("/v1/users/u1/recommendations").get_json()
+    # One that overlaps a running experiment, or serves a version that is not there: refused.
+    client.put(
+        "/v1/admin/experiments/running",
+        json={"variants": [{"name": "a"}, {"name": "b"}]},
+        headers=ADMIN,
+    )
+    for name, definition, message in (
+        ("clash", {"variants": [{"name": "a"}, {"name": "b"}]}, "experiment running already runs"),
+        (
+            "ghost",
+            {
+                "variants": [
+                    {"name": "a"},
+                    {"name": "b", "model_version": "20200101T000000.000000Z"},
+                ],
+                "endpoints": ["buy-again"],
+            },
+            "cannot be loaded",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=rf"\[experiments.{name}\]: .*{message.split()[-1]}"):
+            make_app(shared_models, activity_db, experiments={name: definition})
+    # Tracing off: the variant is still named; nothing is signed or counted.
+    quiet = make_app(shared_models, activity_db, tracing=False)
+    body = quiet.test_client().get("/v1/users/u1/recommendations?k=2").get_json()
+    assert body["experiment"]["name"] == "running" and "recommendation_id" not in body

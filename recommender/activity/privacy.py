@@ -117,6 +117,11 @@ class Suppression(StorePart):
                 "revenue FROM attributions WHERE user_id = ? OR shopper_id = ? ORDER BY ts, id",
                 (user_id, user_id),
             ).fetchall()
+            exposures = db.execute(
+                "SELECT experiment, variant, lists, first_at FROM exposures WHERE shopper_id = ? "
+                "ORDER BY first_at, experiment",
+                (user_id,),
+            ).fetchall()
         return {
             "events": [
                 {"item_id": i, "type": t, "timestamp": ts, "received_at": r}
@@ -141,6 +146,10 @@ class Suppression(StorePart):
                     )
                 )
                 for row in attributed
+            ],
+            "experiments": [
+                {"experiment": e, "variant": v, "lists_shown": n, "first_shown_at": at}
+                for e, v, n, at in exposures
             ],
             "suppression": self.suppression(user_id),
         }

@@ -11,13 +11,13 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .. import artifacts, dashboard
 from ..errors import ConfigError
-from ..experiments import ENDPOINTS, analyse, parse
+from ..experiments import analyse, parse
 from ..experiments.stored import describe, report, stored
 from .admin import admin_required
 from .errors import ApiError
 from .params import bad, json_body, parse_float, query_int, query_value
 from .stores import activity_store
-from .tracing import tracing
+from .tracing import start_experiment, tracing
 
 bp = Blueprint("performance", __name__, url_prefix="/v1/admin")
 
@@ -31,35 +31,16 @@ def list_experiments() -> Response:
 @bp.put("/experiments/<name>")
 @admin_required
 def put_experiment(name: str) -> tuple[Response, int]:
-    """Start (or replace and restart) an experiment: ``{"variants": [{"name": "control",
-    "weight": 50}, {"name": "new", "weight": 50, "model_version": "..."}]}``. 201 when new.
-    A model version that cannot be loaded is a 400; endpoints a running experiment already
-    covers are a 409 (one experiment per endpoint, so their effects do not mix)."""
+    """Start an experiment: ``{"variants": [{"name": "control", "weight": 50}, {"name":
+    "new", "weight": 50, "model_version": "..."}]}``. 201 when new; 200 when the same
+    definition was already stored (a stopped one runs again). Rules in ``start_experiment``."""
     try:
         experiment = parse(name, json_body())
     except ConfigError as exc:
         raise ApiError(400, "bad_parameter", str(exc)) from None
-    holder = current_app.extensions["recommender"]
-    for position, variant in enumerate(experiment.variants):
-        if variant.model_version and holder.version_service(variant.model_version) is None:
-            raise bad(
-                f"variants[{position}].model_version",
-                f"model version {variant.model_version} cannot be loaded (see the server log)",
-            )
-    for other, row in stored(activity_store()):
-        if other.name == name or row.status != "running":
-            continue
-        if any(experiment.covers(e) and other.covers(e) for e in ENDPOINTS):
-            raise ApiError(
-                409,
-                "experiment_overlap",
-                f"endpoints: experiment {other.name} already runs on them; stop it first",
-            )
-    created = activity_store().put_experiment(name, experiment.to_json(), time.time())
-    for variant in experiment.variants:
-        if variant.model_version:  # kept on disk while the experiment serves it
-            artifacts.pin(holder.models_dir, variant.model_version, True)
-    tracing().experiments.expire()
+    created = start_experiment(
+        activity_store(), current_app.extensions["recommender"], experiment, tracing().experiments
+    )
     body = {"name": name, "status": "running", **experiment.definition()}
     return jsonify(body), 201 if created else 200
 

@@ -22,14 +22,17 @@ from typing import Any
 
 from flask import Flask, current_app, g, request
 
+from .. import artifacts
 from ..activity import Event
 from ..activity.base import Attribution
 from ..activity.performance import day_of
 from ..errors import ConfigError, StoreError
+from ..experiments import ENDPOINTS as EXPERIMENT_ENDPOINTS
 from ..experiments import Experiment, parse
 from ..experiments.stored import stored
 from ..serving.service import RecommendationService
 from ..serving.tracing import ImpressionCounter, ShownList, Tracer, counter_key, items_of
+from .errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +183,14 @@ def holdout(chosen: Arm, k: int, filters: Any) -> dict[str, Any] | None:
 
 
 def trace(body: dict[str, Any]) -> None:
-    """Sign the list into ``recommendation_id``, name its variant, count the impression."""
+    """Name the list's variant; with tracing on, sign the list into ``recommendation_id``
+    and count the impression."""
     state = tracing()
+    chosen: Arm | None = g.get("arm")
+    if chosen and chosen.experiment:
+        body["experiment"] = {"name": chosen.experiment, "variant": chosen.variant}
     if not state.enabled or not body.get("recommendations"):
         return  # an empty list shows nothing
-    chosen: Arm | None = g.get("arm")
     shown = ShownList(
         endpoint_name(),
         str(body.get("strategy")),
@@ -194,8 +200,6 @@ def trace(body: dict[str, Any]) -> None:
         chosen.shopper_id if chosen else None,
         items_of(body["recommendations"]),
     )
-    if chosen and chosen.experiment:
-        body["experiment"] = {"name": chosen.experiment, "variant": chosen.variant}
     tracer = state.tracer
     if tracer is not None:
         body["recommendation_id"] = tracer.issue(shown)
@@ -256,18 +260,66 @@ def init_app(app: Flask) -> None:
     seed_experiments(app, app.extensions.get("recommender_seed_experiments") or {})
 
 
+def start_experiment(
+    store: Any, holder: Any, experiment: Experiment, running: Experiments | None = None
+) -> bool:
+    """Store ``experiment`` as running and pin the model versions it serves; True if new.
+
+    Refused: a model version that cannot be loaded (400); a name already stored with
+    another definition (409: a shopper's recorded variant would no longer be the one they
+    see; give the new definition a new name); endpoints another running experiment covers
+    (409: one experiment per endpoint, so their effects do not mix)."""
+    for position, variant in enumerate(experiment.variants):
+        if variant.model_version and holder.version_service(variant.model_version) is None:
+            raise ApiError(
+                400,
+                "bad_parameter",
+                f"variants[{position}].model_version: model version {variant.model_version} "
+                "cannot be loaded (see the server log)",
+            )
+    for other, row in stored(store):
+        if other.name == experiment.name:
+            if other.definition() != experiment.definition():
+                raise ApiError(
+                    409,
+                    "experiment_exists",
+                    f"name: experiment {other.name} exists with another definition; "
+                    "give the new definition a new name",
+                )
+        elif row.status == "running" and any(
+            experiment.covers(e) and other.covers(e) for e in EXPERIMENT_ENDPOINTS
+        ):
+            raise ApiError(
+                409,
+                "experiment_overlap",
+                f"endpoints: experiment {other.name} already runs on them; stop it first",
+            )
+    created = store.put_experiment(experiment.name, experiment.to_json(), time.time())
+    for variant in experiment.variants:
+        if variant.model_version:  # kept on disk while the experiment serves it
+            artifacts.pin(holder.models_dir, variant.model_version, True)
+    if running is not None:
+        running.expire()  # this worker serves it from the next request
+    return created
+
+
 def seed_experiments(app: Flask, definitions: dict[str, Any]) -> None:
     """Start the config file's experiments that the store does not hold yet (one stopped
-    through the API stays stopped)."""
+    through the API stays stopped; an edited table changes nothing once stored: a new
+    definition needs a new name). One that cannot start stops the server's start-up."""
     if not definitions:
         return
     store = app.extensions["recommender_activity"]
-    experiments = []
-    for name, definition in definitions.items():
-        experiments.append(parse(name, definition))  # a bad definition stops the start-up
+    experiments = [parse(name, definition) for name, definition in definitions.items()]
     try:
+        known = {experiment.name for experiment, _ in stored(store)}
         for experiment in experiments:
-            store.put_experiment(experiment.name, experiment.to_json(), time.time(), replace=False)
+            if experiment.name in known:
+                continue
+            try:
+                start_experiment(store, app.extensions["recommender"], experiment)
+            except ApiError as exc:
+                raise ConfigError(f"[experiments.{experiment.name}]: {exc.message}") from None
     except StoreError as exc:
         logger.warning("config file's experiments not stored (the store is away): %s", exc)
     finally:
