@@ -4,6 +4,7 @@ secret that signs recommendation ids, shared by every server on the store."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,12 @@ class Performance(StorePart):
         }
 
 
+@functools.lru_cache(maxsize=8)
+def _day_number(number: int) -> str:
+    return dt.datetime.fromtimestamp(number * 86400, dt.UTC).strftime("%Y-%m-%d")
+
+
 def day_of(timestamp: float) -> str:
-    """The UTC day (YYYY-MM-DD) counters file a moment under."""
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+    """The UTC day (YYYY-MM-DD) counters file a moment under (each day's string made once:
+    every response asks)."""
+    return _day_number(int(timestamp // 86400))

@@ -31,7 +31,7 @@ from ..experiments import ENDPOINTS as EXPERIMENT_ENDPOINTS
 from ..experiments import Experiment, parse
 from ..experiments.stored import stored
 from ..serving.service import RecommendationService
-from ..serving.tracing import ImpressionCounter, ShownList, Tracer, counter_key, items_of
+from ..serving.tracing import ImpressionCounter, ShownList, Tracer, counter_key
 from .errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class Arm:
     variant: str = ""
     strategy: str | None = None
     shopper_id: str | None = None
+
+
+# What ``trace`` reads for a request no ``arm`` call placed (``service`` is not read).
+_CONTROL = Arm(None)  # type: ignore[arg-type]
 
 
 class Experiments:
@@ -138,7 +142,8 @@ def tracing() -> Tracing:
 
 
 def endpoint_name() -> str:
-    return ENDPOINTS.get(request.endpoint or "", request.endpoint or "")
+    flask_endpoint = request.endpoint or ""
+    return ENDPOINTS.get(flask_endpoint, flask_endpoint)
 
 
 def arm(
@@ -184,21 +189,25 @@ def holdout(chosen: Arm, k: int, filters: Any) -> dict[str, Any] | None:
 
 def trace(body: dict[str, Any]) -> None:
     """Name the list's variant; with tracing on, sign the list into ``recommendation_id``
-    and count the impression."""
-    state = tracing()
+    and count the impression. Every response runs this: it reads each value once."""
+    state = current_app.extensions["recommender_tracing"]
     chosen: Arm | None = g.get("arm")
-    if chosen and chosen.experiment:
+    if chosen is not None and chosen.experiment:
         body["experiment"] = {"name": chosen.experiment, "variant": chosen.variant}
-    if not state.enabled or not body.get("recommendations"):
+    shown_items = body.get("recommendations")
+    if not state.enabled or not shown_items:
         return  # an empty list shows nothing
+    if chosen is None:
+        chosen = _CONTROL
+    flask_endpoint = request.endpoint or ""
     shown = ShownList(
-        endpoint_name(),
-        str(body.get("strategy")),
-        str(body.get("model_version")),
-        chosen.experiment if chosen else "",
-        chosen.variant if chosen else "",
-        chosen.shopper_id if chosen else None,
-        items_of(body["recommendations"]),
+        ENDPOINTS.get(flask_endpoint, flask_endpoint),
+        body["strategy"],
+        body["model_version"],
+        chosen.experiment,
+        chosen.variant,
+        chosen.shopper_id,
+        [entry["item_id"] for entry in shown_items],
     )
     tracer = state.tracer
     if tracer is not None:
