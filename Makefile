@@ -20,7 +20,7 @@ SERVER_URL ?= http://$(HOST):$(PORT)
 EXPORT ?= exports/recommendations.csv
 K ?= 10
 
-.PHONY: run install install-spark install-browser install-postgres lint typecheck train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark bench-simulate clean
+.PHONY: run install install-spark install-browser install-postgres lint typecheck train evaluate nightly export alerts serve serve-dev test bench bench-serve install-bench bench-store bench-spark bench-simulate bench-tracing clean
 
 ## Train on the shipped log, then serve it on $(HOST):$(PORT).
 run: train serve
@@ -132,6 +132,12 @@ bench-spark: install install-spark install-bench
 ## (a few minutes); bench/results/simulate_shop.md.
 bench-simulate: install
 	$(BIN)/python bench/simulate_shop.py
+
+## What tracing costs: every endpoint with tracing on against off (same model, same run), and
+## the memory an experiment's second model version adds (about 6 minutes);
+## bench/results/tracing_cost.md.
+bench-tracing: install install-bench
+	$(BIN)/python bench/tracing_cost.py --repeat 3 --duration 5
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -14,5 +14,6 @@ done
 mkdir -p bench/results bench/.cache
 "$PY" bench/train_scale.py --sizes "$SIZES" --timeout "${TRAIN_TIMEOUT:-1800}"
 "$PY" bench/serve_bench.py --repeat "${REPEAT:-3}" --duration 10
+"$PY" bench/tracing_cost.py --repeat "${REPEAT:-3}" --duration 5
 "$PY" bench/summarize.py
 echo "results in bench/results/ (see bench/results/SUMMARY.md for how to read them)"
