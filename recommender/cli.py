@@ -418,6 +418,3 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    requests = logging.getLogger("recommender.requests")
-    requests.propagate = False
-    requests.setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -285,6 +286,27 @@ def test_metrics_count_requests_strategies_and_latency(client) -> None:
     assert sample(f'recommender_responses_total{{{also},strategy="item-knn"}}') >= 1
     assert sample(f"recommender_request_duration_seconds_count{{{also}}}") >= 3
     assert "recommender_model_created_timestamp_seconds" in text
+
+
+def test_each_request_writes_one_json_line(client, tmp_path: Path) -> None:
+    from recommender.server import observability, wsgi
+
+    log = tmp_path / "requests.log"
+    wsgi.configure_request_log(str(log))
+    try:
+        client.get("/v1/items/A/also-bought?k=2")
+        client.get("/v1/items/A/also-bought?k=0")
+        client.get("/health")
+    finally:
+        writer, observability.request_log = observability.request_log, None
+        writer.close()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["endpoint"], line["status"], line["strategy"]) for line in lines] == [
+        ("/v1/items/<item_id>/also-bought", 200, "item-knn"),
+        ("/v1/items/<item_id>/also-bought", 400, None),
+        ("/health", 200, None),
+    ]
+    assert all(line["method"] == "GET" and line["ms"] >= 0 for line in lines)
 
 
 def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:

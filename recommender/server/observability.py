@@ -5,15 +5,18 @@ Under gunicorn every worker is a process, so prometheus_client runs in multiproc
 start, each worker writes its samples there, and ``/metrics`` (answered by any worker) adds
 them up. Without it (tests, ``--dev``) the process's own registry is used.
 
-The request log line is JSON (endpoint, method, status, latency, strategy); ``serve.py`` puts
-a queue between the logger and the output, so a request only enqueues its fields and a
-background thread formats and writes the line.
+The request log line is JSON (endpoint, method, status, latency, strategy); a request only
+puts its fields on a queue (``RequestLog``), and a background thread formats and writes the
+lines in batches. Not through ``logging``: a logged record cost about 35 us a request (the
+caller's frame looked up, a LogRecord filled in), a fifth of ``/health``.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import os
+import queue
+import threading
 import time
 from typing import Any
 
@@ -27,7 +30,44 @@ from prometheus_client import (
     generate_latest,
 )
 
-request_log = logging.getLogger("recommender.requests")
+
+class RequestLog:
+    """The per-request JSON lines: ``put`` enqueues a request's fields; a daemon thread
+    writes whatever has queued up, one write and one flush per batch, to ``stream``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.put = self.lines.put
+        self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        while True:
+            fields = self.lines.get()
+            batch = []
+            while fields is not None:
+                batch.append(json.dumps(fields))
+                if len(batch) >= 1000 or self.lines.empty():
+                    break
+                fields = self.lines.get()
+            if batch:
+                try:
+                    self.stream.write("\n".join(batch) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed or full output: lines are dropped
+                    pass
+            if fields is None:
+                return
+
+    def close(self) -> None:
+        """Write what is queued and stop (at exit)."""
+        self.lines.put(None)
+        self._thread.join(timeout=5)
+
+
+# Set by ``wsgi.configure_request_log`` in each server process; None: no request log.
+request_log: RequestLog | None = None
 
 REQUESTS = Counter(
     "recommender_requests", "HTTP requests answered", ["endpoint", "method", "status"]
@@ -96,28 +136,44 @@ def init_app(app: Flask) -> None:
     def start_timer() -> None:
         g.started = time.perf_counter()
 
+    # The metrics' labelled children, looked up once per label values (prometheus_client's
+    # ``labels`` takes a lock and validates the names on every call).
+    counted: dict[tuple[str, str, int], Any] = {}
+    timed: dict[str, Any] = {}
+    by_strategy: dict[tuple[str, str], Any] = {}
+
     @app.after_request
     def record(response: Response) -> Response:
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        LATENCY.labels(endpoint).observe(elapsed)
-        strategy = g.get("strategy")
+        context = g._get_current_object()
+        elapsed = time.perf_counter() - getattr(context, "started", time.perf_counter())
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        rule = current.url_rule
+        endpoint = rule.rule if rule is not None else "unmatched"
+        method, status = current.method, response.status_code
+        key = (endpoint, method, status)
+        if (requests_child := counted.get(key)) is None:
+            requests_child = counted[key] = REQUESTS.labels(endpoint, method, str(status))
+        requests_child.inc()
+        if (latency_child := timed.get(endpoint)) is None:
+            latency_child = timed[endpoint] = LATENCY.labels(endpoint)
+        latency_child.observe(elapsed)
+        strategy = getattr(context, "strategy", None)
         if strategy:
-            STRATEGIES.labels(endpoint, strategy).inc()
-        if request_log.isEnabledFor(logging.INFO):
+            if (strategy_child := by_strategy.get((endpoint, strategy))) is None:
+                strategy_child = by_strategy[(endpoint, strategy)] = STRATEGIES.labels(
+                    endpoint, strategy
+                )
+            strategy_child.inc()
+        if request_log is not None:
             # The fields travel as they are; the writer thread turns them into the JSON line.
-            request_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "endpoint": endpoint,
-                        "method": request.method,
-                        "status": response.status_code,
-                        "ms": round(elapsed * 1000, 3),
-                        "strategy": strategy,
-                    }
-                },
+            request_log.put(
+                {
+                    "endpoint": endpoint,
+                    "method": method,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "strategy": strategy,
+                }
             )
         return response
 

@@ -6,7 +6,6 @@ each request writes (through a queue, off the request path) in every server proc
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -78,36 +77,16 @@ def run_gunicorn(config: ServeConfig, app_config: dict[str, Any]) -> None:
 
 def configure_request_log(request_log: str | None) -> None:
     """The server's per-request JSON lines go through a queue (a request only enqueues its
-    line; a background thread writes it) to ``request_log`` ("-" = stderr), or nowhere when
-    it is empty. Called in each server process (gunicorn: after the worker forks, since a
-    thread does not survive a fork)."""
-    if not request_log:
-        return
-    requests = logging.getLogger("recommender.requests")
+    fields; a background thread writes the lines) to ``request_log`` ("-" = stderr), or
+    nowhere when it is empty. Called in each server process (gunicorn: after the worker
+    forks, since a thread does not survive a fork)."""
     import atexit
-    import json
-    import queue
-    from logging.handlers import QueueHandler, QueueListener
 
-    class Deferred(QueueHandler):
-        """Enqueue the record as it is: formatting happens in the writer thread, off the request."""
+    from . import observability
 
-        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-            return record
-
-    class JsonLine(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return json.dumps(getattr(record, "fields", {"message": record.getMessage()}))
-
-    output = (
-        logging.StreamHandler(sys.stderr)
-        if request_log == "-"
-        else logging.FileHandler(request_log)
-    )
-    output.setFormatter(JsonLine())
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = QueueListener(lines, output)
-    requests.addHandler(Deferred(lines))
-    requests.setLevel(logging.INFO)
-    listener.start()
-    atexit.register(listener.stop)
+    if not request_log:
+        observability.request_log = None
+        return
+    stream = sys.stderr if request_log == "-" else open(request_log, "a", encoding="utf-8")  # noqa: SIM115
+    observability.request_log = observability.RequestLog(stream)
+    atexit.register(observability.request_log.close)
