@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--request-log", default="file", choices=("file", "none"), help="ours with or without it"
+    )
     args = parser.parse_args(argv)
     command = "python bench/app_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     serve_bench.ensure_model("shipped", False)
@@ -98,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "bare": BareServer(workdir),
             "ours": serve_bench.Server(
-                2, 1, workdir, extra=("--request-log", str(workdir / "requests.log"))
+                2,
+                1,
+                workdir,
+                extra=(
+                    "--request-log",
+                    str(workdir / "requests.log") if args.request_log == "file" else "",
+                ),
             ),
         }
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
