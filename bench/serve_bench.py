@@ -369,6 +369,40 @@ def parse_wrk(text: str) -> dict[str, Any]:
     return out
 
 
+def parse_hey(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
+        out["rps"] = round(float(m.group(1)), 1)
+    for pct in ("50", "99"):
+        if m := re.search(rf"{pct}% in ([\d.]+) secs", text):
+            out[f"p{pct}_ms"] = round(float(m.group(1)) * 1000, 2)
+    out["statuses"] = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text)}
+    return out
+
+
+def run_hey(
+    server: Server, endpoint: dict[str, Any], duration: int, rate: int, workdir: Path
+) -> dict[str, Any]:
+    """p50/p99 at a constant offered rate: hey with 10 workers of rate/10 requests a second
+    each (what a shop's page views look like, not a saturating client)."""
+    command = ["hey", "-z", f"{duration}s", "-c", "10", "-q", str(max(rate // 10, 1))]
+    if endpoint["method"] != "GET":
+        command += ["-m", endpoint["method"], "-T", "application/json"]
+        command += ["-d", json.dumps(endpoint["body"])]
+    wait_for_quiet(max_wait=60)
+    done = subprocess.run(
+        command + [server.base + endpoint["path"]],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
+    result = parse_hey(done.stdout)
+    result["offered_rps"] = rate
+    if "p99_ms" not in result:
+        result["error"] = (done.stdout + done.stderr)[-500:]
+    return result
+
+
 def run_wrk(
     server: Server,
     endpoint: dict[str, Any],
@@ -420,7 +454,12 @@ def run_wrk(
 
 
 def bench_throughput(
-    ids: dict[str, Any], repeat: int, duration: int, workdir: Path, threads: int
+    ids: dict[str, Any],
+    repeat: int,
+    duration: int,
+    workdir: Path,
+    threads: int,
+    rates: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     server = Server(2, threads, workdir)
     try:
@@ -438,6 +477,15 @@ def bench_throughput(
                 runs[endpoint["name"]].append(run_wrk(server, endpoint, duration, 32, 2, workdir))
         # /health once more at the end, to see the ceiling did not drift during the run.
         health_after = run_wrk(server, endpoints(ids)[0], duration, 32, 2, workdir)
+        at_rates: dict[str, dict[str, Any]] = {e["name"]: {} for e in endpoints(ids)}
+        for rate in rates:
+            for endpoint in endpoints(ids):
+                print(
+                    f"[bench] hey at {rate} req/s: {endpoint['name']}", file=sys.stderr, flush=True
+                )
+                at_rates[endpoint["name"]][str(rate)] = run_hey(
+                    server, endpoint, duration, rate, workdir
+                )
     finally:
         server.stop()
     results: dict[str, Any] = {}
@@ -472,6 +520,11 @@ def bench_throughput(
                 for m in measured
             ]
         summary["check"] = checks[endpoint["name"]]
+        if rates:
+            summary["at_rates"] = at_rates[endpoint["name"]]
+            at_1000 = at_rates[endpoint["name"]].get("1000", {})
+            if "p99_ms" in at_1000:
+                summary["meets_p99_under_10ms_at_1000"] = at_1000["p99_ms"] < TARGET_P99_MS
         results[endpoint["name"]] = summary
     ceiling = results["GET /health"].get("rps")
     for name, summary in results.items():
@@ -608,6 +661,29 @@ def serving_table(documents: dict[str, dict[str, Any]], command: str) -> str:
                 f"{summary.get('p50_ms')} | {summary.get('p99_ms')} | "
                 f"{summary.get('server_cpu_ms_per_request')} | {summary.get('non_2xx')} |"
             )
+        rates = sorted(
+            {
+                int(rate)
+                for summary in document["endpoints"].values()
+                for rate in summary.get("at_rates", {})
+            }
+        )
+        if rates:
+            lines += [
+                "",
+                "At a constant offered rate (hey -c10, rate/10 per worker): p50 / p99 ms (req/s served)",
+                "",
+                "| endpoint | " + " | ".join(f"{rate:,} req/s" for rate in rates) + " |",
+                "|---|" + "---|" * len(rates),
+            ]
+            for endpoint, summary in document["endpoints"].items():
+                cells = []
+                for rate in rates:
+                    measured = summary.get("at_rates", {}).get(str(rate), {})
+                    cells.append(
+                        f"{measured.get('p50_ms')} / {measured.get('p99_ms')} ({measured.get('rps', 0):,.0f})"
+                    )
+                lines.append(f"| {endpoint} | " + " | ".join(cells) + " |")
         after = document["health_after_all_runs"]
         lines += [
             "",
@@ -629,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument(
         "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync workers)"
+    )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="constant offered rates for hey, comma-separated (e.g. 500,1000,2000; none: skip)",
     )
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
@@ -659,7 +740,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
             workdir = Path(tmp)
             if not args.skip_throughput:
-                serving = bench_throughput(ids, args.repeat, args.duration, workdir, args.threads)
+                rates = tuple(int(rate) for rate in args.rates.split(",") if rate.strip())
+                serving = bench_throughput(
+                    ids, args.repeat, args.duration, workdir, args.threads, rates
+                )
                 ok = [s for n, s in serving["endpoints"].items() if n != "GET /health"]
                 worker_model = (
                     "sync workers" if args.threads == 1 else f"{args.threads} gthread threads each"
@@ -680,6 +764,15 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                         "every endpoint p99 < 10 ms": all(
                             s.get("meets_p99_under_10ms") for s in ok
+                        ),
+                        **(
+                            {
+                                "every endpoint p99 < 10 ms at 1,000 req/s offered": all(
+                                    s.get("meets_p99_under_10ms_at_1000") for s in ok
+                                )
+                            }
+                            if "1000" in args.rates.split(",")
+                            else {}
                         ),
                     },
                 }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, PYTHON, RESULTS, ROOT, git_state, machine, shown  # noqa: E402
-from serve_bench import Server, parse_wrk, request  # noqa: E402
+from serve_bench import Server, parse_hey, parse_wrk, request  # noqa: E402
 
 MODELS = CACHE / "models_shipped"
 SHOPPER = "17850"  # a customer of the shipped log
@@ -113,17 +112,6 @@ def hot_path(pg_url: str, workdir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- 2. the server on each store
-def parse_hey(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
-        out["rps"] = round(float(m.group(1)), 1)
-    for pct in ("50", "99"):
-        if m := re.search(rf"{pct}% in ([\d.]+) secs", text):
-            out[f"p{pct}_ms"] = round(float(m.group(1)) * 1000, 2)
-    out["statuses"] = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text)}
-    return out
-
-
 def endpoints() -> list[dict[str, Any]]:
     event = {"events": [{"user_id": SHOPPER, "item_id": "85123A", "type": "view"}]}
     return [
