@@ -56,6 +56,11 @@ def spark_session(config: TrainConfig) -> SparkSession:
         # Local workers run this interpreter (its packages, pyarrow included), not whichever
         # python3 is first on PATH; a cluster's is PYSPARK_PYTHON (docs/spark.md).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if master.startswith("local") and not submitted:
+        # Local tasks run in the driver JVM, whose default 1 MiB thread stack an ALS fit's
+        # lineage (one step per iteration, with no checkpoint directory to cut it) can
+        # overflow when Spark serialises it: seen once in the tests, as a StackOverflowError.
+        settings["spark.driver.extraJavaOptions"] = "-Xss16m"
     if config.spark_partitions:
         settings["spark.sql.shuffle.partitions"] = str(config.spark_partitions)
     elif (
