@@ -54,23 +54,21 @@ def stop_experiment(name: str) -> Response:
     harmless); an unknown name is a 404."""
     store = activity_store()
     experiments = stored(store)
-    if not any(experiment.name == name for experiment, _ in experiments):
+    stopping = next((e for e, _ in experiments if e.name == name), None)
+    if stopping is None:
         raise ApiError(404, "not_found", f"name: no experiment {name!r}")
     store.stop_experiment(name, time.time())  # a stopped one stays stopped: a retry is harmless
-    experiments = stored(store)
     still_served = {
         v.model_version
         for e, row in experiments
-        if row.status == "running"
+        if row.status == "running" and e.name != name
         for v in e.variants
         if v.model_version
     }
     models_dir = current_app.extensions["recommender"].models_dir
-    for experiment, _ in experiments:
-        if experiment.name == name:
-            for variant in experiment.variants:
-                if variant.model_version and variant.model_version not in still_served:
-                    artifacts.pin(models_dir, variant.model_version, False)
+    for variant in stopping.variants:
+        if variant.model_version and variant.model_version not in still_served:
+            artifacts.pin(models_dir, variant.model_version, False)
     tracing().experiments.expire()
     return jsonify({"name": name, "status": "stopped"})
 

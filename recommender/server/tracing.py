@@ -190,7 +190,7 @@ def holdout(chosen: Arm, k: int, filters: Any) -> dict[str, Any] | None:
 def trace(body: dict[str, Any]) -> None:
     """Name the list's variant; with tracing on, sign the list into ``recommendation_id``
     and count the impression. Every response runs this: it reads each value once."""
-    state = current_app.extensions["recommender_tracing"]
+    state = tracing()
     chosen: Arm | None = g.get("arm")
     if chosen is not None and chosen.experiment:
         body["experiment"] = {"name": chosen.experiment, "variant": chosen.variant}
@@ -199,9 +199,8 @@ def trace(body: dict[str, Any]) -> None:
         return  # an empty list shows nothing
     if chosen is None:
         chosen = _CONTROL
-    flask_endpoint = request.endpoint or ""
     shown = ShownList(
-        ENDPOINTS.get(flask_endpoint, flask_endpoint),
+        endpoint_name(),
         body["strategy"],
         body["model_version"],
         chosen.experiment,
