@@ -327,6 +327,23 @@ def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows
         assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(
             history, weights, chosen
         )
+        # One binary search per (history item, chosen item): the same owners, repeats included.
+        columns = np.asarray(chosen)
+        assert by_columns._best_owners_by_pairs(
+            history, weights, columns
+        ) == by_rows._best_owners_by_rows(history, weights, columns)
+
+
+def test_pair_values_read_each_entry_of_a_sorted_csr_matrix() -> None:
+    from recommender.serving.reasons import pair_values
+
+    rng = np.random.default_rng(11)
+    dense = rng.normal(size=(30, 50)) * (rng.random((30, 50)) < 0.3)
+    dense[7] = 0.0  # an empty row
+    matrix = sp.csr_matrix(dense)
+    rows = rng.choice(30, 12)
+    columns = rng.choice(50, 9, replace=False)
+    assert np.array_equal(pair_values(matrix, rows, columns), dense[rows][:, columns])
 
 
 def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
@@ -435,3 +452,25 @@ def test_blend_rows_equals_blend_scores_on_dense_rows_bit_for_bit() -> None:
             assert np.array_equal(dense, batch)
             compared += 1
     assert compared > 150
+
+
+def test_a_length_ordered_scan_finds_the_scale_and_every_item_over_a_threshold() -> None:
+    """The scan's scale and hits equal the whole catalog's, bit for bit, while reading only
+    the longest factors when the bound allows (power-law lengths, as ALS gives)."""
+    from recommender.serving.inner_product import NormOrderedFactors, dot_rows
+
+    rng = np.random.default_rng(3)
+    lengths = rng.pareto(1.5, 5000) + 0.01
+    factors = (rng.normal(size=(5000, 16)) * lengths[:, None]).astype(np.float32)
+    index = NormOrderedFactors(factors)
+    for _ in range(30):
+        vector = rng.normal(size=16).astype(np.float32)
+        every = dot_rows(factors, vector)
+        scan = index.scan(vector)
+        assert scan.scale() == float(np.abs(every).max())
+        threshold = float(np.sort(every)[-int(rng.integers(1, 200))])
+        items, scores = scan.at_least(threshold)
+        assert np.array_equal(items, np.flatnonzero(every >= threshold))
+        assert np.array_equal(scores, every[items])
+        assert scan.done < len(factors)  # the short factors were never read
+    assert np.array_equal(index.scan(vector).at_least(-1.0)[0], np.flatnonzero(every >= -1.0))

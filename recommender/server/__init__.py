@@ -43,7 +43,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=serve_config.max_body_bytes,
         **{key: value for key, value in test_config.items() if key.isupper()},
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    from . import encoding
+
+    encoding.init_app(app)
     app.extensions["recommender_config"] = serve_config
     from .observability import note_model
 

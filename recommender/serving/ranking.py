@@ -22,6 +22,7 @@ from ..algorithms.base import top_n, top_n_rows
 from ..algorithms.blend import blend_rows, blend_scores
 from ..data.idmap import IdMap
 from .catalog import Catalog, Filters
+from .inner_product import NormOrderedFactors, dot_rows
 from .reasons import ReasonFinder
 
 # How deep the trending ranking is kept for topping answers up.
@@ -77,8 +78,11 @@ class Ranker(ReasonFinder):
     ) -> None:
         self.catalog = catalog
         self.matrix = matrix
+        self.sorted_rows = bool(matrix.has_sorted_indices)
         self.incoming = incoming
         self.als = als
+        # The factors by length, so a pruned answer scores only the items that can matter.
+        self.als_index = NormOrderedFactors(als.item_factors_) if als is not None else None
         trending = np.asarray(trending, dtype=np.float64)
         self.trend = trending / trending.max() if trending.max() > 0 else trending
         order = np.lexsort((np.arange(len(trending)), -trending))
@@ -153,25 +157,22 @@ class Ranker(ReasonFinder):
         knn_scale = float(np.abs(knn).max())
         if knn_scale == 0:
             return None
-        als = None
-        if vector is not None and self.als is not None and self.weights.als > 0 and np.any(vector):
-            als = self.als.item_factors_ @ vector
-            als_scale = float(np.abs(als).max())
-        strategy = STRATEGIES[1 + 2 * (als is not None)]
-        scales = (knn_scale, als_scale if als is not None else 0.0)
+        scan = None
+        if (
+            vector is not None
+            and self.als_index is not None
+            and self.weights.als > 0
+            and np.any(vector)
+        ):
+            scan = self.als_index.scan(vector)
+            als_scale = scan.scale()
+        strategy = STRATEGIES[1 + 2 * (scan is not None)]
+        scales = (knn_scale, als_scale if scan is not None else 0.0)
 
-        def blend(items: NDArray[np.int64], item_part: NDArray[np.float64]) -> NDArray[np.float64]:
-            return blend_scores(
-                item_part,
-                None if als is None else als[items],
-                self.trend[items],
-                self.weights.als,  # type: ignore[return-value]
-                self.weights.trend,
-                self.weights.item,
-                scales=scales,
-            )
-
-        scores = blend(neighbours, knn)  # type: ignore[arg-type]
+        neighbour_als = None
+        if scan is not None:
+            neighbour_als = dot_rows(self.als.item_factors_[neighbours], scan.vector)  # type: ignore[union-attr]
+        scores = self._blend_part(neighbours, knn, neighbour_als, scales)  # type: ignore[arg-type]
         allowed_scores = scores[allowed[neighbours]]
         if len(allowed_scores) < depth:
             return None
@@ -180,22 +181,53 @@ class Ranker(ReasonFinder):
         )
         # The most trending can add to an item that is not a neighbour; its ALS part must make up the rest.
         rest = cut - self.weights.trend * float(self.trend.max(initial=0.0))
-        if als is not None and als_scale > 0:
+        if scan is not None and als_scale > 0:
             # A float32 comparison: the margin keeps an item at the cut inside (extra candidates
-            # cost nothing).
+            # cost nothing). Only items whose factors are long enough to reach it are scored.
             threshold = rest * als_scale / self.weights.als
-            others = np.flatnonzero(als >= threshold - 1e-4 * (abs(threshold) + als_scale))
+            others, others_als = scan.at_least(threshold - 1e-4 * (abs(threshold) + als_scale))
         elif rest > 0:
-            others = np.empty(0, dtype=np.int64)
+            others, others_als = np.empty(0, dtype=np.int64), None
         else:
             return None
-        others = others[~np.isin(others, neighbours, assume_unique=True)]
+        is_neighbour = np.zeros(len(self.trend), dtype=bool)
+        is_neighbour[neighbours] = True
+        outside = ~is_neighbour[others]
+        others = others[outside]
         if not len(others):
             return neighbours, scores, strategy  # type: ignore[return-value]
         items = np.concatenate([neighbours, others])
-        scores = np.concatenate([scores, blend(others, np.zeros(len(others)))])
+        scores = np.concatenate(
+            [
+                scores,
+                self._blend_part(
+                    others,
+                    np.zeros(len(others)),
+                    None if others_als is None else others_als[outside],
+                    scales,
+                ),
+            ]
+        )
         order = np.argsort(items, kind="stable")
         return items[order], scores[order], strategy
+
+    def _blend_part(
+        self,
+        items: NDArray[np.int64],
+        item_part: NDArray[np.float64],
+        als_part: NDArray[np.float32] | None,
+        scales: tuple[float, float],
+    ) -> NDArray[np.float64]:
+        """The blend of some items' parts, scaled as the whole catalog's would be."""
+        return blend_scores(  # type: ignore[return-value]
+            item_part,
+            als_part,
+            self.trend[items],
+            self.weights.als,
+            self.weights.trend,
+            self.weights.item,
+            scales=scales,
+        )
 
     def scores(
         self,
@@ -216,7 +248,7 @@ class Ranker(ReasonFinder):
                     knn = None
         als = None
         if vector is not None and self.als is not None and self.weights.als > 0 and np.any(vector):
-            als = self.als.item_factors_ @ vector
+            als = dot_rows(self.als.item_factors_, np.asarray(vector, dtype=np.float32))
         if knn is None and als is None:
             return None, STRATEGIES[0]
         strategy = STRATEGIES[(knn is not None) + 2 * (als is not None)]
@@ -260,44 +292,8 @@ class Ranker(ReasonFinder):
     def batch_with_strategy(
         self, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
-        """Top-k items for many known customers at once, as ``rank`` ranks one (same blend,
-        their items excluded), with matrix products over the batch instead of a loop.
-
-        Returns (n, k) item indices (-1 where fewer qualify), their scores, and for each row
-        which parts had evidence (a key of ``STRATEGIES``; 0: ``rank`` answers with trending
-        items)."""
-        item_scores = (
-            rows @ self.matrix
-        ).tocsr()  # sparse: blend_rows adds it where it is non-zero
-        als_scores = user_factors @ self.als.item_factors_.T if self.als is not None else None  # type: ignore[operator]
-        evidence = item_scores.data != 0
-        has_knn = (
-            np.bincount(
-                np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
-                minlength=rows.shape[0],
-            )
-            > 0
-        )
-        has_als = (
-            np.zeros(rows.shape[0], dtype=bool)
-            if als_scores is None or self.weights.als <= 0
-            else (np.asarray(user_factors) != 0).any(axis=1)
-        )
-        strategy = has_knn.astype(np.int8) + 2 * has_als.astype(np.int8)
-        scores = blend_rows(
-            item_scores,
-            als_scores,
-            self.trend,
-            self.weights.als,
-            self.weights.trend,
-            self.weights.item,
-        )
-        if scores is None:
-            scores = np.tile(self.trend, (rows.shape[0], 1))
-        scores[rows.nonzero()] = -np.inf
-        best = top_n_rows(scores, k)
-        best_scores = np.take_along_axis(scores, best, axis=1)
-        return np.where(np.isfinite(best_scores), best, -1), best_scores, strategy
+        """Top-k items for many known customers at once, as ``rank`` ranks one (``rank_batch``)."""
+        return rank_batch(self, rows, user_factors, k)
 
 
 def activity_weights(
@@ -317,3 +313,44 @@ def activity_weights(
         )
     history = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
     return history, np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+
+
+def rank_batch(
+    ranker: Ranker, rows: sp.csr_matrix, user_factors: NDArray[np.float32] | None, k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
+    """Top-k items for many known customers at once, as ``rank`` ranks one (same blend,
+    their items excluded), with matrix products over the batch instead of a loop.
+
+    Returns (n, k) item indices (-1 where fewer qualify), their scores, and for each row
+    which parts had evidence (a key of ``STRATEGIES``; 0: ``rank`` answers with trending
+    items)."""
+    item_scores = (rows @ ranker.matrix).tocsr()  # sparse: blend_rows adds it where it is non-zero
+    als_scores = user_factors @ ranker.als.item_factors_.T if ranker.als is not None else None  # type: ignore[operator]
+    evidence = item_scores.data != 0
+    has_knn = (
+        np.bincount(
+            np.repeat(np.arange(rows.shape[0]), np.diff(item_scores.indptr))[evidence],
+            minlength=rows.shape[0],
+        )
+        > 0
+    )
+    has_als = (
+        np.zeros(rows.shape[0], dtype=bool)
+        if als_scores is None or ranker.weights.als <= 0
+        else (np.asarray(user_factors) != 0).any(axis=1)
+    )
+    strategy = has_knn.astype(np.int8) + 2 * has_als.astype(np.int8)
+    scores = blend_rows(
+        item_scores,
+        als_scores,
+        ranker.trend,
+        ranker.weights.als,
+        ranker.weights.trend,
+        ranker.weights.item,
+    )
+    if scores is None:
+        scores = np.tile(ranker.trend, (rows.shape[0], 1))
+    scores[rows.nonzero()] = -np.inf
+    best = top_n_rows(scores, k)
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    return np.where(np.isfinite(best_scores), best, -1), best_scores, strategy
