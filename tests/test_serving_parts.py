@@ -327,23 +327,6 @@ def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows
         assert by_columns.reasons(history, weights, chosen) == by_rows.reasons(
             history, weights, chosen
         )
-        # One binary search per (history item, chosen item): the same owners, repeats included.
-        columns = np.asarray(chosen)
-        assert by_columns._best_owners_by_pairs(
-            history, weights, columns
-        ) == by_rows._best_owners_by_rows(history, weights, columns)
-
-
-def test_pair_values_read_each_entry_of_a_sorted_csr_matrix() -> None:
-    from recommender.serving.reasons import pair_values
-
-    rng = np.random.default_rng(11)
-    dense = rng.normal(size=(30, 50)) * (rng.random((30, 50)) < 0.3)
-    dense[7] = 0.0  # an empty row
-    matrix = sp.csr_matrix(dense)
-    rows = rng.choice(30, 12)
-    columns = rng.choice(50, 9, replace=False)
-    assert np.array_equal(pair_values(matrix, rows, columns), dense[rows][:, columns])
 
 
 def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:

@@ -78,7 +78,6 @@ class Ranker(ReasonFinder):
     ) -> None:
         self.catalog = catalog
         self.matrix = matrix
-        self.sorted_rows = bool(matrix.has_sorted_indices)
         self.incoming = incoming
         self.als = als
         # The factors by length, so a pruned answer scores only the items that can matter.
@@ -300,19 +299,22 @@ def activity_weights(
     recent: Sequence[Event], items: IdMap, half_life_hours: float, now: float | None = None
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Known items of recent events, each weighted by type (``TYPE_WEIGHTS``) and recency
-    (halved every ``half_life_hours``), summed per item."""
+    (halved every ``half_life_hours``), summed per item; items in the order of their first
+    event (newest first)."""
     now = time.time() if now is None else now
-    weights: dict[int, float] = {}
-    for event in recent:
-        item_idx = items.index(event.item_id, missing="none")
-        if item_idx is None:
-            continue
-        age_hours = max(0.0, now - event.timestamp) / 3600.0
-        weights[item_idx] = weights.get(item_idx, 0.0) + TYPE_WEIGHTS[event.type] * 0.5 ** (
-            age_hours / half_life_hours
-        )
-    history = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
-    return history, np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+    indices = items.indices([event.item_id for event in recent])
+    known = np.flatnonzero(indices >= 0)
+    if not len(known):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    terms = [
+        TYPE_WEIGHTS[recent[i].type]
+        * 0.5 ** (max(0.0, now - recent[i].timestamp) / 3600.0 / half_life_hours)
+        for i in known.tolist()
+    ]
+    history, first, where = np.unique(indices[known], return_index=True, return_inverse=True)
+    sums = np.bincount(where, weights=terms, minlength=len(history))
+    order = np.argsort(first, kind="stable")
+    return history[order], sums[order]  # type: ignore[return-value]
 
 
 def rank_batch(

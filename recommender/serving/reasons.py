@@ -10,9 +10,6 @@ from numpy.typing import NDArray
 
 from ..algorithms.als import ALS
 
-# What one (history item, chosen item) binary search costs, in entries of a row or column walk.
-PAIR_COST = 8
-
 
 class ReasonFinder:
     """The reasons part of ``ranking.Ranker``: it reads the matrix, its transpose and ALS."""
@@ -20,7 +17,6 @@ class ReasonFinder:
     matrix: sp.csr_matrix
     incoming: sp.csr_matrix | None
     als: ALS | None
-    sorted_rows: bool  # the matrix's rows hold their columns in order (a binary search works)
 
     def contributions(
         self, history: NDArray[np.int64], weights: NDArray[np.float64]
@@ -47,8 +43,12 @@ class ReasonFinder:
             return [-1] * len(chosen)
         columns = np.asarray(chosen)
         best_owner = None
-        if gathered is None:
-            best_owner = self._best_owners_cheapest(history, weights, columns)
+        if (
+            gathered is None
+            and self.incoming is not None
+            and self._columns_shorter(history, columns)
+        ):
+            best_owner = self._best_owners(history, weights, columns)
         if best_owner is None:
             best_owner = self._best_owners_by_rows(history, weights, columns, gathered)
         closest = None
@@ -63,38 +63,12 @@ class ReasonFinder:
             reasons.append(int(history[owner]) if owner is not None else -1)
         return reasons
 
-    def _best_owners_cheapest(
-        self, history: NDArray[np.int64], weights: NDArray[np.float64], columns: NDArray[np.int64]
-    ) -> dict[int, int] | None:
-        """``_best_owners_by_rows``'s answer by the cheapest of three reads: the history's
-        rows (None: the caller walks them), the chosen items' columns, or one binary search
-        per (history item, chosen item) pair. The searches cost about ``PAIR_COST`` entries
-        of a walk each; a heavy buyer's rows and a popular item's column hold thousands."""
-        indptr = self.matrix.indptr
-        rows = int((indptr[history + 1] - indptr[history]).sum())
-        incoming = (
-            int((self.incoming.indptr[columns + 1] - self.incoming.indptr[columns]).sum())
-            if self.incoming is not None
-            else rows + 1
-        )
-        pairs = PAIR_COST * len(history) * len(columns)
-        if self.sorted_rows and pairs < min(rows, incoming):
-            return self._best_owners_by_pairs(history, weights, columns)
-        if incoming < rows:
-            return self._best_owners(history, weights, columns)
-        return None
-
-    def _best_owners_by_pairs(
-        self, history: NDArray[np.int64], weights: NDArray[np.float64], columns: NDArray[np.int64]
-    ) -> dict[int, int]:
-        """As ``_best_owners_by_rows`` (ties: the earliest history position): each chosen
-        item's entry in each history row, found by a binary search of the row's sorted
-        columns, all pairs at once."""
-        values = pair_values(self.matrix, history, columns) * np.asarray(weights)[:, None]
-        values[~(values > 0)] = 0.0
-        best = values.argmax(axis=0)
-        found = values[best, np.arange(len(columns))] > 0
-        return dict(zip(columns[found].tolist(), best[found].tolist()))
+    def _columns_shorter(self, history: NDArray[np.int64], columns: NDArray[np.int64]) -> bool:
+        """Whether the chosen items' columns hold fewer entries than the history's rows."""
+        assert self.incoming is not None
+        rows = self.matrix.indptr[history + 1] - self.matrix.indptr[history]
+        incoming = self.incoming.indptr[columns + 1] - self.incoming.indptr[columns]
+        return int(incoming.sum()) < int(rows.sum())
 
     def _best_owners_by_rows(
         self,
@@ -107,7 +81,9 @@ class ReasonFinder:
         owners, neighbours, contributions = (
             gathered if gathered is not None else self.contributions(history, weights)
         )
-        relevant = np.isin(neighbours, columns) & (contributions > 0)
+        chosen = np.zeros(self.matrix.shape[1], dtype=bool)
+        chosen[columns] = True
+        relevant = chosen[neighbours] & (contributions > 0)
         owners, neighbours, contributions = (
             owners[relevant],
             neighbours[relevant],
@@ -147,30 +123,6 @@ class ReasonFinder:
                 history_position[order][first].tolist(),
             )
         )
-
-
-def pair_values(
-    matrix: sp.csr_matrix, rows: NDArray[np.int64], columns: NDArray[np.int64]
-) -> NDArray[np.float64]:
-    """``matrix[rows][:, columns]`` as a dense (len(rows), len(columns)) array, by a lower-bound
-    binary search of each row's sorted column indices, vectorised over every pair: about
-    log2(longest row) numpy steps, no sparse object built."""
-    indptr, indices = matrix.indptr, matrix.indices
-    lo = np.repeat(np.asarray(indptr[rows], dtype=np.int64)[:, None], len(columns), axis=1)
-    end = np.repeat(np.asarray(indptr[rows + 1], dtype=np.int64)[:, None], len(columns), axis=1)
-    hi = end.copy()
-    target = np.broadcast_to(np.asarray(columns)[None, :], lo.shape)
-    last = max(len(indices) - 1, 0)
-    longest = int((end - lo).max(initial=0))
-    for _ in range(longest.bit_length()):
-        active = lo < hi
-        middle = (lo + hi) >> 1
-        below = indices[np.minimum(middle, last)] < target
-        lo = np.where(active & below, middle + 1, lo)
-        hi = np.where(active & ~below, middle, hi)
-    at = np.minimum(lo, last)
-    found = (lo < end) & (indices[at] == target)
-    return np.where(found, matrix.data[at], 0.0)
 
 
 def gather_rows(
