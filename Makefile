@@ -122,7 +122,7 @@ bench-serve: install install-bench
 ## personal endpoint and POST /v1/events at saturation and at 1,000 req/s; bench/results/store.md.
 bench-store: install install-bench install-postgres
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/store_bench.py --models shipped,synthetic
 
 ## The 20M-line synthetic log through both engines (Spark in local mode): time and peak memory.
 bench-spark: install install-spark install-bench

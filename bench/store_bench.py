@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """The activity store on PostgreSQL against SQLite, in the same run (``make bench-store``).
 
-    python bench/store_bench.py [--duration 5] [--rate 1000]
+    python bench/store_bench.py [--duration 5] [--rate 1000] [--models shipped,synthetic]
 
 1. The driver's hot path, in-process: what a personal request asks of the store (its
    suppression and its recent events, ``ActivityStore.shopper``: one statement) through
    psycopg 3 + psycopg_pool and through SQLite, and the same statement through SQLAlchemy
    Core (QueuePool, ``text()``), median microseconds per request over 5,000 requests after a
    warm-up. This chose the driver (README, Dependencies; docs/performance.md).
-2. The server (``serve.py``, 2 sync workers, the shipped model in bench/.cache/models_shipped)
-   on each store, a throwaway PostgreSQL cluster on 127.0.0.1 (``recommender.testing``):
+2. The server (``serve.py``, 2 sync workers; the shipped model in bench/.cache/models_shipped,
+   and with ``--models shipped,synthetic`` the 50,000-item model of ``make bench-serve``
+   too, its shopper and items picked as serve_bench picks them) on each store, a throwaway PostgreSQL cluster on 127.0.0.1 (``recommender.testing``):
    per endpoint, throughput at saturation (``wrk -t2 -c32``) as a share of ``/health`` in
    the same server, and p50/p99 at a constant offered rate (``hey -c10 -q100``: 1,000
    requests/s); ``POST /v1/events`` with one event per request is the events acknowledged
@@ -35,6 +36,16 @@ from serve_bench import Server, parse_hey, parse_wrk, request  # noqa: E402
 
 MODELS = CACHE / "models_shipped"
 SHOPPER = "17850"  # a customer of the shipped log
+# What each model's server is asked: a known customer, their recent views and cart, two wished
+# items and the item of the event posted (the shipped log's ids; the synthetic model's are
+# picked off the model by ``serve_bench.pick_ids``).
+SHIPPED_WORKLOAD = {
+    "models": MODELS,
+    "shopper": SHOPPER,
+    "event_item": "85123A",
+    "activity": [("85123A", "view"), ("71053", "view"), ("84406B", "cart")],
+    "wished": ["22423", "21733"],
+}
 HOT_PATH_REQUESTS = 5000
 
 
@@ -112,24 +123,40 @@ def hot_path(pg_url: str, workdir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- 2. the server on each store
-def endpoints() -> list[dict[str, Any]]:
-    event = {"events": [{"user_id": SHOPPER, "item_id": "85123A", "type": "view"}]}
+def synthetic_workload() -> dict[str, Any]:
+    """The 50,000-item model's shopper and items, as ``make bench-serve`` picks them."""
+    import serve_bench
+
+    serve_bench.ensure_model("synthetic", retrain=False)
+    ids = serve_bench.pick_ids()
+    return {
+        "models": serve_bench.MODELS,
+        "shopper": ids["known_user"],
+        "event_item": ids["popular_item"],
+        "activity": list(zip(ids["visitor_items"][:3], ("view", "view", "cart"))),
+        "wished": ids["visitor_wishlist"][:2],
+    }
+
+
+def endpoints(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    shopper = workload["shopper"]
+    event = {"events": [{"user_id": shopper, "item_id": workload["event_item"], "type": "view"}]}
     return [
         {"name": "GET /health", "method": "GET", "path": "/health"},
         {
             "name": "GET user recommendations",
             "method": "GET",
-            "path": f"/v1/users/{SHOPPER}/recommendations?k=10",
+            "path": f"/v1/users/{shopper}/recommendations?k=10",
         },
         {
             "name": "GET page-you-made",
             "method": "GET",
-            "path": f"/v1/users/{SHOPPER}/page-you-made?k=10",
+            "path": f"/v1/users/{shopper}/page-you-made?k=10",
         },
         {
             "name": "GET wish-list recommendations",
             "method": "GET",
-            "path": f"/v1/users/{SHOPPER}/wishlist/recommendations?k=10",
+            "path": f"/v1/users/{shopper}/wishlist/recommendations?k=10",
         },
         {
             "name": "POST /v1/events (1 event)",
@@ -172,8 +199,13 @@ def measure(
     return {"saturation": saturated, f"at {rate} req/s": constant}
 
 
-def serve_on(location: str, label: str, duration: int, rate: int, workdir: Path) -> dict[str, Any]:
-    server = Server(2, 1, workdir, activity_db=location, models=MODELS, extra=("--request-log", ""))
+def serve_on(
+    location: str, label: str, duration: int, rate: int, workdir: Path, workload: dict[str, Any]
+) -> dict[str, Any]:
+    server = Server(
+        2, 1, workdir, activity_db=location, models=workload["models"], extra=("--request-log", "")
+    )
+    shopper = workload["shopper"]
     try:
         server.wait_ready()
         request(
@@ -182,16 +214,16 @@ def serve_on(location: str, label: str, duration: int, rate: int, workdir: Path)
             "/v1/events",
             {
                 "events": [
-                    {"user_id": SHOPPER, "item_id": item, "type": kind}
-                    for item, kind in (("85123A", "view"), ("71053", "view"), ("84406B", "cart"))
+                    {"user_id": shopper, "item_id": item, "type": kind}
+                    for item, kind in workload["activity"]
                 ]
             },
         )
-        for item in ("22423", "21733"):
-            request(server.base, "PUT", f"/v1/users/{SHOPPER}/wishlist/{item}")
+        for item in workload["wished"]:
+            request(server.base, "PUT", f"/v1/users/{shopper}/wishlist/{item}")
         results = {
             endpoint["name"]: measure(server, endpoint, duration, rate, workdir)
-            for endpoint in endpoints()
+            for endpoint in endpoints(workload)
         }
     finally:
         server.stop()
@@ -204,16 +236,18 @@ def serve_on(location: str, label: str, duration: int, rate: int, workdir: Path)
 
 def table(servers: dict[str, dict[str, Any]], rate: int) -> str:
     lines = [
-        f"| endpoint | store | req/s at saturation | share of /health | p50 at {rate}/s | p99 at {rate}/s "
-        "| served at that rate |",
-        "|---|---|---|---|---|---|---|",
+        f"| endpoint | model | store | req/s at saturation | share of /health | p50 at {rate}/s "
+        f"| p99 at {rate}/s | served at that rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name in servers["sqlite"]:
-        for store, results in servers.items():
+    first = next(iter(servers.values()))
+    for name in first:
+        for label, results in servers.items():
+            model, store = label.split(" / ")
             result = results[name]
             fixed = result[f"at {rate} req/s"]
             lines.append(
-                f"| {name} | {store} | {result['saturation'].get('rps', 0):,.0f} | "
+                f"| {name} | {model} | {store} | {result['saturation'].get('rps', 0):,.0f} | "
                 f"{result['share_of_health']:.2f} | {fixed.get('p50_ms', float('nan')):.1f} ms | "
                 f"{fixed.get('p99_ms', float('nan')):.1f} ms | {fixed.get('rps', 0):,.0f} req/s |"
             )
@@ -224,26 +258,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--models", default="shipped", help="shipped, synthetic or both (comma)")
     args = parser.parse_args()
     from recommender.testing import PostgresCluster
 
     ensure_model()
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(models) - {"shipped", "synthetic"})
+    if unknown:
+        parser.error(f"--models: unknown model {', '.join(unknown)} (shipped, synthetic)")
+    workloads = {
+        name: SHIPPED_WORKLOAD if name == "shipped" else synthetic_workload() for name in models
+    }
     cluster = PostgresCluster()
+    servers: dict[str, dict[str, Any]] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
             workdir = Path(scratch)
             driver = hot_path(cluster.new_database(), workdir)
-            servers = {
-                "sqlite": serve_on(
-                    str(workdir / "activity.sqlite3"), "sqlite", args.duration, args.rate, workdir
-                ),
-                "postgresql": serve_on(
-                    cluster.new_database(), "postgresql", args.duration, args.rate, workdir
-                ),
-            }
+            for name, workload in workloads.items():
+                servers[f"{name} / sqlite"] = serve_on(
+                    str(workdir / f"activity-{name}.sqlite3"),
+                    f"{name} / sqlite",
+                    args.duration,
+                    args.rate,
+                    workdir,
+                    workload,
+                )
+                servers[f"{name} / postgresql"] = serve_on(
+                    cluster.new_database(),
+                    f"{name} / postgresql",
+                    args.duration,
+                    args.rate,
+                    workdir,
+                    workload,
+                )
     finally:
         cluster.remove()
-    command = f"python bench/store_bench.py --duration {args.duration} --rate {args.rate}"
+    command = (
+        f"python bench/store_bench.py --duration {args.duration} --rate {args.rate} "
+        f"--models {','.join(models)}"
+    )
     report = {
         "command": command,
         "machine": machine(),
@@ -258,7 +313,7 @@ def main() -> None:
         for name, value in driver.items()
     )
     (RESULTS / "store.md").write_text(
-        f"# The activity store: PostgreSQL against SQLite\n\n`{command}` (2 sync workers, the shipped model; "
+        f"# The activity store: PostgreSQL against SQLite\n\n`{command}` (2 sync workers; "
         f"the client on the same 2 cores)\n\nA personal request's store calls (suppression + recent events), "
         f"median per request in-process: {hot}\n\n{table(servers, args.rate)}\n"
     )
