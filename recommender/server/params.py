@@ -16,6 +16,7 @@ from .errors import ApiError
 from .tracing import Citation
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+NO_FILTERS = Filters()
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
@@ -121,8 +122,17 @@ def id_list(name: str, values: Any, comma_separated: bool = False) -> list[str]:
     return [check_id(f"{name}[{position}]", value) for position, value in enumerate(values)]
 
 
+# The query string's filter parameters (``filters``).
+FILTER_NAMES = frozenset(
+    ("exclude", "available", "category", "min_price", "max_price", "max_per_category")
+)
+
+
 def filters(source: dict[str, Any] | None = None) -> Filters:
-    """Business filters from a JSON body, or from the query string when ``source`` is None."""
+    """Business filters from a JSON body, or from the query string when ``source`` is None
+    (most page views give none: one look at the query's names answers those)."""
+    if source is None and FILTER_NAMES.isdisjoint(request.args.keys()):
+        return NO_FILTERS
 
     def get(name: str) -> Any:
         return query_value(name) if source is None else source.get(name)
