@@ -91,3 +91,19 @@ def test_orders_without_customers_are_kept_for_baskets() -> None:
     purchases, report = clean(log, RULES)
     assert report.rows_kept == 3 and report.guest_rows == 3
     assert purchases["quantity"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_returns_net_out_on_plain_string_columns() -> None:
+    # A log with purchases recorded through the API appended has object columns, not categoricals.
+    log = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["A", "A", "A"],
+            "quantity": ["2", "-2", "1"],
+            "order_id": ["1", "C2", "api:u2:1"],
+        },
+        dtype=object,
+    )
+    purchases, report = clean(log, RULES)
+    assert report.dropped == {"netted_out_by_return": 1, "return_or_cancellation": 1}
+    assert purchases["user_id"].tolist() == ["u2"]

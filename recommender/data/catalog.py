@@ -7,6 +7,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .idmap import IdMap
+from .matrix import unique_inverse
 
 
 def build_catalog(
@@ -23,28 +24,23 @@ def build_catalog(
     (<U, "" when unknown) and ``available`` (bool, True unless the catalog says otherwise),
     each of length n_items.
     """
-    # Grouped without sorting the whole log: a 20M-line log is not copied to order it by time.
-    timed = ["timestamp"] if "timestamp" in purchases else []
     latest = pd.DataFrame(index=pd.Index(item_ids.ids_, name="item_id"))
-    if "name" in purchases:
-        named = purchases[["item_id", "name", *timed]].dropna(subset=["name"])
-        grouped = named.groupby(["item_id", "name"], observed=True)
-        counts = grouped.size().rename("n").to_frame()
-        if timed:
-            counts["seen"] = grouped["timestamp"].max()
-        counts = counts.reset_index().sort_values(
-            ["item_id", "n", *(["seen"] if timed else [])], kind="stable"
+    if "name" in purchases or "price" in purchases:
+        # Per line only integer codes and one mask at a time: no column of the log is copied
+        # into a frame of its own, grouped or sorted (a 20M-line log would be held twice).
+        items, item_index = _codes(purchases["item_id"])
+        position = np.append(item_ids.indices(item_index.astype(str)), -1)
+        times = (
+            purchases["timestamp"].to_numpy().view(np.int64) if "timestamp" in purchases else None
         )
-        latest["name"] = counts.groupby("item_id", observed=True)["name"].last()
-    if "price" in purchases:
-        priced = purchases[["item_id", "price", *timed]].dropna(subset=["price"])
-        if timed:
-            rows = priced.groupby("item_id", observed=True)["timestamp"].idxmax()
-            latest["price"] = pd.Series(
-                priced.loc[rows.to_numpy(), "price"].to_numpy(), index=rows.index.astype(str)
+        if "name" in purchases:
+            latest["name"] = _most_used_names(
+                items, item_index, purchases["name"], times, position, len(item_ids)
             )
-        else:
-            latest["price"] = priced.groupby("item_id", observed=True)["price"].last()
+        if "price" in purchases:
+            latest["price"] = _latest_prices(
+                items, purchases["price"], times, position, len(item_ids)
+            )
     if override is not None:
         extra = override.set_index("item_id").reindex(latest.index)
         for column in ("name", "price", "category", "available"):
@@ -80,6 +76,84 @@ def build_catalog(
         "categories": np.asarray(categories.to_numpy(dtype=str), dtype=np.str_),
         "available": available.to_numpy(dtype=bool),
     }
+
+
+def _codes(values: pd.Series) -> tuple[NDArray[np.integer], pd.Index]:
+    """Integer codes of a column (-1 = missing) and the values they stand for, in the order
+    pandas groups them: a categorical's category order, else sorted."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype("category")
+    return values.cat.codes.to_numpy(), values.cat.categories
+
+
+def _most_used_names(
+    items: NDArray[np.integer],
+    item_index: pd.Index,
+    names: pd.Series,
+    times: NDArray[np.int64] | None,
+    position: NDArray[np.int64],
+    n_items: int,
+) -> NDArray[np.object_]:
+    """Per item (aligned with the catalog), the name its lines use most; ties go to the name
+    seen latest, then to the later name in grouping order (what a stable sort of the
+    (item, name) groups by count and time, keeping each item's last, chooses)."""
+    name_codes, name_index = _codes(names)
+    named = (name_codes >= 0) & (items >= 0)
+    width = max(len(name_index), 1)
+    pair = items[named].astype(np.int64)
+    pair *= width
+    pair += name_codes[named]
+    del name_codes
+    pairs, inverse = unique_inverse(pair)
+    del pair
+    counts = np.bincount(inverse, minlength=len(pairs))
+    seen = np.full(len(pairs), np.iinfo(np.int64).min, dtype=np.int64)
+    if times is not None:
+        np.maximum.at(seen, inverse, times[named])
+    del inverse, named
+    pair_items, pair_names = np.divmod(pairs, width)
+    # Each item's best pair sorts last: by item, then count, time seen and name order.
+    order = np.lexsort((pair_names, seen, counts, pair_items))
+    last = np.append(pair_items[order][1:] != pair_items[order][:-1], True)
+    best = order[last]
+    out = np.full(n_items, None, dtype=object)
+    target = position[pair_items[best]]
+    found = target >= 0
+    out[target[found]] = np.asarray(name_index, dtype=object)[pair_names[best][found]]
+    return out
+
+
+def _latest_prices(
+    items: NDArray[np.integer],
+    prices: pd.Series,
+    times: NDArray[np.int64] | None,
+    position: NDArray[np.int64],
+    n_items: int,
+) -> NDArray[np.float64]:
+    """Per item (aligned with the catalog), the price of its latest priced line (the first
+    such line in the log among equal times); without times, its last priced line."""
+    values = prices.to_numpy(dtype=np.float64, na_value=np.nan)
+    priced = ~np.isnan(values) & (items >= 0)
+    lines = np.flatnonzero(priced)
+    line_items = items[lines]
+    del priced
+    chosen = np.full(len(position) - 1, -1, dtype=np.int64)
+    if times is None:
+        np.maximum.at(chosen, line_items, lines)
+    else:
+        latest = np.full(len(position) - 1, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, line_items, times[lines])
+        at_latest = times[lines] == latest[line_items]
+        lines, line_items = lines[at_latest], line_items[at_latest]
+        chosen[:] = len(values)
+        np.minimum.at(chosen, line_items, lines)
+        chosen[chosen == len(values)] = -1
+    out = np.full(n_items, np.nan)
+    has = np.flatnonzero(chosen >= 0)
+    target = position[has]
+    found = target >= 0
+    out[target[found]] = values[chosen[has[found]]]
+    return out
 
 
 def first_sold(purchases: pd.DataFrame, item_ids: IdMap) -> NDArray[np.float64]:

@@ -150,9 +150,7 @@ def clean(
             bucket[step.reason] = bucket.get(step.reason, 0) + count
             alive &= ~mask
     if not alive.all():
-        attrs = dict(frame.attrs)
-        frame = frame[alive]
-        frame.attrs.update(attrs)
+        frame = _kept_rows(frame, alive)
     frame.reset_index(drop=True, inplace=True)
     report.rows_kept = len(frame)
     report.guest_rows = int(frame["user_id"].isna().sum())
@@ -173,11 +171,35 @@ def clean(
     return frame, report
 
 
-def _is_return(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
-    is_return = frame["quantity"] < 0
+def _kept_rows(frame: pd.DataFrame, alive: NDArray[np.bool_]) -> pd.DataFrame:
+    """``frame[alive]``, column by column, each old column released once cut (``frame`` is
+    emptied): the log is never held twice, as it is while ``frame[alive]`` copies it whole."""
+    attrs = dict(frame.attrs)
+    kept: dict[str, pd.Series] = {}
+    for name in list(frame.columns):
+        kept[name] = frame.pop(name)[alive].reset_index(drop=True)
+    out = pd.DataFrame(kept, copy=False)
+    out.attrs.update(attrs)
+    return out
+
+
+def _is_return(frame: pd.DataFrame, rules: CleaningRules) -> NDArray[np.bool_]:
+    is_return = (frame["quantity"] < 0).to_numpy()
     if rules.cancel_prefix:
-        is_return |= frame["order_id"].str.startswith(rules.cancel_prefix, na=False).astype(bool)
+        is_return |= _starts_with(frame["order_id"], rules.cancel_prefix)
     return is_return
+
+
+def _starts_with(values: pd.Series, prefix: str) -> NDArray[np.bool_]:
+    """Lines whose value starts with ``prefix`` (missing: no), tested once per distinct value
+    of a categorical (in Arrow, for Arrow-backed categories: no Python string per order)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.str.startswith(prefix, na=False).astype(bool).to_numpy()
+    categories = values.cat.categories
+    if not pd.api.types.is_string_dtype(categories):
+        categories = categories.astype(str)
+    flags = np.asarray(categories.str.startswith(prefix), dtype=bool)
+    return np.append(flags, False)[values.cat.codes.to_numpy()]
 
 
 def _excluded(frame: pd.DataFrame, rules: CleaningRules) -> pd.Series:
@@ -222,8 +244,24 @@ if set(_PANDAS_PREDICATES) != {step.reason for step in STEPS}:
 def _duplicated(frame: pd.DataFrame) -> NDArray[np.bool_]:
     """Rows equal to an earlier row in every column, found through one 64-bit hash per row
     (a few hundred MB for 20M lines, where ``DataFrame.duplicated``'s group index of seven
-    columns needs several GB)."""
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    columns needs several GB). A categorical column is hashed by its codes: equal codes are
+    equal values (the categories are distinct), and no category is turned into a Python
+    object to be hashed."""
+    codes = pd.DataFrame(
+        {
+            name: column.cat.codes if isinstance(column.dtype, pd.CategoricalDtype) else column
+            for name, column in frame.items()
+        },
+        copy=False,
+    )
+    # A block of rows at a time: hashing a column makes several temporaries of its length.
+    hashes = np.empty(len(codes), dtype=np.uint64)
+    block = 1 << 21
+    for start in range(0, len(codes), block):
+        hashes[start : start + block] = pd.util.hash_pandas_object(
+            codes.iloc[start : start + block], index=False
+        ).to_numpy()
+    del codes
     return pd.Series(hashes).duplicated(keep="first").to_numpy()
 
 
@@ -242,10 +280,10 @@ def _netted_out(
     netted_out = np.zeros(len(frame), dtype=bool)
     if not (is_return & known).any():
         return netted_out
-    # One integer per (customer, item), from the two columns' category codes.
-    users = frame["user_id"].cat.codes.to_numpy().astype(np.int64)
-    items = frame["item_id"].cat.codes.to_numpy().astype(np.int64)
-    pair = users * (len(frame["item_id"].cat.categories) + 1) + items
+    # One integer per (customer, item), from the two columns' codes.
+    users = _codes(frame["user_id"])
+    items = _codes(frame["item_id"])
+    pair = users * (int(items.max(initial=-1)) + 2) + items
     quantity = frame["quantity"].to_numpy()
     returns, purchases = is_return & known, ~is_return & known
     returned = pd.Series(np.abs(quantity[returns])).groupby(pair[returns]).sum()
@@ -255,6 +293,14 @@ def _netted_out(
     if len(cancelled_pairs):
         netted_out = np.isin(pair, cancelled_pairs.to_numpy()) & purchases
     return netted_out
+
+
+def _codes(values: pd.Series) -> NDArray[np.int64]:
+    """Integer codes of a column's values (-1 = missing): a categorical's own, else factorized
+    (a log with purchases recorded through the API appended has plain object columns)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy().astype(np.int64)
+    return pd.factorize(values)[0].astype(np.int64)
 
 
 def per_value(values: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
@@ -281,6 +327,8 @@ def _numbers(values: pd.Series) -> pd.Series:
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse times to naive UTC; unparseable values become NaT (and are then rejected)."""
+    if pd.api.types.is_datetime64_dtype(values):
+        return values  # naive times are UTC already: kept as they are, not copied twice
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = pd.to_datetime(values, utc=True)
     else:

@@ -13,7 +13,8 @@ import csv
 import gzip
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,9 @@ def read_log(
     Returns
     -------
     DataFrame with ``item_id`` and at least one of ``user_id`` / ``order_id``, plus any of
-    ``timestamp, quantity, price, name`` the file has. Ids are pandas strings (missing = NA);
-    the other columns are as read and are typed by ``clean``. ``attrs["preset"]`` names the
+    ``timestamp, quantity, price, name`` the file has. Ids and names are categoricals of
+    strings (missing = NaN; order ids' categories are Arrow-backed strings, as compact as the
+    file's); the other columns are as read and are typed by ``clean``. ``attrs["preset"]`` names the
     preset that matched (its own non-product codes are in ``PRESET_EXCLUDED_ITEMS``).
 
     Raises
@@ -102,40 +104,45 @@ def read_log(
     preset, mapping = resolve_columns(available, preset, columns or {}, path)
     # Only the mapped columns are read, each straight to integer codes over its distinct values.
     wanted = list(dict.fromkeys(mapping.values()))
-    raw = (
-        _read_parquet(path, wanted)
-        if header is None
-        else _read_csv(path, head, encoding, wanted, header)
-    )
-    if raw.empty:
-        raise DataError(f"{path}: no rows (header only?)")
-    frame = pd.DataFrame({field: raw[column] for field, column in mapping.items()})
-    del raw
-    # A header line repeated inside the file (logs concatenated with their headers) is a row
-    # whose values are the column names: not a purchase. Counted, then rejected by cleaning.
-    header_again = np.zeros(len(frame), dtype=bool)
-    if format != "parquet":  # typed columns cannot hold a header line
-        header_again[:] = True
-        for field, column in mapping.items():
-            header_again &= _equals_text(frame[field], column)
-    frame.attrs.update(preset=preset, repeated_header_rows=int(header_again.sum()))
-    if header_again.any():
-        attrs = dict(frame.attrs)
-        frame = frame[~header_again]
-        # The header's own words are no longer values of any line.
-        frame = frame.apply(
-            lambda column: (
-                column.cat.remove_unused_categories()
-                if isinstance(column.dtype, pd.CategoricalDtype)
-                else column
-            )
-        )
-        frame.attrs.update(attrs)
-    for field in ID_FIELDS:
-        if field in frame:
-            frame[field] = to_id_strings(frame[field])
-    if "name" in frame:
-        frame["name"] = to_id_strings(frame["name"])
+    repeated = 0
+    if header is None:
+        if _parquet_rows(path) == 0:
+            raise DataError(f"{path}: no rows (header only?)")
+
+        def take(column: str) -> Any:
+            # One column at a time: the file is never in memory whole beside the frame.
+            return _read_parquet_table(path, [column]).column(0)
+
+    else:
+        table = _read_csv_table(path, head, encoding, wanted, header)
+        if table.num_rows == 0:
+            raise DataError(f"{path}: no rows (header only?)")
+        # A header line repeated inside the file (logs concatenated with their headers) is a
+        # row whose values are the column names: not a purchase. Counted, then rejected by
+        # cleaning. (Typed Parquet columns cannot hold a header line.)
+        header_again = np.ones(table.num_rows, dtype=bool)
+        for column in mapping.values():
+            header_again &= _equals_text(table.column(column), column)
+        repeated = int(header_again.sum())
+        if repeated:
+            import pyarrow as pa
+
+            table = table.filter(pa.array(~header_again))
+        columns = {name: table.column(name) for name in wanted}
+        del table
+        uses = Counter(mapping.values())
+
+        def take(column: str) -> Any:
+            uses[column] -= 1
+            return columns[column] if uses[column] else columns.pop(column)
+
+    try:
+        frame = _canonical_frame(take, mapping, drop_unused=bool(repeated))
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read: {_first_line(exc)}") from None
+    frame.attrs.update(preset=preset, repeated_header_rows=repeated)
     logger.info("read %d rows from %s (columns %s)", len(frame), path, mapping)
     return frame
 
@@ -269,6 +276,15 @@ def read_catalog(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     return catalog.dropna(subset=["item_id"]).drop_duplicates("item_id", keep="last")
 
 
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
+
+
 def _parquet_columns(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
@@ -279,7 +295,16 @@ def _parquet_columns(path: Path) -> list[str]:
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read Parquet with text columns read as dictionaries (pandas categoricals): a line holds
+    """Parquet as a DataFrame, text columns as categoricals (see ``_read_parquet_table``)."""
+    table = _read_parquet_table(path, columns)
+    try:
+        return _to_pandas(table)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
+
+
+def _read_parquet_table(path: Path, columns: list[str] | None = None) -> Any:
+    """Read Parquet into an Arrow table with text columns read as dictionaries: a line holds
     an integer code, and each distinct id is decoded once, so millions of lines never become
     millions of Python strings."""
     import pyarrow as pa
@@ -294,8 +319,7 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
             if pa.types.is_string(schema.field(name).type)
             or pa.types.is_large_string(schema.field(name).type)
         ]
-        table = pq.read_table(path, columns=columns, read_dictionary=text)
-        return _to_pandas(table)
+        return pq.read_table(path, columns=columns, read_dictionary=text)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: cannot read as Parquet: {_first_line(exc)}") from None
 
@@ -309,6 +333,187 @@ def _to_pandas(table: Any) -> pd.DataFrame:
     del table
     pa.default_memory_pool().release_unused()
     return frame
+
+
+def _canonical_frame(
+    take: Callable[[str], Any], mapping: Mapping[str, str], drop_unused: bool
+) -> pd.DataFrame:
+    """The canonical columns from the Arrow columns of the file, each got from ``take`` when
+    it is converted and released once converted (the file is never held whole twice).
+
+    Ids and names held as Arrow dictionaries are normalised there (``_arrow_ids``), once per
+    distinct value; the other columns become pandas columns as they are (typed by ``clean``).
+    ``drop_unused``: forget dictionary values no line uses any more (the repeated header's).
+    """
+    import pyarrow as pa
+
+    converted: dict[str, pd.Series] = {}
+    # The costliest conversion (order ids: a hash table of millions of values) first, while
+    # nothing else is held; the frame's columns keep the mapping's order.
+    costliest_first = sorted(mapping, key=lambda field: field != "order_id")
+    for field in costliest_first:
+        column = mapping[field]
+        values = take(column)
+        if field in (*ID_FIELDS, "name") and _is_text_dictionary(values):
+            converted[field] = _arrow_ids(values, drop_unused, compact=field == "order_id")
+        else:
+            series = values.to_pandas()
+            if drop_unused and isinstance(series.dtype, pd.CategoricalDtype):
+                # The header's own words are no longer values of any line.
+                series = series.cat.remove_unused_categories()
+            if field in (*ID_FIELDS, "name"):
+                series = to_id_strings(series)
+            converted[field] = series
+        del values
+        pa.default_memory_pool().release_unused()
+    return pd.DataFrame({field: converted[field] for field in mapping}, copy=False)
+
+
+def _is_text_dictionary(values: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_dictionary(values.type)
+        and (
+            pa.types.is_string(values.type.value_type)
+            or pa.types.is_large_string(values.type.value_type)
+        )
+    )
+
+
+def _dictionary_codes(values: Any) -> tuple[NDArray[np.int32], Any]:
+    """One dictionary for all chunks of an Arrow dictionary column (unified as ``to_pandas``
+    unifies them: the first chunk's values, then each later chunk's new ones) and each
+    line's code in it (int32, -1 = missing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = values.unify_dictionaries()
+    dictionary = values.chunk(0).dictionary if values.num_chunks else pa.array([], pa.string())
+    codes = np.empty(len(values), dtype=np.int32)
+    start = 0
+    for chunk in values.chunks:
+        codes[start : start + len(chunk)] = pc.fill_null(chunk.indices, -1).to_numpy()
+        start += len(chunk)
+    return codes, dictionary
+
+
+def _stripped(text: Any) -> Any:
+    """An Arrow string array with each value stripped exactly as Python's ``str.strip`` does:
+    only the values that begin or end with something other than printable ASCII go through
+    Python (usually none), the rest are already stripped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    edged = np.asarray(
+        pc.fill_null(pc.match_substring_regex(text, r"^[^!-~]|[^!-~]$"), False), dtype=bool
+    )
+    if not edged.any():
+        return text
+    positions = np.flatnonzero(edged)
+    replaced = [value.strip() for value in text.take(pa.array(positions)).to_pylist()]
+    return pc.replace_with_mask(text, pa.array(edged), pa.array(replaced, text.type))
+
+
+def _without_missing(text: Any) -> Any:
+    """An Arrow string array with "" and the missing words (any case) made null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = pc.or_(pc.equal(text, ""), pc.is_in(pc.ascii_lower(text), pa.array(MISSING_WORDS)))
+    if not pc.any(missing).as_py():
+        return text
+    return pc.if_else(missing, pa.scalar(None, pa.string()), text)
+
+
+def _arrow_ids(values: Any, drop_unused: bool = False, compact: bool = False) -> pd.Series:
+    """``to_id_strings`` of an Arrow dictionary column, computed on its dictionary (each
+    distinct value once, in Arrow's buffers): stripped, the missing words and "" missing,
+    float-shaped ids without their ".0", equal values merged in the order they first appear.
+    A line is an integer code throughout; the distinct ids become Python strings, or with
+    ``compact`` stay in one Arrow buffer (pandas' Arrow-backed strings, NaN for missing).
+
+    ``compact`` is for order ids: a log has almost as many orders as lines / 3 (six million
+    in a 20M-line log, 400 MB as Python strings against 70 MB in Arrow), and they are only
+    compared, never looked up.
+
+    Long because the dictionary's normalisation, the merge of equal values and the codes are
+    one pass over the same Arrow buffers; split, each part would take and return all of them.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if drop_unused:
+        # One dictionary for the whole column, without the values only the dropped header
+        # lines used, before anything is merged: the order ``to_id_strings`` gives.
+        codes, dictionary = _dictionary_codes(values)
+        used = np.bincount(codes[codes >= 0], minlength=len(dictionary)) > 0
+        renumber = np.append(np.cumsum(used, dtype=np.int32) - 1, np.int32(-1))
+        codes = renumber[codes]
+        parts = [dictionary.filter(pa.array(used))]
+        starts = np.zeros(len(codes), dtype=np.int32)
+    else:
+        # Each chunk's dictionary (chunks of one Parquet row group share theirs: taken once),
+        # normalised on its own, then all of them encoded in one pass: values first seen in
+        # the same order as in the dictionary ``to_pandas`` unifies, without building that
+        # unified dictionary (a second hash table of every id).
+        codes = np.empty(len(values), dtype=np.int32)
+        starts = np.empty(len(values), dtype=np.int32)
+        parts, offset, line = [], 0, 0
+        where: dict[tuple[int, ...], int] = {}
+        for chunk in values.chunks:
+            dictionary = chunk.dictionary
+            identity = (
+                dictionary.offset,
+                len(dictionary),
+                *(buffer.address if buffer is not None else 0 for buffer in dictionary.buffers()),
+            )
+            if identity not in where:
+                where[identity] = offset
+                parts.append(dictionary)
+                offset += len(dictionary)
+            codes[line : line + len(chunk)] = pc.fill_null(chunk.indices, -1).to_numpy()
+            starts[line : line + len(chunk)] = where[identity]
+            line += len(chunk)
+    del values
+    parts = [_without_missing(_stripped(part.cast(pa.string()))) for part in parts]
+    float_shaped = r"^\p{Nd}+\.0$"
+    present = [part.drop_null() for part in parts]
+    if sum(map(len, present)) and all(
+        pc.all(pc.match_substring_regex(part, float_shaped)).as_py()
+        for part in present
+        if len(part)
+    ):
+        parts = [pc.utf8_slice_codeunits(part, 0, -2) for part in parts]
+    del present
+    text = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    del parts
+    distinct = pc.dictionary_encode(text)
+    del text
+    pa.default_memory_pool().release_unused()  # the encoder's hash table, freed
+    renumber = np.append(
+        pc.fill_null(distinct.indices, -1).to_numpy().astype(np.int32), np.int32(-1)
+    )
+    # A line's code in its chunk's dictionary, moved to where that dictionary starts in the
+    # concatenation (missing stays -1), then to its distinct value.
+    missing = codes < 0
+    codes += starts
+    del starts
+    codes[missing] = -1
+    del missing
+    codes = renumber[codes]
+    categories = pd.Index(
+        pd.array(distinct.dictionary, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+        if compact
+        else distinct.dictionary.to_numpy(zero_copy_only=False),
+        dtype=None if compact else object,
+    )
+    values = pd.Categorical.from_codes(codes, categories=categories, validate=False)
+    # pandas checks that categories are distinct through a hash table that it then keeps with
+    # them (530 MB for six million order ids, more than the ids themselves); they are
+    # distinct by construction, and nothing below looks a category up.
+    getattr(categories, "_cache", {}).pop("_engine", None)
+    return pd.Series(values)
 
 
 def _csv_header(path: Path, head: bytes, encoding: str) -> tuple[list[str], str]:
@@ -347,7 +552,18 @@ def _read_csv(
     columns: list[str] | None = None,
     header: tuple[list[str], str] | None = None,
 ) -> pd.DataFrame:
-    """Read CSV with Arrow, every column as a dictionary of its text values (categorical).
+    """CSV as a DataFrame, every column a categorical of its text (see ``_read_csv_table``)."""
+    return _to_pandas(_read_csv_table(path, head, encoding, columns, header))
+
+
+def _read_csv_table(
+    path: Path,
+    head: bytes,
+    encoding: str,
+    columns: list[str] | None = None,
+    header: tuple[list[str], str] | None = None,
+) -> pd.DataFrame:
+    """Read CSV into an Arrow table, every column as a dictionary of its text values.
 
     As pandas' ``read_csv(dtype=str, keep_default_na=False, na_values=[""])`` reads it (short
     lines padded with empty fields, a line with too many fields an error), values typed
@@ -428,7 +644,7 @@ def _read_csv(
             }
         )
         table = pa.concat_tables([table, extra.cast(table.schema)], promote_options="permissive")
-    return _to_pandas(table)
+    return table
 
 
 def _arrow_encoding(encoding: str) -> str:
@@ -451,17 +667,20 @@ def _first_bad_byte(path: Path, compression: str | None, encoding: str) -> int:
     return offset
 
 
-def _equals_text(values: pd.Series, text: str) -> NDArray[np.bool_]:
-    """Rows whose value, stripped, is ``text``: compared once per distinct value of a categorical."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        matches = pd.Index(values.cat.categories.astype(str)).str.strip() == text
-        codes = values.cat.codes.to_numpy()
-        return (
-            np.where(codes >= 0, matches[np.maximum(codes, 0)], False)
-            if len(matches)
-            else np.zeros(len(codes), bool)
-        )
-    return (values.astype(str).str.strip() == text).to_numpy()
+def _equals_text(values: Any, text: str) -> NDArray[np.bool_]:
+    """Rows of an Arrow column whose value, stripped, is ``text``: compared once per distinct
+    value of a dictionary column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(values.type):
+        codes, dictionary = _dictionary_codes(values)
+        matches = np.asarray(pc.fill_null(pc.equal(_stripped(dictionary), text), False), dtype=bool)
+        return np.append(matches, False)[codes]
+    return np.asarray(
+        [value is not None and str(value).strip() == text for value in values.to_pylist()],
+        dtype=bool,
+    )
 
 
 def _first_line(source: object, compression: str | None = None, encoding: str = "utf-8") -> str:
@@ -512,6 +731,12 @@ def with_recorded_purchases(log: pd.DataFrame, events: Sequence[Any]) -> pd.Data
     recorded = recorded_lines(events)
     if recorded is None:
         return log
+    orders = log["order_id"] if "order_id" in log else None
+    if orders is not None and isinstance(orders.dtype, pd.CategoricalDtype):
+        if orders.cat.categories.dtype != object:
+            # Arrow-backed order ids (``_arrow_ids``) as Python strings, so that the combined
+            # column is what it is for every other log (concat makes it object).
+            log["order_id"] = orders.cat.rename_categories(orders.cat.categories.astype(object))
     keep = [
         column
         for column in recorded.columns

@@ -61,7 +61,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     item_codes, item_ids = _factorize_sorted(purchases["item_id"])
     n_items = len(item_ids)
     times = (
-        purchases["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+        purchases["timestamp"].to_numpy(dtype="datetime64[s]").view(np.int64)
         if "timestamp" in purchases and len(purchases)
         else None
     )
@@ -75,24 +75,24 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
         user_codes, item_codes if everyone else item_codes[known], (len(user_ids), n_items)
     )
     del user_codes
+    assert user_cells.inverse is not None
     counts = user_cells.matrix(
         np.bincount(user_cells.inverse, minlength=user_cells.nnz).astype(np.float32)
     )
     user_items = _weight(counts, weighting)
+    purchase_cells, purchase_days, latest = _distinct_purchases(times, known, user_cells, counts)
     purchase_age = (
-        user_cells.matrix(_latest_age(times, known, user_cells)) if len(user_ids) else None
+        user_cells.matrix(_latest_age(times, known, user_cells, latest)) if len(user_ids) else None
     )
-    purchase_cells, purchase_days = _distinct_purchases(times, known, user_cells, counts)
-    del user_cells  # its per-line index goes before the orders' is built
+    del user_cells, latest  # its per-line index goes before the orders' is built
 
-    order_key = order_keys(purchases)
-    has_order = order_key.notna().to_numpy()
-    order_codes, order_values = pd.factorize(order_key if has_order.all() else order_key[has_order])
-    del order_key
+    order_codes, n_orders, has_order = _order_codes(purchases)
+    # Only a log without customers needs each line's order (its ages are per order).
     order_cells = _cells(
         order_codes,
         item_codes if has_order.all() else item_codes[has_order],
-        (len(order_values), n_items),
+        (n_orders, n_items),
+        with_inverse=purchase_age is None,
     )
     del order_codes
     order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
@@ -111,7 +111,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
         user_ids,
         user_items,
         order_items,
-        len(order_values),
+        n_orders,
         counts,
         purchase_age,
         purchase_cells,
@@ -125,7 +125,7 @@ class _Cells:
 
     indptr: NDArray[np.integer]
     indices: NDArray[np.int32]
-    inverse: NDArray[np.intp]
+    inverse: NDArray[np.integer] | None  # None when not asked for
     shape: tuple[int, int]
 
     @property
@@ -137,63 +137,147 @@ class _Cells:
 
 
 def _cells(
-    row_codes: NDArray[np.intp], item_codes: NDArray[np.intp], shape: tuple[int, int]
+    row_codes: NDArray[np.integer],
+    item_codes: NDArray[np.integer],
+    shape: tuple[int, int],
+    with_inverse: bool = True,
 ) -> _Cells:
     """One sort of one 64-bit key per line (row * n_items + item) gives the cells in CSR order
     and each line's cell, from which counts and latest purchases are reductions: no sparse
-    matrix of lines is built and summed, and no multi-key sort of the log is needed."""
-    key = row_codes.astype(np.int64) * shape[1] + item_codes
-    cells, inverse = np.unique(key, return_inverse=True)
+    matrix of lines is built and summed, and no multi-key sort of the log is needed.
+
+    The line-to-cell index is int32 (``unique_inverse``): half the size of ``np.unique``'s,
+    and it is kept for the later reductions. Without ``with_inverse`` the keys are sorted in
+    place and no per-line index is made at all.
+    """
+    key = row_codes.astype(np.int64)
+    key *= shape[1]
+    key += item_codes
+    inverse: NDArray[np.integer] | None = None
+    if with_inverse:
+        cells, inverse = unique_inverse(key)
+    else:
+        key.sort()
+        cells = _sorted_distinct(key)
     del key
-    rows = cells // shape[1]
-    indices = (cells - rows * shape[1]).astype(np.int32)
+    indices = (cells % shape[1]).astype(np.int32)
+    rows = cells
+    rows //= shape[1]  # in place: the cells are not needed any more
+    del cells
     # int32 row pointers when they fit, as scipy makes them: mixed index dtypes make every
     # later sparse product convert the whole matrix to int64.
-    indptr = np.zeros(
-        shape[0] + 1, dtype=np.int32 if len(cells) < np.iinfo(np.int32).max else np.int64
+    indptr: NDArray[np.integer] = np.zeros(
+        shape[0] + 1, dtype=np.int32 if len(indices) < np.iinfo(np.int32).max else np.int64
     )
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return _Cells(indptr, indices, inverse.ravel(), shape)  # type: ignore[arg-type]
+    return _Cells(indptr, indices, inverse, shape)
+
+
+def _sorted_distinct(ordered: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The distinct values of a sorted array."""
+    starts = np.empty(len(ordered), dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    return ordered[starts]
+
+
+def unique_inverse(keys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.integer]]:
+    """``np.unique(keys, return_inverse=True)`` in less memory: the distinct keys, sorted, and
+    each key's position among them, int32 when the keys fit.
+
+    ``np.unique`` holds five 8-byte arrays per key at its peak; this holds three (the keys,
+    the sort order and the sorted keys), and the inverse is half the size. ``keys`` is
+    left as it was.
+    """
+    order = np.argsort(keys)
+    ordered = keys[order]
+    starts = np.empty(len(ordered), dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    distinct = ordered[starts]
+    del ordered
+    index_type = np.int32 if len(starts) < np.iinfo(np.int32).max else np.int64
+    inverse: NDArray[np.integer] = np.empty(len(starts), dtype=index_type)
+    inverse[order] = np.cumsum(starts, dtype=index_type) - 1
+    return distinct, inverse
 
 
 def _latest_age(
-    times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells
+    times: NDArray[np.int64] | None,
+    lines: NDArray[np.bool_],
+    cells: _Cells,
+    latest: NDArray[np.int64] | None = None,
 ) -> NDArray[np.float32]:
     """Per cell, 1 + the age in days of its latest purchase, relative to the log's last one.
 
     Stored plus one so that a purchase on the last day is not an explicit zero (which sparse
-    matrices drop); without timestamps every age is 0.
+    matrices drop); without timestamps every age is 0. ``latest``: each cell's latest time
+    when the caller has it (``_distinct_purchases``), else found here from the lines.
     """
     if times is None:
         return np.ones(cells.nnz, dtype=np.float32)
     chosen = times if lines.all() else times[lines]
-    # The latest time per cell, then its age: the same float64 arithmetic as taking the
-    # smallest age per line, on one value per cell instead of one per line.
-    latest = np.full(cells.nnz, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(latest, cells.inverse, chosen)
+    if latest is None:
+        assert cells.inverse is not None
+        # The latest time per cell, then its age: the same float64 arithmetic as taking the
+        # smallest age per line, on one value per cell instead of one per line.
+        latest = np.full(cells.nnz, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, cells.inverse, chosen)
     ages = (chosen.max(initial=0) - latest) / 86400.0
-    return (1.0 + ages).astype(np.float32)
+    ages += 1.0
+    return ages.astype(np.float32)
 
 
 def _distinct_purchases(
     times: NDArray[np.int64] | None, lines: NDArray[np.bool_], cells: _Cells, counts: sp.csr_matrix
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64] | None]:
     """Each cell's distinct purchase times (an order is one purchase time), as (cell, age in
     days before the log's last purchase) pairs: one sort of one 64-bit key per line. Without
-    timestamps each line is a purchase, all of age 0."""
+    timestamps each line is a purchase, all of age 0.
+
+    Also each cell's latest purchase time (the last of its distinct times), which
+    ``_latest_age`` would otherwise find with another pass over the lines; None when a log
+    spans more than the 136 years the key holds (or has no times).
+    """
     if times is None:
         cell = np.repeat(np.arange(cells.nnz, dtype=np.int64), counts.data.astype(np.int64))
-        return cell, np.zeros(len(cell), dtype=np.float32)
+        return cell, np.zeros(len(cell), dtype=np.float32), None
     chosen = times if lines.all() else times[lines]
     if not len(chosen):
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    start = int(chosen.min())
-    # Cell in the high bits, seconds since the log's first purchase in the low 32 (136 years).
-    offset = np.minimum(chosen - start, np.iinfo(np.uint32).max).astype(np.int64)
-    keys = np.unique((cells.inverse.astype(np.int64) << 32) | offset)
-    seconds = (keys & 0xFFFFFFFF) + start
-    ages = ((int(chosen.max()) - seconds) / 86400.0).astype(np.float32)
-    return keys >> 32, ages
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), None
+    assert cells.inverse is not None
+    start, stop = int(chosen.min()), int(chosen.max())
+    # Cell in the high bits, seconds since the log's first purchase in the low 32 (136 years),
+    # built and sorted in place: one 8-byte array per line.
+    keys = cells.inverse.astype(np.int64)
+    keys <<= 32
+    if stop - start <= np.iinfo(np.uint32).max:
+        keys += chosen
+        keys -= start
+    else:
+        keys |= np.minimum(chosen - start, np.iinfo(np.uint32).max)
+    keys.sort()
+    keys = _sorted_distinct(keys)
+    cell = keys >> 32
+    seconds = keys
+    seconds &= 0xFFFFFFFF
+    seconds += start
+    del keys
+    latest = None
+    if stop - start <= np.iinfo(np.uint32).max:
+        # Sorted by cell, then time: a cell's latest time is its last entry.
+        last = np.append(cell[1:] != cell[:-1], True)
+        latest = seconds[last]
+    np.subtract(stop, seconds, out=seconds)
+    ages = (seconds / 86400.0).astype(np.float32)
+    return cell, ages, latest
+
+
+def item_id_map(purchases: pd.DataFrame) -> IdMap:
+    """The item axis ``build_interactions`` gives ``purchases`` (its ``item_ids``), without
+    the matrices: what the catalog is aligned with, so that it can be built (and the log's
+    prices and names let go) before the matrices are."""
+    return _factorize_sorted(purchases["item_id"])[1]
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[NDArray[np.intp], IdMap]:
@@ -296,6 +380,33 @@ def _weight(counts: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
     elif weighting == "log":
         weighted.data = (1.0 + np.log(weighted.data)).astype(np.float32)
     return weighted
+
+
+def _order_codes(purchases: pd.DataFrame) -> tuple[NDArray[np.integer], int, NDArray[np.bool_]]:
+    """Each line's order as 0..n_orders-1 in the order orders first appear (``pd.factorize``
+    of ``order_keys``), for the lines that have one, with the count and which lines those are.
+
+    An ``order_id`` categorical is numbered from its integer codes (no per-line hash table, int32
+    codes): the first line of each category ranks the categories.
+    """
+    orders = order_keys(purchases)
+    if not isinstance(orders.dtype, pd.CategoricalDtype):
+        has_order = orders.notna().to_numpy()
+        codes, uniques = pd.factorize(orders if has_order.all() else orders[has_order])
+        return codes, len(uniques), has_order
+    codes = orders.cat.codes.to_numpy()
+    has_order = codes >= 0
+    every = bool(has_order.all())
+    present = codes if every else codes[has_order]
+    first = np.full(len(orders.cat.categories), len(present), dtype=np.int64)
+    block = 1 << 22  # line numbers made a block at a time, not one 8-byte array per line
+    for begin in range(0, len(present), block):
+        piece = present[begin : begin + block]
+        np.minimum.at(first, piece, np.arange(begin, begin + len(piece), dtype=np.int64))
+    used = np.flatnonzero(first < len(present))
+    rank = np.full(len(first), -1, dtype=np.int32)
+    rank[used[np.argsort(first[used], kind="stable")]] = np.arange(len(used), dtype=np.int32)
+    return rank[present], len(used), has_order
 
 
 def order_keys(purchases: pd.DataFrame) -> pd.Series:
