@@ -27,7 +27,7 @@ CATALOG_FIELDS = ("names", "prices", "categories", "available")
 OPTIONAL_CATALOG_FIELDS = ("first_sold",)
 NEIGHBOUR_FIELDS = ("neighbour_ids", "neighbour_scores", "neighbour_support", "item_support")
 CSR_FIELDS = ("indptr", "indices", "data")
-LIST_FIELDS = ("packed", "strategy")
+LIST_FIELDS = ("packed", "strategy", "rows")
 # The repeat model ("buy it again"): per cell of ``user_items`` (same order), then per item.
 REPEAT_CELL_FIELDS = ("frequency", "times", "first_age", "last_age")
 REPEAT_ITEM_FIELDS = ("cycle_days", "rate", "shop_rate")
@@ -111,49 +111,66 @@ class RepeatArrays:
 
 @dataclass(frozen=True)
 class PersonalLists:
-    """Each known customer's best candidates, computed at training with the served blend.
+    """The precomputed best candidates of the customers who have a list, computed at training
+    with the served blend.
 
-    ``items`` (customers, depth) item indices best first, -1 padded; ``scores`` their blended
-    scores; ``strategy`` per customer: 0 nothing personal (no list), 1 item-knn, 2 als, 3 blend.
-    A row shorter than ``depth`` holds every item that could be recommended to that customer.
+    ``items`` (lists, depth) item indices best first, -1 padded; ``scores`` their blended
+    scores; ``strategy`` per customer: 0 no list (nothing personal, or no purchase within the
+    run's ``personal_list_days``), 1 item-knn, 2 als, 3 blend; ``rows`` per customer the row of
+    their list in ``items`` (-1: none), so that the lists take the room of the customers who
+    have one; None in versions written before it: row i is customer i. A row shorter than
+    ``depth`` holds every item that could be recommended to that customer.
 
-    On disk (``LIST_FIELDS``): ``packed``, one int32 array (customers, 2, depth) holding the
+    On disk (``LIST_FIELDS``): ``packed``, one int32 array (lists, 2, depth) holding the
     items and the bits of the float32 scores, so that training writes it in one pass, block
-    by block (``StreamedLists``), and ``strategy``.
+    by block (``StreamedLists``), ``strategy`` and ``rows``.
     """
 
     items: NDArray[np.int32]
     scores: NDArray[np.float32]
     strategy: NDArray[np.int8]
+    rows: NDArray[np.int32] | None = None
 
     @property
     def depth(self) -> int:
         return int(self.items.shape[1])
 
+    def row(self, user_idx: int) -> int:
+        """The row of a customer's list in ``items`` and ``scores`` (-1: none)."""
+        return user_idx if self.rows is None else int(self.rows[user_idx])
+
     @classmethod
-    def from_packed(cls, packed: NDArray[np.int32], strategy: NDArray[np.int8]) -> PersonalLists:
+    def from_packed(
+        cls,
+        packed: NDArray[np.int32],
+        strategy: NDArray[np.int8],
+        rows: NDArray[np.int32] | None = None,
+    ) -> PersonalLists:
         """Views of the saved layout (no copy: a memory-mapped file stays mapped)."""
-        return cls(packed[:, 0, :], packed[:, 1, :].view(np.float32), strategy)
+        return cls(packed[:, 0, :], packed[:, 1, :].view(np.float32), strategy, rows)
 
     def to_dict(self) -> dict[str, NDArray[Any]]:
         packed = np.empty((len(self.items), 2, self.depth), dtype=np.int32)
         packed[:, 0] = self.items
         packed[:, 1] = np.asarray(self.scores, dtype=np.float32).view(np.int32)
-        return dict(zip(LIST_FIELDS, (packed, self.strategy)))
+        rows = np.arange(len(self.strategy), dtype=np.int32) if self.rows is None else self.rows
+        return dict(zip(LIST_FIELDS, (packed, self.strategy, rows)))
 
 
 @dataclass(frozen=True)
 class StreamedLists:
     """Lists computed while the version is written (``artifacts.StreamedArray`` chunks), so
     that a million customers' lists are never held in memory: ``packed`` first, block by
-    block; ``strategy`` is complete once ``packed`` has been written, and written after it."""
+    block; ``strategy`` is complete once ``packed`` has been written, and written after it;
+    ``rows`` is known before (``PersonalLists``)."""
 
     packed: Any
     strategy: Any
+    rows: NDArray[np.int32]
     depth: int
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(zip(LIST_FIELDS, (self.packed, self.strategy)))
+        return dict(zip(LIST_FIELDS, (self.packed, self.strategy, self.rows)))
 
 
 @dataclass
@@ -309,7 +326,9 @@ def build_manifest(
 def _lists(arrays: dict[str, NDArray[Any]]) -> PersonalLists | None:
     if "personal_lists.packed" in arrays:
         return PersonalLists.from_packed(
-            arrays["personal_lists.packed"], arrays["personal_lists.strategy"]
+            arrays["personal_lists.packed"],
+            arrays["personal_lists.strategy"],
+            arrays.get("personal_lists.rows"),  # versions before it: one row per customer
         )
     if "personal_lists.items" in arrays:  # versions written before the packed layout
         return PersonalLists(

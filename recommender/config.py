@@ -146,6 +146,9 @@ class TrainConfig:
     ease_max_items: int = 8000
     # Each known customer's best candidates precomputed at training (0: none); see serving.service.
     personal_list_depth: int = 200
+    # Only customers who bought within this many days of the log's last purchase get a list
+    # (0: every customer); the others are scored per request (see cli's help).
+    personal_list_days: int = 90
     jobs: int = 2
     gate_tolerance: float = 0.05
     force: bool = False
@@ -225,7 +228,13 @@ class TrainConfig:
             "jobs",
         ):
             _at_least(name, getattr(self, name), 1)
-        for name in ("num_threads", "max_history", "spark_partitions", "personal_list_depth"):
+        for name in (
+            "num_threads",
+            "max_history",
+            "spark_partitions",
+            "personal_list_depth",
+            "personal_list_days",
+        ):
             _at_least(name, getattr(self, name), 0)
         if self.neighbours > 1000:
             raise ConfigError(f"neighbours: at most 1000, got {self.neighbours}")

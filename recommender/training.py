@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from . import artifacts
@@ -149,11 +150,16 @@ def run(config: TrainConfig) -> Path:
     )
     if config.personal_list_depth and has_customers:
         # Ranked by the serving code itself, so that a list answers exactly as scoring would;
-        # computed while the version is written, block by block, never whole in memory.
+        # computed while the version is written, block by block, never whole in memory. Only
+        # customers active lately get one: a list pays where a request is likely.
         from .serving.batch import stream_lists
         from .serving.service import RecommendationService
 
-        lists_entry: dict[str, Any] = {}
+        listed = active_customers(interactions.purchase_age, config.personal_list_days)
+        lists_entry: dict[str, Any] = {
+            "days": config.personal_list_days,
+            "customers": len(listed),
+        }
         bundle.manifest["components"]["personal_lists"] = lists_entry
 
         def lists_done(seconds: float) -> None:
@@ -162,17 +168,31 @@ def run(config: TrainConfig) -> Path:
             bundle.manifest["training_seconds"] = round(time.perf_counter() - started, 3)
             logger.info(
                 "personal lists: %d customers x %d items in %.2fs",
-                len(interactions.user_ids),
+                len(listed),
                 lists_entry["depth"],
                 seconds,
             )
 
         jobs = config.num_threads or os.cpu_count() or 1
         bundle.lists = stream_lists(
-            RecommendationService(bundle), config.personal_list_depth, jobs, lists_done
+            RecommendationService(bundle), config.personal_list_depth, jobs, lists_done, listed
         )
         lists_entry["depth"] = bundle.lists.depth
     return save_version(config, bundle, evaluation, current_version, started)
+
+
+def active_customers(purchase_age: sp.csr_matrix, days: int) -> NDArray[np.int64]:
+    """The customers (rows of ``purchase_age``, 1 + age in days of each item's latest purchase)
+    who bought within ``days`` of the log's last purchase; every customer for 0."""
+    n_users = purchase_age.shape[0]
+    if days <= 0:
+        return np.arange(n_users, dtype=np.int64)
+    lengths = np.diff(purchase_age.indptr)
+    latest = np.full(n_users, np.inf)
+    bought = lengths > 0
+    if bought.any():
+        latest[bought] = np.minimum.reduceat(purchase_age.data, purchase_age.indptr[:-1][bought])
+    return np.flatnonzero(latest - 1.0 <= days).astype(np.int64)
 
 
 def load_purchases(config: TrainConfig) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -289,7 +289,9 @@ def collect_lists(streamed: StreamedLists) -> PersonalLists:
     """Streamed precomputed lists (``serving.batch.stream_lists``) gathered in memory."""
     blocks = list(streamed.packed.chunks)
     packed = np.concatenate(blocks) if blocks else np.empty((0, 2, streamed.depth), dtype=np.int32)
-    return PersonalLists.from_packed(packed, next(iter(streamed.strategy.chunks)))
+    return PersonalLists.from_packed(
+        packed, next(iter(streamed.strategy.chunks)), np.asarray(streamed.rows)
+    )
 
 
 # "Buy it again": c1 buys Milk weekly (4 orders) and Bread twice a week apart, a Lamp once;

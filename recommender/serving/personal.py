@@ -200,7 +200,7 @@ class PersonalAnswers:
         is the exhaustive ranking's."""
         if self.lists is None or not self.lists.strategy[user_idx]:
             return None
-        row = np.asarray(self.lists.items[user_idx])
+        row = np.asarray(self.lists.items[self.lists.row(user_idx)])
         listed = row[row >= 0].astype(np.int64)
         allowed = self.catalog.allowed(filters, exclude_idx=owned)
         chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
@@ -208,7 +208,7 @@ class PersonalAnswers:
             return None
         strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
         place = {item: position for position, item in enumerate(listed.tolist())}
-        list_scores = np.asarray(self.lists.scores[user_idx])
+        list_scores = np.asarray(self.lists.scores[self.lists.row(user_idx)])
         ranked = Ranked(
             items=chosen,
             scores=[float(list_scores[place[item]]) for item in chosen],

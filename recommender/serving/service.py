@@ -117,11 +117,21 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
             None
             if not isinstance(lists, PersonalLists)
             else PersonalLists(
-                np.asarray(lists.items), np.asarray(lists.scores), np.asarray(lists.strategy)
+                np.asarray(lists.items),
+                np.asarray(lists.scores),
+                np.asarray(lists.strategy),
+                None if lists.rows is None else np.asarray(lists.rows),
             )
         )
-        if self.lists is not None and self.lists.items.shape[0] != len(self.users):
-            raise ValueError("personal lists do not match the customer list")
+        if self.lists is not None:
+            rows = self.lists.rows
+            listed = len(self.users) if rows is None else int(rows.max(initial=-1)) + 1
+            if (
+                len(self.lists.strategy) != len(self.users)
+                or (rows is not None and len(rows) != len(self.users))
+                or self.lists.items.shape[0] != listed
+            ):
+                raise ValueError("personal lists do not match the customer list")
         self.repeat = (
             RepeatModel(bundle, self.user_items)
             if bundle.repeat is not None and "repeat" in bundle.components
