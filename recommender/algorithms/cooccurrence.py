@@ -10,26 +10,46 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
+from scipy.special import xlogy
 
-from .neighbours import NeighbourModel, Pairs, blocked_top_pairs
+from .neighbours import CountedPairs, NeighbourModel, sparse_top_pairs
 
 
 def _xlogx(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.where(values > 0, values * np.log(np.maximum(values, 1e-300)), 0.0)
+    """``x log x``, 0 at 0 (one ufunc pass: it runs on every co-occurring pair)."""
+    return xlogy(values, values)
 
 
 def log_likelihood_ratio(
     both: NDArray[np.float64], first: NDArray[np.float64], second: NDArray[np.float64], total: float
 ) -> NDArray[np.float64]:
-    """Dunning's G statistic of the 2 x 2 table of two items over ``total`` rows (Mahout's form)."""
-    k11 = both
-    k12 = first - both
-    k21 = second - both
-    k22 = total - k11 - k12 - k21
-    matrix = _xlogx(k11 + k12 + k21 + k22) - _xlogx(k11) - _xlogx(k12) - _xlogx(k21) - _xlogx(k22)
-    rows = _xlogx(k11 + k12 + k21 + k22) - _xlogx(k11 + k12) - _xlogx(k21 + k22)
-    cols = _xlogx(k11 + k12 + k21 + k22) - _xlogx(k11 + k21) - _xlogx(k12 + k22)
-    return np.maximum(2.0 * (rows + cols - matrix), 0.0)
+    """Dunning's G statistic of the 2 x 2 table of two items over ``total`` rows:
+    ``2 (N log N + sum k log k - sum row log row - sum col log col)`` (Mahout's form, regrouped)."""
+    return np.maximum(
+        2.0 * (_xlogx(np.asarray(total, dtype=np.float64)) + _cells(both, first, second, total))
+        - 2.0 * (_margins(first, total) + _margins(second, total)),
+        0.0,
+    )
+
+
+def _margins(count: NDArray[np.float64], total: float) -> NDArray[np.float64]:
+    """A 2 x 2 table's margin term for an item in ``count`` of ``total`` rows (per item, so a
+    caller scoring many pairs can compute it once per item)."""
+    return _xlogx(count) + _xlogx(total - count)
+
+
+def _cells(
+    both: NDArray[np.float64], first: NDArray[np.float64], second: NDArray[np.float64], total: float
+) -> NDArray[np.float64]:
+    """The cells' term of the G statistic, ``sum k log k`` over the four cells."""
+    only_first = first - both
+    only_second = second - both
+    return (
+        _xlogx(both)
+        + _xlogx(only_first)
+        + _xlogx(only_second)
+        + _xlogx(total - both - only_first - only_second)
+    )
 
 
 class Cooccurrence(NeighbourModel):
@@ -56,16 +76,30 @@ class Cooccurrence(NeighbourModel):
     def describe(self) -> str:
         return f"cooccurrence-llr (shrinkage={self.shrinkage:g})"
 
-    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
+    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> CountedPairs:
         total = float(present.shape[0])
         item_rows = present.T.tocsr()
         counts = np.asarray(present.sum(axis=0)).ravel().astype(np.float64)
+        margins = _margins(counts, total)
+        total_term = _xlogx(np.asarray(total, dtype=np.float64))
 
-        def score_rows(start: int, stop: int) -> NDArray[np.float64]:
-            both = (item_rows[start:stop] @ present).toarray().astype(np.float64)
-            first = counts[start:stop, None]
-            llr = log_likelihood_ratio(both, first, counts[None, :], total)
-            expected = first * counts[None, :] / total
+        def score(
+            rows: NDArray[np.int64], cols: NDArray[np.int64], both: NDArray[np.float64]
+        ) -> NDArray[np.float64]:
+            # Pairs never bought together score 0 (the shrinkage factor is 0): only the
+            # product's stored entries, the pairs that co-occur, are scored.
+            first, second = counts[rows], counts[cols]
+            llr = np.maximum(
+                2.0 * (total_term + _cells(both, first, second, total))
+                - 2.0 * (margins[rows] + margins[cols]),
+                0.0,
+            )
+            expected = first * second / total
             return np.where(both > expected, llr, 0.0) * both / (both + self.shrinkage)
 
-        return blocked_top_pairs(present.shape[1], self.neighbours + 1, score_rows)
+        return sparse_top_pairs(
+            present.shape[1],
+            self.neighbours + 1,
+            lambda start, stop: item_rows[start:stop] @ present,
+            score,
+        )

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ..errors import ModelSkippedError
-from .neighbours import NeighbourModel, Pairs, top_per_row
+from .neighbours import CountedPairs, NeighbourModel, Pairs, top_per_row
 
 
 class EASE(NeighbourModel):
@@ -64,7 +64,8 @@ class EASE(NeighbourModel):
     def fit(
         self,
         user_items: sp.csr_matrix,
-        pairs: Pairs | None = None,
+        pairs: Pairs | CountedPairs | None = None,
+        count_support: bool = True,
         gram: NDArray[np.floating] | None = None,
         counts: NDArray[np.floating] | None = None,
     ) -> EASE:
@@ -73,7 +74,7 @@ class EASE(NeighbourModel):
         search fits several models on one matrix, so they are computed once."""
         self._gram, self._counts = gram, counts
         try:
-            super().fit(user_items, pairs)
+            super().fit(user_items, pairs, count_support)
         finally:
             del self._gram, self._counts
         return self

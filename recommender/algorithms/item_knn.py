@@ -73,7 +73,11 @@ class ItemKNN(NeighbourModel):
                 f"similarity must be one of {tuple(_IMPLICIT_MODELS)}, got {self.similarity!r}"
             )
         backend = getattr(nearest_neighbours, _IMPLICIT_MODELS[self.similarity])
-        model = backend(K=2 * self.neighbours + 1, num_threads=self.num_threads)
+        # Room for the pairs ``fit`` drops for too little support; with no threshold only the
+        # item itself is dropped (a pair with a similarity shares a row), so K + 1 suffice.
+        filtered = self.min_support > 1 or self.min_pair_support > 1
+        k = 2 * self.neighbours + 1 if filtered else self.neighbours + 1
+        model = backend(K=k, num_threads=self.num_threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ParameterWarning)
             model.fit(user_items, show_progress=False)

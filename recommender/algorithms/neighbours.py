@@ -1,4 +1,4 @@
-"""What every item-to-item model shares: dense top-K neighbour tables and how they are used.
+"""What every item-to-item model shares: top-K neighbour tables and how they are used.
 
 A subclass only says how to score item pairs (``_candidate_pairs``); this base keeps the
 best K per item, drops items and pairs with too little support to be more than noise, and
@@ -22,9 +22,12 @@ from .base import Ranking, Recommender, check_csr, no_ranking, top_n
 
 logger = logging.getLogger(__name__)
 
-# Bound on the entries of one dense block of an items x items computation, to bound memory.
+# Bound on the entries of one block of an items x items computation (dense, or the stored
+# entries a sparse product can have at most), to bound memory.
 BLOCK_ENTRIES = 4_000_000
 Pairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
+# Scored pairs with the number of rows holding both items, where the search counted it anyway.
+CountedPairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.int32]]
 
 
 class NeighbourModel(Recommender):
@@ -40,7 +43,8 @@ class NeighbourModel(Recommender):
     ----------
     neighbour_ids_ : int32 (n_items, K), -1 where an item has fewer than K neighbours.
     neighbour_scores_ : float32 (n_items, K), descending per row.
-    neighbour_support_ : int32 (n_items, K), rows containing both items.
+    neighbour_support_ : int32 (n_items, K), rows containing both items (-1: not counted,
+        see ``fit``).
     item_support_ : int32 (n_items,), rows containing each item.
     """
 
@@ -49,8 +53,11 @@ class NeighbourModel(Recommender):
     min_pair_support: int
 
     @abstractmethod
-    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
-        """Scored item pairs (row item, neighbour item, score), at least the best K per row."""
+    def _candidate_pairs(
+        self, user_items: sp.csr_matrix, present: sp.csr_matrix
+    ) -> Pairs | CountedPairs:
+        """Scored item pairs (row item, neighbour item, score), at least the best K per row,
+        and the rows holding both items when the search has them (``CountedPairs``)."""
 
     def describe(self) -> str:
         return type(self).__name__
@@ -66,7 +73,7 @@ class NeighbourModel(Recommender):
         """Shared-row counts when the scores already determine them (None: count them)."""
         return None
 
-    def candidate_pairs(self, user_items: sp.csr_matrix) -> Pairs:
+    def candidate_pairs(self, user_items: sp.csr_matrix) -> Pairs | CountedPairs:
         """The scored pairs ``fit`` starts from; computed once, they can feed several models
         of the same kind that differ only in K and thresholds (``fit(..., pairs=...)``)."""
         user_items = check_csr(user_items)
@@ -74,30 +81,57 @@ class NeighbourModel(Recommender):
         present.data[:] = 1.0
         return self._candidate_pairs(user_items, present)
 
-    def fit(self, user_items: sp.csr_matrix, pairs: Pairs | None = None) -> NeighbourModel:
+    def fit(
+        self,
+        user_items: sp.csr_matrix,
+        pairs: Pairs | CountedPairs | None = None,
+        count_support: bool = True,
+    ) -> NeighbourModel:
         """Keep the best ``neighbours`` per item among the scored pairs (computed here unless
-        ``pairs`` from ``candidate_pairs`` of a model of the same kind on the same matrix)."""
+        ``pairs`` from ``candidate_pairs`` of a model of the same kind on the same matrix).
+
+        ``count_support=False`` (a model only scored, as in evaluation) skips counting the
+        rows behind each neighbour when no threshold needs them: a scored pair always shares
+        a row, so ``min_pair_support`` 1 or less keeps every pair, and ``neighbour_support_``
+        is then -1 ("not counted"). Counting costs another items x items product.
+        """
         user_items = check_csr(user_items)
         started = time.perf_counter()
         n_items = user_items.shape[1]
         present = user_items.copy()
         present.data[:] = 1.0
         item_support = np.diff(present.tocsc().indptr).astype(np.int32)
-        rows, cols, scores = (
-            pairs if pairs is not None else self._candidate_pairs(user_items, present)
-        )
+        if pairs is None:
+            pairs = self._candidate_pairs(user_items, present)
+        rows, cols, scores = pairs[0], pairs[1], pairs[2]
         eligible = item_support >= self.min_support
         keep = (
             (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
         )
         rows, cols, scores = rows[keep], cols[keep], scores[keep]
-        support = self._known_support(user_items, rows, cols, scores, item_support)
-        if support is None:
+        if len(pairs) == 4:
+            support = pairs[3][keep]
+        else:
+            support = self._known_support(user_items, rows, cols, scores, item_support)
+        if support is None and not count_support and self.min_pair_support <= 1:
+            support = np.full(len(rows), -1, dtype=np.int32)
+        elif support is None:
             support = pair_support(present, rows, cols)
-        strong = support >= self.min_pair_support
+        else:
+            support = np.asarray(support, dtype=np.int32)
+        strong = (support >= self.min_pair_support) | (support < 0)
         rows, cols, scores, support = rows[strong], cols[strong], scores[strong], support[strong]
 
-        order = np.lexsort((cols, -scores, rows))
+        if np.any(rows[1:] < rows[:-1]):
+            by_row = np.argsort(rows, kind="stable")
+            rows, cols, scores, support = (
+                rows[by_row],
+                cols[by_row],
+                scores[by_row],
+                support[by_row],
+            )
+        # The best ``neighbours`` of each row, ties to the lower column, without sorting all pairs.
+        order = _largest_per_row(rows, cols, scores.astype(np.float64), n_items, self.neighbours)
         rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
         rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
         kept = rank < self.neighbours
@@ -185,18 +219,94 @@ def top_per_row(block: NDArray[np.floating], first_row: int, k: int) -> Pairs:
     )
 
 
-def blocked_top_pairs(
-    n_items: int, k: int, score_rows: Callable[[int, int], NDArray[np.floating]]
-) -> Pairs:
-    """The best k pairs per item of an items x items score computed block by block:
-    ``score_rows(start, stop)`` gives rows ``start:stop`` as a dense array, so memory stays
-    bounded however large the catalog."""
+def sparse_top_pairs(
+    n_items: int,
+    k: int,
+    product_rows: Callable[[int, int], sp.csr_matrix],
+    score: Callable[
+        [NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]], NDArray[np.floating]
+    ],
+) -> CountedPairs:
+    """The best k pairs per item of an items x items score that is zero wherever the sparse
+    product ``product_rows(start, stop)`` (rows ``start:stop``) has no entry, with the number
+    of rows holding both items of each pair.
+
+    Co-occurrence, LLR and RP3beta score a pair of items only through the rows (customers,
+    baskets) that hold both, so a pair that never co-occurs scores exactly 0, and ``fit``
+    drops zero scores anyway: searching the product's stored entries instead of the dense
+    rows gives the same neighbours at a cost that grows with the co-occurring pairs, not with
+    the catalog squared. ``score(rows, cols, values)`` maps the product's (real) values to
+    scores. Each row keeps its k largest non-zero scores, ties broken by the lower column
+    (the order ``fit`` ranks in), so the result does not depend on how the product is blocked.
+
+    The shared-row counts are the product's values, or its imaginary part when it is complex:
+    a walk's weights ``w`` with ``w + 1j`` as the right operand give the walk and the counts
+    in one sparse product, sparing ``fit`` a second pass over every co-occurring pair.
+    """
     starts = row_blocks(n_items, n_items)
-    parts = [
-        top_per_row(score_rows(start, min(start + starts.step, n_items)), start, k)
-        for start in starts
-    ]
+    parts = []
+    for start in starts:
+        stop = min(start + starts.step, n_items)
+        block = product_rows(start, stop).tocsr()
+        lengths = np.diff(block.indptr)
+        rows = np.repeat(np.arange(start, stop, dtype=np.int64), lengths)
+        cols = block.indices.astype(np.int64)
+        values = block.data.real.astype(np.float64)
+        counts = block.data.imag if np.iscomplexobj(block.data) else block.data
+        scores = np.asarray(score(rows, cols, values), dtype=np.float64)
+        stored = np.flatnonzero((scores != 0) & np.isfinite(scores))
+        rows, cols, scores = rows[stored], cols[stored], scores[stored]
+        kept = _largest_per_row(rows - start, cols, scores, stop - start, k)
+        parts.append(
+            (
+                rows[kept],
+                cols[kept],
+                scores[kept].astype(np.float32),
+                np.rint(counts[stored[kept]]).astype(np.int32),
+            )
+        )
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int32)
     return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+
+
+def _largest_per_row(
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    scores: NDArray[np.float64],
+    n_rows: int,
+    k: int,
+) -> NDArray[np.int64]:
+    """Positions of the k largest scores of each row (``rows`` sorted, numbered from 0), ties
+    broken by the lower column.
+
+    A row with more than k entries finds its k-th largest score by ``np.partition`` on a
+    padded array of rows of similar length (lengths within a factor of 2, so padding at most
+    doubles the work), all rows at once; the few entries at or above it are then sorted.
+    """
+    lengths = np.bincount(rows, minlength=n_rows)
+    threshold = np.full(n_rows, -np.inf)
+    long_rows = np.flatnonzero(lengths > k)
+    if len(long_rows):
+        row_starts = np.concatenate(([0], np.cumsum(lengths)))
+        bucket = np.log2(lengths[long_rows]).astype(np.int64)
+        for size in np.unique(bucket):
+            members = long_rows[bucket == size]
+            width = int(lengths[members].max())
+            padded = np.full((len(members), width), -np.inf)
+            member_lengths = lengths[members]
+            offsets = np.arange(int(member_lengths.sum())) - np.repeat(
+                np.cumsum(member_lengths) - member_lengths, member_lengths
+            )
+            positions = np.repeat(row_starts[members], member_lengths) + offsets
+            padded[np.repeat(np.arange(len(members)), member_lengths), offsets] = scores[positions]
+            threshold[members] = np.partition(padded, width - k, axis=1)[:, width - k]
+    candidates = np.flatnonzero(scores >= threshold[rows])
+    order = candidates[np.lexsort((cols[candidates], -scores[candidates], rows[candidates]))]
+    ordered_rows = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered_rows, ordered_rows, side="left")
+    return order[rank < k]
 
 
 def row_blocks(n_rows: int, n_columns: int) -> range:
@@ -210,13 +320,14 @@ def pair_support(
     """For each pair (rows[i], cols[i]) of items, the number of matrix rows containing both.
 
     Computed block by block as ``present.T[block] @ present`` so that memory stays bounded
-    however many customers there are.
+    however many customers there are; each block's pairs are read from the block made dense
+    (``BLOCK_ENTRIES`` at most), as indexing the sparse block pair by pair scans its rows.
     """
     support = np.zeros(len(rows), dtype=np.int32)
     if not len(rows):
         return support
+    present = sp.csr_matrix(present)
     item_rows = present.T.tocsr()
-    by_item = present.tocsc()
     n_items = item_rows.shape[0]
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
@@ -226,7 +337,7 @@ def pair_support(
         lo, hi = np.searchsorted(sorted_rows, [start, stop])
         if lo == hi:
             continue
-        product = (item_rows[start:stop] @ by_item).tocsr()
+        product = (item_rows[start:stop] @ present).toarray()
         picked = order[lo:hi]
-        support[picked] = np.asarray(product[rows[picked] - start, cols[picked]]).ravel()
+        support[picked] = product[rows[picked] - start, cols[picked]]
     return support

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .neighbours import NeighbourModel, Pairs, blocked_top_pairs
+from .neighbours import CountedPairs, NeighbourModel, sparse_top_pairs
 
 
 class RP3beta(NeighbourModel):
@@ -36,17 +36,23 @@ class RP3beta(NeighbourModel):
     def describe(self) -> str:
         return f"rp3beta (alpha={self.alpha:g}, beta={self.beta:g})"
 
-    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> Pairs:
+    def _candidate_pairs(self, user_items: sp.csr_matrix, present: sp.csr_matrix) -> CountedPairs:
         user_degree = np.maximum(np.asarray(present.sum(axis=1)).ravel(), 1.0)
         item_degree = np.maximum(np.asarray(present.sum(axis=0)).ravel(), 1.0)
-        user_to_item = sp.diags(1.0 / user_degree) @ present
-        item_to_user = (sp.diags(1.0 / item_degree) @ present.T).tocsr()
-        if self.alpha != 1.0:
-            user_to_item = user_to_item.power(self.alpha)
-            item_to_user = item_to_user.power(self.alpha)
+        # The walk item i -> customer u -> item j has probability
+        # (1 / deg_i) ** alpha * (1 / deg_u) ** alpha on a binary matrix: the first factor is
+        # the row's, so the sum over customers is one sparse product of the binary item rows
+        # with the customer weights. It only reaches items bought by a customer who bought i,
+        # so the search runs over the product's entries; the imaginary unit counts them.
+        user_weight = np.power(1.0 / user_degree, self.alpha)
+        walk = (sp.diags(user_weight) @ present).tocsr()
+        walk = walk + 1j * present
+        item_rows = present.T.tocsr().astype(np.float64)
+        row_factor = np.power(1.0 / item_degree, self.alpha)
         penalty = np.power(item_degree, -self.beta)
-        return blocked_top_pairs(
+        return sparse_top_pairs(
             present.shape[1],
             self.neighbours + 1,
-            lambda start, stop: (item_to_user[start:stop] @ user_to_item).toarray() * penalty,
+            lambda start, stop: item_rows[start:stop] @ walk,
+            lambda rows, cols, values: values * row_factor[rows] * penalty[cols],
         )

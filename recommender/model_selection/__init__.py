@@ -17,6 +17,12 @@ The search, on the validation folds of every protocol the log supports:
 3. ALS alone, trending alone (each half-life), popularity alone;
 4. the two best item-to-item models blended with ALS and trending over a grid of weights.
 
+Each stage is pruned early (successive halving, one rung): its configurations are scored on
+the screening folds (each protocol's first: the most recent period, the next-purchase fold),
+and only those within ``SCREEN_ERRORS`` standard errors of the best there, at most the better
+half, are fitted and scored on the other folds; only those measured on every fold can be
+chosen. Every item-to-item model is fitted once per fold, so the folds are the cost.
+
 Configurations rank by NDCG@k on the primary protocol (the one the log supports best, whose
 test figure is reported); any other protocol measured guards, so that the choice does well on
 all of them: a configuration clearly worse there than the best (``GUARD_ERRORS`` standard

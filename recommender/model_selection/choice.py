@@ -40,6 +40,15 @@ MIN_VALIDATION_ROWS = 100
 
 
 GUARD_ERRORS = 2.0
+# Pruning (``search.survivors_of``): a configuration this many standard errors below the best
+# on the screening folds, or outside the better half there, is not fitted on the other folds;
+# at least this many survive each stage.
+
+
+SCREEN_ERRORS = 2.0
+
+
+MIN_SURVIVORS = 2
 
 
 CUTS = (1, 5, 10, 20)

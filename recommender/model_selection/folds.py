@@ -73,6 +73,11 @@ class Fold:
                 self._weighted[decay_days] = binarize(self.interactions.user_items)
         return self._weighted[decay_days]
 
+    def forget_weights(self, keep: set[float]) -> None:
+        """Drop the weighted matrices of decays not in ``keep`` (rebuilt if asked again)."""
+        for decay in [decay for decay in self._weighted if decay not in keep]:
+            del self._weighted[decay]
+
     def query(self) -> sp.csr_matrix:
         """What each evaluated row is scored from: its whole history, unweighted."""
         if self.timed:

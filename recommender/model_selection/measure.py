@@ -11,10 +11,10 @@ from ..algorithms import ALS, NeighbourModel
 from ..config import EvaluationSettings
 from ..data.matrix import cap_history
 from ..errors import DataError
-from ..evaluation import next_item_metrics, top_k
+from ..evaluation import next_item_metrics
 from .choice import CUTS, SAVED_DEPTH, BlendChoice, build_item_knn, plain_ease
 from .folds import Fold
-from .scoring import FoldState, choice_scores, fit_item, metrics
+from .scoring import FoldState, choice_top_k, fit_item, metrics
 
 
 def measure(
@@ -30,26 +30,27 @@ def measure(
     a later measure on the same fold (the repeats-included question)."""
     state = FoldState(fold) if state is None else state
     results: dict[str, dict[str, Any]] = {}
-    shipped_scores = choice_scores(state, choice, settings)
-    if shipped_scores is None:
+    # Rankings are made a block of rows at a time (``choice_top_k``): no dense rows x items.
+    shipped_top = choice_top_k(state, choice, settings, max(CUTS[-1], SAVED_DEPTH))
+    if shipped_top is None:
         raise DataError("evaluation: the chosen model cannot be scored on the test fold")
-    shipped_top = top_k(shipped_scores, fold.held_out.seen, max(CUTS[-1], SAVED_DEPTH))
-    del shipped_scores
     shipped_name = "shipped: " + choice.label()
     results[shipped_name] = metrics(fold, np.empty(0), settings, recommended=shipped_top)
     for part in choice.parts():
         if part != choice:
-            scores = choice_scores(state, part, settings)
-            if scores is not None:
-                results["part: " + part.label()] = metrics(fold, scores, settings)
+            top = choice_top_k(state, part, settings, max(CUTS))
+            if top is not None:
+                results["part: " + part.label()] = metrics(
+                    fold, np.empty(0), settings, recommended=top
+                )
     if current:
         try:
             previous = BlendChoice(**current)
         except TypeError:
             previous = None
-        scores = choice_scores(state, previous, settings) if previous is not None else None
-        if scores is not None:
-            results["current blend"] = metrics(fold, scores, settings)
+        top = choice_top_k(state, previous, settings, max(CUTS)) if previous is not None else None
+        if top is not None:
+            results["current blend"] = metrics(fold, np.empty(0), settings, recommended=top)
     results.update(_baselines(fold, state, settings))
     out = headline_figures(results, shipped_name)
     if item_pages and fold.timed and fold.test is not None and "timestamp" in fold.test:
@@ -136,9 +137,9 @@ def _baselines(
                 fold, factors @ als.item_factors.T, settings
             )
     if len(fold.interactions.item_ids) <= settings.ease_max_items:
-        scores = choice_scores(state, plain_ease(settings), settings)
-        if scores is not None:
-            results["baseline: EASE l2=250"] = metrics(fold, scores, settings)
+        top = choice_top_k(state, plain_ease(settings), settings, max(CUTS))
+        if top is not None:
+            results["baseline: EASE l2=250"] = metrics(fold, np.empty(0), settings, recommended=top)
     return results
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from ..algorithms.neighbours import BLOCK_ENTRIES
 from ..algorithms.repeat import RepeatBuyer, RepeatCells, mixed_cells, mixed_scores
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions
@@ -294,10 +295,17 @@ def tifu_knn_scores(
     norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
     vectors = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ vectors
     query = vectors[rows]
-    similarity = (query @ vectors.T).toarray()
-    similarity[np.arange(len(rows)), rows] = -np.inf  # not oneself
     count = min(neighbours, max(1, vectors.shape[0] - 1))
-    nearest = np.argpartition(-similarity, count - 1, axis=1)[:, :count]
+    # Customers x customers similarities a block of rows at a time: whole, they are the
+    # evaluated rows x every customer, dense (gigabytes on a log of 100,000 customers).
+    customers = vectors.T.tocsr()
+    step = max(1, BLOCK_ENTRIES // max(1, vectors.shape[0]))
+    blocks = []
+    for start in range(0, len(rows), step):
+        similarity = (query[start : start + step] @ customers).toarray()
+        similarity[np.arange(len(similarity)), rows[start : start + step]] = -np.inf  # not oneself
+        blocks.append(np.argpartition(-similarity, count - 1, axis=1)[:, :count])
+    nearest = np.concatenate(blocks) if blocks else np.zeros((0, count), dtype=np.int64)
     weights = sp.csr_matrix(
         (
             np.full(nearest.size, 1.0 / count),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ..algorithms import EASE, NeighbourModel
-from ..algorithms.blend import blend_scores
+from ..algorithms.blend import blend_rows
 from ..algorithms.ease import gram_matrix
+from ..algorithms.neighbours import BLOCK_ENTRIES, table_matrix
 from ..config import EvaluationSettings
 from ..data.matrix import trending_weights
 from ..errors import ModelSkippedError
@@ -25,9 +28,11 @@ class FoldState:
 
     fold: Fold
     items: dict[tuple[Any, ...], NeighbourModel] = field(default_factory=dict)
-    item_scores: dict[tuple[Any, ...], NDArray[np.float32]] | None = None
+    item_scores: dict[tuple[Any, ...], sp.csr_matrix] | None = None
     grams: dict[float, NDArray[np.float64]] = field(default_factory=dict)
-    als: NDArray[np.float32] | None = None
+    # The evaluated rows' ALS factors and the item factors: their product, dense rows x
+    # items, is formed when scored rather than kept for every fold.
+    als: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
     trends: dict[float, NDArray[np.float64]] = field(default_factory=dict)
     # Fitted on the fold's training side, so shared with a sibling state (``sibling``).
     fitted: dict[str, Any] = field(default_factory=dict)
@@ -38,34 +43,70 @@ class FoldState:
         return FoldState(fold, self.items, None, self.grams, None, self.trends, self.fitted)
 
 
+def fit_decay(choice: BlendChoice) -> float:
+    """The decay ``choice``'s item model is fitted with. RP3beta and LLR co-occurrence read only
+    who bought what: decay changes their query, not their fit."""
+    return choice.decay_days if choice.item_model in ("ease", "item_knn") else 0.0
+
+
+def forget(state: FoldState, dropped: Iterable[BlendChoice], kept: Iterable[BlendChoice]) -> None:
+    """Drop the item models of ``dropped`` that no choice in ``kept`` uses (pruned choices)."""
+    keys = {choice.item_key(fit_decay(choice)) for choice in kept if choice.item_part > 0}
+    for choice in dropped:
+        key = choice.item_key(fit_decay(choice))
+        if choice.item_part > 0 and key not in keys:
+            state.items.pop(key, None)
+
+
+def release(state: FoldState, keep: Iterable[BlendChoice]) -> None:
+    """Drop the fitted item models (and EASE Gram matrices) that no choice in ``keep`` uses.
+
+    A search fits many item models per fold and needs few of them later (the best decay's,
+    the finalists', the choice's); on a large catalog each holds its items x K tables, and
+    an EASE Gram matrix is dense items x items, so keeping them all multiplies the peak
+    memory by the number of configurations. The fold's decayed matrices go the same way.
+    """
+    needed = [choice for choice in keep if choice.item_part > 0]
+    keys = {choice.item_key(fit_decay(choice)) for choice in needed}
+    for key in [key for key in state.items if key not in keys]:
+        del state.items[key]
+    decays = {0.0} | {fit_decay(choice) for choice in needed if choice.item_model == "ease"}
+    for decay in [decay for decay in state.grams if decay not in decays]:
+        del state.grams[decay]
+    state.fold.forget_weights({0.0} | {fit_decay(choice) for choice in needed})
+
+
 def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
     """Fit (once per fold) the item model of ``choice``; None when it is skipped."""
-    # RP3beta and LLR co-occurrence read only who bought what: decay changes their query, not their fit.
-    fit_decay = choice.decay_days if choice.item_model in ("ease", "item_knn") else 0.0
-    key = choice.item_key(fit_decay)
+    fit_decay_days = fit_decay(choice)
+    key = choice.item_key(fit_decay_days)
     if key in state.items:
         return state.items[key]
     fold = state.fold
-    matrix = fold.weighted(fit_decay)
+    matrix = fold.weighted(fit_decay_days)
     model = choice.build_item_model(num_threads=1)
     try:
         if isinstance(model, EASE):
             model.check_catalog(
                 len(fold.interactions.item_ids)
             )  # before any dense Gram matrix is built
-            for decay in dict.fromkeys((0.0, fit_decay)):
+            for decay in dict.fromkeys((0.0, fit_decay_days)):
                 if decay not in state.grams:
                     state.grams[decay] = gram_matrix(fold.weighted(decay))  # type: ignore[assignment]
-            model.fit(matrix, gram=state.grams[fit_decay], counts=state.grams[0.0])
+            model.fit(matrix, gram=state.grams[fit_decay_days], counts=state.grams[0.0])
         else:
-            model.fit(matrix)
+            # Only scored here: the shared-row counts of its neighbours are never read.
+            model.fit(matrix, count_support=False)
     except ModelSkippedError:
         model = None  # type: ignore[assignment]
     state.items[key] = model
     return model
 
 
-def _als_scores(state: FoldState, settings: EvaluationSettings) -> NDArray[np.float32] | None:
+def _als_factors(
+    state: FoldState, settings: EvaluationSettings
+) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+    """The evaluated rows' ALS factors and the item factors (fitted once per training side)."""
     fold = state.fold
     if fold.basket or not fold.interactions.user_items.nnz:
         return None
@@ -80,7 +121,7 @@ def _als_scores(state: FoldState, settings: EvaluationSettings) -> NDArray[np.fl
             if fold.timed
             else als.fold_in_rows(fold.held_out.seen)
         )
-        state.als = (factors @ als.item_factors_.T).astype(np.float32)
+        state.als = (np.asarray(factors), np.asarray(als.item_factors_))
     return state.als
 
 
@@ -101,6 +142,48 @@ def choice_scores(
 ) -> NDArray[np.float64] | None:
     """Scores of every item for the fold's evaluated rows under ``choice`` (None: cannot be
     scored on this fold, e.g. EASE on a catalog too large or ALS on baskets)."""
+    parts = _choice_parts(state, choice, settings)
+    if parts is None:
+        return None
+    return _blend(parts, choice, slice(0, len(state.fold.held_out.rows)))
+
+
+def choice_top_k(
+    state: FoldState, choice: BlendChoice, settings: EvaluationSettings, k: int
+) -> NDArray[np.int64] | None:
+    """``top_k`` of ``choice_scores`` (seen items excluded), row for row the same, scored a
+    block of rows at a time: the dense rows x items scores of a fold (and the copies ranking
+    makes) are never held whole, so scoring folds in parallel does not multiply the peak."""
+    parts = _choice_parts(state, choice, settings)
+    if parts is None:
+        return None
+    held_out = state.fold.held_out
+    n_rows, n_items = held_out.seen.shape
+    step = max(1, BLOCK_ENTRIES // max(1, n_items))
+    blocks = [
+        top_k(
+            _blend(parts, choice, slice(start, start + step)),
+            held_out.seen[start : start + step],
+            k,
+        )
+        for start in range(0, n_rows, step)
+    ]
+    return np.concatenate(blocks) if blocks else np.empty((0, min(k, n_items)), dtype=np.int64)
+
+
+Parts = tuple[
+    sp.csr_matrix | None,
+    tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+    NDArray[np.float64],
+    int,
+]
+
+
+def _choice_parts(
+    state: FoldState, choice: BlendChoice, settings: EvaluationSettings
+) -> Parts | None:
+    """What ``choice`` blends on this fold: the item-to-item scores (sparse), the ALS factors,
+    the trend, and the number of rows; None when a part cannot be scored here."""
     fold = state.fold
     item = als = None
     if choice.item_part > 0:
@@ -110,19 +193,39 @@ def choice_scores(
             model = fit_item(state, choice)
             if model is None:
                 return None
-            item = model.score_rows(fold.query())
+            # Sparse (history x neighbour table): a fraction of the dense rows x items. The
+            # table's matrix is built here and not cached on the model, which the fold keeps.
+            item = (
+                fold.query() @ table_matrix(model.neighbour_ids_, model.neighbour_scores_)
+            ).tocsr()
             if state.item_scores is not None:
                 state.item_scores[key] = item
     if choice.als_weight > 0:
-        als = _als_scores(state, settings)
+        als = _als_factors(state, settings)
         if als is None:
             return None
     trend = _trend(state, choice.trend_half_life_days)
-    scores = blend_scores(
-        item, als, trend, choice.als_weight, choice.trend_weight, choice.item_weight
+    return item, als, trend, len(fold.held_out.rows)
+
+
+def _blend(parts: Parts, choice: BlendChoice, rows: slice) -> NDArray[np.float64]:
+    """``blend_rows`` of the parts for the evaluated rows ``rows``."""
+    item, als, trend, n_rows = parts
+    count = len(range(*rows.indices(n_rows)))
+    als_scores = None
+    if als is not None:
+        row_factors, item_factors = als
+        als_scores = (row_factors[rows] @ item_factors.T).astype(np.float32)
+    scores = blend_rows(
+        None if item is None else item[rows],
+        als_scores,
+        trend,
+        choice.als_weight,
+        choice.trend_weight,
+        choice.item_weight,
     )
     if scores is None:
-        scores = np.tile(trend, (len(fold.held_out.rows), 1))
+        scores = np.tile(trend, (count, 1))
     return scores
 
 

@@ -12,18 +12,20 @@ from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
 from ..errors import DataError
-from ..evaluation import bootstrap_interval, row_ndcg, top_k
+from ..evaluation import bootstrap_interval, row_ndcg
 from .choice import (
     ALS_WEIGHTS,
     DECAY_DAYS,
     GUARD_ERRORS,
     HALF_LIVES,
+    MIN_SURVIVORS,
     POPULARITY_HALF_LIFE,
+    SCREEN_ERRORS,
     TREND_WEIGHTS,
     BlendChoice,
 )
 from .folds import Fold
-from .scoring import FoldState, choice_scores
+from .scoring import FoldState, choice_top_k, forget, release
 
 
 def search(
@@ -45,36 +47,83 @@ def search(
     has_als = not any(state.fold.basket for state in flat)
     default_half_life = settings.trending_half_life_days
     rows: dict[BlendChoice, dict[str, NDArray[np.float64]]] = {}
+    # Successive halving, one rung: every choice is scored on the screening folds (each
+    # protocol's first: the most recent period, the next-purchase fold); only the survivors
+    # (``survivors_of``) are fitted and scored on the other folds. Those pruned are kept
+    # apart, measured on fewer rows, never chosen.
+    pruned: dict[BlendChoice, dict[str, NDArray[np.float64]]] = {}
+    protocol_of = {id(state): name for name, group in states.items() for state in group}
+    screening = [group[0] for group in states.values() if group]
+    screening_ids = {id(state) for state in screening}
+    # The screening folds come first, so rows of pruned and surviving choices line up.
+    flat = screening + [state for state in flat if id(state) not in screening_ids]
 
-    def measure(choices: Iterable[BlendChoice]) -> None:
-        todo = [c for c in dict.fromkeys(choices) if c not in rows]
+    def scored(
+        todo: list[BlendChoice], group: list[FoldState]
+    ) -> list[list[NDArray[np.float64] | None]]:
+        """Per-row NDCG of each choice on each fold of ``group`` (None: not scorable there)."""
 
         def one_fold(state: FoldState) -> list[NDArray[np.float64] | None]:
             out = []
             for choice in todo:
-                scores = choice_scores(state, choice, settings)
+                recommended = choice_top_k(state, choice, settings, settings.eval_k)
                 out.append(
-                    None
-                    if scores is None
-                    else row_ndcg(
-                        top_k(scores, state.fold.held_out.seen, settings.eval_k),
-                        state.fold.held_out,
-                    )
+                    None if recommended is None else row_ndcg(recommended, state.fold.held_out)
                 )
             return out
 
         results = Parallel(n_jobs=settings.jobs, prefer="threads")(
-            delayed(one_fold)(state) for state in flat
+            delayed(one_fold)(state) for state in group
         )
-        for position, choice in enumerate(todo):
-            per_fold = [result[position] for result in results]
-            if any(values is None for values in per_fold):
+        return [[result[position] for result in results] for position in range(len(todo))]
+
+    def by_protocol(
+        per_fold: list[NDArray[np.float64] | None], group: list[FoldState]
+    ) -> dict[str, NDArray[np.float64]] | None:
+        if any(values is None for values in per_fold):
+            return None
+        out: dict[str, list[NDArray[np.float64]]] = {}
+        for state, values in zip(group, per_fold):
+            out.setdefault(protocol_of[id(state)], []).append(values)  # type: ignore[arg-type]
+        return {name: np.concatenate(parts) for name, parts in out.items()}
+
+    def measure(choices: Iterable[BlendChoice]) -> None:
+        """Measure the choices on every fold; with more than one fold per protocol and more
+        choices than survive, first on the screening folds, the rest only for the survivors."""
+        todo = [c for c in dict.fromkeys(choices) if c not in rows and c not in pruned]
+        rest = [state for state in flat if id(state) not in screening_ids]
+        if not rest or len(todo) <= MIN_SURVIVORS:
+            for choice, per_fold in zip(todo, scored(todo, flat)):
+                measured = by_protocol(per_fold, flat)
+                if measured is not None:
+                    rows[choice] = measured
+            return
+        screened = {}
+        for choice, per_fold in zip(todo, scored(todo, screening)):
+            measured = by_protocol(per_fold, screening)
+            if measured is not None:
+                screened[choice] = measured
+        survivors = survivors_of(screened)
+        for choice in screened:
+            if choice not in survivors:
+                pruned[choice] = screened[choice]
+        for state in screening:
+            forget(state, [c for c in todo if c not in survivors], [*rows, *survivors])
+        for choice, per_fold in zip(survivors, scored(survivors, rest)):
+            later = by_protocol(per_fold, rest)
+            if later is None:
                 continue
-            by_protocol, offset = {}, 0
-            for name, group in states.items():
-                by_protocol[name] = np.concatenate(per_fold[offset : offset + len(group)])
-                offset += len(group)
-            rows[choice] = by_protocol
+            # Fold by fold in ``flat``'s order, as ``rows`` of unscreened choices are.
+            rows[choice] = {
+                name: np.concatenate(
+                    [
+                        part
+                        for part in (screened[choice].get(name), later.get(name))
+                        if part is not None
+                    ]
+                )
+                for name in states
+            }
 
     def item_choice(name: str, decay: float) -> BlendChoice:
         kind, params = candidates[name]
@@ -93,6 +142,8 @@ def search(
         for name in candidates
         for decay in dict.fromkeys((0.0, best_decay))
     ]
+    for state in flat:
+        release(state, singles)
     if has_als:
         singles.append(BlendChoice(*candidates[lead], 1.0, 0.0, default_half_life))
     for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):
@@ -104,11 +155,16 @@ def search(
     ]
     finalists = sorted(item_singles, key=ranking.__getitem__, reverse=True)[:2]
     trend_singles = [c for c in rows if c.item_part == 0 and c.trend_weight > 0]
-    half_life = (
-        max(trend_singles, key=ranking.__getitem__).trend_half_life_days
-        if trend_singles
-        else POPULARITY_HALF_LIFE
-    )
+    screened_trends = {
+        c: values for c, values in pruned.items() if c.item_part == 0 and c.trend_weight > 0
+    }
+    if trend_singles:
+        half_life = max(trend_singles, key=ranking.__getitem__).trend_half_life_days
+    elif screened_trends:
+        screen_ranking = rank_keys(screened_trends)
+        half_life = max(screened_trends, key=screen_ranking.__getitem__).trend_half_life_days
+    else:
+        half_life = POPULARITY_HALF_LIFE
     blends = [
         replace(
             finalist,
@@ -122,6 +178,7 @@ def search(
         if als_weight or trend_weight
     ]
     for state in flat:  # each finalist's scores are computed once per fold for all its blends
+        release(state, finalists)
         state.item_scores = {}
     measure(blends)
     for state in flat:
@@ -130,6 +187,8 @@ def search(
         raise DataError("evaluation: no model could be measured on the validation folds")
 
     choice, rule = simplest_within_noise(rows, settings.random_state)
+    for state in flat:  # the later stage on these folds (rebuys) scores the choice
+        release(state, [choice])
     ranking = rank_keys(rows)
     table = sorted(rows, key=ranking.__getitem__, reverse=True)
     protocols = list(validation)
@@ -147,6 +206,14 @@ def search(
             )
         ),
         "configurations_measured": len(rows),
+        "configurations_pruned": len(pruned),
+        "pruning": (
+            f"each stage's configurations were scored on {', '.join(protocols)}'s first fold; "
+            f"those more than {SCREEN_ERRORS:g} standard errors below the best there, or "
+            f"outside the better half, were not fitted on the other folds"
+            if pruned
+            else "none"
+        ),
         "search": [
             {
                 "config": c.label(),
@@ -165,6 +232,40 @@ def search(
 
 
 Rows = dict[BlendChoice, dict[str, NDArray[np.float64]]]
+
+
+def survivors_of(screened: Rows) -> list[BlendChoice]:
+    """The configurations worth fitting on the other folds, best first: those within
+    ``SCREEN_ERRORS`` standard errors of the best on the screening folds (paired, on the
+    primary protocol) and kept by the guard, at most the better half, at least
+    ``MIN_SURVIVORS``.
+
+    Successive halving with a noise floor: the folds are where the cost is (every item model
+    is fitted once per fold), and a configuration clearly behind on the most recent period
+    does not win on all of them together; one within noise of the best is not dropped just
+    because the stage is large, unless it is in the worse half.
+    """
+    if not screened:
+        return []
+    ranking = rank_keys(screened)
+    ordered = sorted(screened, key=ranking.__getitem__, reverse=True)
+    primary = next(iter(screened[ordered[0]]))
+    best = screened[ordered[0]][primary]
+    close = []
+    for choice in ordered:
+        difference, error = paired_difference(screened[choice][primary], best)
+        if ranking[choice][0] and difference >= -SCREEN_ERRORS * error:
+            close.append(choice)
+    keep = max(MIN_SURVIVORS, (len(ordered) + 1) // 2)
+    survivors = close[:keep]
+    for choice in ordered:
+        if len(survivors) >= MIN_SURVIVORS:
+            break
+        if choice not in survivors:
+            survivors.append(choice)
+    return survivors
+
+
 # Whatever the configurations are (a blend, a repeat model): ``rank_keys`` only compares rows.
 Config = TypeVar("Config", bound=Hashable)
 
