@@ -72,9 +72,10 @@ class TopScorer:
         trend = self.ranker.trend
         self.trend_part = weights.trend * trend if weights.trend and len(trend) else None
         self.trend_top = float(self.trend_part.max()) if self.trend_part is not None else 0.0
-        norms = np.einsum("ij,ij->i", self.item_factors, self.item_factors)
         sample_size = min(n_items, SAMPLE_ITEMS)
-        self.sample = np.sort(np.argsort(-norms, kind="stable")[:sample_size])
+        # The longest factors, as the serving scan orders them (any sample gives an exact bound).
+        longest = self.ranker.als_index.order[:sample_size]  # type: ignore[union-attr]
+        self.sample = np.sort(longest)
         self.sample_place = np.full(n_items, -1, dtype=np.int64)
         self.sample_place[self.sample] = np.arange(sample_size)
 
