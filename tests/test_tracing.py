@@ -53,6 +53,8 @@ def test_an_id_reads_back_and_a_tampered_or_old_one_does_not(monkeypatch) -> Non
     read = tracer.read(token)
     assert isinstance(read, ShownList) and read.items == ("A", "B", "C")
     assert read.position("B") == 2 and read.position("Z") is None
+    accented = tracer.read(tracer.issue(shown(("Café", "日本"))))
+    assert isinstance(accented, ShownList) and accented.items == ("Café", "日本")
     assert abs(read.shown_at - time.time()) < 5
     # Another secret, a changed payload, garbage: forged.
     assert Tracer("x" * 32, 86400).read(token) == "forged"

@@ -28,12 +28,14 @@ class Filters:
 class Catalog:
     """Items in model order: ids, names, prices, categories and availability.
 
-    Names and prices are kept as Python lists too, because a response reads a handful of
-    them and a list index is cheaper than a numpy scalar conversion.
+    Ids, names and prices are kept as Python lists too, because a response reads a handful
+    of them and a list index is cheaper than a numpy scalar conversion (more so on a
+    memory-mapped array, whose every indexing goes through numpy's memmap subclass).
     """
 
     def __init__(self, item_ids: NDArray[Any], arrays: dict[str, NDArray[Any]]) -> None:
         self.items = IdMap(item_ids)
+        self.ids: list[str] = self.items.ids_.tolist()
         self.names: list[str] = arrays["names"].tolist()
         self.prices_array = np.asarray(arrays["prices"], dtype=np.float64)
         self.prices: list[float | None] = [
@@ -98,7 +100,7 @@ class Catalog:
         if not hasattr(self, "_search_keys"):
             self._search_keys = [
                 f"{item_id}\t{name}".lower()
-                for item_id, name in zip(self.items.ids_.tolist(), self.names)
+                for item_id, name in zip(self.ids, self.names)
             ]
         needle = query.strip().lower()
         matches = np.array(

@@ -200,18 +200,23 @@ class PersonalAnswers:
         is the exhaustive ranking's."""
         if self.lists is None or not self.lists.strategy[user_idx]:
             return None
-        row = np.asarray(self.lists.items[self.lists.row(user_idx)])
+        list_row = self.lists.row(user_idx)
+        row = np.asarray(self.lists.items[list_row])
         listed = row[row >= 0].astype(np.int64)
         allowed = self.catalog.allowed(filters, exclude_idx=owned)
-        chosen = self.catalog.diversify(listed[allowed[listed]].tolist(), k, filters)
+        passing = np.flatnonzero(allowed[listed])
+        chosen = self.catalog.diversify(listed[passing].tolist(), k, filters)
         if len(chosen) < k and len(listed) == self.lists.depth:
             return None
         strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
-        place = {item: position for position, item in enumerate(listed.tolist())}
-        list_scores = np.asarray(self.lists.scores[self.lists.row(user_idx)])
+        if filters.max_per_category is None:  # the first k that pass: their places are known
+            places = passing[: len(chosen)]
+        else:
+            place = {item: position for position, item in enumerate(listed.tolist())}
+            places = np.array([place[item] for item in chosen], dtype=np.int64)
         ranked = Ranked(
             items=chosen,
-            scores=[float(list_scores[place[item]]) for item in chosen],
+            scores=np.asarray(self.lists.scores[list_row])[places].astype(float).tolist(),
             sources=[strategy] * len(chosen),
             strategy=strategy,
         )
@@ -233,5 +238,8 @@ class PersonalAnswers:
     def _owned(self, user_idx: int | None, recent: Sequence[Event]) -> NDArray[np.int64]:
         """Items a shopper bought: in the model's data, and through the API since."""
         owned = self._purchase_row(user_idx)[0] if user_idx is not None else np.empty(0, np.int64)
-        bought = self.items.indices([e.item_id for e in recent if e.type == "purchase"])
+        bought_ids = [e.item_id for e in recent if e.type == "purchase"]
+        if not bought_ids:  # a CSR row is sorted and unique already: the union is the row
+            return owned
+        bought = self.items.indices(bought_ids)
         return np.union1d(owned, bought[bought >= 0])

@@ -4,6 +4,8 @@ matrix's rows or, where shorter, from the chosen items' columns (its saved trans
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -101,17 +103,25 @@ class ReasonFinder:
         """As ``_best_owners_by_rows`` (ties: the earliest history position), reading only the
         chosen items' columns: k short rows instead of a heavy buyer's thousands. None for a
         list with repeated items (a cart can have them): each occurrence weighs on its own
-        there, which the rows' walk handles and this lookup (one occurrence per item) does not."""
-        by_item = np.argsort(history, kind="stable")
-        ordered = history[by_item]
-        if (ordered[1:] == ordered[:-1]).any():
-            return None
-        chosen_position, sources, values = gather_rows(self.incoming, columns)
-        sources = np.asarray(sources, dtype=np.int64)
-        at = np.minimum(np.searchsorted(ordered, sources), len(history) - 1)
-        history_position = by_item[at]
-        contributions = values * np.asarray(weights)[history_position]
-        keep = (history[history_position] == sources) & (contributions > 0)
+        there, which the rows' walk handles and this lookup (one occurrence per item) does not.
+
+        A column's entries are matched to the history through a per-thread item -> history
+        position array (``_places``), set for the history and reset after: one gather instead
+        of a search per entry, and only the few matching entries go on to be weighed."""
+        places = self._places()
+        positions = np.arange(len(history))
+        places[history] = positions
+        try:
+            if (places[history] != positions).any():  # a repeated item: a later one overwrote
+                return None
+            chosen_position, sources, values = gather_rows(self.incoming, columns)
+            history_position = places[sources]
+        finally:
+            places[history] = -1
+        matched = history_position >= 0
+        chosen_position, history_position = chosen_position[matched], history_position[matched]
+        contributions = values[matched] * np.asarray(weights)[history_position]
+        keep = contributions > 0
         chosen_position, history_position = chosen_position[keep], history_position[keep]
         if not len(chosen_position):
             return {}
@@ -123,6 +133,17 @@ class ReasonFinder:
                 history_position[order][first].tolist(),
             )
         )
+
+    def _places(self) -> NDArray[np.int64]:
+        """This thread's item -> history position scratch array, -1 everywhere between uses
+        (threads of a gthread worker share the ranker, so each has its own)."""
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self.__dict__.setdefault("_local", threading.local())
+        places = getattr(local, "places", None)
+        if places is None:
+            places = local.places = np.full(self.matrix.shape[0], -1, dtype=np.int64)
+        return places
 
 
 def gather_rows(

@@ -25,10 +25,10 @@ def ranking(
     the entries of the items it maps (e.g. ``bought_both``)."""
     recommendations = []
     reasons = ranked.reasons or [-1] * len(ranked.items)
-    ids = catalog.items.ids_
+    ids = catalog.ids
     for item, score, source, reason in zip(ranked.items, ranked.scores, ranked.sources, reasons):
         entry: dict[str, Any] = {
-            "item_id": str(ids[item]),
+            "item_id": ids[item],
             "name": catalog.names[item],
             "price": catalog.prices[item],
             "score": None if score is None else round(score, 6),
@@ -38,7 +38,7 @@ def ranking(
             if item in values:
                 entry[key] = values[item]
         if reason >= 0:
-            entry["because"] = {"item_id": str(ids[reason]), "name": catalog.names[reason]}
+            entry["because"] = {"item_id": ids[reason], "name": catalog.names[reason]}
         recommendations.append(entry)
     strategy = ranked.strategy if any(s != "popular" for s in ranked.sources) else "popular"
     return {"strategy": strategy, "model_version": version, "recommendations": recommendations}
@@ -68,7 +68,7 @@ def page_groups(
     for entry, reason in zip(response["recommendations"], ranked.reasons):
         if reason < 0:
             continue
-        event = last_event[catalog.items.ids_[reason]]
+        event = last_event[catalog.ids[reason]]
         entry["because"]["event"] = event.type
         entry["because"]["text"] = (
             f"because you {EVENT_VERBS[event.type]} {catalog.names[reason] or event.item_id}"

@@ -196,7 +196,7 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
         if user_idx is None:
             return []
         return [
-            responses.item(self.catalog, int(i), str(self.items.ids_[i]))
+            responses.item(self.catalog, int(i), self.catalog.ids[i])
             for i in self._purchase_row(user_idx)[0]
         ]
 
@@ -210,7 +210,7 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
             "per_page": per_page,
             "total": int(len(matches)),
             "items": [
-                responses.item(self.catalog, int(i), str(self.items.ids_[i]))
+                responses.item(self.catalog, int(i), self.catalog.ids[i])
                 for i in matches[start : start + per_page]
             ],
         }
