@@ -156,13 +156,16 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
         support: dict[int, int] = {}
         fallback = "unknown_item" if item_idx is None else None
         if item_idx is not None:
-            ids = np.asarray(table.ids[item_idx])
-            keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
-            kept_ids = ids[keep].tolist()
-            scores = dict(zip(kept_ids, np.asarray(table.scores[item_idx])[keep].tolist()))
-            support = dict(zip(kept_ids, np.asarray(table.support[item_idx])[keep].tolist()))
-            ranked.items = self.catalog.diversify(kept_ids, k, filters)
-            ranked.scores = [scores[item] for item in ranked.items]
+            ids = table.ids[item_idx]
+            kept = np.flatnonzero((ids >= 0) & allowed[np.maximum(ids, 0)])
+            if filters.max_per_category is None:  # the first k kept: no need to map the rest
+                kept = kept[:k]
+            ranked.items = self.catalog.diversify(ids[kept].tolist(), k, filters)
+            if len(ranked.items) < len(kept):  # diversity skipped some: keep the chosen ones
+                position = {item: place for place, item in zip(kept.tolist(), ids[kept].tolist())}
+                kept = np.array([position[item] for item in ranked.items], dtype=np.int64)
+            ranked.scores = table.scores[item_idx][kept].tolist()
+            support = dict(zip(ranked.items, table.support[item_idx][kept].tolist()))
             ranked.sources = ["item-knn"] * len(ranked.items)
             fallback = None if ranked.items else "too_few_buyers"
         self.ranker.fill_popular(ranked, k, allowed, filters)
