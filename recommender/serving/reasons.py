@@ -83,9 +83,12 @@ class ReasonFinder:
         owners, neighbours, contributions = (
             gathered if gathered is not None else self.contributions(history, weights)
         )
-        chosen = np.zeros(self.matrix.shape[1], dtype=bool)
-        chosen[columns] = True
-        relevant = chosen[neighbours] & (contributions > 0)
+        places = self._places()
+        places[columns] = 0
+        try:
+            relevant = (places[neighbours] == 0) & (contributions > 0)
+        finally:
+            places[columns] = -1
         owners, neighbours, contributions = (
             owners[relevant],
             neighbours[relevant],
@@ -135,8 +138,9 @@ class ReasonFinder:
         )
 
     def _places(self) -> NDArray[np.int64]:
-        """This thread's item -> history position scratch array, -1 everywhere between uses
-        (threads of a gthread worker share the ranker, so each has its own)."""
+        """This thread's scratch array over the items, -1 everywhere between uses (an item's
+        history position, or a mark on the chosen items, set and reset within one call; the
+        threads of a gthread worker share the ranker, so each has its own)."""
         local = self.__dict__.get("_local")
         if local is None:
             local = self.__dict__.setdefault("_local", threading.local())
