@@ -7,6 +7,7 @@ first sold after the cut-off) stay in the denominators, so figures are honest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,11 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from .algorithms.base import top_n_rows
-from .algorithms.neighbours import BLOCK_ENTRIES
+
+# Dense scores are ranked this many entries (rows x items) at a time: 8 MB in float64. Ranking
+# makes several copies of a block and the search ranks two folds at once, so the block, not
+# the fold, sets the evaluation's transient memory; a smaller block only adds loop turns.
+RANK_BLOCK_ENTRIES = 1_000_000
 
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "novelty")
 
@@ -43,13 +48,32 @@ def top_k(scores: NDArray[np.floating], seen: sp.csr_matrix, k: int) -> NDArray[
     scores = np.asarray(scores)
     seen = sp.csr_matrix(seen)
     n_rows, n_items = scores.shape
-    step = max(1, BLOCK_ENTRIES // max(1, n_items))
+    step = max(1, RANK_BLOCK_ENTRIES // max(1, n_items))
     blocks = []
     for start in range(0, n_rows, step):
         block = np.array(scores[start : start + step], dtype=np.float64, copy=True)
         rows, cols = seen[start : start + step].nonzero()
         block[rows, cols] = -np.inf
         blocks.append(top_n_rows(block, k))
+    if not blocks:
+        return top_n_rows(np.zeros((0, n_items)), k)
+    return np.concatenate(blocks)
+
+
+def top_k_blocks(
+    score_block: Callable[[slice], NDArray[np.floating]], seen: sp.csr_matrix, k: int
+) -> NDArray[np.int64]:
+    """``top_k`` of scores that ``score_block(rows)`` forms a block of rows at a time (``rows``
+    a slice within ``seen``'s rows): row for row the same as ranking the whole matrix, which
+    is never held. Dense evaluated rows x items scores are a fold's largest object (2,000 rows
+    of 10,000 items: 160 MB in float64, and ranking copies them); a block is a few MB."""
+    seen = sp.csr_matrix(seen)
+    n_rows, n_items = seen.shape
+    step = max(1, RANK_BLOCK_ENTRIES // max(1, n_items))
+    blocks = [
+        top_k(score_block(slice(start, min(start + step, n_rows))), seen[start : start + step], k)
+        for start in range(0, n_rows, step)
+    ]
     if not blocks:
         return top_n_rows(np.zeros((0, n_items)), k)
     return np.concatenate(blocks)

@@ -107,7 +107,13 @@ def make_folds(
             time_fold(outer_np.train, outer_np.test, settings, {"split": NEXT_PURCHASE}),
             {
                 NEXT_PURCHASE: [
-                    time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})
+                    time_fold(
+                        inner_np.train,
+                        inner_np.test,
+                        settings,
+                        {"split": NEXT_PURCHASE},
+                        keep_test=False,
+                    )
                 ]
             },
             None,
@@ -120,7 +126,7 @@ def make_folds(
     rolling = []
     for start, stop in windows[1:]:
         try:
-            rolling.append(rolling_fold(purchases, start, stop, settings))
+            rolling.append(rolling_fold(purchases, start, stop, settings, keep_test=False))
         except DataError as exc:
             logger.warning("validation period from %s skipped: %s", f"{start:%Y-%m-%d}", exc)
     before = purchases[purchases["timestamp"] < cut]
@@ -128,7 +134,9 @@ def make_folds(
     try:
         inner_np = next_purchase_split(before, share=VALIDATION_SHARE, seed=settings.random_state)
         validation[NEXT_PURCHASE] = [
-            time_fold(inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE})
+            time_fold(
+                inner_np.train, inner_np.test, settings, {"split": NEXT_PURCHASE}, keep_test=False
+            )
         ]
     except DataError as exc:
         logger.warning("next-purchase validation skipped: %s", exc)
@@ -145,6 +153,7 @@ def make_folds(
                 "split": NEXT_PURCHASE,
                 "held_out": f"each customer's last order, from {cut:%Y-%m-%d}",
             },
+            keep_test=False,
         )
     except DataError as exc:
         logger.warning("next-purchase test skipped: %s", exc)
@@ -160,9 +169,14 @@ def evaluation_fold(purchases: pd.DataFrame, settings: EvaluationSettings) -> Fo
 
 
 def rolling_fold(
-    purchases: pd.DataFrame, start: pd.Timestamp, stop: pd.Timestamp, settings: EvaluationSettings
+    purchases: pd.DataFrame,
+    start: pd.Timestamp,
+    stop: pd.Timestamp,
+    settings: EvaluationSettings,
+    keep_test: bool = True,
 ) -> Fold:
-    """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``."""
+    """Train on everything before ``start``, measure on the purchases from ``start`` to ``stop``
+    (``keep_test``: see ``time_fold``)."""
     times = purchases["timestamp"]
     if not (times < start).any():
         raise DataError(f"evaluation: no purchases before {start:%Y-%m-%d %H:%M}")
@@ -171,6 +185,7 @@ def rolling_fold(
         purchases[(times >= start) & (times < stop)],
         settings,
         {"split": ROLLING, "train_until": f"{start:%Y-%m-%d %H:%M}"},
+        keep_test,
     )
 
 
@@ -179,9 +194,14 @@ def time_fold(
     test: pd.DataFrame,
     settings: EvaluationSettings,
     description: dict[str, Any],
+    keep_test: bool = True,
 ) -> Fold:
     """Customers of the training side, measured on the items new to them in ``test``; the
-    fold's ``everything`` measures every item they bought there, rebuys included."""
+    fold's ``everything`` measures every item they bought there, rebuys included.
+
+    ``keep_test``: the fold keeps the ``test`` lines, which only the test fold's item-to-item
+    measure reads (``measure``); the validation folds and the second test fold drop them, as
+    every fold is held through the whole search (the lines are a fold's largest part)."""
     interactions = build_interactions(train, "binary")
     cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     users, items = new_purchase_pairs(interactions, test)
@@ -207,7 +227,7 @@ def time_fold(
         description,
         "time",
         "customers",
-        test,
+        test if keep_test else None,
         list(interactions.user_ids.ids(held_out.rows)),
     )
     everything = _targets(interactions, *new_purchase_pairs(interactions, test, True), settings)
@@ -227,7 +247,7 @@ def time_fold(
             },
             "time",
             "customers",
-            test,
+            fold.test,
             list(interactions.user_ids.ids(held.rows)),
             _weighted=fold._weighted,
         )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from ..algorithms import ALS, NeighbourModel
 from ..config import EvaluationSettings
 from ..data.matrix import cap_history
 from ..errors import DataError
-from ..evaluation import next_item_metrics
+from ..evaluation import next_item_metrics, top_k_blocks
 from .choice import CUTS, SAVED_DEPTH, BlendChoice, build_item_knn, plain_ease
 from .folds import Fold
 from .scoring import FoldState, choice_top_k, fit_item, metrics
@@ -104,9 +107,17 @@ def _baselines(
     from threadpoolctl import threadpool_limits
 
     matrix = fold.fit_matrix
+    held_out = fold.held_out
+
+    def ranked(score_block: Callable[[slice], NDArray[np.floating]]) -> dict[str, Any]:
+        """Metrics of scores formed a block of rows at a time (``top_k_blocks``): no
+        baseline's dense rows x items scores are held whole."""
+        recommended = top_k_blocks(score_block, held_out.seen, max(CUTS))
+        return metrics(fold, np.empty(0), settings, recommended=recommended)
+
     results = {
-        "baseline: popularity": metrics(
-            fold, np.tile(fold.held_out.popularity, (len(fold.held_out.rows), 1)), settings
+        "baseline: popularity": ranked(
+            lambda part: np.tile(held_out.popularity, (part.stop - part.start, 1))
         )
     }
     query = fold.query()
@@ -117,8 +128,8 @@ def _baselines(
             ("BM25 K=100", BM25Recommender(K=100)),
         ):
             model.fit(matrix, show_progress=False)
-            results[f"baseline: implicit {name}"] = metrics(
-                fold, (query @ model.similarity).toarray(), settings
+            results[f"baseline: implicit {name}"] = ranked(
+                partial(_product, query, model.similarity)
             )
         if not fold.basket:
             als = AlternatingLeastSquares(
@@ -126,21 +137,27 @@ def _baselines(
             )
             als.fit(matrix, show_progress=False)
             if fold.timed:
-                factors = als.user_factors[fold.held_out.rows]
+                factors = als.user_factors[held_out.rows]
             else:
                 factors = ALS.from_arrays(
                     {"user_factors": als.user_factors, "item_factors": als.item_factors},
                     regularization=0.01,
                     alpha=1.0,
-                ).fold_in_rows(fold.held_out.seen)
-            results["baseline: implicit ALS factors=100 reg=0.01"] = metrics(
-                fold, factors @ als.item_factors.T, settings
+                ).fold_in_rows(held_out.seen)
+            item_factors = als.item_factors
+            results["baseline: implicit ALS factors=100 reg=0.01"] = ranked(
+                lambda part: factors[part] @ item_factors.T
             )
     if len(fold.interactions.item_ids) <= settings.ease_max_items:
         top = choice_top_k(state, plain_ease(settings), settings, max(CUTS))
         if top is not None:
             results["baseline: EASE l2=250"] = metrics(fold, np.empty(0), settings, recommended=top)
     return results
+
+
+def _product(query: sp.csr_matrix, similarity: sp.spmatrix, part: slice) -> NDArray[np.float64]:
+    """Dense scores of some query rows through an item x item similarity matrix."""
+    return np.asarray((query[part] @ similarity).toarray())
 
 
 def _next_item(
@@ -187,7 +204,9 @@ def factor_metrics(
     settings: EvaluationSettings,
 ) -> dict[str, float]:
     """Metrics at ``eval_k`` of a factor model (fitted on ``fold``'s training side) on ``fold``."""
-    scores = (np.asarray(user_factors)[fold.held_out.rows] @ np.asarray(item_factors).T).astype(
-        np.float32
+    rows = np.asarray(user_factors)[fold.held_out.rows]
+    items = np.asarray(item_factors).T
+    recommended = top_k_blocks(
+        lambda part: (rows[part] @ items).astype(np.float32), fold.held_out.seen, max(CUTS)
     )
-    return metrics(fold, scores, settings)
+    return metrics(fold, np.empty(0), settings, recommended=recommended)

@@ -11,6 +11,7 @@ this stage changes nothing of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,14 +19,13 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from ..algorithms.neighbours import BLOCK_ENTRIES
 from ..algorithms.repeat import RepeatBuyer, RepeatCells, mixed_cells, mixed_scores
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions
-from ..evaluation import HeldOut, row_ndcg, top_k
+from ..evaluation import RANK_BLOCK_ENTRIES, HeldOut, row_ndcg, top_k, top_k_blocks
 from .choice import GUARD_ERRORS, BlendChoice, plain_ease
 from .folds import Fold
-from .scoring import FoldState, choice_scores, held_out_metrics
+from .scoring import FoldState, choice_blocks, choice_top_k, held_out_metrics, release
 from .search import paired_difference, rank_keys
 
 REPEAT_DECAYS = (0.0, 30.0, 60.0, 120.0, 365.0)
@@ -79,79 +79,120 @@ def repeat_cells(interactions: Interactions) -> RepeatCells:
 
 @dataclass
 class _Rows:
-    """One fold's rows for this question, prepared once: their explore scores (and each row's
-    largest magnitude, and the values at their own items), their own items, the repeat
-    model's input."""
+    """One fold's rows for this question, prepared once: how to score them with the explore
+    blend a block of rows at a time (``scoring.choice_blocks``: the dense rows x items scores
+    of every fold, held together, were this stage's peak), the explore values at their own
+    items (each divided by its row's largest magnitude), their own items, the repeat model's
+    input."""
 
     fold: Fold
-    explore: NDArray[np.float64]
+    explore: Callable[[slice], NDArray[np.float64]]
     cells: RepeatCells
     held_out: HeldOut
     owned: sp.csr_matrix
     times: NDArray[np.float32]
-    explore_scale: NDArray[np.float64]
     explore_owned: NDArray[np.float64]
+
+    @property
+    def step(self) -> int:
+        """Rows per block: a block's dense scores hold about ``RANK_BLOCK_ENTRIES`` values."""
+        return max(1, RANK_BLOCK_ENTRIES // max(1, self.owned.shape[1]))
+
+    def blocks(self) -> list[slice]:
+        n_rows = self.owned.shape[0]
+        return [
+            slice(start, min(start + self.step, n_rows)) for start in range(0, n_rows, self.step)
+        ]
 
 
 def _prepare(state: FoldState, choice: BlendChoice, settings: EvaluationSettings) -> _Rows | None:
     fold = state.fold.everything
     if fold is None or fold.interactions.purchase_cells is None:
         return None
-    explore = choice_scores(state.sibling(fold), choice, settings)
+    explore = choice_blocks(state.sibling(fold), choice, settings)
     if explore is None:
         return None
     cells = repeat_cells(fold.interactions)
     rows = fold.held_out.rows
     owned = fold.interactions.user_items[rows].tocsr()
-    scale = np.abs(explore).max(axis=1)
-    scale[scale == 0] = 1.0
-    row_of_cell = np.repeat(np.arange(len(rows)), np.diff(owned.indptr))
-    return _Rows(
-        fold,
-        explore,
-        cells,
-        fold.held_out,
-        owned,
-        cells.rows(rows).times,
-        scale,
-        explore[row_of_cell, owned.indices] / scale[row_of_cell],
+    prepared = _Rows(
+        fold, explore, cells, fold.held_out, owned, cells.rows(rows).times, np.empty(owned.nnz)
     )
+    for block in prepared.blocks():
+        scores = explore(block)
+        scale = np.abs(scores).max(axis=1)
+        scale[scale == 0] = 1.0
+        first, last = owned.indptr[block.start], owned.indptr[block.stop]
+        lengths = np.diff(owned.indptr[block.start : block.stop + 1])
+        row_of_cell = np.repeat(np.arange(len(scores)), lengths)
+        prepared.explore_owned[first:last] = (
+            scores[row_of_cell, owned.indices[first:last]] / scale[row_of_cell]
+        )
+    return prepared
 
 
 def rankings(
     rows: _Rows,
-    repeat: RepeatChoice,
+    repeats: Sequence[RepeatChoice],
     horizon: float,
     depth: int,
     lists: tuple[str, ...],
     explore: bool = True,
-) -> dict[str, NDArray[np.int64]]:
-    """The ``lists`` asked for, each (rows, depth) item indices, best first (-1: none):
-    ``buy_again`` (the customer's own items only) or a personal list in an
+) -> list[dict[str, NDArray[np.int64]]]:
+    """For each of ``repeats``, the ``lists`` asked for, each (rows, depth) item indices, best
+    first (-1: none): ``buy_again`` (the customer's own items only) or a personal list in an
     ``exclude_purchased`` mode (``MODES``). Without ``explore`` the repeat scores alone rank
-    (ties: lower index), as the P-TopFreq baselines are usually computed."""
-    model = repeat.build(horizon).fit(rows.cells)
-    repeat_rows = model.scores_[rows.held_out.rows].tocsr()
-    owned, nothing = rows.owned, sp.csr_matrix(rows.owned.shape)
-    out = {}
-    if "buy_again" in lists:
-        # The personal list's scores on the customer's own items only: the buy-again row,
-        # ranked over the stored cells (as the server does), not the whole catalog.
-        mixed_own = mixed_cells(repeat_rows, rows.explore_owned if explore else None, repeat.mix)
-        out["buy_again"] = _rank_cells(owned.indptr, owned.indices, mixed_own, depth)
+    (ties: lower index), as the P-TopFreq baselines are usually computed.
+
+    The personal lists are ranked a block of rows at a time, each block's explore scores
+    formed once for every model in ``repeats``: row for row what ranking whole dense rows x
+    items matrices gives, in a block's memory."""
+    owned = rows.owned
+    out: list[dict[str, NDArray[np.int64]]] = []
+    # Per model, only what its lists read: its scores of the evaluated rows (sparse, their
+    # own items) and the cells the repeat-aware mode excludes; the model itself (every
+    # customer's cells) is not kept.
+    repeat_rows, excluded = [], []
+    for repeat in repeats:
+        model = repeat.build(horizon).fit(rows.cells)
+        scored = model.scores_[rows.held_out.rows].tocsr()
+        lists_of = {}
+        if "buy_again" in lists:
+            # The personal list's scores on the customer's own items only: the buy-again row,
+            # ranked over the stored cells (as the server does), not the whole catalog.
+            mixed_own = mixed_cells(scored, rows.explore_owned if explore else None, repeat.mix)
+            lists_of["buy_again"] = _rank_cells(owned.indptr, owned.indices, mixed_own, depth)
+        out.append(lists_of)
+        repeat_rows.append(scored)
+        if "repeat" in lists:
+            cells = owned.copy()
+            cells.data = model.rarely_rebought(owned.indices, rows.times).astype(np.float32)
+            cells.eliminate_zeros()
+            excluded.append(cells)
     dense = [name for name in lists if name != "buy_again"]
-    if dense:
-        mixed = mixed_scores(repeat_rows.toarray(), rows.explore, repeat.mix)
-    for name in dense:
-        if name == "true":
-            out[name] = top_k(rows.explore, owned, depth)
-        elif name == "false":
-            out[name] = top_k(mixed, nothing, depth)
-        else:
-            excluded = owned.copy()
-            excluded.data = model.rarely_rebought(owned.indices, rows.times).astype(np.float32)
-            excluded.eliminate_zeros()
-            out[name] = top_k(mixed, excluded, depth)
+    if not dense:
+        return out
+    nothing = sp.csr_matrix(owned.shape)
+    parts: list[dict[str, list[NDArray[np.int64]]]] = [
+        {name: [] for name in dense} for _ in repeats
+    ]
+    for block in rows.blocks():
+        explore_block = rows.explore(block)
+        if "true" in dense:  # the explore blend alone: the same for every model
+            kept = top_k(explore_block, owned[block], depth)
+            for blocks in parts:
+                blocks["true"].append(kept)
+        if "false" not in dense and "repeat" not in dense:
+            continue
+        for number, repeat in enumerate(repeats):
+            mixed = mixed_scores(repeat_rows[number][block].toarray(), explore_block, repeat.mix)
+            if "false" in dense:
+                parts[number]["false"].append(top_k(mixed, nothing[block], depth))
+            if "repeat" in dense:
+                parts[number]["repeat"].append(top_k(mixed, excluded[number][block], depth))
+    for lists_of, blocks in zip(out, parts):
+        for name in dense:
+            lists_of[name] = np.concatenate(blocks[name])
     return out
 
 
@@ -195,10 +236,15 @@ def choose_repeat(
 ) -> tuple[RepeatChoice | None, dict[str, Any]]:
     """The repeat model, the mix and the default mode, on every validation fold that has a
     repeats-included side; None when none has (a log without timestamps or customers).
+    What scoring ``choice`` does not need is released from ``states`` first (the search's
+    ALS models, when the choice does not blend ALS): this stage scores nothing else there.
 
     Long because its three stages (the model alone, the mix, the mode) share one table per
     fold, in the order the module docstring gives.
     """
+    for group in states.values():  # only ``choice`` is scored on these folds from here on
+        for state in group:
+            release(state, [choice], fitted=True)
     prepared = {
         name: [rows for state in group if (rows := _prepare(state, choice, settings))]
         for name, group in states.items()
@@ -208,22 +254,32 @@ def choose_repeat(
         return None, {}
     horizon = settings.test_days
 
-    def measure(candidates: list[RepeatChoice], key: str) -> dict[RepeatChoice, dict[str, Any]]:
-        out: dict[RepeatChoice, dict[str, Any]] = {}
-        for candidate in candidates:
-            out[candidate] = {
-                name: np.concatenate(
-                    [
-                        _ndcg(
-                            rankings(rows, candidate, horizon, settings.eval_k, (key,))[key],
-                            rows.held_out,
-                        )
-                        for rows in group
-                    ]
-                )
-                for name, group in prepared.items()
+    def measure(
+        candidates: list[RepeatChoice], keys: tuple[str, ...]
+    ) -> dict[str, dict[RepeatChoice, dict[str, Any]]]:
+        """Per list in ``keys``, each candidate's per-row NDCG on each protocol. Fold by fold,
+        every candidate and list at once: a fold's explore scores are formed once per block
+        of rows for all of them."""
+        ndcg = {
+            name: [
+                [
+                    {key: _ndcg(lists[key], rows.held_out) for key in keys}
+                    for lists in rankings(rows, candidates, horizon, settings.eval_k, keys)
+                ]
+                for rows in group
+            ]
+            for name, group in prepared.items()
+        }
+        return {
+            key: {
+                candidate: {
+                    name: np.concatenate([per_fold[number][key] for per_fold in folds])
+                    for name, folds in ndcg.items()
+                }
+                for number, candidate in enumerate(candidates)
             }
-        return out
+            for key in keys
+        }
 
     models = [
         RepeatChoice(decay, rate, due, 1.0)
@@ -231,14 +287,14 @@ def choose_repeat(
         for rate in RATE_WEIGHTS
         for due in DUE_WEIGHTS
     ]
-    alone = measure(models, "buy_again")
+    alone = measure(models, ("buy_again",))["buy_again"]
     ranking = rank_keys(alone)
     best = max(alone, key=ranking.__getitem__)
     mixes = [RepeatChoice(best.decay_days, best.rate_weight, best.due_weight, mix) for mix in MIXES]
-    mixed = measure(mixes, "false")
+    mixed = measure(mixes, ("false",))["false"]
     ranking_mix = rank_keys(mixed)
     chosen = max(mixed, key=ranking_mix.__getitem__)
-    modes = {mode: measure([chosen], mode)[chosen] for mode in MODES}
+    modes = {mode: values[chosen] for mode, values in measure([chosen], MODES).items()}
     primary = next(iter(prepared))
     gain, error = paired_difference(
         modes["repeat"][primary], modes["true"][primary], bootstrap_seed=settings.random_state
@@ -287,7 +343,20 @@ def tifu_knn_scores(
     """TIFU-KNN's scores (Hu et al. 2020), the strongest classical next-basket method in Li et
     al. 2023, as a reference: each customer a vector of their time-decayed item frequencies
     (unit length), the prediction ``own * theirs + (1 - own) * the mean of their nearest
-    customers'`` (cosine). Fixed settings from the paper's range, not tuned here."""
+    customers'`` (cosine). Fixed settings from the paper's range, not tuned here.
+    Dense rows x items; ``tifu_knn_blocks`` forms them a block of rows at a time."""
+    return tifu_knn_blocks(cells, rows, decay_days, neighbours, own)(slice(0, len(rows)))
+
+
+def tifu_knn_blocks(
+    cells: RepeatCells,
+    rows: NDArray[np.int64],
+    decay_days: float = 60.0,
+    neighbours: int = 100,
+    own: float = 0.7,
+) -> Callable[[slice], NDArray[np.float64]]:
+    """``tifu_knn_scores`` of a slice of ``rows`` at a time (row for row the same): the
+    neighbours of every row are found here, each block's dense scores only when asked for."""
     vectors = sp.csr_matrix(
         (cells.frequency(decay_days), cells.cells.indices, cells.cells.indptr),
         shape=cells.cells.shape,
@@ -299,12 +368,14 @@ def tifu_knn_scores(
     # Customers x customers similarities a block of rows at a time: whole, they are the
     # evaluated rows x every customer, dense (gigabytes on a log of 100,000 customers).
     customers = vectors.T.tocsr()
-    step = max(1, BLOCK_ENTRIES // max(1, vectors.shape[0]))
+    step = max(1, RANK_BLOCK_ENTRIES // max(1, vectors.shape[0]))
     blocks = []
     for start in range(0, len(rows), step):
         similarity = (query[start : start + step] @ customers).toarray()
         similarity[np.arange(len(similarity)), rows[start : start + step]] = -np.inf  # not oneself
-        blocks.append(np.argpartition(-similarity, count - 1, axis=1)[:, :count])
+        # A copy: the slice alone would keep the whole block's partition (rows x every
+        # customer) alive, a block's worth of memory per block of rows.
+        blocks.append(np.argpartition(-similarity, count - 1, axis=1)[:, :count].copy())
     nearest = np.concatenate(blocks) if blocks else np.zeros((0, count), dtype=np.int64)
     weights = sp.csr_matrix(
         (
@@ -314,7 +385,13 @@ def tifu_knn_scores(
         ),
         shape=(len(rows), vectors.shape[0]),
     )
-    return np.asarray(own * query.toarray() + (1.0 - own) * (weights @ vectors).toarray())
+
+    def block(part: slice) -> NDArray[np.float64]:
+        return np.asarray(
+            own * query[part].toarray() + (1.0 - own) * (weights[part] @ vectors).toarray()
+        )
+
+    return block
 
 
 def _means(values: dict[str, NDArray[np.float64]]) -> dict[str, float]:
@@ -336,7 +413,8 @@ def measure_repeats(
     if rows is None:
         return None
     held, k = rows.held_out, settings.eval_k
-    lists = rankings(rows, repeat, settings.test_days, max(k, 20), ("buy_again", *MODES))
+    depth = max(k, 20)
+    lists = rankings(rows, [repeat], settings.test_days, depth, ("buy_again", *MODES))[0]
     baselines = {
         "baseline: P-TopFreq (orders holding the item)": RepeatChoice(0.0, 0.0, 0.0, 1.0),
         "baseline: P-TopFreq, orders weighted exp(-age / 60 days)": RepeatChoice(
@@ -358,20 +436,23 @@ def measure_repeats(
     for name, baseline in baselines.items():
         add(
             name,
-            rankings(rows, baseline, settings.test_days, max(k, 20), ("buy_again",), False)[
+            rankings(rows, [baseline], settings.test_days, depth, ("buy_again",), False)[0][
                 "buy_again"
             ],
         )
+    # The dense baselines are ranked a block of rows at a time (``top_k_blocks``).
     add(
         "baseline: popularity",
-        top_k(np.tile(held.popularity, (len(held.rows), 1)), held.seen, max(k, 20)),
+        top_k_blocks(
+            lambda part: np.tile(held.popularity, (part.stop - part.start, 1)), held.seen, depth
+        ),
     )
     tifu = "baseline: TIFU-KNN (decay 60 days, 100 nearest customers, own part 0.7)"
-    add(tifu, top_k(tifu_knn_scores(rows.cells, held.rows), held.seen, max(k, 20)))
+    add(tifu, top_k_blocks(tifu_knn_blocks(rows.cells, held.rows), held.seen, depth))
     if len(rows.fold.interactions.item_ids) <= settings.ease_max_items:
-        scores = choice_scores(state.sibling(rows.fold), plain_ease(settings), settings)
-        if scores is not None:
-            add("baseline: EASE l2=250, purchases kept", top_k(scores, held.seen, max(k, 20)))
+        ranked = choice_top_k(state.sibling(rows.fold), plain_ease(settings), settings, depth)
+        if ranked is not None:
+            add("baseline: EASE l2=250, purchases kept", ranked)
     # Each new list against the better P-TopFreq (the issue's anchor) and against TIFU-KNN.
     anchors = (max(baselines, key=lambda name: per_row[name].mean()), tifu)
     paired = {}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,18 @@ from numpy.typing import NDArray
 from ..algorithms import EASE, NeighbourModel
 from ..algorithms.blend import blend_rows
 from ..algorithms.ease import gram_matrix
-from ..algorithms.neighbours import BLOCK_ENTRIES, table_matrix
+from ..algorithms.neighbours import table_matrix
 from ..config import EvaluationSettings
 from ..data.matrix import trending_weights
 from ..errors import ModelSkippedError
-from ..evaluation import HeldOut, bootstrap_interval, ranking_metrics, row_ndcg, top_k
+from ..evaluation import (
+    HeldOut,
+    bootstrap_interval,
+    ranking_metrics,
+    row_ndcg,
+    top_k,
+    top_k_blocks,
+)
 from .choice import CUTS, BlendChoice, build_als
 from .folds import Fold
 
@@ -58,14 +66,21 @@ def forget(state: FoldState, dropped: Iterable[BlendChoice], kept: Iterable[Blen
             state.items.pop(key, None)
 
 
-def release(state: FoldState, keep: Iterable[BlendChoice]) -> None:
-    """Drop the fitted item models (and EASE Gram matrices) that no choice in ``keep`` uses.
+def release(state: FoldState, keep: Iterable[BlendChoice], fitted: bool = False) -> None:
+    """Drop the fitted item models (and EASE Gram matrices) that no choice in ``keep`` uses;
+    with ``fitted``, ALS too when none of them blends it (the caller scores no other choice
+    on this training side: the search's blends need ALS after its item stages released).
 
     A search fits many item models per fold and needs few of them later (the best decay's,
     the finalists', the choice's); on a large catalog each holds its items x K tables, and
     an EASE Gram matrix is dense items x items, so keeping them all multiplies the peak
-    memory by the number of configurations. The fold's decayed matrices go the same way.
+    memory by the number of configurations. The fold's decayed matrices go the same way, and
+    ALS's customer factors (every training customer's) when no later stage reads them.
     """
+    keep = list(keep)
+    if fitted and not any(choice.als_weight > 0 for choice in keep):
+        state.fitted.pop("als", None)
+        state.als = None
     needed = [choice for choice in keep if choice.item_part > 0]
     keys = {choice.item_key(fit_decay(choice)) for choice in needed}
     for key in [key for key in state.items if key not in keys]:
@@ -154,21 +169,22 @@ def choice_top_k(
     """``top_k`` of ``choice_scores`` (seen items excluded), row for row the same, scored a
     block of rows at a time: the dense rows x items scores of a fold (and the copies ranking
     makes) are never held whole, so scoring folds in parallel does not multiply the peak."""
+    blocks = choice_blocks(state, choice, settings)
+    if blocks is None:
+        return None
+    return top_k_blocks(blocks, state.fold.held_out.seen, k)
+
+
+def choice_blocks(
+    state: FoldState, choice: BlendChoice, settings: EvaluationSettings
+) -> Callable[[slice], NDArray[np.float64]] | None:
+    """``choice_scores`` of a block of the fold's evaluated rows at a time (a slice of them;
+    row for row the same values): for whoever scores a fold's rows more than once without
+    keeping them dense (the buy-again validation). None: cannot be scored on this fold."""
     parts = _choice_parts(state, choice, settings)
     if parts is None:
         return None
-    held_out = state.fold.held_out
-    n_rows, n_items = held_out.seen.shape
-    step = max(1, BLOCK_ENTRIES // max(1, n_items))
-    blocks = [
-        top_k(
-            _blend(parts, choice, slice(start, start + step)),
-            held_out.seen[start : start + step],
-            k,
-        )
-        for start in range(0, n_rows, step)
-    ]
-    return np.concatenate(blocks) if blocks else np.empty((0, min(k, n_items)), dtype=np.int64)
+    return partial(_blend, parts, choice)
 
 
 Parts = tuple[
