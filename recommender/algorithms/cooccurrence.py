@@ -83,19 +83,32 @@ class Cooccurrence(NeighbourModel):
         margins = _margins(counts, total)
         total_term = _xlogx(np.asarray(total, dtype=np.float64))
 
+        # Every count here is a whole number of rows: ``x log x`` is looked up, not computed
+        # (the same values: the table is the same function of the same numbers). Pairs
+        # bought together no more often than chance score 0 and are not computed at all.
+        xlogx_of = _xlogx(np.arange(present.shape[0] + 1, dtype=np.float64))
+        whole = counts.astype(np.int64)
+
         def score(
             rows: NDArray[np.int64], cols: NDArray[np.int64], both: NDArray[np.float64]
         ) -> NDArray[np.float64]:
             # Pairs never bought together score 0 (the shrinkage factor is 0): only the
             # product's stored entries, the pairs that co-occur, are scored.
-            first, second = counts[rows], counts[cols]
-            llr = np.maximum(
-                2.0 * (total_term + _cells(both, first, second, total))
-                - 2.0 * (margins[rows] + margins[cols]),
-                0.0,
+            scores = np.zeros(len(both), dtype=np.float64)
+            above = np.flatnonzero(both > counts[rows] * counts[cols] / total)
+            rows, cols, both = rows[above], cols[above], both[above]
+            shared, first, second = both.astype(np.int64), whole[rows], whole[cols]
+            cells = (
+                xlogx_of[shared]
+                + xlogx_of[first - shared]
+                + xlogx_of[second - shared]
+                + xlogx_of[len(xlogx_of) - 1 - first - second + shared]
             )
-            expected = first * second / total
-            return np.where(both > expected, llr, 0.0) * both / (both + self.shrinkage)
+            llr = np.maximum(
+                2.0 * (total_term + cells) - 2.0 * (margins[rows] + margins[cols]), 0.0
+            )
+            scores[above] = llr * both / (both + self.shrinkage)
+            return scores
 
         return sparse_top_pairs(
             present.shape[1],

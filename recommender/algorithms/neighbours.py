@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -133,7 +133,10 @@ class NeighbourModel(Recommender):
         # The best ``neighbours`` of each row, ties to the lower column, without sorting all pairs.
         order = _largest_per_row(rows, cols, scores.astype(np.float64), n_items, self.neighbours)
         rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
-        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+        # Rows are sorted: an entry's rank is its distance from its row's first entry (a
+        # binary search per entry for that start costs as much as ranking them did).
+        per_row = np.bincount(rows, minlength=n_items)
+        rank = np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]
         kept = rank < self.neighbours
         shape = (n_items, self.neighbours)
         self.neighbour_ids_ = np.full(shape, -1, dtype=np.int32)
@@ -279,34 +282,71 @@ def _largest_per_row(
     k: int,
 ) -> NDArray[np.int64]:
     """Positions of the k largest scores of each row (``rows`` sorted, numbered from 0), ties
-    broken by the lower column.
+    broken by the lower column, ordered by row and then best first: the order
+    ``np.lexsort((cols, -scores, rows))`` gives, cut to k per row.
 
     A row with more than k entries finds its k-th largest score by ``np.partition`` on a
     padded array of rows of similar length (lengths within a factor of 2, so padding at most
-    doubles the work), all rows at once; the few entries at or above it are then sorted.
+    doubles the work), all rows at once. The entries at or above it are then ordered the same
+    way, each row of a padded array sorted on its own: one lexsort over millions of entries
+    moves them through memory three times, in random order (3 s for 4.7M pairs against
+    0.2 s by rows), and it ran for every fitted model.
     """
     lengths = np.bincount(rows, minlength=n_rows)
     threshold = np.full(n_rows, -np.inf)
     long_rows = np.flatnonzero(lengths > k)
     if len(long_rows):
         row_starts = np.concatenate(([0], np.cumsum(lengths)))
-        bucket = np.log2(lengths[long_rows]).astype(np.int64)
-        for size in np.unique(bucket):
-            members = long_rows[bucket == size]
+        for members, slot, offsets in _similar_lengths(lengths, long_rows):
             width = int(lengths[members].max())
-            padded = np.full((len(members), width), -np.inf)
-            member_lengths = lengths[members]
-            offsets = np.arange(int(member_lengths.sum())) - np.repeat(
-                np.cumsum(member_lengths) - member_lengths, member_lengths
-            )
-            positions = np.repeat(row_starts[members], member_lengths) + offsets
-            padded[np.repeat(np.arange(len(members)), member_lengths), offsets] = scores[positions]
-            threshold[members] = np.partition(padded, width - k, axis=1)[:, width - k]
+            padded = np.full(len(members) * width, -np.inf)
+            padded[slot * width + offsets] = scores[row_starts[members][slot] + offsets]
+            threshold[members] = np.partition(
+                padded.reshape(len(members), width), width - k, axis=1
+            )[:, width - k]
     candidates = np.flatnonzero(scores >= threshold[rows])
-    order = candidates[np.lexsort((cols[candidates], -scores[candidates], rows[candidates]))]
-    ordered_rows = rows[order]
-    rank = np.arange(len(order)) - np.searchsorted(ordered_rows, ordered_rows, side="left")
-    return order[rank < k]
+    if not len(candidates):
+        return candidates
+    counts = np.bincount(rows[candidates], minlength=n_rows)
+    kept = np.minimum(counts, k)
+    out_starts = np.concatenate(([0], np.cumsum(kept)))
+    candidate_starts = np.concatenate(([0], np.cumsum(counts)))
+    out = np.empty(int(out_starts[-1]), dtype=np.int64)
+    for members, slot, offsets in _similar_lengths(counts, np.flatnonzero(counts)):
+        shape = (len(members), int(counts[members].max()))
+        first = candidate_starts[members]
+        at = candidates[first[slot] + offsets]
+        flat = slot * shape[1] + offsets
+        # Padding sorts last: +inf after every negated score, then a column past every column.
+        negated = np.full(shape[0] * shape[1], np.inf)
+        negated[flat] = -scores[at]
+        columns = np.full(shape[0] * shape[1], np.iinfo(np.int64).max)
+        columns[flat] = cols[at]
+        order = np.lexsort((columns.reshape(shape), negated.reshape(shape)), axis=1)[:, :k]
+        # The first ``kept`` of each row are real entries (padding sorted after them).
+        rank = np.arange(order.shape[1])
+        keep = rank[None, :] < kept[members][:, None]
+        slots = np.broadcast_to(np.arange(len(members))[:, None], order.shape)[keep]
+        out[out_starts[members][slots] + np.broadcast_to(rank, order.shape)[keep]] = candidates[
+            first[slots] + order[keep]
+        ]
+    return out
+
+
+def _similar_lengths(
+    lengths: NDArray[np.int64], members: NDArray[np.int64]
+) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
+    """Groups of ``members`` (rows) whose ``lengths`` are within a factor of 2, as the rows of
+    a padded array: for each group, the rows, and for each of their entries in order the
+    padded row (``slot``) and column (``offsets``) it goes to."""
+    bucket = np.log2(lengths[members]).astype(np.int64)
+    for size in np.unique(bucket):
+        group = members[bucket == size]
+        group_lengths = lengths[group]
+        offsets = np.arange(int(group_lengths.sum())) - np.repeat(
+            np.cumsum(group_lengths) - group_lengths, group_lengths
+        )
+        yield group, np.repeat(np.arange(len(group)), group_lengths), offsets
 
 
 def row_blocks(n_rows: int, n_columns: int) -> range:

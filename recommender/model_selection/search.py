@@ -25,7 +25,7 @@ from .choice import (
     BlendChoice,
 )
 from .folds import Fold
-from .scoring import FoldState, choice_top_k, forget, release
+from .scoring import FoldState, choice_top_k, fit_decay, forget, release
 
 
 def search(
@@ -136,14 +136,22 @@ def search(
     decays = DECAY_DAYS if timed else (0.0,)
     measure(item_choice(name, decay) for decay in decays for name in leads)
     ranking = rank_keys(rows)
-    best_decay = max(rows, key=ranking.__getitem__).decay_days if rows else 0.0
+    by_rank = sorted(rows, key=ranking.__getitem__, reverse=True)
+    best_decay = by_rank[0].decay_days if rows else 0.0
     singles = [
         item_choice(name, decay)
         for name in candidates
         for decay in dict.fromkeys((0.0, best_decay))
     ]
+    # The finalists are the two best item singles of both stages: the runner-up here is one
+    # whenever the next stage's models do worse, and refitting it then costs a fit per fold.
+    # Its fitted tables are kept (not its EASE Gram matrix or decayed matrix: only a refit
+    # would read them).
+    spare = {choice.item_key(fit_decay(choice)) for choice in by_rank[1:2]}
     for state in flat:
+        kept = {key: state.items[key] for key in spare if key in state.items}
         release(state, singles)
+        state.items.update(kept)
     if has_als:
         singles.append(BlendChoice(*candidates[lead], 1.0, 0.0, default_half_life))
     for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):

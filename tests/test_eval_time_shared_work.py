@@ -1,0 +1,139 @@
+"""The evaluation's fits do less work and give the same tables to the last bit.
+
+``_largest_per_row`` orders each row's best entries on their own instead of one lexsort of
+every pair; LLR looks ``x log x`` up for whole counts; the search keeps the runner-up of the
+decay stage's item models for the finalists instead of refitting it. Each is checked against
+what it replaced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommender.algorithms import Cooccurrence
+from recommender.algorithms.cooccurrence import log_likelihood_ratio
+from recommender.algorithms.neighbours import _largest_per_row
+
+
+def _lexsorted_best(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """The order the search used before: every pair by (row, -score, column), k per row."""
+    order = np.lexsort((cols, -scores, rows))
+    ordered = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
+    return order[rank < k]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_largest_per_row_is_the_lexsort_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_rows = int(rng.integers(1, 40))
+    n = int(rng.integers(0, 2000))
+    k = int(rng.integers(1, 25))
+    rows = np.sort(rng.integers(0, n_rows, n))
+    cols = rng.integers(0, 30, n)  # repeated columns: duplicate pairs keep their order
+    if seed % 2:
+        scores = rng.integers(-2, 4, n).astype(np.float64)  # many ties at the cut
+    else:
+        scores = rng.random(n)
+    if seed % 5 == 0:
+        scores[rng.random(n) < 0.1] = -np.inf
+    got = _largest_per_row(rows, cols, scores, n_rows, k)
+    np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores, k))
+
+
+def test_largest_per_row_with_rows_of_very_different_lengths() -> None:
+    rng = np.random.default_rng(7)
+    lengths = np.array([0, 1, 3, 5, 40, 300, 2, 1000, 7])
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.concatenate([rng.permutation(length) for length in lengths])
+    scores = np.round(rng.random(len(rows)) * 20) / 4
+    for k in (1, 4, 6, 50):
+        got = _largest_per_row(rows, cols, scores, len(lengths), k)
+        np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores, k))
+
+
+def _binary(n_rows: int, n_items: int, density: float, seed: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.7
+    keep = rng.random((n_rows, n_items)) < density * n_items * popularity / popularity.sum()
+    return sp.csr_matrix(keep.astype(np.float32))
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, 10.0])
+def test_llr_scores_are_the_computed_ones_bit_for_bit(shrinkage: float) -> None:
+    """The looked-up ``x log x`` and the pairs skipped below chance give exactly the scores of
+    ``log_likelihood_ratio`` on every co-occurring pair."""
+    user_items = _binary(150, 80, 0.1, 3)
+    present = user_items.copy()
+    total = float(present.shape[0])
+    counts = np.asarray(present.sum(axis=0)).ravel().astype(np.float64)
+    both = (present.T @ present).toarray().astype(np.float64)
+    llr = log_likelihood_ratio(both, counts[:, None], counts[None, :], total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (
+            np.where(both > counts[:, None] * counts[None, :] / total, llr, 0.0)
+            * both
+            / (both + shrinkage)
+        )
+    expected[both == 0] = 0.0  # never bought together: not a candidate (0 / 0 unshrunk)
+    np.fill_diagonal(expected, 0.0)
+    model = Cooccurrence(shrinkage=shrinkage, neighbours=80, min_support=1, min_pair_support=1)
+    model.fit(user_items)
+    got = np.zeros_like(expected)
+    ids, scores = model.neighbour_ids_, model.neighbour_scores_
+    rows = np.broadcast_to(np.arange(len(ids))[:, None], ids.shape)
+    got[rows[ids >= 0], ids[ids >= 0]] = scores[ids >= 0]
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+
+
+def test_the_search_fits_each_item_model_once_per_fold(tmp_path, monkeypatch) -> None:
+    """The decay stage's runner-up is a finalist here (the ranking is fixed so that it is):
+    its model, fitted on every fold in the decay stage, is kept for the blends, not refitted."""
+    import dataclasses
+    import importlib
+    from collections import Counter
+
+    from bench.synthetic import generate
+    from recommender.config import TrainConfig
+    from recommender.model_selection import item_candidates, make_folds, scoring
+    from recommender.protocols import choose_protocol
+    from recommender.training import load_purchases
+
+    search_module = importlib.import_module("recommender.model_selection.search")
+    data = tmp_path / "log.parquet"
+    generate(30_000, 150, 1_500, 1, data)
+    config = TrainConfig(data=data)
+    settings = dataclasses.replace(config.evaluation_settings, ease_max_items=0, jobs=1)
+    purchases, _ = load_purchases(config)
+    protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
+    _, validation, _ = make_folds(purchases, protocol, settings)
+    candidates, _ = item_candidates(1_500, settings)
+
+    def preference(choice) -> float:
+        if choice.item_part == 0:
+            return 0.0
+        if choice.item_params.get("similarity") != "cosine":
+            return 0.05
+        order = {30.0: 1.0, 60.0: 0.9}.get(choice.decay_days, 0.1)
+        return order if choice.als_weight == choice.trend_weight == 0 else order / 2
+
+    monkeypatch.setattr(
+        search_module, "rank_keys", lambda rows: {c: (True, preference(c)) for c in rows}
+    )
+    fitted: Counter = Counter()
+    fit_item = scoring.fit_item
+
+    def counted(state, choice):
+        key = choice.item_key(scoring.fit_decay(choice))
+        if key not in state.items:
+            fitted[(id(state.fold), key)] += 1
+        return fit_item(state, choice)
+
+    monkeypatch.setattr(scoring, "fit_item", counted)
+    outcome = search_module.search(validation, candidates, settings)
+    assert outcome["decay_chosen_days"] == 30.0
+    runner_up = [key for _, key in fitted if key[0] == "item_knn" and key[2] == 60.0]
+    assert len(runner_up) == sum(len(folds) for folds in validation.values())
+    assert max(fitted.values()) == 1
