@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -81,7 +82,12 @@ def run(config: TrainConfig) -> Path:
     Long because it is the run's sequence, step by step, as the module docstring lists it.
     """
     started = time.perf_counter()
-    purchases, report_of_cleaning = load_purchases(config)
+    # The log's checksum (a read of the whole file) is taken while the log is parsed: hashing
+    # releases the GIL, so it costs a second core's time, not the run's.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        signature_of_data = background.submit(data_signature, config)
+        purchases, report_of_cleaning = load_purchases(config)
+        signature = signature_of_data.result()
     interactions = build_interactions(purchases, config.weighting)
     has_customers = interactions.user_items.nnz > 0
 
@@ -114,7 +120,6 @@ def run(config: TrainConfig) -> Path:
         record_catalog(
             config.activity_db, catalog_states(catalog_override), config.activity_db_password
         )
-    signature = data_signature(config)
     as_of = last_purchase_seconds(purchases)
     del purchases  # everything below works on the matrices; a large log is not held while fitting
     bundle = fit_components(

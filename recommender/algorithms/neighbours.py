@@ -100,7 +100,9 @@ class NeighbourModel(Recommender):
         n_items = user_items.shape[1]
         present = user_items.copy()
         present.data[:] = 1.0
-        item_support = np.diff(present.tocsc().indptr).astype(np.int32)
+        # Rows holding each item: its stored entries, counted from the column indices (a CSC
+        # copy of a 20M-entry matrix only to read its column lengths costs ~0.5 s a fit).
+        item_support = np.bincount(present.indices, minlength=n_items).astype(np.int32)
         if pairs is None:
             pairs = self._candidate_pairs(user_items, present)
         rows, cols, scores = pairs[0], pairs[1], pairs[2]

@@ -7,7 +7,6 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from .idmap import IdMap
-from .matrix import unique_inverse
 
 
 def build_catalog(
@@ -104,7 +103,7 @@ def _most_used_names(
     pair *= width
     pair += name_codes[named]
     del name_codes
-    pairs, inverse = unique_inverse(pair)
+    pairs, inverse = _few_distinct(pair)
     del pair
     counts = np.bincount(inverse, minlength=len(pairs))
     seen = np.full(len(pairs), np.iinfo(np.int64).min, dtype=np.int64)
@@ -123,6 +122,18 @@ def _most_used_names(
     return out
 
 
+def _few_distinct(keys: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.integer]]:
+    """``unique_inverse`` of keys with few distinct values (a log's (item, name) pairs: about
+    one per item, against millions of lines): hashed, then only the distinct keys sorted.
+    Linear in the lines, where a sort of every line costs several seconds at 20M lines."""
+    codes, distinct = pd.factorize(keys, sort=False)
+    order = np.argsort(distinct, kind="stable")
+    index_type = np.int32 if len(keys) < np.iinfo(np.int32).max else np.int64
+    rank = np.empty(len(order), dtype=index_type)
+    rank[order] = np.arange(len(order), dtype=index_type)
+    return distinct[order], rank[codes]
+
+
 def _latest_prices(
     items: NDArray[np.integer],
     prices: pd.Series,
@@ -134,17 +145,24 @@ def _latest_prices(
     such line in the log among equal times); without times, its last priced line."""
     values = prices.to_numpy(dtype=np.float64, na_value=np.nan)
     priced = ~np.isnan(values) & (items >= 0)
-    lines = np.flatnonzero(priced)
-    line_items = items[lines]
+    # The usual case, every line priced: the per-line arrays are used as they are, not copied.
+    every = bool(priced.all())
+    lines = None if every else np.flatnonzero(priced)
+    line_items = items if lines is None else items[lines]
+    line_times = times if lines is None or times is None else times[lines]
     del priced
     chosen = np.full(len(position) - 1, -1, dtype=np.int64)
-    if times is None:
-        np.maximum.at(chosen, line_items, lines)
+    if line_times is None:
+        np.maximum.at(chosen, line_items, np.arange(len(values)) if lines is None else lines)
     else:
         latest = np.full(len(position) - 1, np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(latest, line_items, times[lines])
-        at_latest = times[lines] == latest[line_items]
-        lines, line_items = lines[at_latest], line_items[at_latest]
+        np.maximum.at(latest, line_items, line_times)
+        at_latest = np.flatnonzero(line_times == latest[line_items])
+        del line_times
+        lines, line_items = (
+            at_latest if lines is None else lines[at_latest],
+            line_items[at_latest],
+        )
         chosen[:] = len(values)
         np.minimum.at(chosen, line_items, lines)
         chosen[chosen == len(values)] = -1
@@ -171,10 +189,12 @@ def first_sold(purchases: pd.DataFrame, item_ids: IdMap) -> NDArray[np.float64]:
         index[codes < 0] = -1
     else:
         index = item_ids.indices(items)
-    earliest = pd.Series(seconds).groupby(index).min()
-    out = np.full(len(item_ids), np.nan)
-    known = earliest.index.to_numpy() >= 0
-    out[earliest.index.to_numpy()[known]] = earliest.to_numpy()[known]
+    # Per item, the smallest time of its lines: one unbuffered ``minimum.at`` pass (a groupby
+    # hashes and sorts the lines' item numbers first).
+    known = index >= 0
+    out = np.full(len(item_ids), np.inf)
+    np.minimum.at(out, index[known], seconds[known])
+    out[np.isinf(out)] = np.nan
     return out
 
 
