@@ -99,8 +99,7 @@ class Catalog:
         (each item's place; lower first)."""
         if not hasattr(self, "_search_keys"):
             self._search_keys = [
-                f"{item_id}\t{name}".lower()
-                for item_id, name in zip(self.ids, self.names)
+                f"{item_id}\t{name}".lower() for item_id, name in zip(self.ids, self.names)
             ]
         needle = query.strip().lower()
         matches = np.array(
