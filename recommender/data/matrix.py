@@ -99,14 +99,7 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
     if purchase_age is None:
         purchase_age = order_cells.matrix(_latest_age(times, has_order, order_cells))
-    logger.info(
-        "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
-        user_items.shape[0],
-        n_items,
-        user_items.nnz,
-        order_items.shape[0],
-        order_items.nnz,
-    )
+    _log_shapes(user_items, order_items)
     return Interactions(
         item_ids,
         user_ids,
@@ -117,6 +110,17 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
         purchase_age,
         purchase_cells,
         purchase_days,
+    )
+
+
+def _log_shapes(user_items: sp.csr_matrix, order_items: sp.csr_matrix) -> None:
+    logger.info(
+        "interactions: %d customers x %d items (nnz %d), %d orders (nnz %d)",
+        user_items.shape[0],
+        user_items.shape[1],
+        user_items.nnz,
+        order_items.shape[0],
+        order_items.nnz,
     )
 
 
