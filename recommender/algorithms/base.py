@@ -104,16 +104,64 @@ def no_ranking() -> Ranking:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
 
 
+# ``top_n_rows`` bounds each row's n-th largest score from below by the maxima of this many
+# interleaved column groups (at least 4n): on wide rows few scores reach the bound, so only
+# they are sorted, instead of partitioning every score of the block.
+BOUND_GROUPS = 1024
+# A row with more candidates than this (or 4n; many scores tied at its bound: a sparse part with
+# few non-zero values) is ranked by the partition of all its scores, cheaper than sorting
+# them.
+CANDIDATE_LIMIT = 2048
+
+
 def top_n_rows(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
     """``top_n`` for every row of a dense score matrix: (rows, n) indices, best first, ties
     broken by lower index (at the cut too), so that a batch (evaluation, the export) ranks
     exactly as one request does. -inf scores are returned last only when a row has fewer than
-    ``n`` finite ones (callers mask them)."""
+    ``n`` finite ones (callers mask them).
+
+    The result is the first n columns of each row in the order (score descending, column
+    ascending). Ranking every score is the cost of an evaluation on a wide catalog, so rows
+    are cut first: the n-th largest of the maxima of g >= n disjoint column groups is a lower
+    bound of the row's n-th largest score (n distinct columns reach it), so the row's n best
+    are among the columns at or above it, a few times n on real scores, and only those are
+    sorted. Rows with too many (ties at the bound) are ranked by a partition of the row.
+    """
     scores = np.asarray(scores)
-    n = min(n, scores.shape[1])
+    n_rows, columns = scores.shape
+    n = min(n, columns)
     if n == 0:
-        return np.empty((len(scores), 0), dtype=np.int64)
-    # Each row's n-th largest score: a partition of the values (no index array to move).
+        return np.empty((n_rows, 0), dtype=np.int64)
+    groups = max(BOUND_GROUPS, 4 * n)
+    if columns < 2 * groups or n_rows == 0:
+        return _top_n_rows_partition(scores, n)
+    # Group j holds columns j, j + g, j + 2g, ... (interleaved: popular items bunched at low
+    # indices still fall in different groups); columns past the last whole turn are left out
+    # of the bound, which stays a bound, but not out of the candidates.
+    span = columns // groups
+    maxima = scores[:, : span * groups].reshape(n_rows, span, groups).max(axis=1)
+    bound = np.partition(maxima, groups - n, axis=1)[:, groups - n : groups - n + 1]
+    flat = np.flatnonzero(scores >= bound)
+    rows = flat // columns
+    cols = flat - rows * columns
+    counts = np.bincount(rows, minlength=n_rows)
+    best = np.empty((n_rows, n), dtype=np.int64)
+    crowded = counts > max(CANDIDATE_LIMIT, 4 * n)
+    if crowded.any():
+        best[crowded] = _top_n_rows_partition(scores[crowded], n)
+        kept = ~crowded[rows]
+        rows, cols = rows[kept], cols[kept]
+        counts = counts[~crowded]
+    order = np.lexsort((cols, -scores[rows, cols], rows))
+    starts = np.cumsum(counts) - counts
+    best[~crowded] = cols[order[starts[:, None] + np.arange(n)]]
+    return best
+
+
+def _top_n_rows_partition(scores: NDArray[np.floating], n: int) -> NDArray[np.int64]:
+    """``top_n_rows`` of rows too narrow for the bound to pay, or with too many scores tied at
+    it: each row's n-th largest score by a partition of all of them, then the columns above it
+    and the lowest ones at it."""
     columns = scores.shape[1]
     threshold = np.partition(scores, columns - n, axis=1)[:, columns - n : columns - n + 1]
     above = scores > threshold
