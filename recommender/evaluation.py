@@ -39,6 +39,12 @@ class HeldOut:
     popularity: NDArray[np.floating]
 
 
+def row_slices(n_rows: int, n_columns: int) -> list[slice]:
+    """Consecutive blocks of rows whose dense scores hold about ``RANK_BLOCK_ENTRIES`` values."""
+    step = max(1, RANK_BLOCK_ENTRIES // max(1, n_columns))
+    return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+
 def top_k(scores: NDArray[np.floating], seen: sp.csr_matrix, k: int) -> NDArray[np.int64]:
     """Best k columns per row, excluding the row's seen items; (n_rows, k), best first.
 
@@ -46,18 +52,7 @@ def top_k(scores: NDArray[np.floating], seen: sp.csr_matrix, k: int) -> NDArray[
     partition's copy then take a block's memory, not the whole score matrix's twice over.
     """
     scores = np.asarray(scores)
-    seen = sp.csr_matrix(seen)
-    n_rows, n_items = scores.shape
-    step = max(1, RANK_BLOCK_ENTRIES // max(1, n_items))
-    blocks = []
-    for start in range(0, n_rows, step):
-        block = np.array(scores[start : start + step], dtype=np.float64, copy=True)
-        rows, cols = seen[start : start + step].nonzero()
-        block[rows, cols] = -np.inf
-        blocks.append(top_n_rows(block, k))
-    if not blocks:
-        return top_n_rows(np.zeros((0, n_items)), k)
-    return np.concatenate(blocks)
+    return top_k_blocks(lambda part: scores[part], seen, k)
 
 
 def top_k_blocks(
@@ -69,11 +64,12 @@ def top_k_blocks(
     of 10,000 items: 160 MB in float64, and ranking copies them); a block is a few MB."""
     seen = sp.csr_matrix(seen)
     n_rows, n_items = seen.shape
-    step = max(1, RANK_BLOCK_ENTRIES // max(1, n_items))
-    blocks = [
-        top_k(score_block(slice(start, min(start + step, n_rows))), seen[start : start + step], k)
-        for start in range(0, n_rows, step)
-    ]
+    blocks = []
+    for part in row_slices(n_rows, n_items):
+        block = np.array(score_block(part), dtype=np.float64, copy=True)
+        rows, cols = seen[part].nonzero()
+        block[rows, cols] = -np.inf
+        blocks.append(top_n_rows(block, k))
     if not blocks:
         return top_n_rows(np.zeros((0, n_items)), k)
     return np.concatenate(blocks)

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from ..algorithms.repeat import RepeatBuyer, RepeatCells, mixed_cells, mixed_scores
 from ..config import EvaluationSettings
 from ..data.matrix import Interactions
-from ..evaluation import RANK_BLOCK_ENTRIES, HeldOut, row_ndcg, top_k, top_k_blocks
+from ..evaluation import HeldOut, row_ndcg, row_slices, top_k, top_k_blocks
 from .choice import GUARD_ERRORS, BlendChoice, plain_ease
 from .folds import Fold
 from .scoring import FoldState, choice_blocks, choice_top_k, held_out_metrics, release
@@ -93,16 +93,8 @@ class _Rows:
     times: NDArray[np.float32]
     explore_owned: NDArray[np.float64]
 
-    @property
-    def step(self) -> int:
-        """Rows per block: a block's dense scores hold about ``RANK_BLOCK_ENTRIES`` values."""
-        return max(1, RANK_BLOCK_ENTRIES // max(1, self.owned.shape[1]))
-
     def blocks(self) -> list[slice]:
-        n_rows = self.owned.shape[0]
-        return [
-            slice(start, min(start + self.step, n_rows)) for start in range(0, n_rows, self.step)
-        ]
+        return row_slices(*self.owned.shape)
 
 
 def _prepare(state: FoldState, choice: BlendChoice, settings: EvaluationSettings) -> _Rows | None:
@@ -368,11 +360,10 @@ def tifu_knn_blocks(
     # Customers x customers similarities a block of rows at a time: whole, they are the
     # evaluated rows x every customer, dense (gigabytes on a log of 100,000 customers).
     customers = vectors.T.tocsr()
-    step = max(1, RANK_BLOCK_ENTRIES // max(1, vectors.shape[0]))
     blocks = []
-    for start in range(0, len(rows), step):
-        similarity = (query[start : start + step] @ customers).toarray()
-        similarity[np.arange(len(similarity)), rows[start : start + step]] = -np.inf  # not oneself
+    for part in row_slices(len(rows), vectors.shape[0]):
+        similarity = (query[part] @ customers).toarray()
+        similarity[np.arange(len(similarity)), rows[part]] = -np.inf  # not oneself
         # A copy: the slice alone would keep the whole block's partition (rows x every
         # customer) alive, a block's worth of memory per block of rows.
         blocks.append(np.argpartition(-similarity, count - 1, axis=1)[:, :count].copy())

@@ -66,10 +66,17 @@ def forget(state: FoldState, dropped: Iterable[BlendChoice], kept: Iterable[Blen
             state.items.pop(key, None)
 
 
-def release(state: FoldState, keep: Iterable[BlendChoice], fitted: bool = False) -> None:
+def release(
+    state: FoldState,
+    keep: Iterable[BlendChoice],
+    fitted: bool = False,
+    spare: Iterable[BlendChoice] = (),
+) -> None:
     """Drop the fitted item models (and EASE Gram matrices) that no choice in ``keep`` uses;
     with ``fitted``, ALS too when none of them blends it (the caller scores no other choice
     on this training side: the search's blends need ALS after its item stages released).
+    The item models of ``spare`` stay too, but not their Gram or decayed matrices, which only
+    a refit would read.
 
     A search fits many item models per fold and needs few of them later (the best decay's,
     the finalists', the choice's); on a large catalog each holds its items x K tables, and
@@ -82,7 +89,7 @@ def release(state: FoldState, keep: Iterable[BlendChoice], fitted: bool = False)
         state.fitted.pop("als", None)
         state.als = None
     needed = [choice for choice in keep if choice.item_part > 0]
-    keys = {choice.item_key(fit_decay(choice)) for choice in needed}
+    keys = {choice.item_key(fit_decay(choice)) for choice in [*needed, *spare]}
     for key in [key for key in state.items if key not in keys]:
         del state.items[key]
     decays = {0.0} | {fit_decay(choice) for choice in needed if choice.item_model == "ease"}

@@ -25,7 +25,7 @@ from .choice import (
     BlendChoice,
 )
 from .folds import Fold
-from .scoring import FoldState, choice_top_k, fit_decay, forget, release
+from .scoring import FoldState, choice_top_k, forget, release
 
 
 def search(
@@ -145,13 +145,9 @@ def search(
     ]
     # The finalists are the two best item singles of both stages: the runner-up here is one
     # whenever the next stage's models do worse, and refitting it then costs a fit per fold.
-    # Its fitted tables are kept (not its EASE Gram matrix or decayed matrix: only a refit
-    # would read them).
-    spare = {choice.item_key(fit_decay(choice)) for choice in by_rank[1:2]}
+    # Its fitted tables are kept.
     for state in flat:
-        kept = {key: state.items[key] for key in spare if key in state.items}
-        release(state, singles)
-        state.items.update(kept)
+        release(state, singles, spare=by_rank[1:2])
     if has_als:
         singles.append(BlendChoice(*candidates[lead], 1.0, 0.0, default_half_life))
     for half_life in (*HALF_LIVES, POPULARITY_HALF_LIFE) if timed else (POPULARITY_HALF_LIFE,):

@@ -77,19 +77,32 @@ class Catalog:
         return allowed
 
     def diversify(self, candidates: list[int], k: int, filters: Filters) -> list[int]:
-        """The first k candidates, at most ``max_per_category`` from one category.
-
-        A sequential greedy pick by nature; it walks only the candidates already ranked.
-        """
+        """The first k candidates, at most ``max_per_category`` from one category."""
         if filters.max_per_category is None:
             return candidates[:k]
+        return [candidates[i] for i in self._diverse(candidates, k, filters.max_per_category)]
+
+    def diversify_places(
+        self, items: NDArray[np.integer], places: NDArray[np.int64], k: int, filters: Filters
+    ) -> NDArray[np.int64]:
+        """``diversify`` of ``items[places]``, as the places it keeps: a caller holding other
+        arrays in the order of ``items`` (scores, support) reads the chosen ones' by them."""
+        if filters.max_per_category is None:
+            return places[:k]
+        chosen = self._diverse(items[places].tolist(), k, filters.max_per_category)
+        return places[np.asarray(chosen, dtype=np.int64)]
+
+    def _diverse(self, candidates: list[int], k: int, per_category_limit: int) -> list[int]:
+        """Positions in ``candidates`` of the first k, at most ``per_category_limit`` from one
+        category. A sequential greedy pick by nature; it walks only the candidates already
+        ranked."""
         chosen: list[int] = []
         per_category: dict[str, int] = {}
-        for item in candidates:
+        for position, item in enumerate(candidates):
             category = self.category_names[item]
-            if per_category.get(category, 0) < filters.max_per_category:
+            if per_category.get(category, 0) < per_category_limit:
                 per_category[category] = per_category.get(category, 0) + 1
-                chosen.append(item)
+                chosen.append(position)
                 if len(chosen) == k:
                     break
         return chosen

@@ -204,19 +204,14 @@ class PersonalAnswers:
         row = np.asarray(self.lists.items[list_row])
         listed = row[row >= 0].astype(np.int64)
         allowed = self.catalog.allowed(filters, exclude_idx=owned)
-        passing = np.flatnonzero(allowed[listed])
-        chosen = self.catalog.diversify(listed[passing].tolist(), k, filters)
+        places = self.catalog.diversify_places(listed, np.flatnonzero(allowed[listed]), k, filters)
+        chosen = listed[places].tolist()
         if len(chosen) < k and len(listed) == self.lists.depth:
             return None
         strategy = STRATEGIES[int(self.lists.strategy[user_idx])]
-        if filters.max_per_category is None:  # the first k that pass: their places are known
-            places = passing[: len(chosen)]
-        else:
-            place = {item: position for position, item in enumerate(listed.tolist())}
-            places = np.array([place[item] for item in chosen], dtype=np.int64)
         ranked = Ranked(
             items=chosen,
-            scores=np.asarray(self.lists.scores[list_row])[places].astype(float).tolist(),
+            scores=np.asarray(self.lists.scores[list_row])[places].tolist(),
             sources=[strategy] * len(chosen),
             strategy=strategy,
         )

@@ -8,6 +8,7 @@ read straight from the memory-mapped CSR arrays, so a request builds no sparse o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Ranker(ReasonFinder):
         self.catalog = catalog
         self.matrix = matrix
         self.incoming = incoming
+        self.scratch = threading.local()
         self.als = als
         # The factors by length, so a pruned answer scores only the items that can matter.
         self.als_index = NormOrderedFactors(als.item_factors_) if als is not None else None

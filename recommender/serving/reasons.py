@@ -5,6 +5,8 @@ matrix's rows or, where shorter, from the chosen items' columns (its saved trans
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,6 +21,7 @@ class ReasonFinder:
     matrix: sp.csr_matrix
     incoming: sp.csr_matrix | None
     als: ALS | None
+    scratch: threading.local  # per thread: the threads of a gthread worker share the ranker
 
     def contributions(
         self, history: NDArray[np.int64], weights: NDArray[np.float64]
@@ -83,12 +86,8 @@ class ReasonFinder:
         owners, neighbours, contributions = (
             gathered if gathered is not None else self.contributions(history, weights)
         )
-        places = self._places()
-        places[columns] = 0
-        try:
+        with self._placed(columns, 0) as places:
             relevant = (places[neighbours] == 0) & (contributions > 0)
-        finally:
-            places[columns] = -1
         owners, neighbours, contributions = (
             owners[relevant],
             neighbours[relevant],
@@ -109,18 +108,14 @@ class ReasonFinder:
         there, which the rows' walk handles and this lookup (one occurrence per item) does not.
 
         A column's entries are matched to the history through a per-thread item -> history
-        position array (``_places``), set for the history and reset after: one gather instead
-        of a search per entry, and only the few matching entries go on to be weighed."""
-        places = self._places()
+        position array (``_placed``): one gather instead of a search per entry, and only the
+        few matching entries go on to be weighed."""
         positions = np.arange(len(history))
-        places[history] = positions
-        try:
+        with self._placed(history, positions) as places:
             if (places[history] != positions).any():  # a repeated item: a later one overwrote
                 return None
             chosen_position, sources, values = gather_rows(self.incoming, columns)
             history_position = places[sources]
-        finally:
-            places[history] = -1
         matched = history_position >= 0
         chosen_position, history_position = chosen_position[matched], history_position[matched]
         contributions = values[matched] * np.asarray(weights)[history_position]
@@ -137,17 +132,21 @@ class ReasonFinder:
             )
         )
 
-    def _places(self) -> NDArray[np.int64]:
-        """This thread's scratch array over the items, -1 everywhere between uses (an item's
-        history position, or a mark on the chosen items, set and reset within one call; the
-        threads of a gthread worker share the ranker, so each has its own)."""
-        local = self.__dict__.get("_local")
-        if local is None:
-            local = self.__dict__.setdefault("_local", threading.local())
-        places = getattr(local, "places", None)
+    @contextmanager
+    def _placed(
+        self, items: NDArray[np.int64], values: NDArray[np.int64] | int
+    ) -> Iterator[NDArray[np.int64]]:
+        """This thread's array over the catalog holding ``values`` at ``items`` and -1
+        everywhere else, for the ``with`` block: reset after it, so it is made once per thread
+        instead of a catalog-long array per request."""
+        places = getattr(self.scratch, "places", None)
         if places is None:
-            places = local.places = np.full(self.matrix.shape[0], -1, dtype=np.int64)
-        return places
+            places = self.scratch.places = np.full(self.matrix.shape[0], -1, dtype=np.int64)
+        places[items] = values
+        try:
+            yield places
+        finally:
+            places[items] = -1
 
 
 def gather_rows(

@@ -157,13 +157,10 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
         fallback = "unknown_item" if item_idx is None else None
         if item_idx is not None:
             ids = table.ids[item_idx]
-            kept = np.flatnonzero((ids >= 0) & allowed[np.maximum(ids, 0)])
-            if filters.max_per_category is None:  # the first k kept: no need to map the rest
-                kept = kept[:k]
-            ranked.items = self.catalog.diversify(ids[kept].tolist(), k, filters)
-            if len(ranked.items) < len(kept):  # diversity skipped some: keep the chosen ones
-                position = {item: place for place, item in zip(kept.tolist(), ids[kept].tolist())}
-                kept = np.array([position[item] for item in ranked.items], dtype=np.int64)
+            kept = self.catalog.diversify_places(
+                ids, np.flatnonzero((ids >= 0) & allowed[np.maximum(ids, 0)]), k, filters
+            )
+            ranked.items = ids[kept].tolist()
             ranked.scores = table.scores[item_idx][kept].tolist()
             support = dict(zip(ranked.items, table.support[item_idx][kept].tolist()))
             ranked.sources = ["item-knn"] * len(ranked.items)
