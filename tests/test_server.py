@@ -332,6 +332,33 @@ def test_id_maps_look_up_sorted_and_unsorted_ids() -> None:
     assert lookup.indices(["abcd", "abc", "b", "", "bb"]).tolist() == [-1, 1, 2, -1, -1]
 
 
+def test_id_map_with_its_list_kept_answers_as_numpy_search() -> None:
+    """``as_list`` switches a sorted map to ``bisect`` over the list: every lookup, one id or
+    many (a short list, a long one, a frozenset, an array), must give the same indices."""
+    import numpy as np
+
+    from recommender.data.idmap import SHORT_LOOKUP, IdMap
+
+    ids = sorted({f"{n:05d}" for n in range(0, 400, 3)} | {"85123A", "POST", "a", "ab", "é"})
+    needles = [*ids[::7], "abcd", "", "zz", "8512", "85123A ", "00003", "é"]
+    searched, kept = IdMap(ids), IdMap(ids)
+    assert kept.as_list() == ids and kept.as_list() is kept.as_list()
+    for needle in needles:
+        assert kept.index(needle, missing="none") == searched.index(needle, missing="none")
+        assert (needle in kept) == (needle in searched)
+    for many in (needles[:3], needles, needles * (SHORT_LOOKUP // len(needles) + 1)):
+        assert kept.indices(many).tolist() == searched.indices(many).tolist()
+        assert kept.indices(tuple(many)).tolist() == searched.indices(many).tolist()
+    assert (
+        kept.indices(frozenset(needles)).tolist() == searched.indices(frozenset(needles)).tolist()
+    )
+    assert kept.indices([]).dtype == searched.indices([]).dtype == np.int64
+    assert kept.indices(np.array(needles)).tolist() == searched.indices(needles).tolist()
+    # numpy drops a string's trailing NULs, so its many-id search took "ab\x00" for "ab";
+    # the kept list answers as a one-id lookup always did (the API refuses such ids anyway).
+    assert kept.indices(["ab\x00"]).tolist() == [-1] and searched.index("ab\x00", "none") is None
+
+
 TOKEN = "s3cret-admin-token-0123456789"
 
 

@@ -9,6 +9,7 @@ strings in each; an unsorted array falls back to a dict.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Literal
 
@@ -16,6 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import UnknownItemError
+
+# At most this many ids are looked up one by one in the kept list (``indices``); more go
+# through numpy's vectorised search, whose fixed cost then pays off.
+SHORT_LOOKUP = 64
 
 
 class IdMap:
@@ -35,6 +40,7 @@ class IdMap:
         self._width = self.ids_.dtype.itemsize // np.dtype("U1").itemsize
         self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
         self._index: dict[str, int] | None = None
+        self._list: list[str] | None = None
         if not self._sorted:
             self._index = {value: position for position, value in enumerate(self.ids_.tolist())}
             if len(self._index) != len(self.ids_):
@@ -42,6 +48,15 @@ class IdMap:
 
     def __len__(self) -> int:
         return len(self.ids_)
+
+    def as_list(self) -> list[str]:
+        """The ids as a Python list, kept: a sorted map then looks ids up by ``bisect`` over
+        it (about 1 us, against 5-8 us for numpy's searchsorted on one id, most of it numpy's
+        per-call overhead and the memmap scalar read). For the catalog's items, whose list a
+        response reads anyway; not for a million customer ids."""
+        if self._list is None:
+            self._list = self.ids_.tolist()
+        return self._list
 
     def __contains__(self, external_id: object) -> bool:
         return isinstance(external_id, str) and self._find(external_id) is not None
@@ -59,6 +74,9 @@ class IdMap:
             return np.fromiter(
                 (self._index.get(value, -1) for value in external_ids), dtype=np.int64
             )
+        short = isinstance(external_ids, (list, tuple, frozenset, set))
+        if self._list is not None and short and len(external_ids) <= SHORT_LOOKUP:  # type: ignore[arg-type]
+            return np.array([self._bisect(value) for value in external_ids], dtype=np.int64)
         wanted = np.asarray(
             list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids,
             dtype=np.str_,
@@ -75,9 +93,20 @@ class IdMap:
         """External ids of indices, as Python strings."""
         return self.ids_[np.asarray(indices, dtype=np.int64)].tolist()
 
+    def _bisect(self, external_id: str) -> int:
+        """The id's position in the kept list, -1 when absent (Python's and numpy's string
+        orders agree: both compare code points)."""
+        ids = self._list
+        assert ids is not None
+        position = bisect_left(ids, external_id)
+        return position if position < len(ids) and ids[position] == external_id else -1
+
     def _find(self, external_id: str) -> int | None:
         if self._index is not None:
             return self._index.get(external_id)
+        if self._list is not None:
+            position = self._bisect(external_id)
+            return None if position < 0 else position
         if len(external_id) > self._width:  # longer than every id (and would be truncated below)
             return None
         position = int(np.searchsorted(self.ids_, np.array(external_id, dtype=self.ids_.dtype)))

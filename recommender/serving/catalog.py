@@ -35,7 +35,7 @@ class Catalog:
 
     def __init__(self, item_ids: NDArray[Any], arrays: dict[str, NDArray[Any]]) -> None:
         self.items = IdMap(item_ids)
-        self.ids: list[str] = self.items.ids_.tolist()
+        self.ids: list[str] = self.items.as_list()
         self.names: list[str] = arrays["names"].tolist()
         self.prices_array = np.asarray(arrays["prices"], dtype=np.float64)
         self.prices: list[float | None] = [
