@@ -22,25 +22,32 @@ def ranking(
     ranked: Ranked, catalog: Catalog, version: str, extra: dict[str, dict[int, Any]] | None = None
 ) -> dict[str, Any]:
     """``{"strategy", "model_version", "recommendations": [...]}``; ``extra`` adds a field to
-    the entries of the items it maps (e.g. ``bought_both``)."""
-    recommendations = []
-    reasons = ranked.reasons or [-1] * len(ranked.items)
-    ids = catalog.ids
-    for item, score, source, reason in zip(ranked.items, ranked.scores, ranked.sources, reasons):
-        entry: dict[str, Any] = {
+    the entries of the items it maps (e.g. ``bought_both``).
+
+    Every answer builds this, so it is one comprehension over the entries, with the optional
+    fields added after it (in the same key order: ``extra``'s, then ``because``): a loop
+    looking at ``extra`` and the reason for each entry cost an item page about 8 us."""
+    ids, names, prices = catalog.ids, catalog.names, catalog.prices
+    items = ranked.items
+    recommendations: list[dict[str, Any]] = [
+        {
             "item_id": ids[item],
-            "name": catalog.names[item],
-            "price": catalog.prices[item],
+            "name": names[item],
+            "price": prices[item],
             "score": None if score is None else round(score, 6),
             "source": source,
         }
-        for key, values in (extra or {}).items():
+        for item, score, source in zip(items, ranked.scores, ranked.sources)
+    ]
+    for key, values in (extra or {}).items():
+        for entry, item in zip(recommendations, items):
             if item in values:
                 entry[key] = values[item]
+    for entry, reason in zip(recommendations, ranked.reasons):
         if reason >= 0:
-            entry["because"] = {"item_id": ids[reason], "name": catalog.names[reason]}
-        recommendations.append(entry)
-    strategy = ranked.strategy if any(s != "popular" for s in ranked.sources) else "popular"
+            entry["because"] = {"item_id": ids[reason], "name": names[reason]}
+    sources = ranked.sources
+    strategy = "popular" if sources.count("popular") == len(sources) else ranked.strategy
     return {"strategy": strategy, "model_version": version, "recommendations": recommendations}
 
 

@@ -158,7 +158,7 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
         if item_idx is not None:
             ids = table.ids[item_idx]
             kept = self.catalog.diversify_places(
-                ids, np.flatnonzero((ids >= 0) & allowed[np.maximum(ids, 0)]), k, filters
+                ids, np.flatnonzero(allowed[ids] & (ids >= 0)), k, filters
             )
             ranked.items = ids[kept].tolist()
             ranked.scores = table.scores[item_idx][kept].tolist()
