@@ -16,6 +16,7 @@ from .errors import ApiError
 from .tracing import Citation
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_INTEGER = re.compile(r"\s*[+-]?\d{1,9}\s*")
 NO_FILTERS = Filters()
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -43,7 +44,7 @@ def query_int(name: str, default: int | None, low: int, high: int) -> int | None
 
 
 def parse_int(name: str, raw: Any, low: int, high: int) -> int:
-    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d{1,9}\s*", raw):
+    if isinstance(raw, str) and _INTEGER.fullmatch(raw):
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int):
         shown = raw[:20] if isinstance(raw, str) else type(raw).__name__
@@ -88,9 +89,10 @@ def exclude_purchased_param() -> bool | str | None:
 
 def k_param(raw: Any = None) -> int:
     """``k``: how many recommendations, 1..max_k (from the query string unless given)."""
+    settings = config()
     if raw is not None:
-        return parse_int("k", raw, 1, config().max_k)
-    value = query_int("k", config().default_k, 1, config().max_k)
+        return parse_int("k", raw, 1, settings.max_k)
+    value = query_int("k", settings.default_k, 1, settings.max_k)
     assert value is not None
     return value
 

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Flask, current_app, g, request
 
@@ -59,9 +59,10 @@ class Citation:
     price: float | None
 
 
-@dataclass(frozen=True)
-class Arm:
-    """Who answers a request: ``service``, and the experiment's variant (empty: none)."""
+class Arm(NamedTuple):
+    """Who answers a request: ``service``, and the experiment's variant (empty: none). A
+    named tuple: one is made per response, and a frozen dataclass takes several times
+    longer to build."""
 
     service: RecommendationService
     experiment: str = ""
@@ -151,9 +152,9 @@ def arm(
 ) -> Arm:
     """The variant that answers ``shopper_id`` on this endpoint (noted for ``trace``);
     ``suppression_checked``: the caller already knows the shopper may be personalised."""
-    chosen = Arm(service, shopper_id=shopper_id)
-    state = tracing()
+    chosen = Arm(service, "", "", None, shopper_id)
     if shopper_id is not None:
+        state = tracing()
         from .stores import activity_store, with_customers_file
 
         endpoint = endpoint_name()
@@ -189,8 +190,9 @@ def holdout(chosen: Arm, k: int, filters: Any) -> dict[str, Any] | None:
 
 def trace(body: dict[str, Any]) -> None:
     """Name the list's variant; with tracing on, sign the list into ``recommendation_id``
-    and count the impression. Every response runs this: it reads each value once."""
-    state = tracing()
+    and count the impression. Every response runs this: it reads each value once (the
+    app, the request and ``g`` are each looked up through their proxy once)."""
+    state: Tracing = current_app.extensions["recommender_tracing"]
     chosen: Arm | None = g.get("arm")
     if chosen is not None and chosen.experiment:
         body["experiment"] = {"name": chosen.experiment, "variant": chosen.variant}
@@ -199,8 +201,9 @@ def trace(body: dict[str, Any]) -> None:
         return  # an empty list shows nothing
     if chosen is None:
         chosen = _CONTROL
+    flask_endpoint = request.endpoint or ""
     shown = ShownList(
-        endpoint_name(),
+        ENDPOINTS.get(flask_endpoint, flask_endpoint),
         body["strategy"],
         body["model_version"],
         chosen.experiment,
@@ -208,10 +211,10 @@ def trace(body: dict[str, Any]) -> None:
         chosen.shopper_id,
         [entry["item_id"] for entry in shown_items],
     )
+    now = time.time()
     tracer = state.tracer
     if tracer is not None:
-        body["recommendation_id"] = tracer.issue(shown)
-    now = time.time()
+        body["recommendation_id"] = tracer.issue(shown, now)
     exposure = (
         (shown.experiment, shown.variant, shown.shopper_id)
         if shown.experiment and shown.shopper_id

@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from base64 import urlsafe_b64encode
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -59,6 +60,12 @@ class ShownList(NamedTuple):
             return None
 
 
+def _base64(data: bytes) -> bytes:
+    """itsdangerous' ``base64_encode`` (URL-safe, no padding) of bytes, without its check
+    that they are bytes."""
+    return urlsafe_b64encode(data).rstrip(b"=")
+
+
 class Tracer:
     """Signs and reads ``recommendation_id`` values with one secret.
 
@@ -84,8 +91,9 @@ class Tracer:
         self._stamp = b""
         self.max_age_seconds = max_age_seconds
 
-    def issue(self, shown: ShownList) -> str:
-        payload = base64_encode(
+    def issue(self, shown: ShownList, now: float | None = None) -> str:
+        """The list's ``recommendation_id``, signed at ``now`` (default: the clock's time)."""
+        payload = _base64(
             orjson.dumps(
                 [
                     FORMAT,
@@ -99,13 +107,13 @@ class Tracer:
                 ]
             )
         )
-        now = int(time.time())
-        if now != self._stamp_second:
-            self._stamp_second, self._stamp = now, base64_encode(int_to_bytes(now))
+        second = int(time.time() if now is None else now)
+        if second != self._stamp_second:
+            self._stamp_second, self._stamp = second, base64_encode(int_to_bytes(second))
         signed = payload + b"." + self._stamp
         mac = self._mac.copy()
         mac.update(signed)
-        return (signed + b"." + base64_encode(mac.digest())).decode("ascii")
+        return (signed + b"." + _base64(mac.digest())).decode("ascii")
 
     def read(self, token: str) -> ShownList | str:
         """The list, or why it cannot attribute: ``expired`` or ``forged`` (a bad signature,
