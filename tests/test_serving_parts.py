@@ -132,6 +132,42 @@ def test_recent_events_weigh_by_type_and_halve_every_half_life() -> None:
     )
 
 
+def test_recent_events_sum_bit_for_bit_as_numpy_unique_and_bincount() -> None:
+    """The weights are summed in a dict in the events' order; the numpy formulation they
+    replace (``np.unique``'s inverse into ``np.bincount``, items by first event) must give
+    the same bits and order, repeated items and unknown ones included."""
+    from recommender.data.idmap import IdMap
+    from recommender.serving.ranking import TYPE_WEIGHTS
+
+    items = IdMap([f"i{n:03d}" for n in range(60)])
+    rng = np.random.default_rng(7)
+    now = 1_700_000_000.0
+    for size in (1, 3, 17, 80):
+        events = [
+            Event(
+                "s",
+                f"i{int(rng.integers(0, 70)):03d}",
+                str(rng.choice(list(TYPE_WEIGHTS))),
+                now - float(rng.random() * 9 * 86400 - 3600),
+            )
+            for _ in range(size)
+        ]
+        history, weights = activity_weights(events, items, 72.0, now)
+        indices = items.indices([event.item_id for event in events])
+        known = np.flatnonzero(indices >= 0)
+        terms = [
+            TYPE_WEIGHTS[events[i].type]
+            * 0.5 ** (max(0.0, now - events[i].timestamp) / 3600.0 / 72.0)
+            for i in known.tolist()
+        ]
+        unique, first, where = np.unique(indices[known], return_index=True, return_inverse=True)
+        sums = np.bincount(where, weights=terms, minlength=len(unique))
+        order = np.argsort(first, kind="stable")
+        assert history.dtype == np.int64 and weights.dtype == np.float64
+        assert history.tolist() == unique[order].tolist()
+        assert weights.tobytes() == sums[order].tobytes()
+
+
 def test_responses_carry_names_prices_scores_and_reasons() -> None:
     ranked = ranker().rank(np.array([0]), np.array([1.0]), None, 3, Filters(), np.array([0]))
     body = responses.ranking(ranked, catalog(), "v1", extra={"bought_both": {1: 7}})
