@@ -16,7 +16,7 @@ from recommender.errors import ArtifactError
 from recommender.serving import responses
 from recommender.serving.batch import stream_lists, top_k_for_users
 from recommender.serving.catalog import Catalog, Filters
-from recommender.serving.ranking import BlendWeights, Ranker, activity_weights
+from recommender.serving.ranking import BlendWeights, Ranker, activity_weights, unique_inverse
 from recommender.serving.service import RecommendationService
 
 from helpers import collect_lists
@@ -493,3 +493,18 @@ def test_a_length_ordered_scan_finds_the_scale_and_every_item_over_a_threshold()
         assert np.array_equal(scores, every[items])
         assert scan.done < len(factors)  # the short factors were never read
     assert np.array_equal(index.scan(vector).at_least(-1.0)[0], np.flatnonzero(every >= -1.0))
+
+
+def test_unique_inverse_is_numpys() -> None:
+    rng = np.random.default_rng(3)
+    for values in (
+        np.empty(0, dtype=np.int32),
+        np.array([5], dtype=np.int32),
+        rng.integers(0, 50, 400).astype(np.int32),
+        rng.integers(0, 50_000, 1_200).astype(np.int32),
+        rng.integers(0, 3, 30).astype(np.int64),
+    ):
+        distinct, where = unique_inverse(values)
+        expected, inverse = np.unique(values, return_inverse=True)
+        assert distinct.dtype == expected.dtype and where.dtype == inverse.dtype
+        assert distinct.tolist() == expected.tolist() and where.tolist() == inverse.tolist()

@@ -96,7 +96,7 @@ class ReasonFinder:
         if not len(neighbours):  # items without neighbours (or only weaker ones) contribute nothing
             return {}
         order = np.lexsort((-contributions, neighbours))
-        first = _firsts(neighbours[order])
+        first = firsts(neighbours[order])
         return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
 
     def _best_owners(
@@ -124,7 +124,7 @@ class ReasonFinder:
         if not len(chosen_position):
             return {}
         order = np.lexsort((history_position, -contributions[keep], chosen_position))
-        first = _firsts(chosen_position[order])
+        first = firsts(chosen_position[order])
         return dict(
             zip(
                 columns[chosen_position[order][first]].tolist(),
@@ -174,7 +174,7 @@ class ReasonFinder:
             places[items] = -1
 
 
-def _firsts(keys: NDArray[np.integer]) -> NDArray[np.bool_]:
+def firsts(keys: NDArray[np.integer]) -> NDArray[np.bool_]:
     """Where each run of equal sorted ``keys`` starts (``np.r_[True, np.diff(keys) != 0]``
     without ``np.r_``'s Python-level concatenation, a few microseconds a call)."""
     first = np.empty(len(keys), dtype=bool)
