@@ -117,7 +117,9 @@ class PersonalAnswers:
         history_weights = (
             np.ones(len(history)) if weights is None else np.asarray(weights, dtype=float)[known]
         )
-        exclude = history if exclude_idx is None else np.union1d(history, exclude_idx)
+        # Only masked out of the catalog (``Catalog.allowed``): repeats and order do not
+        # matter, so the two are joined, not sorted into a union.
+        exclude = history if exclude_idx is None else np.concatenate([history, exclude_idx])
         ranked = self.ranker.rank(
             history,
             history_weights,
@@ -165,7 +167,7 @@ class PersonalAnswers:
             response["fallback_reason"] = "no_recent_activity"
             response["groups"] = []
             return response
-        exclude = np.union1d(self._owned(user_idx, recent), history)
+        exclude = np.concatenate([self._owned(user_idx, recent), history])  # a mask: see for_items
         ranked = self.ranker.rank(
             history, weights, self.ranker.vector(history, weights), k, filters, exclude
         )
