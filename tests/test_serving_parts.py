@@ -289,6 +289,23 @@ def test_the_service_puts_the_parts_together_in_external_ids() -> None:
     assert math.isclose(service.for_items(["D"], 1)["recommendations"][0]["score"], 1.0)
 
 
+def test_item_pages_without_masking_filters_answer_as_the_catalog_mask_does() -> None:
+    """Without filters that take items out, an item page tests its neighbours against the
+    item itself instead of a catalog-long mask; an exclusion of an unknown id goes through
+    the mask and allows the same items, so every answer must be the same."""
+    service = RecommendationService(bundle())
+    for component in ("also_bought", "bought_together"):
+        for item_id in (*service.catalog.ids, "nope"):
+            for k in (1, 2, 3, 10):
+                for per_category in (None, 1):
+                    plain = Filters(max_per_category=per_category)
+                    masked = Filters(exclude=frozenset({"nope"}), max_per_category=per_category)
+                    assert not plain.masks_items() and masked.masks_items()
+                    assert service.item_neighbours(
+                        component, item_id, k, plain
+                    ) == service.item_neighbours(component, item_id, k, masked)
+
+
 def test_precomputed_lists_answer_as_scoring_everything_does(shared_models: Path) -> None:
     from recommender import artifacts
 

@@ -24,6 +24,18 @@ class Filters:
     max_price: float | None = None
     max_per_category: int | None = None
 
+    def masks_items(self) -> bool:
+        """Whether any filter takes items out of the catalog (``max_per_category`` does not:
+        it only thins a ranking): without one, ``Catalog.allowed`` is every item but the
+        excluded indices."""
+        return bool(
+            self.exclude
+            or self.available_only
+            or self.category is not None
+            or self.min_price is not None
+            or self.max_price is not None
+        )
+
 
 class Catalog:
     """Items in model order: ids, names, prices, categories and availability.

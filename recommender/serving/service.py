@@ -151,21 +151,28 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
         name = component if component in self.tables else next(iter(self.tables))
         table = self.tables[name]
         item_idx = self.items.index(item_id, missing="none")
-        allowed = self.catalog.allowed(filters, exclude_idx=() if item_idx is None else (item_idx,))
+        exclude = () if item_idx is None else (item_idx,)
+        # Without filters that take items out, the catalog-long mask is made only when
+        # trending items must top the list up: a neighbour is allowed unless it is the item.
+        allowed = self.catalog.allowed(filters, exclude) if filters.masks_items() else None
         ranked = Ranked(strategy="item-knn")
         support: dict[int, int] = {}
         fallback = "unknown_item" if item_idx is None else None
         if item_idx is not None:
             ids = table.ids[item_idx]
+            usable = (ids != item_idx) if allowed is None else allowed[ids]
             kept = self.catalog.diversify_places(
-                ids, np.flatnonzero(allowed[ids] & (ids >= 0)), k, filters
+                ids, np.flatnonzero(usable & (ids >= 0)), k, filters
             )
             ranked.items = ids[kept].tolist()
             ranked.scores = table.scores[item_idx][kept].tolist()
             support = dict(zip(ranked.items, table.support[item_idx][kept].tolist()))
             ranked.sources = ["item-knn"] * len(ranked.items)
             fallback = None if ranked.items else "too_few_buyers"
-        self.ranker.fill_popular(ranked, k, allowed, filters)
+        if len(ranked.items) < k:
+            if allowed is None:
+                allowed = self.catalog.allowed(filters, exclude)
+            self.ranker.fill_popular(ranked, k, allowed, filters)
         if fallback:
             ranked.strategy = "popular"
         response = responses.ranking(
