@@ -86,6 +86,8 @@ class Ranker(ReasonFinder):
         self.als_index = NormOrderedFactors(als.item_factors_) if als is not None else None
         trending = np.asarray(trending, dtype=np.float64)
         self.trend = trending / trending.max() if trending.max() > 0 else trending
+        # The most any item's trending part can add (``pruned``'s bound), read once.
+        self.trend_max = float(self.trend.max(initial=0.0))
         order = np.lexsort((np.arange(len(trending)), -trending))
         self.trending_ranking = order[:POPULAR_DEPTH]
         # Each item's place in the trending order (0: most bought lately), for catalog search.
@@ -181,7 +183,7 @@ class Ranker(ReasonFinder):
             np.partition(allowed_scores, len(allowed_scores) - depth)[len(allowed_scores) - depth]
         )
         # The most trending can add to an item that is not a neighbour; its ALS part must make up the rest.
-        rest = cut - self.weights.trend * float(self.trend.max(initial=0.0))
+        rest = cut - self.weights.trend * self.trend_max
         if scan is not None and als_scale > 0:
             # A float32 comparison: the margin keeps an item at the cut inside (extra candidates
             # cost nothing). Only items whose factors are long enough to reach it are scored.
@@ -191,9 +193,8 @@ class Ranker(ReasonFinder):
             others, others_als = np.empty(0, dtype=np.int64), None
         else:
             return None
-        is_neighbour = np.zeros(len(self.trend), dtype=bool)
-        is_neighbour[neighbours] = True
-        outside = ~is_neighbour[others]
+        with self._placed(neighbours, 0) as places:  # no catalog-long mask per request
+            outside = places[others] < 0
         others = others[outside]
         if not len(others):
             return neighbours, scores, strategy  # type: ignore[return-value]
