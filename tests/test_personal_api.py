@@ -316,6 +316,11 @@ def test_a_string_where_a_list_is_documented_is_a_bad_request(client) -> None:
     [
         ({"items": ["G1"] * 101}, "items: at most 100"),
         ({"items": [1]}, "items[0]: must be a string"),
+        ({"items": ["G1", ""]}, "items[1]: must be 1 to"),
+        ({"items": ["G1", "G2", "x" * 1000]}, "items[2]: must be 1 to"),
+        ({"items": ["G1", "G\x07"]}, "items[1]: contains control characters"),
+        ({"items": ["G1", "G\ufffd"]}, "items[1]: is not valid UTF-8"),
+        ({"items": ["G1"], "exclude": ["G2", None]}, "exclude[1]: must be a string"),
         ({"items": ["G1"], "k": "many"}, "k: must be an integer"),
         ({"items": ["G1"], "k": 0}, "k: must be between"),
         ({"items": ["G1"], "max_price": "cheap"}, "max_price: must be a number"),
