@@ -174,7 +174,9 @@ class Ranker(ReasonFinder):
 
         neighbour_als = None
         if scan is not None:
-            neighbour_als = dot_rows(self.als.item_factors_[neighbours], scan.vector)  # type: ignore[union-attr]
+            # np.take: half the time of fancy indexing for a few hundred rows of factors.
+            rows = np.take(self.als.item_factors_, neighbours, axis=0)  # type: ignore[union-attr]
+            neighbour_als = dot_rows(rows, scan.vector)
         scores = self._blend_part(neighbours, knn, neighbour_als, scales)  # type: ignore[arg-type]
         allowed_scores = scores[allowed[neighbours]]
         if len(allowed_scores) < depth:

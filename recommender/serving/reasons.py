@@ -29,7 +29,7 @@ class ReasonFinder:
         """Every (history position, neighbour, weighted score) entry of the history's rows of the
         item-to-item matrix, gathered with numpy from the CSR arrays."""
         owners, columns, values = gather_rows(self.matrix, history)
-        return owners, columns, values * np.take(weights, owners)
+        return owners, columns, values * np.asarray(weights)[owners]
 
     def reasons(
         self,
@@ -159,7 +159,7 @@ class ReasonFinder:
 
     @contextmanager
     def _placed(
-        self, items: NDArray[np.int64], values: NDArray[np.int64] | int
+        self, items: NDArray[np.integer], values: NDArray[np.int64] | int
     ) -> Iterator[NDArray[np.int64]]:
         """This thread's array over the catalog holding ``values`` at ``items`` and -1
         everywhere else, for the ``with`` block: reset after it, so it is made once per thread
