@@ -525,3 +525,32 @@ def test_unique_inverse_is_numpys() -> None:
         expected, inverse = np.unique(values, return_inverse=True)
         assert distinct.dtype == expected.dtype and where.dtype == inverse.dtype
         assert distinct.tolist() == expected.tolist() and where.tolist() == inverse.tolist()
+
+
+def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> None:
+    """Pruned scoring blends a few items with the catalog's scales: each value must be the one
+    the whole row gives (float32 parts divided in float64, a zero scale adding 0)."""
+    from recommender.algorithms.blend import blend_scores
+
+    parts = blend_scores(
+        np.array([2.0, -1.0]),
+        np.array([0.5, 0.25], dtype=np.float32),
+        None,
+        0.5,
+        0.0,
+        scales=(4.0, 0.0),
+    )
+    assert parts is not None and parts.tolist() == [0.25, -0.125]
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        size = int(rng.integers(1, 60))
+        item = rng.standard_normal(size) * (rng.random(size) < 0.5)
+        als = (rng.standard_normal(size) * 10 ** rng.uniform(-4, 4)).astype(np.float32)
+        trend = rng.random(size)
+        weights = (float(rng.choice([0.25, 0.6])), float(rng.choice([0.0, 0.1])))
+        whole = blend_scores(item, als, trend, *weights)
+        some = rng.random(size) < 0.5
+        scales = (float(np.abs(item).max()), float(np.abs(als).max()))
+        part = blend_scores(item[some], als[some], trend[some], *weights, scales=scales)
+        assert whole is not None and part is not None
+        assert whole[some].tobytes() == part.tobytes()

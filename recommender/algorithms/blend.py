@@ -110,16 +110,28 @@ def _scaled(
     writes float64 directly: one pass each and no |x| array, as a batch of rows is large.
     """
     part = np.asarray(part)
-    if scale is None:
-        peak = np.maximum(
-            part.max(axis=-1, keepdims=True), -part.min(axis=-1, keepdims=True)
-        ).astype(np.float64)
-    else:
-        peak = np.full((1,) * part.ndim, scale, dtype=np.float64)
+    if scale is not None:
+        return _scaled_by(part, weight, scale)
+    peak = np.maximum(part.max(axis=-1, keepdims=True), -part.min(axis=-1, keepdims=True)).astype(
+        np.float64
+    )
     empty = peak <= 0
     scaled = np.empty(part.shape, dtype=np.float64)
     np.divide(part, np.where(empty, 1.0, peak), out=scaled)
     if empty.any():
         scaled[np.broadcast_to(empty, scaled.shape)] = 0.0
+    scaled *= weight
+    return scaled
+
+
+def _scaled_by(part: NDArray[np.floating], weight: float, scale: float) -> NDArray[np.float64]:
+    """``_scaled`` with one known scale (pruned scoring's few hundred candidates): the same
+    float64 division and product on every value, by a float64 scalar instead of a one-value
+    array and its mask, which cost a pruned answer's four parts about as much as the arithmetic."""
+    scaled = np.empty(part.shape, dtype=np.float64)
+    if scale <= 0:
+        scaled.fill(0.0)
+    else:  # a float64 scalar, not a Python float: float32 parts are divided in float64 as before
+        np.divide(part, np.float64(scale), out=scaled)
     scaled *= weight
     return scaled

@@ -15,6 +15,8 @@ not: its kernels round a row differently depending on where it falls in the call
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -57,7 +59,8 @@ class Scan:
     def __init__(self, index: NormOrderedFactors, vector: NDArray[np.float32]) -> None:
         self.index = index
         self.vector = np.asarray(vector, dtype=np.float32)
-        self.length = float(np.linalg.norm(self.vector.astype(np.float64)))
+        wide = self.vector.astype(np.float64)
+        self.length = math.sqrt(wide.dot(wide))  # np.linalg.norm's own sum, without its checks
         self.scores = np.empty(len(index.order), dtype=np.float32)  # valid up to ``done``
         self.done = 0
         self.largest = 0.0  # the largest absolute score among the first ``done``

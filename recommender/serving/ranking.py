@@ -165,7 +165,7 @@ class Ranker(ReasonFinder):
             vector is not None
             and self.als_index is not None
             and self.weights.als > 0
-            and np.any(vector)
+            and vector.any()  # the method: np.any's dispatch cost a few microseconds
         ):
             scan = self.als_index.scan(vector)
             als_scale = scan.scale()
@@ -195,23 +195,16 @@ class Ranker(ReasonFinder):
             others, others_als = np.empty(0, dtype=np.int64), None
         else:
             return None
-        with self._placed(neighbours, 0) as places:  # no catalog-long mask per request
-            outside = places[others] < 0
-        others = others[outside]
+        if len(others):  # mostly none: the neighbours are not even placed then
+            with self._placed(neighbours, 0) as places:  # no catalog-long mask per request
+                outside = places[others] < 0
+            others = others[outside]
+            others_als = None if others_als is None else others_als[outside]
         if not len(others):
             return neighbours, scores, strategy  # type: ignore[return-value]
         items = np.concatenate([neighbours, others])
-        scores = np.concatenate(
-            [
-                scores,
-                self._blend_part(
-                    others,
-                    np.zeros(len(others)),
-                    None if others_als is None else others_als[outside],
-                    scales,
-                ),
-            ]
-        )
+        extra = self._blend_part(others, np.zeros(len(others)), others_als, scales)
+        scores = np.concatenate([scores, extra])
         order = np.argsort(items, kind="stable")
         return items[order], scores[order], strategy
 
