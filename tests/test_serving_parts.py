@@ -554,3 +554,40 @@ def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> No
         part = blend_scores(item[some], als[some], trend[some], *weights, scales=scales)
         assert whole is not None and part is not None
         assert whole[some].tobytes() == part.tobytes()
+
+
+def test_reasons_read_off_the_rows_equal_those_from_every_gathered_entry() -> None:
+    """Without the caller's gathered rows, only the chosen items' entries are weighed: the
+    same best history item (ties: the earliest) as from all of the rows' contributions."""
+    from recommender.serving.reasons import gather_rows, row_positions
+
+    matrix = sp.csr_matrix(np.array([[0, 2, 0, 1], [3, 0, 0, 0], [0, 0, 0, 0], [0, 2, 4, 0]]))
+    positions, lengths, ends = row_positions(matrix, np.array([3, 2, 0]))
+    assert positions.tolist() == [3, 4, 0, 1] and lengths.tolist() == [2, 0, 2]
+    assert ends.tolist() == [2, 2, 4]
+    assert [part.tolist() for part in gather_rows(matrix, np.array([3, 0]))] == [
+        [0, 0, 1, 1],
+        [1, 2, 1, 3],
+        [2, 4, 2, 1],
+    ]
+    rng = np.random.default_rng(9)
+    random = sp.random(60, 60, density=0.3, format="csr", random_state=2, dtype=np.float32)
+    random.data = np.round(random.data * 4) / 4 - 0.25  # ties and negative weights
+    shop = Catalog(
+        np.array([f"i{n}" for n in range(60)]),
+        {
+            "names": np.array([f"n{n}" for n in range(60)]),
+            "prices": np.ones(60),
+            "categories": np.array(["c"] * 60),
+            "available": np.ones(60, dtype=bool),
+        },
+    )
+    ranker = Ranker(shop, random, None, np.ones(60), BlendWeights())
+    for _ in range(300):
+        history = rng.choice(60, int(rng.integers(1, 15)), replace=bool(rng.integers(2)))
+        weights = rng.choice([0.0, 0.5, 1.0, 2.0], len(history))
+        columns = rng.choice(60, int(rng.integers(1, 12)), replace=False)
+        gathered = ranker.contributions(history, weights)
+        assert ranker._best_owners_by_rows(history, weights, columns) == (
+            ranker._best_owners_by_rows(history, weights, columns, gathered)
+        )

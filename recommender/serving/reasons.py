@@ -82,12 +82,17 @@ class ReasonFinder:
         columns: NDArray[np.int64],
         gathered: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float64]] | None = None,
     ) -> dict[int, int]:
-        """Chosen item -> the history position contributing most, from the history's rows."""
-        owners, neighbours, contributions = (
-            gathered if gathered is not None else self.contributions(history, weights)
-        )
-        with self._placed(columns, 0) as places:
-            relevant = (np.take(places, neighbours) == 0) & (contributions > 0)
+        """Chosen item -> the history position contributing most, from the history's rows.
+
+        Without ``gathered``, only the rows' columns are read for every entry; positions and
+        values only for the few entries that are chosen items (as ``_matched_entries``)."""
+        if gathered is None:
+            owners, neighbours, contributions = self._chosen_entries(history, weights, columns)
+            relevant = contributions > 0
+        else:
+            owners, neighbours, contributions = gathered
+            with self._placed(columns, 0) as places:
+                relevant = (np.take(places, neighbours) == 0) & (contributions > 0)
         owners, neighbours, contributions = (
             owners[relevant],
             neighbours[relevant],
@@ -98,6 +103,19 @@ class ReasonFinder:
         order = np.lexsort((-contributions, neighbours))
         first = firsts(neighbours[order])
         return dict(zip(neighbours[order][first].tolist(), owners[order][first].tolist()))
+
+    def _chosen_entries(
+        self, history: NDArray[np.int64], weights: NDArray[np.float64], columns: NDArray[np.int64]
+    ) -> tuple[NDArray[np.intp], NDArray[np.int32], NDArray[np.float64]]:
+        """``contributions``' entries whose column is one of ``columns``, in the same order
+        with the same values, gathering values and history positions for those alone."""
+        positions, _, row_ends = row_positions(self.matrix, history)
+        neighbours = np.take(self.matrix.indices, positions)
+        with self._placed(columns, 0) as places:
+            found = np.flatnonzero(np.take(places, neighbours) == 0)
+        owners = np.searchsorted(row_ends, found, side="right")
+        values = np.take(self.matrix.data, positions[found]) * np.asarray(weights)[owners]
+        return owners, neighbours[found], values
 
     def _best_owners(
         self, history: NDArray[np.int64], weights: NDArray[np.float64], columns: NDArray[np.int64]
@@ -190,12 +208,22 @@ def gather_rows(
     (memory-mapped) arrays, no sparse object built: (position in ``rows``, column, value).
     Gathered by ``np.take``, which skips fancy indexing's general machinery: 40% less time
     on the thousands of entries of a popular item's column or a heavy buyer's rows."""
-    starts = np.asarray(matrix.indptr[rows], dtype=np.int64)
-    lengths = np.asarray(matrix.indptr[rows + 1], dtype=np.int64) - starts
-    offsets = np.cumsum(lengths) - lengths
-    positions = np.arange(lengths.sum()) - np.repeat(offsets - starts, lengths)
+    positions, lengths, _ = row_positions(matrix, rows)
     return (
         np.repeat(np.arange(len(rows)), lengths),
         np.take(matrix.indices, positions),
         np.take(matrix.data, positions),
     )
+
+
+def row_positions(
+    matrix: sp.csr_matrix, rows: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """Where ``rows``' stored entries lie in a CSR matrix's arrays, row after row; each row's
+    length, and where its entries end in that list (the running total of the lengths: a
+    binary search of an entry's place there gives its row's position in ``rows``)."""
+    starts = np.asarray(matrix.indptr[rows], dtype=np.int64)
+    lengths = np.asarray(matrix.indptr[rows + 1], dtype=np.int64) - starts
+    ends = np.cumsum(lengths)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.arange(total) - np.repeat(ends - lengths - starts, lengths), lengths, ends
