@@ -591,3 +591,15 @@ def test_reasons_read_off_the_rows_equal_those_from_every_gathered_entry() -> No
         assert ranker._best_owners_by_rows(history, weights, columns) == (
             ranker._best_owners_by_rows(history, weights, columns, gathered)
         )
+
+
+def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> None:
+    """The cut at the n-th largest value keeps all items tied with it; the lower index wins."""
+    from recommender.algorithms.base import top_n
+
+    scores = np.array([0.5, 0.9, 0.5, -np.inf, 0.5, 0.7, 0.1])
+    best, values = top_n(scores, 3, positive_only=False)
+    assert best.tolist() == [1, 5, 0] and values.tolist() == [0.9, 0.7, 0.5]
+    assert top_n(scores, 4, exclude=np.array([0]))[0].tolist() == [1, 5, 2, 4]
+    assert top_n(scores.astype(np.float32), 2)[1].dtype == np.float32
+    assert top_n(np.array([-1.0, -np.inf, -2.0]), 5, positive_only=False)[0].tolist() == [0, 2]
