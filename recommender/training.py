@@ -38,6 +38,7 @@ from .data.matrix import (
     trending_weights,
 )
 from .errors import DataError
+from .memory import share_one_arena
 from .model_selection import (
     BlendChoice,
     RepeatChoice,
@@ -82,6 +83,9 @@ def run(config: TrainConfig) -> Path:
     Long because it is the run's sequence, step by step, as the module docstring lists it.
     """
     started = time.perf_counter()
+    if config.evaluate:
+        # Before the checksum's thread takes an arena of its own (``memory``).
+        share_one_arena()
     # The log's checksum (a read of the whole file) is taken while the log is parsed: hashing
     # releases the GIL, so it costs a second core's time, not the run's.
     with ThreadPoolExecutor(max_workers=1) as background:

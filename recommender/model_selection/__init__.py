@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from numpy.typing import NDArray
 
 from ..config import EvaluationSettings
+from ..memory import release_freed_memory, share_one_arena
 from ..protocols import choose_protocol
 from .choice import (
     MIN_VALIDATION_ROWS,
@@ -108,9 +109,13 @@ def select_and_evaluate(
         Too little data to hold anything out.
     """
     started = time.perf_counter()
+    # The folds are ranked in threads: one arena keeps what one thread freed for the next
+    # (``memory``), and each stage's freed pages go back before the next stage's peak.
+    share_one_arena()
     protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
     logger.info("validation protocol: %s (%s)", protocol.name, protocol.reason)
     test_fold, validation, secondary = make_folds(purchases, protocol, settings)
+    release_freed_memory()
     n_items = len(test_fold.interactions.item_ids)
     candidates, notes = item_candidates(n_items, settings)
     evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
@@ -137,6 +142,7 @@ def select_and_evaluate(
         )
         logger.warning("validation: %s", outcome["rule"])
     del states
+    release_freed_memory()
 
     test_state = FoldState(test_fold)
     measured = measure(test_fold, choice, settings, current, state=test_state)
@@ -148,6 +154,7 @@ def select_and_evaluate(
         if repeats is not None:
             measured["repeats"] = {**repeats, "validation": repeat_report}
     del test_state
+    release_freed_memory()
     evaluation: dict[str, Any] = {
         "protocol": {**protocol.to_dict(), **test_fold.description},
         "validation": {
