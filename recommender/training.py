@@ -92,8 +92,6 @@ def run(config: TrainConfig) -> Path:
         signature_of_data = background.submit(data_signature, config)
         purchases, report_of_cleaning = load_purchases(config)
         signature = signature_of_data.result()
-    interactions = build_interactions(purchases, config.weighting)
-    has_customers = interactions.user_items.nnz > 0
 
     current_version = artifacts.current_version(config.models_dir)
     current_manifest = (
@@ -103,7 +101,7 @@ def run(config: TrainConfig) -> Path:
     evaluation: dict[str, Any] = {}
     notes: list[str] = []
     predictions: dict[str, Any] = {}
-    choice = default_choice(len(interactions.item_ids), config.evaluation_settings, has_customers)
+    choice: BlendChoice | None = None
     repeat = RepeatChoice()
     if config.evaluate:
         try:
@@ -116,6 +114,14 @@ def run(config: TrainConfig) -> Path:
             logger.warning("not evaluated (%s); using the default blend", exc)
     else:
         notes.append("not evaluated (--no-evaluate); using the default blend")
+    # The whole log's matrices are built once the evaluation (which builds its folds' own) is
+    # done, so that they are not held through its peak.
+    interactions = build_interactions(purchases, config.weighting)
+    has_customers = interactions.user_items.nnz > 0
+    if choice is None:
+        choice = default_choice(
+            len(interactions.item_ids), config.evaluation_settings, has_customers
+        )
 
     catalog_override = read_catalog(config.catalog, config.encoding) if config.catalog else None
     catalog = build_catalog(purchases, interactions.item_ids, catalog_override)

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender import memory
+from recommender import memory, training
+from recommender.errors import DataError
+
+from helpers import TINY_LOG, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 GLIBC = memory._glibc() is not None
@@ -64,3 +67,29 @@ def test_nothing_happens_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
         memory._glibc.cache_clear()
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(lambda: int(np.ones(10).sum())).result() == 10
+
+
+@pytest.mark.parametrize("evaluate", [True, False])
+def test_training_builds_the_whole_logs_matrices_after_the_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evaluate: bool
+) -> None:
+    """They are not held through the evaluation's peak; one arena only when evaluating."""
+    events: list[str] = []
+    build = training.build_interactions
+
+    def evaluated(*args: object) -> None:
+        events.append("evaluate")
+        raise DataError("not here")
+
+    def built(*args: object) -> object:
+        events.append("interactions")
+        return build(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "select_and_evaluate", evaluated)
+    monkeypatch.setattr(training, "build_interactions", built)
+    monkeypatch.setattr(training, "share_one_arena", lambda: events.append("one arena"))
+    log = tmp_path / "tiny.csv"
+    log.write_text(TINY_LOG)
+    training.run(tiny_config(log, tmp_path / "models", evaluate=evaluate))
+    expected = ["one arena", "evaluate", "interactions"] if evaluate else ["interactions"]
+    assert events == expected
