@@ -26,6 +26,7 @@ from ..evaluation import (
     top_k,
     top_k_blocks,
 )
+from ..memory import release_freed_memory
 from .choice import CUTS, BlendChoice, build_als
 from .folds import Fold
 
@@ -179,7 +180,11 @@ def choice_top_k(
     blocks = choice_blocks(state, choice, settings)
     if blocks is None:
         return None
-    return top_k_blocks(blocks, state.fold.held_out.seen, k)
+    try:
+        return top_k_blocks(blocks, state.fold.held_out.seen, k)
+    finally:
+        # The blocks' memory freed in a thread's arena goes back before the next choice's fit.
+        release_freed_memory()
 
 
 def choice_blocks(
