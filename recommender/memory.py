@@ -4,10 +4,9 @@ The evaluation ranks folds in threads (``EvaluationSettings.jobs``), a block of 
 time. glibc gives each thread its own arena and, once the first large array is freed, raises
 its mmap threshold (up to 32 MiB), so the multi-MB blocks come from those arenas and what
 Python frees there stays resident: on the bench 1M log the evaluated run's peak was about
-twice what Python held. Fewer arenas, and trimming after each ranking of a fold and
-between stages, return it; fixing the mmap
-threshold low would too, but then every block's pages are faulted in again (a third more CPU
-time in the evaluation), which these do not cost.
+twice what Python held. Fewer arenas, and trimming after each ranking of a fold and between
+stages, return it; fixing the mmap threshold low would too, but then every block's pages are
+faulted in again (a third more CPU time in the evaluation); these cost a few percent.
 
 On any other C library (or platform) every function here does nothing and says so.
 """
