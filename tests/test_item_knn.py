@@ -114,3 +114,25 @@ def test_history_cap_keeps_each_customers_most_recent_items() -> None:
     # Three items cut to two: the pairs a heavy buyer contributes drop from 6 to 1.
     pairs = ItemKNN(neighbours=3, min_support=1, min_pair_support=1).fit(capped)
     assert pairs.neighbour_ids_[1].tolist() == [3, -1, -1]
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "bm25", "tfidf"])
+def test_the_search_is_what_implicits_own_fit_computes(similarity: str) -> None:
+    """``ItemKNN`` calls implicit's kNN search on the weighting its recommender applies,
+    skipping the recommender's conversion to CSR: the same pairs and scores."""
+    from implicit import nearest_neighbours
+
+    from recommender.algorithms.item_knn import _IMPLICIT_MODELS
+
+    rng = np.random.default_rng(3)
+    dense = (rng.random((60, 40)) < 0.2) * rng.choice([0.5, 1.0, 2.0], size=(60, 40))
+    user_items = sp.csr_matrix(dense.astype(np.float32))
+    backend = getattr(nearest_neighbours, _IMPLICIT_MODELS[similarity])(K=7, num_threads=1)
+    backend.fit(user_items, show_progress=False)
+    expected = sp.coo_matrix(backend.similarity)
+    keep = expected.data != 0
+    model = ItemKNN(similarity, neighbours=6, min_support=1, min_pair_support=1, num_threads=1)
+    rows, cols, scores = model.candidate_pairs(user_items)
+    got = sorted(zip(rows.tolist(), cols.tolist(), scores.tolist()))
+    want = zip(expected.row[keep].tolist(), expected.col[keep].tolist(), expected.data[keep])
+    assert got == sorted((r, c, float(np.float32(s))) for r, c, s in want)

@@ -72,18 +72,37 @@ class ItemKNN(NeighbourModel):
             raise ValueError(
                 f"similarity must be one of {tuple(_IMPLICIT_MODELS)}, got {self.similarity!r}"
             )
-        backend = getattr(nearest_neighbours, _IMPLICIT_MODELS[self.similarity])
         # Room for the pairs ``fit`` drops for too little support; with no threshold only the
         # item itself is dropped (a pair with a similarity shares a row), so K + 1 suffice.
         filtered = self.min_support > 1 or self.min_pair_support > 1
         k = 2 * self.neighbours + 1 if filtered else self.neighbours + 1
-        model = backend(K=k, num_threads=self.num_threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ParameterWarning)
-            model.fit(user_items, show_progress=False)
-        similarity = sp.coo_matrix(model.similarity)
+            similarity = nearest_neighbours.all_pairs_knn(
+                _implicit_weights(self.similarity, user_items),
+                k,
+                show_progress=False,
+                num_threads=self.num_threads,
+            )
+        # implicit's own ``fit`` makes this a CSR matrix (a sort of its indices and a sum of the
+        # zero entries padding rows with fewer than K neighbours, which ``fit`` drops anyway);
+        # its entries come row by row, so dropping the padding leaves them in row order.
+        found = np.flatnonzero(similarity.data)
         return (
-            similarity.row.astype(np.int64),
-            similarity.col.astype(np.int64),
-            similarity.data.astype(np.float32),
+            similarity.row[found].astype(np.int64, copy=False),
+            similarity.col[found].astype(np.int64, copy=False),
+            similarity.data[found].astype(np.float32),
         )
+
+
+def _implicit_weights(similarity: str, user_items: sp.csr_matrix) -> sp.spmatrix:
+    """The matrix implicit's ``CosineRecommender``, ``BM25Recommender`` (its default K1 and
+    B) or ``TFIDFRecommender`` passes to ``all_pairs_knn``: their ``fit`` is that weighting
+    then the search (tests/test_item_knn.py checks the two agree)."""
+    from implicit import nearest_neighbours
+
+    if similarity == "cosine":
+        return nearest_neighbours.normalize(user_items.T).T
+    if similarity == "bm25":
+        return nearest_neighbours.bm25_weight(user_items.T, 1.2, 0.75).T
+    return nearest_neighbours.normalize(nearest_neighbours.tfidf_weight(user_items.T)).T
