@@ -137,3 +137,52 @@ def test_the_search_fits_each_item_model_once_per_fold(tmp_path, monkeypatch) ->
     runner_up = [key for _, key in fitted if key[0] == "item_knn" and key[2] == 60.0]
     assert len(runner_up) == sum(len(folds) for folds in validation.values())
     assert max(fitted.values()) == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_largest_per_row_float32_and_long_rows_are_the_lexsort_order(seed: int) -> None:
+    """Float32 scores (one int64 key per entry) and rows far longer than k (cut first by a
+    lower bound of their k-th score) keep the lexsort's entries in its order, ties included."""
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(1, 12))
+    lengths = rng.integers(0, 12 * k, 30)
+    lengths[: int(rng.integers(1, 5))] = rng.integers(4 * k + 1, 60 * k, 1)
+    lengths = rng.permutation(lengths)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.concatenate([rng.permutation(2 * length + 1)[:length] for length in lengths])
+    if seed % 3 == 0:
+        scores = rng.integers(-3, 4, len(rows)).astype(np.float32)  # ties, and -0.0 next to 0.0
+        scores[rng.random(len(rows)) < 0.1] *= -1
+    else:
+        scores = rng.standard_normal(len(rows)).astype(np.float32)
+    if seed % 4 == 0:
+        scores[rng.random(len(rows)) < 0.05] = -np.inf
+    for dtype in (np.float32, np.float64):
+        got = _largest_per_row(rows, cols, scores.astype(dtype), len(lengths), k)
+        np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores.astype(dtype), k))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "bm25", "rp3beta", "cooccurrence"])
+def test_unranked_fit_keeps_the_same_neighbour_matrix(kind: str) -> None:
+    """``fit(ranked=False)`` (the search's fits) keeps the same neighbours and scores, so the
+    neighbour matrix the search scores with is the same to the last bit; identical columns
+    (ties at the top) give rows with more candidates than K."""
+    from recommender.algorithms import ItemKNN, RP3beta
+
+    rng = np.random.default_rng(5)
+    binary = _binary(120, 90, 0.12, 11)
+    user_items = binary.copy()
+    user_items.data = rng.choice([0.25, 0.5, 1.0], size=user_items.nnz).astype(np.float32)
+    user_items = sp.hstack([user_items, user_items[:, :6]]).tocsr()  # twins of 6 items
+    for neighbours in (3, 10):
+        if kind in ("cosine", "bm25"):
+            model = ItemKNN(kind, neighbours, min_support=1, min_pair_support=1, num_threads=1)
+        elif kind == "rp3beta":
+            model = RP3beta(neighbours=neighbours)
+        else:
+            model = Cooccurrence(neighbours=neighbours, min_support=1, min_pair_support=1)
+        ranked = model.fit(user_items, count_support=False).neighbour_matrix()
+        unranked = model.fit(user_items, count_support=False, ranked=False).neighbour_matrix()
+        np.testing.assert_array_equal(ranked.indptr, unranked.indptr)
+        np.testing.assert_array_equal(ranked.indices, unranked.indices)
+        np.testing.assert_array_equal(ranked.data, unranked.data)

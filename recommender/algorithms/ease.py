@@ -66,6 +66,7 @@ class EASE(NeighbourModel):
         user_items: sp.csr_matrix,
         pairs: Pairs | CountedPairs | None = None,
         count_support: bool = True,
+        ranked: bool = True,
         gram: NDArray[np.floating] | None = None,
         counts: NDArray[np.floating] | None = None,
     ) -> EASE:
@@ -74,7 +75,7 @@ class EASE(NeighbourModel):
         search fits several models on one matrix, so they are computed once."""
         self._gram, self._counts = gram, counts
         try:
-            super().fit(user_items, pairs, count_support)
+            super().fit(user_items, pairs, count_support, ranked)
         finally:
             del self._gram, self._counts
         return self

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 # Bound on the entries of one block of an items x items computation (dense, or the stored
 # entries a sparse product can have at most), to bound memory.
 BLOCK_ENTRIES = 4_000_000
+# Rows longer than this many times K are first cut by a lower bound of their K-th score.
+_BOUND_FACTOR = 4
 Pairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]
 # Scored pairs with the number of rows holding both items, where the search counted it anyway.
 CountedPairs = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.int32]]
@@ -86,6 +88,7 @@ class NeighbourModel(Recommender):
         user_items: sp.csr_matrix,
         pairs: Pairs | CountedPairs | None = None,
         count_support: bool = True,
+        ranked: bool = True,
     ) -> NeighbourModel:
         """Keep the best ``neighbours`` per item among the scored pairs (computed here unless
         ``pairs`` from ``candidate_pairs`` of a model of the same kind on the same matrix).
@@ -94,6 +97,12 @@ class NeighbourModel(Recommender):
         rows behind each neighbour when no threshold needs them: a scored pair always shares
         a row, so ``min_pair_support`` 1 or less keeps every pair, and ``neighbour_support_``
         is then -1 ("not counted"). Counting costs another items x items product.
+
+        ``ranked=False`` (a model only scored through ``neighbour_matrix``, whose rows do not
+        depend on the order of a row's neighbours) keeps the same neighbours but leaves them
+        in the order the search gave them wherever no choice among them is needed (no more
+        than ``neighbours`` candidates): ``neighbour_scores_`` is then not descending per row.
+        Ordering them costs about a quarter of an implicit kNN fit.
         """
         user_items = check_csr(user_items)
         started = time.perf_counter()
@@ -105,25 +114,9 @@ class NeighbourModel(Recommender):
         item_support = np.bincount(present.indices, minlength=n_items).astype(np.int32)
         if pairs is None:
             pairs = self._candidate_pairs(user_items, present)
-        rows, cols, scores = pairs[0], pairs[1], pairs[2]
-        eligible = item_support >= self.min_support
-        keep = (
-            (rows != cols) & eligible[rows] & eligible[cols] & np.isfinite(scores) & (scores != 0)
+        rows, cols, scores, support = self._supported_pairs(
+            user_items, present, pairs, item_support, count_support
         )
-        rows, cols, scores = rows[keep], cols[keep], scores[keep]
-        if len(pairs) == 4:
-            support = pairs[3][keep]
-        else:
-            support = self._known_support(user_items, rows, cols, scores, item_support)
-        if support is None and not count_support and self.min_pair_support <= 1:
-            support = np.full(len(rows), -1, dtype=np.int32)
-        elif support is None:
-            support = pair_support(present, rows, cols)
-        else:
-            support = np.asarray(support, dtype=np.int32)
-        strong = (support >= self.min_pair_support) | (support < 0)
-        rows, cols, scores, support = rows[strong], cols[strong], scores[strong], support[strong]
-
         if np.any(rows[1:] < rows[:-1]):
             by_row = np.argsort(rows, kind="stable")
             rows, cols, scores, support = (
@@ -132,12 +125,18 @@ class NeighbourModel(Recommender):
                 scores[by_row],
                 support[by_row],
             )
-        # The best ``neighbours`` of each row, ties to the lower column, without sorting all pairs.
-        order = _largest_per_row(rows, cols, scores.astype(np.float64), n_items, self.neighbours)
-        rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
+        # The best ``neighbours`` of each row, ties to the lower column, without sorting all
+        # pairs (unranked: only in rows with more, the others as they are).
+        order = (
+            _largest_per_row(rows, cols, scores, n_items, self.neighbours)
+            if ranked
+            else _best_of_long_rows(rows, cols, scores, n_items, self.neighbours)
+        )
+        if order is not None:
+            rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
+        per_row = np.bincount(rows, minlength=n_items)
         # Rows are sorted: an entry's rank is its distance from its row's first entry (a
         # binary search per entry for that start costs as much as ranking them did).
-        per_row = np.bincount(rows, minlength=n_items)
         rank = np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]
         kept = rank < self.neighbours
         shape = (n_items, self.neighbours)
@@ -160,6 +159,36 @@ class NeighbourModel(Recommender):
             time.perf_counter() - started,
         )
         return self
+
+    def _supported_pairs(
+        self,
+        user_items: sp.csr_matrix,
+        present: sp.csr_matrix,
+        pairs: Pairs | CountedPairs,
+        item_support: NDArray[np.int32],
+        count_support: bool,
+    ) -> CountedPairs:
+        """The scored pairs between distinct items with enough support, with their shared-row
+        counts (-1 where not counted, see ``fit``)."""
+        rows, cols, scores = pairs[0], pairs[1], pairs[2]
+        keep = (rows != cols) & np.isfinite(scores) & (scores != 0)
+        eligible = item_support >= self.min_support
+        if not eligible.all():
+            keep &= eligible[rows] & eligible[cols]
+        rows, cols, scores = rows[keep], cols[keep], scores[keep]
+        if len(pairs) == 4:
+            support = pairs[3][keep]
+        else:
+            support = self._known_support(user_items, rows, cols, scores, item_support)
+        if support is None and not count_support and self.min_pair_support <= 1:
+            return rows, cols, scores, np.full(len(rows), -1, dtype=np.int32)
+        if support is None:
+            support = pair_support(present, rows, cols)
+        support = np.asarray(support, dtype=np.int32)
+        strong = (support >= self.min_pair_support) | (support < 0)
+        if strong.all():
+            return rows, cols, scores, support
+        return rows[strong], cols[strong], scores[strong], support[strong]
 
     def similar_items(self, item_idx: int, n: int = 10) -> Ranking:
         self._check_fitted()
@@ -279,7 +308,7 @@ def sparse_top_pairs(
 def _largest_per_row(
     rows: NDArray[np.int64],
     cols: NDArray[np.int64],
-    scores: NDArray[np.float64],
+    scores: NDArray[np.floating],
     n_rows: int,
     k: int,
 ) -> NDArray[np.int64]:
@@ -295,6 +324,12 @@ def _largest_per_row(
     0.2 s by rows), and it ran for every fitted model.
     """
     lengths = np.bincount(rows, minlength=n_rows)
+    if lengths.max(initial=0) > _BOUND_FACTOR * k:
+        # Rows far longer than k (a co-occurrence row holds thousands of items) are first cut
+        # to the entries reaching a lower bound of their k-th largest score: the same best k.
+        near = np.flatnonzero(scores >= _lower_bounds(lengths, scores, k)[rows])
+        if len(near) <= len(scores) // 2:
+            return near[_largest_per_row(rows[near], cols[near], scores[near], n_rows, k)]
     threshold = np.full(n_rows, -np.inf)
     long_rows = np.flatnonzero(lengths > k)
     if len(long_rows):
@@ -318,13 +353,7 @@ def _largest_per_row(
         shape = (len(members), int(counts[members].max()))
         first = candidate_starts[members]
         at = candidates[first[slot] + offsets]
-        flat = slot * shape[1] + offsets
-        # Padding sorts last: +inf after every negated score, then a column past every column.
-        negated = np.full(shape[0] * shape[1], np.inf)
-        negated[flat] = -scores[at]
-        columns = np.full(shape[0] * shape[1], np.iinfo(np.int64).max)
-        columns[flat] = cols[at]
-        order = np.lexsort((columns.reshape(shape), negated.reshape(shape)), axis=1)[:, :k]
+        order = _padded_order(scores[at], cols[at], slot * shape[1] + offsets, shape)[:, :k]
         # The first ``kept`` of each row are real entries (padding sorted after them).
         rank = np.arange(order.shape[1])
         keep = rank[None, :] < kept[members][:, None]
@@ -333,6 +362,79 @@ def _largest_per_row(
             first[slots] + order[keep]
         ]
     return out
+
+
+def _best_of_long_rows(
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    scores: NDArray[np.floating],
+    n_rows: int,
+    k: int,
+) -> NDArray[np.int64] | None:
+    """Positions of the entries ``_largest_per_row`` keeps, in their own order (rows sorted):
+    every entry of a row with k or fewer, the best k of the others. None: all of them."""
+    longer = np.bincount(rows, minlength=n_rows) > k
+    if not longer.any():
+        return None
+    keep = ~longer[rows]
+    inside = np.flatnonzero(~keep)
+    keep[inside[_largest_per_row(rows[inside], cols[inside], scores[inside], n_rows, k)]] = True
+    return np.flatnonzero(keep)
+
+
+def _padded_order(
+    scores: NDArray[np.floating],
+    cols: NDArray[np.int64],
+    flat: NDArray[np.int64],
+    shape: tuple[int, int],
+) -> NDArray[np.int64]:
+    """Each row of a padded array (entries at positions ``flat``) ordered by score
+    descending, then column, then position; the padding last.
+
+    Float32 scores and their columns make one int64 key (the score's bits, ordered as the
+    numbers, above the column's), so one stable sort of it replaces the two of a lexsort.
+    """
+    size = shape[0] * shape[1]
+    col_bits = int(cols.max(initial=0)).bit_length()
+    if scores.dtype == np.float32 and col_bits <= 30 and cols.min(initial=0) >= 0:
+        # ``+ 0`` makes -0.0 the key of 0.0: equal numbers, equal keys.
+        bits = (-scores + np.float32(0)).view(np.int32).astype(np.int64)
+        ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
+        keys = np.full(size, np.iinfo(np.int64).max)
+        keys[flat] = (ordered << col_bits) | cols
+        return np.argsort(keys.reshape(shape), axis=1, kind="stable")
+    # Padding sorts last: +inf after every negated score, then a column past every column.
+    negated = np.full(size, np.inf)
+    negated[flat] = -scores
+    columns = np.full(size, np.iinfo(np.int64).max)
+    columns[flat] = cols
+    return np.lexsort((columns.reshape(shape), negated.reshape(shape)), axis=1)
+
+
+def _lower_bounds(
+    lengths: NDArray[np.int64], scores: NDArray[np.floating], k: int
+) -> NDArray[np.float64]:
+    """For each row (entries contiguous, in row order) longer than ``_BOUND_FACTOR * k``, a
+    lower bound of its k-th largest score; -inf for the others.
+
+    The row is cut into 2k consecutive runs: the k-th largest of their maxima is reached by
+    at least k entries (one per run), so it is at most the k-th largest score, and typically
+    about 1.4k entries reach it. One ``maximum.reduceat`` pass replaces copying every entry
+    of the row into a padded array to partition it.
+    """
+    bounds = np.full(len(lengths), -np.inf)
+    long_rows = np.flatnonzero(lengths > _BOUND_FACTOR * k)
+    runs = 2 * k
+    starts = (np.cumsum(lengths) - lengths)[long_rows]
+    # Each row's run starts, then its end, so that no run reaches into the next rows.
+    edges = starts[:, None] + (np.arange(runs + 1) * lengths[long_rows][:, None]) // runs
+    edges = edges.ravel()
+    maxima = np.empty(len(edges))
+    inside = edges < len(scores)
+    maxima[inside] = np.maximum.reduceat(scores, edges[inside])
+    maxima = maxima.reshape(len(long_rows), runs + 1)[:, :runs]
+    bounds[long_rows] = np.partition(maxima, runs - k, axis=1)[:, runs - k]
+    return bounds
 
 
 def _similar_lengths(

@@ -118,8 +118,9 @@ def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
                     state.grams[decay] = gram_matrix(fold.weighted(decay))  # type: ignore[assignment]
             model.fit(matrix, gram=state.grams[fit_decay_days], counts=state.grams[0.0])
         else:
-            # Only scored here: the shared-row counts of its neighbours are never read.
-            model.fit(matrix, count_support=False)
+            # Only scored here, through its neighbour matrix: the shared-row counts of its
+            # neighbours and their order in a row are never read.
+            model.fit(matrix, count_support=False, ranked=False)
     except ModelSkippedError:
         model = None  # type: ignore[assignment]
     state.items[key] = model
