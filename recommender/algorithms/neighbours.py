@@ -285,18 +285,21 @@ def sparse_top_pairs(
         lengths = np.diff(block.indptr)
         rows = np.repeat(np.arange(start, stop, dtype=np.int64), lengths)
         cols = block.indices.astype(np.int64)
-        values = block.data.real.astype(np.float64)
+        values = block.data.real.astype(np.float64, copy=False)
         counts = block.data.imag if np.iscomplexobj(block.data) else block.data
         scores = np.asarray(score(rows, cols, values), dtype=np.float64)
-        stored = np.flatnonzero((scores != 0) & np.isfinite(scores))
-        rows, cols, scores = rows[stored], cols[stored], scores[stored]
-        kept = _largest_per_row(rows - start, cols, scores, stop - start, k)
+        valid = (scores != 0) & np.isfinite(scores)
+        if not valid.all():  # copies of every entry only when some are dropped
+            stored = np.flatnonzero(valid)
+            rows, cols, scores, counts = rows[stored], cols[stored], scores[stored], counts[stored]
+        # Rows numbered from 0, those before ``start`` empty: no renumbered copy of them.
+        kept = _largest_per_row(rows, cols, scores, stop, k)
         parts.append(
             (
                 rows[kept],
                 cols[kept],
                 scores[kept].astype(np.float32),
-                np.rint(counts[stored[kept]]).astype(np.int32),
+                np.rint(counts[kept]).astype(np.int32),
             )
         )
     if not parts:
