@@ -39,6 +39,19 @@ def catalog() -> Catalog:
     return Catalog(ITEMS, CATALOG)
 
 
+def uniform_catalog(n_items: int) -> Catalog:
+    """Items i0..i{n-1}, all in stock, one category, price 1: for random-matrix tests."""
+    return Catalog(
+        np.array([f"i{n}" for n in range(n_items)]),
+        {
+            "names": np.array([f"n{n}" for n in range(n_items)]),
+            "prices": np.ones(n_items),
+            "categories": np.array(["c"] * n_items),
+            "available": np.ones(n_items, dtype=bool),
+        },
+    )
+
+
 def ranker(weights: BlendWeights = BlendWeights()) -> Ranker:
     return Ranker(catalog(), PERSONAL, None, TRENDING, weights)
 
@@ -360,15 +373,7 @@ def test_reasons_from_the_chosen_items_columns_equal_those_from_the_history_rows
     rng = np.random.default_rng(4)
     matrix = sp.random(40, 40, density=0.2, format="csr", random_state=5, dtype=np.float32)
     matrix.data = np.round(matrix.data * 4) / 4 - 0.25  # ties and negative weights
-    shop = Catalog(
-        np.array([f"i{n}" for n in range(40)]),
-        {
-            "names": np.array([f"n{n}" for n in range(40)]),
-            "prices": np.ones(40),
-            "categories": np.array(["c"] * 40),
-            "available": np.ones(40, dtype=bool),
-        },
-    )
+    shop = uniform_catalog(40)
     by_rows = Ranker(shop, matrix, None, np.ones(40), BlendWeights())
     by_columns = Ranker(shop, matrix, None, np.ones(40), BlendWeights(), incoming=matrix.T.tocsr())
     for _ in range(200):
@@ -573,15 +578,7 @@ def test_reasons_read_off_the_rows_equal_those_from_every_gathered_entry() -> No
     rng = np.random.default_rng(9)
     random = sp.random(60, 60, density=0.3, format="csr", random_state=2, dtype=np.float32)
     random.data = np.round(random.data * 4) / 4 - 0.25  # ties and negative weights
-    shop = Catalog(
-        np.array([f"i{n}" for n in range(60)]),
-        {
-            "names": np.array([f"n{n}" for n in range(60)]),
-            "prices": np.ones(60),
-            "categories": np.array(["c"] * 60),
-            "available": np.ones(60, dtype=bool),
-        },
-    )
+    shop = uniform_catalog(60)
     ranker = Ranker(shop, random, None, np.ones(60), BlendWeights())
     for _ in range(300):
         history = rng.choice(60, int(rng.integers(1, 15)), replace=bool(rng.integers(2)))
