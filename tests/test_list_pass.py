@@ -162,3 +162,31 @@ def test_versions_before_the_row_index_load_one_list_per_customer() -> None:
         }
     )
     assert indexed.row(1) == 0 and indexed.row(0) == -1
+
+
+def test_the_pass_scores_bit_for_bit_as_a_request_whatever_the_block(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A block's ALS product (BLAS) rounds differently from a request's row-by-row
+    ``dot_rows``, and differently again for another block shape: the lists must still hold
+    the scores, and so the order, a request computes, in blocks of any size."""
+    import recommender.serving.batch as batch
+
+    service = _train(tmp_path, personal_list_depth=0)
+    users = np.arange(len(service.users))
+    want = {}
+    for user in users.tolist():
+        history, weights, vector = service.evidence(user, ())
+        ranked = service.ranker.rank(
+            history, weights, vector, 40, Filters(), service._owned(user, ())
+        )
+        if ranked.strategy != "popular":
+            want[user] = (ranked.items, ranked.scores)
+    assert len(want) > len(users) // 2
+    for rows_per_block in (1, 7, len(users)):
+        monkeypatch.setattr(batch, "BLOCK_ENTRIES", rows_per_block * len(service.items))
+        best, scores, _ = TopScorer(service).top(users, 40)
+        for user, (items, item_scores) in want.items():
+            kept = best[user] >= 0
+            assert best[user][kept].tolist() == items[: int(kept.sum())]
+            assert scores[user][kept].tolist() == item_scores[: int(kept.sum())]

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from ..artifacts import StreamedArray
 from ..bundle import StreamedLists
+from .inner_product import NormOrderedFactors
 from .ranking import Ranker
 from .service import RecommendationService
 
@@ -30,6 +31,10 @@ BLOCK_ENTRIES = 2_000_000
 # the largest ALS factors, plus up to this many of the customer's item-to-item neighbours).
 SAMPLE_ITEMS = 1024
 NEIGHBOUR_SAMPLE = 1024
+# Two float32 sums of a dot product's n terms in different orders (BLAS's block product here,
+# ``dot_rows``' einsum per request) differ by at most about n eps |u| |v| (eps: float32's
+# machine epsilon, twice the unit roundoff); twice that is the slack the block's scores get.
+DOT_ERROR_PER_FACTOR = 2 * float(np.finfo(np.float32).eps)
 
 
 def top_k_for_users(
@@ -52,6 +57,11 @@ class TopScorer:
     can reach the bound. The candidates are then blended exactly as ``blend_rows`` blends them
     (the item-to-item part summed in float64 in history order, as serving's ``bincount`` sums
     it) and ranked with ties to the lower index, as ``top_n_rows`` ranks.
+
+    The block's ALS product (BLAS) rounds each score differently from a request's row-by-row
+    ``dot_rows`` and from another block's shape, so it only bounds: the bounds are lowered by
+    twice the largest such difference, and each row's ALS scale and the entries that can
+    still make its top k are rescored with ``dot_rows``' arithmetic before the final ranking.
     """
 
     def __init__(self, service: RecommendationService) -> None:
@@ -78,6 +88,8 @@ class TopScorer:
         self.sample = np.sort(longest)
         self.sample_place = np.full(n_items, -1, dtype=np.int64)
         self.sample_place[self.sample] = np.arange(sample_size)
+        self.index: NormOrderedFactors = self.ranker.als_index  # type: ignore[assignment]
+        self.longest_item = float(self.index.lengths[0]) if n_items else 0.0
 
     def top(
         self, user_indices: NDArray[np.int64], k: int
@@ -160,9 +172,15 @@ class TopScorer:
         knn_owned = _member(knn_rows * n_items + knn_cols, owned)
         knn_scores = exact(knn_rows, knn_cols, knn_part)
         knn_scores[knn_owned] = -np.inf
+        # The block product's scores are within ``slack`` of serving's (``dot_rows``): the
+        # bound is lowered by it twice, so no item of a row's exact top k is dropped.
+        user_length = np.sqrt(np.einsum("ij,ij->i", factors, factors, dtype=np.float64))
+        error = DOT_ERROR_PER_FACTOR * factors.shape[1] * self.longest_item * user_length
+        slack = np.where(als_peak > 0, 2.0 * self.als_weight * error / als_divisor, 0.0)
         cut = self._cut(
             n_rows, k, history, als, als_divisor, als_peak, knn_rows, knn_cols, knn_part, knn_scores
         )
+        cut -= 2.0 * slack
 
         # Items without item-to-item evidence: only an ALS score at the bound can reach it.
         # A float32 comparison: the margin keeps an item at the bound inside.
@@ -185,7 +203,27 @@ class TopScorer:
         rows = np.concatenate([rows[keep], knn_rows[keep_knn]])
         cols = np.concatenate([cols[keep], knn_cols[keep_knn]])
         scores = np.concatenate([scores[keep], knn_scores[keep_knn]])
+        item_part = np.concatenate([np.zeros(int(keep.sum())), knn_part[keep_knn]])
+        from_knn = np.arange(len(rows)) >= int(keep.sum())
 
+        if self.als_weight > 0 and (als_peak > 0).any():
+            # Rescored as a request scores them: the ALS values and each row's scale by
+            # ``dot_rows``' arithmetic, for the entries that can still be in the top k.
+            near = scores >= (_kth_best(n_rows, k, rows, scores) - 2.0 * slack)[rows]
+            rows, cols = rows[near], cols[near]
+            scale = _exact_scale(
+                self.index, self.item_factors, factors, user_length, als, als_peak, error
+            )
+            values = np.einsum(
+                "ij,ij->i", np.take(factors, rows, axis=0), np.take(self.item_factors, cols, axis=0)
+            )
+            scores = np.divide(values, np.where(scale <= 0, 1.0, scale)[rows], dtype=np.float64)
+            scores[scale[rows] <= 0] = 0.0
+            scores *= self.als_weight
+            knn_entry = from_knn[near]
+            scores[knn_entry] += item_part[near][knn_entry]
+            if self.trend_part is not None:
+                scores += self.trend_part[cols]
         best, best_scores = _ranked_rows(n_rows, k, rows, cols, scores)
         strategy = has_knn.astype(np.int8) + 2 * has_als.astype(np.int8)
         return best, best_scores, strategy
@@ -234,6 +272,36 @@ class TopScorer:
         return np.partition(pool, pool.shape[1] - k, axis=1)[:, pool.shape[1] - k]
 
 
+def _exact_scale(
+    index: NormOrderedFactors,
+    item_factors: NDArray[np.float32],
+    factors: NDArray[np.float32],
+    user_length: NDArray[np.float64],
+    als: NDArray[np.float32],
+    als_peak: NDArray[np.float64],
+    error: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Each row's largest |ALS score| as ``dot_rows`` computes it (serving's scale): the
+    largest is among the items whose block-product score ``als`` is within twice the
+    product's ``error`` of the block's largest ``als_peak``, which are rescored."""
+    level = np.where(als_peak > 0, als_peak - 2.0 * error, np.inf)
+    # Only items whose factors are long enough can score near the largest (|u.v| is at most
+    # |u| |v|): a prefix of the items by length, as the serving scan reads them.
+    shortest = np.where(
+        user_length > 0, (level - 3.0 * error) / np.maximum(user_length, 1e-300), np.inf
+    )
+    prefix = np.searchsorted(-index.lengths, -shortest * (1.0 - 1e-6), side="right")
+    candidates = index.order[: int(prefix.max(initial=0))]
+    rows, places = np.nonzero(np.abs(als[:, candidates]) >= level[:, None])
+    cols = candidates[places]
+    values = np.einsum(
+        "ij,ij->i", np.take(factors, rows, axis=0), np.take(item_factors, cols, axis=0)
+    )
+    scale = np.zeros(len(factors))
+    np.maximum.at(scale, rows, np.abs(values).astype(np.float64))
+    return scale
+
+
 def _ranked_rows(
     n_rows: int,
     k: int,
@@ -247,15 +315,11 @@ def _ranked_rows(
     One row per line of a padded matrix sorted along its lines (a multi-key sort of every
     entry costs several times more); equal scores are put in column order afterwards, on the
     few lines that have them."""
-    grouped = np.argsort(rows.astype(np.int16 if n_rows < 2**15 else np.int64), kind="stable")
-    rows, cols, scores = rows[grouped], cols[grouped], scores[grouped]
-    first = np.searchsorted(rows, np.arange(n_rows))
-    place = np.arange(len(rows)) - first[rows]
-    width = max(k, int(place.max()) + 1 if len(place) else 0)
+    grouped, rows, place, width = _lines(n_rows, k, rows)
     negated = np.full((n_rows, width), np.inf)
-    negated[rows, place] = -scores
+    negated[rows, place] = -scores[grouped]
     columns = np.full((n_rows, width), np.iinfo(np.int64).max)
-    columns[rows, place] = cols
+    columns[rows, place] = cols[grouped]
     order = np.argsort(negated, axis=1)
     negated = np.take_along_axis(negated, order, axis=1)
     columns = np.take_along_axis(columns, order, axis=1)
@@ -267,6 +331,31 @@ def _ranked_rows(
         columns[lines] = np.take_along_axis(columns[lines], fixed, axis=1)
     found = np.isfinite(negated[:, :k])
     return np.where(found, columns[:, :k], -1), np.where(found, -negated[:, :k], -np.inf)
+
+
+def _kth_best(
+    n_rows: int, k: int, rows: NDArray[np.int64], scores: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Each row's k-th largest score (-inf where it has fewer entries): ``_ranked_rows``'
+    last column, by a partition instead of a sort."""
+    grouped, rows, place, width = _lines(n_rows, k, rows)
+    negated = np.full((n_rows, width), np.inf)
+    negated[rows, place] = -scores[grouped]
+    return -np.partition(negated, k - 1, axis=1)[:, k - 1]
+
+
+def _lines(
+    n_rows: int, k: int, rows: NDArray[np.int64]
+) -> tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64], int]:
+    """Where each entry goes in a padded (n_rows, width) matrix with a line per row: the
+    entries' order grouped by row (stable), their rows in that order, their places in their
+    line, and the width (at least k)."""
+    grouped = np.argsort(rows.astype(np.int16 if n_rows < 2**15 else np.int64), kind="stable")
+    rows = rows[grouped]
+    first = np.searchsorted(rows, np.arange(n_rows))
+    place = np.arange(len(rows)) - first[rows]
+    width = max(k, int(place.max()) + 1 if len(place) else 0)
+    return grouped, rows, place, width
 
 
 def _rows_of(matrix: sp.csr_matrix) -> NDArray[np.int64]:
