@@ -3,6 +3,7 @@ PostgreSQL cluster, and a store location on each backend. Helpers live in ``help
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,13 +125,20 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture
-def pg_url(postgres_cluster: PostgresCluster) -> str:
-    """A fresh database on the shared cluster (the cluster running)."""
+def pg_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh database on the shared cluster (the cluster running).
+
+    After the test, a collection in this (the main) thread: a store the test dropped without
+    closing leaves a psycopg pool in a reference cycle, and a collection that happens to run
+    later in one of that pool's own worker threads fails to join it ("cannot join current
+    thread", raised into whichever test is running then)."""
     try:
-        return postgres_cluster.new_database()
+        url = postgres_cluster.new_database()
     except Exception:
         postgres_cluster.start()
-        return postgres_cluster.new_database()
+        url = postgres_cluster.new_database()
+    yield url
+    gc.collect()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

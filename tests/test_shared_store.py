@@ -112,10 +112,12 @@ def test_with_the_database_away_pages_answer_and_writes_get_a_503(
     assert "recommender_activity_store_up 1.0" in client.get("/metrics").get_data(as_text=True)
     picks = client.get("/v1/users/u1/recommendations").get_json()
     assert "activity" not in picks
-    assert [e["item_id"] for e in ActivityStore(pg_url).everything_about("u1")["events"]] == [
-        "D",
-        "A",
-    ]  # type: ignore[index]
+    store = ActivityStore(pg_url)
+    try:
+        events = store.everything_about("u1")["events"]
+        assert [e["item_id"] for e in events] == ["D", "A"]  # type: ignore[index]
+    finally:
+        store.close()
 
 
 def test_jobs_take_the_stores_lock_and_an_unreachable_store_fails_training_cleanly(
