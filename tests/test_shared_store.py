@@ -114,8 +114,8 @@ def test_with_the_database_away_pages_answer_and_writes_get_a_503(
     assert "activity" not in picks
     store = ActivityStore(pg_url)
     try:
-        events = store.everything_about("u1")["events"]
-        assert [e["item_id"] for e in events] == ["D", "A"]  # type: ignore[index]
+        events = store.everything_about("u1")["events"]  # type: ignore[index]
+        assert [e["item_id"] for e in events] == ["D", "A"]
     finally:
         store.close()
 
