@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from ..artifacts import StreamedArray
 from ..bundle import StreamedLists
-from .inner_product import NormOrderedFactors
+from .inner_product import NormOrderedFactors, dot_pairs
 from .ranking import Ranker
 from .service import RecommendationService
 
@@ -90,6 +90,7 @@ class TopScorer:
         self.sample_place[self.sample] = np.arange(sample_size)
         self.index: NormOrderedFactors = self.ranker.als_index  # type: ignore[assignment]
         self.longest_item = float(self.index.lengths[0]) if n_items else 0.0
+        self.negated_lengths = -self.index.lengths  # ascending, for searchsorted per block
 
     def top(
         self, user_indices: NDArray[np.int64], k: int
@@ -203,20 +204,25 @@ class TopScorer:
         rows = np.concatenate([rows[keep], knn_rows[keep_knn]])
         cols = np.concatenate([cols[keep], knn_cols[keep_knn]])
         scores = np.concatenate([scores[keep], knn_scores[keep_knn]])
-        item_part = np.concatenate([np.zeros(int(keep.sum())), knn_part[keep_knn]])
-        from_knn = np.arange(len(rows)) >= int(keep.sum())
 
         if self.als_weight > 0 and (als_peak > 0).any():
             # Rescored as a request scores them: the ALS values and each row's scale by
             # ``dot_rows``' arithmetic, for the entries that can still be in the top k.
+            item_part = np.concatenate([np.zeros(int(keep.sum())), knn_part[keep_knn]])
+            from_knn = np.arange(len(rows)) >= int(keep.sum())
             near = scores >= (_kth_best(n_rows, k, rows, scores) - 2.0 * slack)[rows]
             rows, cols = rows[near], cols[near]
             scale = _exact_scale(
-                self.index, self.item_factors, factors, user_length, als, als_peak, error
+                self.index,
+                self.negated_lengths,
+                self.item_factors,
+                factors,
+                user_length,
+                als,
+                als_peak,
+                error,
             )
-            values = np.einsum(
-                "ij,ij->i", np.take(factors, rows, axis=0), np.take(self.item_factors, cols, axis=0)
-            )
+            values = dot_pairs(factors, self.item_factors, rows, cols)
             scores = np.divide(values, np.where(scale <= 0, 1.0, scale)[rows], dtype=np.float64)
             scores[scale[rows] <= 0] = 0.0
             scores *= self.als_weight
@@ -274,6 +280,7 @@ class TopScorer:
 
 def _exact_scale(
     index: NormOrderedFactors,
+    negated_lengths: NDArray[np.float64],
     item_factors: NDArray[np.float32],
     factors: NDArray[np.float32],
     user_length: NDArray[np.float64],
@@ -290,13 +297,11 @@ def _exact_scale(
     shortest = np.where(
         user_length > 0, (level - 3.0 * error) / np.maximum(user_length, 1e-300), np.inf
     )
-    prefix = np.searchsorted(-index.lengths, -shortest * (1.0 - 1e-6), side="right")
+    prefix = np.searchsorted(negated_lengths, -shortest * (1.0 - 1e-6), side="right")
     candidates = index.order[: int(prefix.max(initial=0))]
     rows, places = np.nonzero(np.abs(als[:, candidates]) >= level[:, None])
     cols = candidates[places]
-    values = np.einsum(
-        "ij,ij->i", np.take(factors, rows, axis=0), np.take(item_factors, cols, axis=0)
-    )
+    values = dot_pairs(factors, item_factors, rows, cols)
     scale = np.zeros(len(factors))
     np.maximum.at(scale, rows, np.abs(values).astype(np.float64))
     return scale

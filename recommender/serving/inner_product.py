@@ -32,6 +32,19 @@ def dot_rows(factors: NDArray[np.float32], vector: NDArray[np.float32]) -> NDArr
     return np.einsum("ij,j->i", factors, vector)
 
 
+def dot_pairs(
+    user_factors: NDArray[np.float32],
+    item_factors: NDArray[np.float32],
+    rows: NDArray[np.integer],
+    cols: NDArray[np.integer],
+) -> NDArray[np.float32]:
+    """``user_factors[rows[i]] . item_factors[cols[i]]`` for each pair, summed in ``dot_rows``'
+    order (the same einsum loop over a pair's factors): the same bits as a request's score."""
+    return np.einsum(
+        "ij,ij->i", np.take(user_factors, rows, axis=0), np.take(item_factors, cols, axis=0)
+    )
+
+
 class NormOrderedFactors:
     """Item factors sorted by length, longest first, for scans that stop early.
 
