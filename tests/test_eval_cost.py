@@ -42,8 +42,10 @@ def _dense_scores(model: NeighbourModel, user_items: sp.csr_matrix) -> np.ndarra
     first = counts[:, None]
     llr = log_likelihood_ratio(both, first, counts[None, :], total)
     expected = first * counts[None, :] / total
+    # A pair sharing fewer rows than ``min_pair_support`` is no candidate (it cannot be kept).
+    candidate = (both > expected) & (both >= model.min_pair_support)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(both > expected, llr, 0.0) * both / (both + model.shrinkage)
+        return np.where(candidate, llr, 0.0) * both / (both + model.shrinkage)
 
 
 def _dense_pairs(scores: np.ndarray, k: int):
@@ -85,6 +87,26 @@ def test_sparse_candidates_match_the_dense_search(build, shape, density, seed) -
     np.testing.assert_array_equal(sparse.neighbour_ids_, dense.neighbour_ids_)
     np.testing.assert_allclose(sparse.neighbour_scores_, dense.neighbour_scores_, rtol=1e-6)
     np.testing.assert_array_equal(sparse.neighbour_support_, dense.neighbour_support_)
+
+
+def test_pairs_sharing_too_few_rows_do_not_take_a_neighbours_place() -> None:
+    """Item 0 (rows 0-2) shares one row with item 1 (row 0) and two with item 3 (rows 1-3).
+    Without shrinkage the scores are the LLR of the 2 x 2 tables over 10 rows: 2.683 for the
+    pair (0, 1), 2.657 for (0, 3). With one neighbour and pairs needing two shared rows,
+    item 3 is item 0's neighbour, not nobody (the pair (0, 1) outranks it but cannot be kept).
+    """
+    columns = {0: [0, 1, 2], 1: [0], 2: [4, 5], 3: [1, 2, 3]}
+    matrix = np.zeros((10, 4), dtype=np.float32)
+    for item, rows in columns.items():
+        matrix[rows, item] = 1.0
+    assert log_likelihood_ratio(1.0, 3.0, 1.0, 10.0) > log_likelihood_ratio(2.0, 3.0, 3.0, 10.0)
+    model = Cooccurrence(shrinkage=0.0, neighbours=1, min_support=1, min_pair_support=2)
+    model.fit(sp.csr_matrix(matrix))
+    assert model.neighbour_ids_[:, 0].tolist() == [3, -1, -1, 0]
+    np.testing.assert_allclose(
+        model.neighbour_scores_[[0, 3], 0], log_likelihood_ratio(2.0, 3.0, 3.0, 10.0), rtol=1e-6
+    )
+    assert model.neighbour_support_[[0, 3], 0].tolist() == [2, 2]
 
 
 def test_sparse_top_pairs_keeps_the_largest_with_ties_to_the_lower_column() -> None:

@@ -94,7 +94,10 @@ def blend_rows(
         scaled = np.divide(values, np.where(row_scale <= 0, 1.0, row_scale))
         scaled[row_scale <= 0] = 0.0
         scaled *= item_weight
-        total[row_of, rows.indices] += scaled
+        # Through the flat view (``total`` is a new C-ordered array): one index per value
+        # instead of a pair, about twice as fast; a row's columns are distinct, so each value
+        # is added once, as before.
+        total.reshape(-1)[row_of * rows.shape[1] + rows.indices] += scaled
     if trend is not None and trend_weight:
         total += trend_weight * np.asarray(trend, dtype=np.float64)
     return total

@@ -115,4 +115,5 @@ class Cooccurrence(NeighbourModel):
             self.neighbours + 1,
             lambda start, stop: item_rows[start:stop] @ present,
             score,
+            min_count=self.min_pair_support,
         )

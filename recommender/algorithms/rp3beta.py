@@ -46,8 +46,10 @@ class RP3beta(NeighbourModel):
         # so the search runs over the product's entries; the imaginary unit counts them.
         user_weight = np.power(1.0 / user_degree, self.alpha)
         walk = (sp.diags(user_weight) @ present).tocsr()
-        walk = walk + 1j * present
-        item_rows = present.T.tocsr().astype(np.float64)
+        # ``1j * present`` is complex64, so is the sum; both operands are cast to complex128
+        # once here rather than by every block's product (a tenth of the fit).
+        walk = (walk + 1j * present).astype(np.complex128)
+        item_rows = present.T.tocsr().astype(np.complex128)
         row_factor = np.power(1.0 / item_degree, self.alpha)
         penalty = np.power(item_degree, -self.beta)
         return sparse_top_pairs(
