@@ -75,6 +75,11 @@ class TopScorer:
             return
         self.user_factors = als.user_factors_
         self.item_factors = np.ascontiguousarray(als.item_factors_, dtype=np.float32)
+        # The block product's right operand stored as it is read (factors x items): BLAS
+        # packs the whole of it for every block, and from a transposed view that made the
+        # product of 40 customers x 50,000 items 5.5 ms instead of 3.7. The product only
+        # bounds, and any summation order is within the bound's slack.
+        self.item_factors_by_factor = np.ascontiguousarray(self.item_factors.T)
         self.als_weight = float(weights.als)
         self.item_weight = float(weights.item if weights.item is not None else 1.0 - weights.als)
         self.matrix = self.ranker.matrix.astype(np.float64).tocsr()
@@ -153,7 +158,7 @@ class TopScorer:
 
         # The ALS part: one product, each row's largest |score| for its scale.
         factors = np.asarray(self.user_factors[users], dtype=np.float32)
-        als = factors @ self.item_factors.T
+        als = factors @ self.item_factors_by_factor
         als_peak = np.maximum(als.max(axis=1), -als.min(axis=1)).astype(np.float64)
         has_als = (factors != 0).any(axis=1)
         als_divisor = np.where(als_peak <= 0, 1.0, als_peak)
