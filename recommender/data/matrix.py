@@ -37,7 +37,9 @@ class Interactions:
     purchase_days: NDArray[np.float32] | None = None
 
 
-def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> Interactions:
+def build_interactions(
+    purchases: pd.DataFrame, weighting: str = "binary", orders: bool = True
+) -> Interactions:
     """Build the interaction matrices from a cleaned purchase frame.
 
     Parameters
@@ -45,6 +47,10 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     purchases : output of ``clean``; ``user_id`` may be NA (guest lines count for baskets only).
     weighting : value of a ``user_items`` cell: ``binary`` (1), ``count`` (number of
         purchase lines) or ``log`` (1 + log of that count).
+    orders : build ``order_items``. False (for a log with customers) leaves it empty (0 rows,
+        ``n_orders`` 0): for whoever reads only the customers' matrices, such as the
+        evaluation's time folds, all held through its search, where the orders' matrix would
+        be a fifth of each fold.
 
     Returns
     -------
@@ -87,18 +93,13 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
     )
     del user_cells, latest  # its per-line index goes before the orders' is built
 
-    order_codes, n_orders, has_order = _order_codes(purchases)
-    # Only a log without customers needs each line's order (its ages are per order).
-    order_cells = _cells(
-        order_codes,
-        item_codes if has_order.all() else item_codes[has_order],
-        (n_orders, n_items),
-        with_inverse=purchase_age is None,
-    )
-    del order_codes
-    order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
-    if purchase_age is None:
-        purchase_age = order_cells.matrix(_latest_age(times, has_order, order_cells))
+    if orders or purchase_age is None:
+        order_items, n_orders, order_age = _order_matrices(
+            purchases, times, item_codes, n_items, purchase_age is None
+        )
+        purchase_age = order_age if purchase_age is None else purchase_age
+    else:
+        order_items, n_orders = sp.csr_matrix((0, n_items), dtype=np.float32), 0
     _log_shapes(user_items, order_items)
     return Interactions(
         item_ids,
@@ -111,6 +112,29 @@ def build_interactions(purchases: pd.DataFrame, weighting: str = "binary") -> In
         purchase_cells,
         purchase_days,
     )
+
+
+def _order_matrices(
+    purchases: pd.DataFrame,
+    times: NDArray[np.int64] | None,
+    item_codes: NDArray[np.intp],
+    n_items: int,
+    with_ages: bool,
+) -> tuple[sp.csr_matrix, int, sp.csr_matrix | None]:
+    """``order_items``, the number of orders and, ``with_ages`` (a log without customers,
+    whose ages are per order), the orders' ``purchase_age``."""
+    order_codes, n_orders, has_order = _order_codes(purchases)
+    # Only a log without customers needs each line's order (its ages are per order).
+    order_cells = _cells(
+        order_codes,
+        item_codes if has_order.all() else item_codes[has_order],
+        (n_orders, n_items),
+        with_inverse=with_ages,
+    )
+    del order_codes
+    order_items = order_cells.matrix(np.ones(order_cells.nnz, dtype=np.float32))
+    ages = order_cells.matrix(_latest_age(times, has_order, order_cells)) if with_ages else None
+    return order_items, n_orders, ages
 
 
 def _log_shapes(user_items: sp.csr_matrix, order_items: sp.csr_matrix) -> None:

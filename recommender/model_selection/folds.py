@@ -202,7 +202,8 @@ def time_fold(
     ``keep_test``: the fold keeps the ``test`` lines, which only the test fold's item-to-item
     measure reads (``measure``); the validation folds and the second test fold drop them, as
     every fold is held through the whole search (the lines are a fold's largest part)."""
-    interactions = build_interactions(train, "binary")
+    # A time fold is fitted and scored on its customers' rows: its orders' matrix is never read.
+    interactions = build_interactions(train, "binary", orders=False)
     cutoff = train["timestamp"].max() if "timestamp" in train and len(train) else None
     users, items = new_purchase_pairs(interactions, test)
     targets = _targets(interactions, users, items, settings)
