@@ -56,7 +56,7 @@ from .choice import (
     item_candidates,
     untuned,
 )
-from .folds import Fold, evaluation_fold, make_folds
+from .folds import Fold, evaluation_fold, make_folds, plan_folds
 from .measure import factor_metrics, measure
 from .repeats import RepeatChoice, choose_repeat, measure_repeats, repeat_cells
 from .scoring import FoldState
@@ -77,6 +77,7 @@ __all__ = [
     "default_choice",
     "evaluation_fold",
     "factor_metrics",
+    "make_folds",
     "repeat_cells",
     "select_and_evaluate",
     "simplest_within_noise",
@@ -114,10 +115,10 @@ def select_and_evaluate(
     share_one_arena()
     protocol = choose_protocol(purchases, settings.test_days, settings.validation_periods)
     logger.info("validation protocol: %s (%s)", protocol.name, protocol.reason)
-    test_fold, validation, secondary = make_folds(purchases, protocol, settings)
+    # The test folds are built after the search (``TestFolds``): it holds the validation ones.
+    tests, validation = plan_folds(purchases, protocol, settings)
     release_freed_memory()
-    n_items = len(test_fold.interactions.item_ids)
-    candidates, notes = item_candidates(n_items, settings)
+    candidates, notes = item_candidates(tests.n_items, settings)
     evaluated = sum(fold.held_out.seen.shape[0] for fold in next(iter(validation.values())))
     states = {name: [FoldState(fold) for fold in folds] for name, folds in validation.items()}
     repeat: RepeatChoice | None = None
@@ -138,11 +139,13 @@ def select_and_evaluate(
             )
     else:
         choice, outcome = untuned(
-            default_choice(n_items, settings, has_customers=not test_fold.basket), evaluated
+            default_choice(tests.n_items, settings, has_customers=not tests.basket), evaluated
         )
         logger.warning("validation: %s", outcome["rule"])
-    del states
+    described = {name: [fold.description for fold in folds] for name, folds in validation.items()}
+    del states, validation
     release_freed_memory()
+    test_fold, secondary = tests.build()
 
     test_state = FoldState(test_fold)
     measured = measure(test_fold, choice, settings, current, state=test_state)
@@ -157,13 +160,7 @@ def select_and_evaluate(
     release_freed_memory()
     evaluation: dict[str, Any] = {
         "protocol": {**protocol.to_dict(), **test_fold.description},
-        "validation": {
-            "folds": {
-                name: [fold.description for fold in folds] for name, folds in validation.items()
-            },
-            **outcome,
-            "chosen": choice.label(),
-        },
+        "validation": {"folds": described, **outcome, "chosen": choice.label()},
         "k": settings.eval_k,
         **measured,
     }
