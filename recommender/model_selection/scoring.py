@@ -45,11 +45,15 @@ class FoldState:
     trends: dict[float, NDArray[np.float64]] = field(default_factory=dict)
     # Fitted on the fold's training side, so shared with a sibling state (``sibling``).
     fitted: dict[str, Any] = field(default_factory=dict)
+    # A sibling's (its rows are not those of the state that made it; ``_RowFactors``).
+    shared: bool = False
 
     def sibling(self, fold: Fold) -> FoldState:
         """A state for other rows of the same training side (``Fold.everything``): the models
         fitted here are reused, only the scoring of rows is redone."""
-        return FoldState(fold, self.items, None, self.grams, None, self.trends, self.fitted)
+        return FoldState(
+            fold, self.items, None, self.grams, None, self.trends, self.fitted, shared=True
+        )
 
 
 def fit_decay(choice: BlendChoice) -> float:
@@ -136,17 +140,46 @@ def _als_factors(
         return None
     if state.als is None:
         if "als" not in state.fitted:
-            state.fitted["als"] = build_als(settings.als, num_threads=1).fit(
-                fold.interactions.user_counts
-            )
+            als = build_als(settings.als, num_threads=1).fit(fold.interactions.user_counts)
+            # Cut to the rows read when a fold's own state fits it; a sibling's keeps all.
+            cut = fold.timed and not state.shared
+            state.fitted["als"] = _RowFactors.of(als, fold) if cut else als
         als = state.fitted["als"]
-        factors = (
-            als.user_factors_[fold.held_out.rows]
-            if fold.timed
-            else als.fold_in_rows(fold.held_out.seen)
-        )
+        if isinstance(als, _RowFactors):
+            factors = als.rows_factors(fold.held_out.rows)
+        elif fold.timed:
+            factors = als.user_factors_[fold.held_out.rows]
+        else:
+            factors = als.fold_in_rows(fold.held_out.seen)
         state.als = (np.asarray(factors), np.asarray(als.item_factors_))
     return state.als
+
+
+@dataclass(frozen=True)
+class _RowFactors:
+    """A time fold's ALS, cut to the customers it and its sibling score (``Fold.everything``):
+    the whole fit holds every training customer's factors (22 MiB a fold on the bench 1M log,
+    kept through the search and the buy-again validation for every validation fold), of
+    which a few thousand rows are ever read."""
+
+    rows: NDArray[np.int64]
+    user_factors_: NDArray[np.float32]
+    item_factors_: NDArray[np.float32]
+
+    @classmethod
+    def of(cls, als: Any, fold: Fold) -> _RowFactors:
+        wanted = [fold.held_out.rows]
+        if fold.everything is not None:
+            wanted.append(fold.everything.held_out.rows)
+        rows = np.unique(np.concatenate(wanted))
+        return cls(rows, np.asarray(als.user_factors_)[rows], als.item_factors_)
+
+    def rows_factors(self, rows: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The factors of training rows ``rows`` (each one of those kept)."""
+        at = np.searchsorted(self.rows, rows)
+        if not np.array_equal(self.rows[np.minimum(at, len(self.rows) - 1)], rows):
+            raise ValueError("ALS factors asked for rows its fold did not keep")
+        return self.user_factors_[at]
 
 
 def _trend(state: FoldState, half_life: float) -> NDArray[np.float64]:
