@@ -123,8 +123,11 @@ def fit_item(state: FoldState, choice: BlendChoice) -> NeighbourModel | None:
             model.fit(matrix, gram=state.grams[fit_decay_days], counts=state.grams[0.0])
         else:
             # Only scored here, through its neighbour matrix: the shared-row counts of its
-            # neighbours and their order in a row are never read.
+            # neighbours and their order in a row are never read. Nor is the support table
+            # kept (all "not counted"): the fold holds the model through later stages, and a
+            # stage fits several per fold (4 MiB each at 10,000 items).
             model.fit(matrix, count_support=False, ranked=False)
+            del model.neighbour_support_
     except ModelSkippedError:
         model = None  # type: ignore[assignment]
     state.items[key] = model
