@@ -71,7 +71,7 @@ class Fold:
             elif decay_days and self.timed:
                 self._weighted[decay_days] = decayed(self.interactions.purchase_age, decay_days)
             else:
-                self._weighted[decay_days] = binarize(self.interactions.user_items)
+                self._weighted[decay_days] = _binary(self.interactions.user_items)
         return self._weighted[decay_days]
 
     def forget_weights(self, keep: set[float]) -> None:
@@ -100,6 +100,16 @@ class TestFolds:
     n_items: int
     basket: bool
     build: Callable[[], tuple[Fold, Fold | None]]
+
+
+def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """``binarize(matrix)``, or ``matrix`` itself when it is binary already (the folds'
+    ``user_items`` are built so): every fold is held through the search, and a copy of its
+    largest matrix was a sixth of it. Whoever reads a fold's matrices does not write them
+    (every item model of a fold already shares this one)."""
+    if matrix.data.dtype == np.float32 and bool(np.all(matrix.data == 1.0)):
+        return matrix
+    return binarize(matrix)
 
 
 def make_folds(
