@@ -163,20 +163,8 @@ class TopScorer:
         has_als = (factors != 0).any(axis=1)
         als_divisor = np.where(als_peak <= 0, 1.0, als_peak)
 
-        def exact(
-            rows: NDArray[np.int64], cols: NDArray[np.int64], item_part: NDArray[np.float64] | None
-        ) -> NDArray[np.float64]:
-            total = np.divide(als[rows, cols], als_divisor[rows], dtype=np.float64)
-            total[als_peak[rows] <= 0] = 0.0
-            total *= self.als_weight
-            if item_part is not None:
-                total += item_part
-            if self.trend_part is not None:
-                total += self.trend_part[cols]
-            return total
-
         knn_owned = _member(knn_rows * n_items + knn_cols, owned)
-        knn_scores = exact(knn_rows, knn_cols, knn_part)
+        knn_scores = self._blended(als[knn_rows, knn_cols], als_peak, knn_rows, knn_cols, knn_part)
         knn_scores[knn_owned] = -np.inf
         # The block product's scores are within ``slack`` of serving's (``dot_rows``): the
         # bound is lowered by it twice, so no item of a row's exact top k is dropped.
@@ -202,7 +190,7 @@ class TopScorer:
         candidate[knn_rows, knn_cols] = False
         candidate[_rows_of(history), history.indices] = False
         rows, cols = np.divmod(np.flatnonzero(candidate), n_items)
-        scores = exact(rows, cols, None)
+        scores = self._blended(als[rows, cols], als_peak, rows, cols)
         keep = scores >= cut[rows]
         keep_knn = knn_scores >= cut[knn_rows]
         keep_knn &= ~knn_owned
@@ -228,16 +216,34 @@ class TopScorer:
                 error,
             )
             values = dot_pairs(factors, self.item_factors, rows, cols)
-            scores = np.divide(values, np.where(scale <= 0, 1.0, scale)[rows], dtype=np.float64)
-            scores[scale[rows] <= 0] = 0.0
-            scores *= self.als_weight
-            knn_entry = from_knn[near]
-            scores[knn_entry] += item_part[near][knn_entry]
-            if self.trend_part is not None:
-                scores += self.trend_part[cols]
+            scores = self._blended(values, scale, rows, cols, item_part[near], from_knn[near])
         best, best_scores = _ranked_rows(n_rows, k, rows, cols, scores)
         strategy = has_knn.astype(np.int8) + 2 * has_als.astype(np.int8)
         return best, best_scores, strategy
+
+    def _blended(
+        self,
+        values: NDArray[np.floating],
+        peak: NDArray[np.float64],
+        rows: NDArray[np.int64],
+        cols: NDArray[np.int64],
+        item_part: NDArray[np.float64] | None = None,
+        item_at: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.float64]:
+        """The served blend of entries (rows, cols) with ALS scores ``values``, each row's
+        scaled by its ``peak`` (0 where that is not positive), plus ``item_part`` (only at
+        ``item_at`` when given) and the trending part, in ``blend_rows``' order."""
+        total = np.divide(values, np.where(peak <= 0, 1.0, peak)[rows], dtype=np.float64)
+        total[peak[rows] <= 0] = 0.0
+        total *= self.als_weight
+        if item_part is not None:
+            if item_at is None:
+                total += item_part
+            else:
+                total[item_at] += item_part[item_at]
+        if self.trend_part is not None:
+            total += self.trend_part[cols]
+        return total
 
     def _cut(
         self,
