@@ -3,7 +3,8 @@
 # implicit alone), then serving (wrk, 10 s per run), model load time and memory per worker.
 # Results: bench/results/{training,serving,memory}.json; generated logs and models: bench/.cache/.
 # Needs wrk and /usr/bin/time (Debian: apt-get install -y wrk time). Takes about 30-40 minutes
-# on 2 cores; SIZES=1M,5M bench/run_all.sh for a shorter run.
+# on 2 cores; SIZES=1M,5M bench/run_all.sh for a shorter run; TRAIN_ROUNDS=3 runs each training
+# pair three times, alternating (the ratios docs/performance.md reports are such medians).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
@@ -12,7 +13,7 @@ for tool in wrk /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk time" >&2; exit 2; }
 done
 mkdir -p bench/results bench/.cache
-"$PY" bench/train_scale.py --sizes "$SIZES" --timeout "${TRAIN_TIMEOUT:-1800}"
+"$PY" bench/train_scale.py --sizes "$SIZES" --timeout "${TRAIN_TIMEOUT:-1800}" --rounds "${TRAIN_ROUNDS:-1}"
 "$PY" bench/serve_bench.py --repeat "${REPEAT:-3}" --duration 10
 "$PY" bench/tracing_cost.py --repeat "${REPEAT:-3}" --duration 5
 "$PY" bench/summarize.py
