@@ -28,6 +28,7 @@ import shutil
 import statistics
 import sys
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,22 +116,21 @@ def run_size(
 ) -> dict[str, Any]:
     """Ours and implicit's, ``rounds`` times, alternating which goes first (ours first in the
     first round), so that a machine that slows down or speeds up mid-run weighs on both.
-    With more than one round, every ratio is the median of the rounds' ratios (each round's
-    two runs are next to each other), the peak is the largest, and ``rounds`` lists each."""
+    With more than one round, every ratio is the median of the finished rounds' ratios (each
+    round's two runs are next to each other), the peak is the largest, and ``rounds`` lists
+    each (a round our run did not finish, with why)."""
     log, meta = ensure_log(size)
     code_at_start = git_state()  # train.py imports the project as it is now
-    measured = []
+    run = {
+        "ours": partial(
+            _run_ours, size, log, timeout, keep_models, max_rss_mib, list_days, quiet_wait
+        ),
+        "implicit": partial(_run_implicit, size, log, timeout, max_rss_mib, list_days, quiet_wait),
+    }
+    measured = []  # per round: (our figures, whether we finished, implicit's figures, order)
     for number in range(rounds):
-        runs = {
-            "ours": lambda: _run_ours(
-                size, log, timeout, keep_models, max_rss_mib, list_days, quiet_wait
-            ),
-            "implicit": lambda: _run_implicit(
-                size, log, timeout, max_rss_mib, list_days, quiet_wait
-            ),
-        }
         order = ["ours", "implicit"] if number % 2 == 0 else ["implicit", "ours"]
-        done = {name: runs[name]() for name in order}
+        done = {name: run[name]() for name in order}
         measured.append((*done["ours"], done["implicit"], order))
     ours_result, ours_ok, base_result, _ = measured[0]
     result: dict[str, Any] = {
@@ -142,7 +142,7 @@ def run_size(
     if not ours_ok:
         result["finding"] = _failure(ours_result, timeout)
         return result
-    per_round = [_ratios(o, b) for o, ok, b, _ in measured if ok]
+    ratios_of = [_ratios(o, b) if ok else {} for o, ok, b, _ in measured]
     if rounds > 1:
         result["rounds"] = [
             {
@@ -154,8 +154,11 @@ def run_size(
                 "implicit_recommend_seconds": b.get("recommend_seconds"),
                 **ratios,
             }
-            for (o, ok, b, order), ratios in zip([m for m in measured if m[1]], per_round)
+            if ok
+            else {"order": order, "finding": _failure(o, timeout)}
+            for (o, ok, b, order), ratios in zip(measured, ratios_of)
         ]
+    per_round = [ratios for ratios, (_, ok, _, _) in zip(ratios_of, measured) if ok]
     result.update(
         {
             key: round(statistics.median(r[key] for r in per_round), 2)
@@ -165,7 +168,7 @@ def run_size(
     )
     if size in TARGET_PEAK_GIB:
         peak = max(o["peak_rss_mib"] for o, ok, _, _ in measured if ok)
-        result["targets"] = _targets(result, peak, TARGET_PEAK_GIB[size], rounds)
+        result["targets"] = _targets(result, peak, TARGET_PEAK_GIB[size], len(per_round))
     return result
 
 
