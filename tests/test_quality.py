@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender import artifacts, model_selection, training
+from recommender import artifacts, cli, model_selection, training
 from recommender.algorithms.blend import blend_scores
 from recommender.config import TrainConfig, load_config
 from recommender.errors import GateRefusedError
@@ -134,7 +134,9 @@ def test_served_recommendations_are_what_evaluation_measures(
         assert served == expected
 
 
-def test_gate_refuses_a_worse_model_and_force_overrides(tmp_path: Path, monkeypatch) -> None:
+def test_gate_refuses_a_worse_model_and_force_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     log, models = tmp_path / "tribes.csv", tmp_path / "models"
     write_log(log)
     first = training.run(tiny_config(log, models)).name
@@ -157,6 +159,16 @@ def test_gate_refuses_a_worse_model_and_force_overrides(tmp_path: Path, monkeypa
     assert artifacts.current_version(models) == first
     refused = [v for v in artifacts.versions(models) if v != first]
     assert len(refused) == 1
+    # train.py says so on one line and exits 3 (what a cron job or CI checks), on either engine.
+    options = ["--data", str(log), "--models-dir", str(models), "--min-support", "2"]
+    exit_code = cli.train_main(
+        [*options, "--min-pair-support", "1", "--activity-db", str(tmp_path / "a.sqlite3")]
+    )
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_code == 3 and len(error) == 1 and error[0].startswith("refused: model ")
+    assert artifacts.current_version(models) == first
+    refused = [v for v in artifacts.versions(models) if v != first]
+    assert len(refused) == 2
     assert artifacts.read_manifest(models, refused[0])["gate"]["status"] == "refused"
     assert b"refused" in artifacts.read_document(models, refused[0], "report.html")
 

@@ -22,6 +22,7 @@ from recommender import artifacts
 from recommender.algorithms import ItemKNN
 from recommender.config import TrainConfig
 from recommender.data.matrix import build_interactions, cap_history
+from recommender.errors import GateRefusedError
 from recommender.protocols import NEXT_PURCHASE, RANDOM_HOLDOUT, ROLLING
 from recommender.training import load_purchases
 
@@ -393,31 +394,33 @@ def test_spark_evaluation_equals_the_local_engine_within_ten_percent(
 
 
 def test_a_worse_spark_model_is_refused_by_the_gate(
-    shipped_spark_model: artifacts.Artifact, tmp_path: Path
+    spark: object, shipped_spark_model: artifacts.Artifact, tmp_path: Path
 ) -> None:
     """2 factors, 1 iteration, 1 neighbour, histories cut to 100 items, retrained on the log's
-    last three months: measured against the serving model's recipe (its own settings)
-    refitted on the same test fold, it is refused (exit 3) and the serving model stays."""
+    last six weeks: measured against the serving model's recipe (its own settings) refitted
+    on the same test fold, it is refused and the serving model stays. In this process, on
+    the module's Spark session (a JVM started once); the exit code the refusal gives
+    ``train.py`` (3) is the same on both engines (test_quality)."""
+    from recommender.spark import training as spark_training
+
     models = tmp_path / "models"
     shutil.copytree(shipped_spark_model.path.parent, models, symlinks=True)
     recent = tmp_path / "recent.parquet"
     log = pd.read_parquet(SHIPPED_LOG)
-    log[log["InvoiceDate"] >= "2011-09-09"].to_parquet(recent, index=False)
-    result = train_on_spark(
-        recent,
-        models,
-        models / "none.sqlite3",
-        "--als-factors",
-        "2",
-        "--als-iterations",
-        "1",
-        "--neighbours",
-        "1",
-        "--max-history",
-        "100",
+    log[log["InvoiceDate"] >= "2011-10-25"].to_parquet(recent, index=False)
+    config = TrainConfig(
+        data=recent,
+        models_dir=models,
+        activity_db=models / "none.sqlite3",
+        engine="spark",
+        spark_master="local[2]",
+        als_factors=2,
+        als_iterations=1,
+        neighbours=1,
+        max_history=100,
     )
-    assert result.returncode == 3, result.stderr[-3000:]
-    assert "not promoted" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(GateRefusedError, match="not promoted: ndcg@10 .* more than 5% below"):
+        spark_training.run(config)
     assert artifacts.current_version(models) == shipped_spark_model.version
     refused = [
         version for version in artifacts.versions(models) if version != shipped_spark_model.version
@@ -524,10 +527,14 @@ def test_purchases_recorded_through_the_api_are_trained_on_spark(
     assert model.manifest["cleaning"]["rows_kept"] == 11
 
 
-def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(tmp_path: Path) -> None:
+def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(
+    spark: object, tmp_path: Path
+) -> None:
     """Groceries baskets as a log without customer ids: baskets are held out (one hidden item
     each), no ALS and no customers exist, and the server answers a basket from the
-    "bought together" neighbours."""
+    "bought together" neighbours. Trained in this process, on the module's Spark session."""
+    from recommender.spark import training as spark_training
+
     baskets = [
         line.split(",")
         for line in (ROOT / "data" / "groceries.csv").read_text().splitlines()[:3000]
@@ -538,8 +545,15 @@ def test_a_log_of_guest_baskets_trains_and_is_evaluated_on_spark(tmp_path: Path)
         columns=["order_id", "item_id"],
     ).to_csv(log, index=False)
     models = tmp_path / "models"
-    result = train_on_spark(log, models, tmp_path / "none.sqlite3")
-    assert result.returncode == 0, result.stderr[-3000:]
+    spark_training.run(
+        TrainConfig(
+            data=log,
+            models_dir=models,
+            activity_db=tmp_path / "none.sqlite3",
+            engine="spark",
+            spark_master="local[2]",
+        )
+    )
     model = artifacts.load_current(models)
     evaluation = json.loads((model.path / "evaluation.json").read_text())
     assert (

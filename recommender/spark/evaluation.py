@@ -109,6 +109,12 @@ class SparkFold:
     max_history: int = 0
     unit: str = "customers"
     fitted: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    cached: tuple[DataFrame, ...] = ()
+
+    def release(self) -> None:
+        """Drop the persisted sides of the split (``_kept``)."""
+        for frame in self.cached:
+            frame.unpersist()
 
     @property
     def timed(self) -> bool:
@@ -136,6 +142,8 @@ def select_and_evaluate(
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
+    test: SparkFold | None = None
+    validation: SparkFold | None = None
     n_items = len(item_ids)
     lines = (
         lines.where(F.col("row").isNotNull())
@@ -180,6 +188,9 @@ def select_and_evaluate(
         }
         return Selection(choice, evaluation, notes, predictions)
     finally:
+        for fold in (test, validation):
+            if fold is not None:
+                fold.release()
         lines.unpersist()
 
 
@@ -352,6 +363,7 @@ def _time_fold(
     """Customers of the training side, measured on the items new to them in ``test``."""
     from pyspark.sql import functions as F
 
+    train, test = _kept(train), _kept(test)
     bought = train.select("row", "item").distinct()
     new = (
         test.select("row", "item")
@@ -400,6 +412,7 @@ def _time_fold(
         [],
         train_until,
         settings.neighbours.max_history,
+        cached=(train, test),
     )
 
 
@@ -412,6 +425,7 @@ def _holdout_fold(
     from pyspark.sql import functions as F
 
     seed = settings.random_state
+    train, held = _kept(train), _kept(held)
     pairs = held.select("row", "item").distinct()
     draw = Window.partitionBy("row").orderBy(F.xxhash64("row", "item", F.lit(seed)), "item")
     ranked = (
@@ -460,7 +474,18 @@ def _holdout_fold(
         None,
         settings.neighbours.max_history,
         unit,
+        cached=(train, held),
     )
+
+
+def _kept(side: DataFrame) -> DataFrame:
+    """One side of a split, computed once: a fold's sides are read by a dozen Spark actions
+    (its targets, its description, then every model fitted on it), and each would otherwise
+    recompute the split (its windows and joins) from the cleaned lines. Released by
+    ``SparkFold.release``."""
+    from pyspark import StorageLevel
+
+    return side.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def _training_items(
