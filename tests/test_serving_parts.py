@@ -16,7 +16,7 @@ from recommender.errors import ArtifactError
 from recommender.serving import responses
 from recommender.serving.batch import stream_lists, top_k_for_users
 from recommender.serving.catalog import Catalog, Filters
-from recommender.serving.ranking import BlendWeights, Ranker, activity_weights, unique_inverse
+from recommender.serving.ranking import BlendWeights, Ranker, activity_weights
 from recommender.serving.service import RecommendationService
 
 from helpers import collect_lists
@@ -445,10 +445,10 @@ def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
         ][case % 5 if case % 3 else 0]
         k = int(rng.integers(1, 12))
         exclude = np.union1d(history, rng.choice(n_items, 5))
-        gathered = pruning.contributions(history, history_weights)
+        summed = pruning.neighbour_sums(history, history_weights)
         allowed = shop.allowed(filters, exclude_idx=exclude)
         depth = k if filters.max_per_category is None else 10 * k + 50
-        pruned_requests += pruning.pruned(gathered, vector, allowed, depth) is not None
+        pruned_requests += pruning.pruned(summed, vector, allowed, depth) is not None
         fast = pruning.rank(history, history_weights, vector, k, filters, exclude)
         slow = exhaustive.rank(history, history_weights, vector, k, filters, exclude)
         assert (fast.items, fast.scores, fast.sources, fast.reasons, fast.strategy) == (
@@ -517,19 +517,30 @@ def test_a_length_ordered_scan_finds_the_scale_and_every_item_over_a_threshold()
     assert np.array_equal(index.scan(vector).at_least(-1.0)[0], np.flatnonzero(every >= -1.0))
 
 
-def test_unique_inverse_is_numpys() -> None:
+def test_neighbour_sums_equal_numpys_bincount_bit_for_bit() -> None:
+    """The compiled sums (``kernels.neighbour_sums``) against what they replace: every entry of
+    the history's rows gathered, times its row's weight, summed per item by ``np.bincount``;
+    with a hand-made case first (A and B both reach C: 0.25 x 2 + 1.0 x 0.5)."""
+    ranker = Ranker(uniform_catalog(4), PERSONAL, None, TRENDING, BlendWeights())
+    items, sums = ranker.neighbour_sums(np.array([0, 1]), np.array([2.0, 0.5]))
+    assert items.tolist() == [1, 2] and sums.tolist() == [1.0, 1.0]
+    items, sums = ranker.neighbour_sums(np.array([2]), np.array([1.0]))  # C reaches nothing
+    assert items.tolist() == [] and sums.tolist() == []
     rng = np.random.default_rng(3)
-    for values in (
-        np.empty(0, dtype=np.int32),
-        np.array([5], dtype=np.int32),
-        rng.integers(0, 50, 400).astype(np.int32),
-        rng.integers(0, 50_000, 1_200).astype(np.int32),
-        rng.integers(0, 3, 30).astype(np.int64),
-    ):
-        distinct, where = unique_inverse(values)
-        expected, inverse = np.unique(values, return_inverse=True)
-        assert distinct.dtype == expected.dtype and where.dtype == inverse.dtype
-        assert distinct.tolist() == expected.tolist() and where.tolist() == inverse.tolist()
+    for dtype in (np.float32, np.float64):
+        matrix = sp.random(300, 300, density=0.05, format="csr", random_state=4, dtype=dtype)
+        matrix.data = matrix.data * 7 - 3.5
+        ranker = Ranker(uniform_catalog(300), matrix, None, np.ones(300), BlendWeights())
+        for _ in range(200):
+            history = rng.choice(300, int(rng.integers(1, 40)), replace=bool(rng.integers(2)))
+            weights = rng.uniform(0.1, 3.0, len(history))
+            rows = matrix[history]
+            owners = np.repeat(np.arange(len(history)), np.diff(rows.indptr))
+            expected = np.bincount(rows.indices, weights=rows.data * weights[owners], minlength=300)
+            items, sums = ranker.neighbour_sums(history, weights)
+            assert items.tolist() == np.unique(rows.indices).tolist()
+            assert sums.tobytes() == expected[items].tobytes()
+            assert (ranker._places() == -1).all()  # the scratch array is left as it was
 
 
 def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> None:
@@ -561,33 +572,50 @@ def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> No
         assert whole[some].tobytes() == part.tobytes()
 
 
-def test_reasons_read_off_the_rows_equal_those_from_every_gathered_entry() -> None:
-    """Without the caller's gathered rows, only the chosen items' entries are weighed: the
-    same best history item (ties: the earliest) as from all of the rows' contributions."""
-    from recommender.serving.reasons import gather_rows, row_positions
+def test_reasons_are_the_history_item_contributing_most_the_earliest_on_ties() -> None:
+    """The compiled loop (``kernels.best_owners``) against its definition written out: for
+    each chosen item, the history item whose entry towards it times its weight is largest
+    and positive, the earliest on ties, -1 (no ALS here) where none is; by the history's
+    rows and by the chosen items' columns alike."""
+    matrix = sp.csr_matrix(
+        np.array([[0, 2, 0, 1], [3, 0, 0, 0], [0, 0, 0, 0], [0, 2, 4, 0]], dtype=np.float32)
+    )
+    shop = uniform_catalog(4)
+    for ranker in (
+        Ranker(shop, matrix, None, np.ones(4), BlendWeights()),
+        Ranker(shop, matrix, None, np.ones(4), BlendWeights(), incoming=matrix.T.tocsr()),
+    ):
+        history = np.array([3, 0])
+        # item 1: 2 from item 3 and 2 from item 0, a tie (item 3 comes first); item 2: 4 from
+        # item 3; item 3: 1 from item 0; item 0: nothing from either.
+        assert ranker.reasons(history, np.array([1.0, 1.0]), [1, 2, 3, 0]) == [3, 3, 0, -1]
+        # Item 3 weighs half: 1 against item 0's 2 for item 1.
+        assert ranker.reasons(history, np.array([0.5, 1.0]), [1, 2, 3, 0]) == [0, 3, 0, -1]
+        assert ranker.reasons(history, np.array([0.0, 1.0]), [2]) == [-1]  # zero adds nothing
 
-    matrix = sp.csr_matrix(np.array([[0, 2, 0, 1], [3, 0, 0, 0], [0, 0, 0, 0], [0, 2, 4, 0]]))
-    positions, lengths, ends = row_positions(matrix, np.array([3, 2, 0]))
-    assert positions.tolist() == [3, 4, 0, 1] and lengths.tolist() == [2, 0, 2]
-    assert ends.tolist() == [2, 2, 4]
-    assert [part.tolist() for part in gather_rows(matrix, np.array([3, 0]))] == [
-        [0, 0, 1, 1],
-        [1, 2, 1, 3],
-        [2, 4, 2, 1],
-    ]
     rng = np.random.default_rng(9)
     random = sp.random(60, 60, density=0.3, format="csr", random_state=2, dtype=np.float32)
     random.data = np.round(random.data * 4) / 4 - 0.25  # ties and negative weights
+    dense = random.toarray()
     shop = uniform_catalog(60)
-    ranker = Ranker(shop, random, None, np.ones(60), BlendWeights())
+    rankers = (
+        Ranker(shop, random, None, np.ones(60), BlendWeights()),
+        Ranker(shop, random, None, np.ones(60), BlendWeights(), incoming=random.T.tocsr()),
+    )
     for _ in range(300):
         history = rng.choice(60, int(rng.integers(1, 15)), replace=bool(rng.integers(2)))
         weights = rng.choice([0.0, 0.5, 1.0, 2.0], len(history))
-        columns = rng.choice(60, int(rng.integers(1, 12)), replace=False)
-        gathered = ranker.contributions(history, weights)
-        assert ranker._best_owners_by_rows(history, weights, columns) == (
-            ranker._best_owners_by_rows(history, weights, columns, gathered)
-        )
+        chosen = rng.choice(60, int(rng.integers(1, 12)), replace=False).tolist()
+        expected = []
+        for item in chosen:
+            best, owner = 0.0, -1
+            for position, source in enumerate(history.tolist()):
+                value = float(dense[source, item]) * float(weights[position])
+                if value > best:
+                    best, owner = value, position
+            expected.append(int(history[owner]) if owner >= 0 else -1)
+        for ranker in rankers:
+            assert ranker.reasons(history, weights, chosen) == expected
 
 
 def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> None:

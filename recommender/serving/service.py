@@ -104,6 +104,7 @@ class RecommendationService(PersonalAnswers, RepeatAnswers):
             self.ranker = Ranker(
                 self.catalog, self.knn_matrix, als, bundle.trending, weights, incoming
             )
+            self.ranker.warm_up()  # compiled here (the master, under --preload), not per request
             self._prepare_per_customer(bundle)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model version {self.version}: incomplete model: {exc}") from None

@@ -1,0 +1,133 @@
+"""Per-request loops compiled by numba, where numpy's per-call cost is the cost.
+
+A personal answer sums the item-to-item rows of a shopper's items per item reached, then
+matches the dozen chosen items against the history for their reasons: a few thousand
+entries each time. In numpy that is a dozen calls of 2-30 µs each (gathers, a sort, a
+binary search, a lexsort), most of it the calls' own overhead, not the work; one compiled
+pass over the same entries takes a few microseconds. The loops read the
+matrices' arrays as they are (memory-mapped), allocate only their small answers, and give
+exactly the numpy version's results: same products in float64, same tie rule.
+
+Compiled once per process and cached on disk (``cache=True``); the service compiles them at
+model load (``ReasonFinder.warm_up``), so no request waits for the compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+
+def _best_owners(
+    indptr: NDArray[np.integer],
+    indices: NDArray[np.integer],
+    data: NDArray[np.floating],
+    in_indptr: NDArray[np.integer],
+    in_indices: NDArray[np.integer],
+    in_data: NDArray[np.floating],
+    history: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    columns: NDArray[np.int64],
+    places: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """For each of ``columns``, the position in ``history`` whose item-to-item entry towards
+    it, times the position's weight, is largest and positive (ties: the earliest position);
+    -1 where none is.
+
+    ``indptr, indices, data``: the item-to-item matrix (CSR, row = source item); ``in_*``: its
+    transpose (row = target item), or empty ``in_indptr`` when there is none. The shorter of
+    the history's rows and the columns' entries is walked; a history that repeats an item
+    (each occurrence weighs on its own) is walked by rows. ``places``: a catalog-long scratch
+    array of -1, left as it was found.
+    """
+    k = len(columns)
+    owner = np.full(k, -1, dtype=np.int64)
+    best = np.zeros(k, dtype=np.float64)
+    row_entries = 0
+    for p in range(len(history)):
+        row_entries += indptr[history[p] + 1] - indptr[history[p]]
+    column_entries = 0
+    if len(in_indptr):
+        for j in range(k):
+            column_entries += in_indptr[columns[j] + 1] - in_indptr[columns[j]]
+    if len(in_indptr) and column_entries < row_entries:
+        repeated = False
+        for p in range(len(history)):
+            if places[history[p]] >= 0:
+                repeated = True
+            places[history[p]] = p
+        if not repeated:
+            for j in range(k):
+                for entry in range(in_indptr[columns[j]], in_indptr[columns[j] + 1]):
+                    p = places[in_indices[entry]]
+                    if p < 0:
+                        continue
+                    value = in_data[entry] * weights[p]
+                    if value > 0 and (
+                        owner[j] < 0 or value > best[j] or (value == best[j] and p < owner[j])
+                    ):
+                        owner[j], best[j] = p, value
+        for p in range(len(history)):
+            places[history[p]] = -1
+        if not repeated:
+            return owner
+    for j in range(k):
+        places[columns[j]] = j
+    for p in range(len(history)):
+        item = history[p]
+        for entry in range(indptr[item], indptr[item + 1]):
+            j = places[indices[entry]]
+            if j < 0:
+                continue
+            value = data[entry] * weights[p]
+            if value > 0 and (owner[j] < 0 or value > best[j]):
+                owner[j], best[j] = p, value
+    for j in range(k):  # a repeated chosen item: every occurrence gets the last one's owner
+        owner[j] = owner[places[columns[j]]]
+    for j in range(k):
+        places[columns[j]] = -1
+    return owner
+
+
+def _neighbour_sums(
+    indptr: NDArray[np.integer],
+    indices: NDArray[np.integer],
+    data: NDArray[np.floating],
+    history: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    places: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The items the history's rows of the item-to-item matrix reach, ascending, and for each
+    the sum of its entries times their row's weight: ``np.bincount`` over the gathered
+    entries, added in the same order (history position, then the row's), so bit for bit the
+    same sums. ``places``: a catalog-long scratch array of -1, left as it was found."""
+    total = 0
+    for p in range(len(history)):
+        total += indptr[history[p] + 1] - indptr[history[p]]
+    reached = np.empty(total, dtype=np.int64)
+    sums = np.zeros(total, dtype=np.float64)
+    count = 0
+    for p in range(len(history)):
+        item = history[p]
+        for entry in range(indptr[item], indptr[item + 1]):
+            column = indices[entry]
+            slot = places[column]
+            if slot < 0:
+                slot = places[column] = count
+                reached[count] = column
+                count += 1
+            sums[slot] += data[entry] * weights[p]
+    order = np.argsort(reached[:count])
+    items = reached[:count][order]
+    for slot in range(count):
+        places[reached[slot]] = -1
+    return items, sums[:count][order]
+
+
+best_owners: Callable[..., NDArray[np.int64]] = njit(cache=True, nogil=True)(_best_owners)
+neighbour_sums: Callable[..., tuple[NDArray[np.int64], NDArray[np.float64]]] = njit(
+    cache=True, nogil=True
+)(_neighbour_sums)
