@@ -4,6 +4,7 @@ the bundle's own layout, each with answers worked out by hand."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -628,3 +629,21 @@ def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> No
     assert top_n(scores, 4, exclude=np.array([0]))[0].tolist() == [1, 5, 2, 4]
     assert top_n(scores.astype(np.float32), 2)[1].dtype == np.float32
     assert top_n(np.array([-1.0, -np.inf, -2.0]), 5, positive_only=False)[0].tolist() == [0, 2]
+
+
+def test_the_compiled_loops_are_ready_before_the_first_request(shared_models: Path) -> None:
+    """Loading a model compiles (or reads from numba's cache) both loops for its array types:
+    answering a known customer, a cart and a page-you-made then compiles nothing more."""
+    from recommender import artifacts
+    from recommender.activity import Event
+    from recommender.serving import kernels
+
+    service = RecommendationService(artifacts.load_current_bundle(shared_models))
+    compiled = (len(kernels.neighbour_sums.signatures), len(kernels.best_owners.signatures))
+    assert min(compiled) >= 1
+    now = time.time()
+    recent = [Event("visitor", "A", "view", now - 60), Event("visitor", "B", "cart", now - 30)]
+    assert service.for_user("u1", 2)["recommendations"]
+    assert service.for_items(["A", "B"], 2)["recommendations"]
+    assert service.page_you_made("visitor", recent, 2)["recommendations"]
+    assert (len(kernels.neighbour_sums.signatures), len(kernels.best_owners.signatures)) == compiled

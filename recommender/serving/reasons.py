@@ -81,7 +81,9 @@ class ReasonFinder:
         )
 
     def warm_up(self) -> None:
-        """Compile the reasons' loop for this model's array types now, not at a first request."""
+        """Compile both loops for this model's array types now (or load them from the disk
+        cache), not at a first request."""
+        self.neighbour_sums(np.zeros(1, dtype=np.int64), np.ones(1))
         self.reasons(np.zeros(1, dtype=np.int64), np.ones(1), [0])
 
     def _places(self) -> NDArray[np.int64]:
