@@ -9,6 +9,7 @@ PORT ?= 8000
 TRAIN_ARGS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 ENGINE ?= local
 SPARK_MASTER ?=
 
@@ -100,8 +101,9 @@ typecheck: install
 	$(BIN)/mypy recommender
 
 ## CI=true: a test that would be skipped for want of Java, Chromium or PostgreSQL fails instead.
+## TEST_WORKERS processes (pytest-xdist) share the test files, the longest first (conftest.py).
 test: install install-spark install-browser install-postgres lint typecheck
-	CI=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	CI=true $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Benchmarks (not CI): training at 1M/5M/20M lines against implicit alone, serving with wrk,
 ## model load time and memory per worker. Results in bench/results/. SIZES=1M,5M for a short run.

@@ -31,6 +31,20 @@ from helpers import (  # noqa: F401
 threadpool_limits(limits=1, user_api="blas")
 
 
+# The files that take longest (minutes each), run first: under ``make test`` two workers
+# (pytest-xdist, ``--dist loadfile``) share the files, and the Spark parity tests, which
+# take a third of the suite's time, then run beside the rest instead of after it.
+LONGEST_FIRST = ("test_spark.py", "test_quality.py", "test_faults.py", "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Under ``CI=true`` (``make test``) a skipped test fails, with the reason: a CI without
