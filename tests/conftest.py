@@ -33,7 +33,7 @@ threadpool_limits(limits=1, user_api="blas")
 
 # The files that take longest (minutes each), run first: under ``make test`` two workers
 # (pytest-xdist, ``--dist loadfile``) share the files, and the Spark parity tests, which
-# take a third of the suite's time, then run beside the rest instead of after it.
+# take half of the suite's time, then run beside the rest instead of after it.
 LONGEST_FIRST = ("test_spark.py", "test_quality.py", "test_faults.py", "test_fuzz.py")
 
 

@@ -21,6 +21,15 @@ from numba import njit
 from numpy.typing import NDArray
 
 
+@njit(cache=True, nogil=True)
+def _entries(indptr: NDArray[np.integer], rows: NDArray[np.int64]) -> int:
+    """How many stored entries ``rows`` of a CSR matrix hold together."""
+    total = 0
+    for row in rows:
+        total += indptr[row + 1] - indptr[row]
+    return total
+
+
 def _best_owners(
     indptr: NDArray[np.integer],
     indices: NDArray[np.integer],
@@ -46,14 +55,7 @@ def _best_owners(
     k = len(columns)
     owner = np.full(k, -1, dtype=np.int64)
     best = np.zeros(k, dtype=np.float64)
-    row_entries = 0
-    for p in range(len(history)):
-        row_entries += indptr[history[p] + 1] - indptr[history[p]]
-    column_entries = 0
-    if len(in_indptr):
-        for j in range(k):
-            column_entries += in_indptr[columns[j] + 1] - in_indptr[columns[j]]
-    if len(in_indptr) and column_entries < row_entries:
+    if len(in_indptr) and _entries(in_indptr, columns) < _entries(indptr, history):
         repeated = False
         for p in range(len(history)):
             if places[history[p]] >= 0:
@@ -104,9 +106,7 @@ def _neighbour_sums(
     the sum of its entries times their row's weight: ``np.bincount`` over the gathered
     entries, added in the same order (history position, then the row's), so bit for bit the
     same sums. ``places``: a catalog-long scratch array of -1, left as it was found."""
-    total = 0
-    for p in range(len(history)):
-        total += indptr[history[p] + 1] - indptr[history[p]]
+    total = _entries(indptr, history)
     reached = np.empty(total, dtype=np.int64)
     sums = np.zeros(total, dtype=np.float64)
     count = 0

@@ -51,21 +51,17 @@ class ReasonFinder:
         """
         if not len(history) or not chosen:
             return [-1] * len(chosen)
+        history = np.asarray(history, dtype=np.int64)
         columns = np.asarray(chosen, dtype=np.int64)
         owner = best_owners(
-            *self._arrays,
-            np.asarray(history, dtype=np.int64),
-            np.asarray(weights, dtype=np.float64),
-            columns,
-            self._places(),
+            *self._arrays, history, np.asarray(weights, dtype=np.float64), columns, self._places()
         )
-        found = owner >= 0
-        if self.als is not None and not found.all():
+        missing = owner < 0
+        if self.als is not None and missing.any():
             factors = self.als.item_factors_
-            owner = np.where(found, owner, (factors[history] @ factors[columns].T).argmax(axis=0))
-        elif not found.all():
-            return [int(history[o]) if o >= 0 else -1 for o in owner.tolist()]
-        return np.asarray(history)[owner].tolist()
+            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
+            owner, missing = np.where(missing, closest, owner), np.zeros_like(missing)
+        return np.where(missing, -1, history[owner]).tolist()
 
     @cached_property
     def _arrays(self) -> tuple[NDArray[Any], ...]:
