@@ -77,6 +77,28 @@ def test_fold_in_is_implicits_least_squares_step(alpha: float) -> None:
     )
 
 
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 40.0])
+def test_fold_in_of_few_items_solves_the_whole_system(alpha: float) -> None:
+    """Fewer items than factors go through the kept inverse (Woodbury), more through the
+    whole system; both give the solution of ``(Y'Y + Y_I'(C - 1)Y_I + reg I) x = Y_I' c``
+    (alpha 0.5 makes ``C - 1`` negative, 1.0 zero for weight 1)."""
+    rng = np.random.default_rng(5)
+    model = ALS(factors=16, regularization=0.01, alpha=alpha)
+    model.item_factors_ = rng.normal(size=(200, 16)).astype(np.float32)
+    model.user_factors_ = np.zeros((1, 16), dtype=np.float32)
+    factors = model.item_factors_.astype(np.float64)
+    for n_items in (1, 2, 3, 8, 15, 16, 40):
+        items = rng.choice(200, n_items, replace=False)
+        weights = rng.choice([0.2, 1.0, 2.0, 3.0], n_items)
+        chosen, confidence = factors[items], alpha * weights
+        system = factors.T @ factors + 0.01 * np.eye(16)
+        system += chosen.T @ np.diag(confidence - 1.0) @ chosen
+        expected = np.linalg.solve(system, chosen.T @ confidence)
+        folded = model.fold_in(items, weights)
+        assert folded.dtype == np.float32
+        np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
 def test_same_data_and_seed_give_the_same_factors() -> None:
     first = ALS(factors=4, iterations=3, num_threads=1, random_state=3).fit(USER_ITEMS)
     second = ALS(factors=4, iterations=3, num_threads=1, random_state=3).fit(USER_ITEMS)
