@@ -573,6 +573,62 @@ def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> No
         assert whole[some].tobytes() == part.tobytes()
 
 
+def test_the_compiled_neighbour_blend_is_blend_scores_bit_for_bit_and_cuts_at_depth() -> None:
+    """``kernels.neighbour_blend`` against what it replaces: ``blend_scores`` over the whole
+    catalog (the neighbours' values, byte for byte) and the depth-th best allowed score by
+    ``np.partition``; NaN where fewer than depth are allowed or the item part is all zeros.
+    By hand first: item part [2, -1] / 2 x 0.75, ALS [0.5, 0.25] / 0.5 x 0.25, trend [0.2, 0.4]
+    x 0.5, added in that order."""
+    from recommender.algorithms.blend import blend_scores
+    from recommender.serving.kernels import neighbour_blend
+    from recommender.serving.ranking import NO_ALS_PART
+
+    neighbours, trend, allowed = np.array([0, 2]), np.array([0.2, 0.0, 0.4]), np.ones(3, bool)
+    knn, als = np.array([2.0, -1.0]), np.array([0.5, 0.25], dtype=np.float32)
+    scores, cut = neighbour_blend(neighbours, knn, als, trend, allowed, 0.75, 0.25, 0.5, 0.5, 2)
+    assert scores.tolist() == [0.75 + 0.25 + 0.1, -0.375 + 0.125 + 0.2] and cut == scores.min()
+    assert np.isnan(
+        neighbour_blend(neighbours, knn, als, trend, allowed, 0.75, 0.25, 0.5, 0.5, 3)[1]
+    )
+    zeros = np.zeros(2)
+    assert np.isnan(
+        neighbour_blend(neighbours, zeros, als, trend, allowed, 1.0, 0.0, 0.0, 0.0, 1)[1]
+    )
+    rng = np.random.default_rng(13)
+    for case in range(300):
+        size = 200
+        item = rng.standard_normal(size) * (rng.random(size) < 0.3)
+        als = (rng.standard_normal(size) * 10 ** rng.uniform(-4, 4)).astype(np.float32)
+        trend = rng.random(size) * (rng.random(size) < 0.7)
+        als_weight = float(rng.choice([0.0, 0.25, 0.6]))
+        trend_weight = float(rng.choice([0.0, 0.1, 1.0]))
+        with_als = als_weight > 0 and case % 4 != 0
+        whole = blend_scores(item, als if with_als else None, trend, als_weight, trend_weight)
+        neighbours = np.flatnonzero(item)
+        if not len(neighbours):
+            continue
+        allowed = rng.random(size) < 0.8
+        depth = int(rng.integers(1, 12))
+        scores, cut = neighbour_blend(
+            neighbours,
+            item[neighbours],
+            als[neighbours] if with_als else NO_ALS_PART,
+            trend,
+            allowed,
+            1.0 - als_weight,
+            als_weight,
+            trend_weight,
+            float(np.abs(als).max()),
+            depth,
+        )
+        assert whole is not None and scores.tobytes() == whole[neighbours].tobytes(), case
+        kept = whole[neighbours][allowed[neighbours]]
+        if len(kept) < depth:
+            assert np.isnan(cut)
+        else:
+            assert cut == np.sort(kept)[len(kept) - depth]
+
+
 def test_reasons_are_the_history_item_contributing_most_the_earliest_on_ties() -> None:
     """The compiled loop (``kernels.best_owners``) against its definition written out: for
     each chosen item, the history item whose entry towards it times its weight is largest
@@ -632,18 +688,19 @@ def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> No
 
 
 def test_the_compiled_loops_are_ready_before_the_first_request(shared_models: Path) -> None:
-    """Loading a model compiles (or reads from numba's cache) both loops for its array types:
+    """Loading a model compiles (or reads from numba's cache) the three loops for its array types:
     answering a known customer, a cart and a page-you-made then compiles nothing more."""
     from recommender import artifacts
     from recommender.activity import Event
     from recommender.serving import kernels
 
     service = RecommendationService(artifacts.load_current_bundle(shared_models))
-    compiled = (len(kernels.neighbour_sums.signatures), len(kernels.best_owners.signatures))
+    loops = (kernels.neighbour_sums, kernels.best_owners, kernels.neighbour_blend)
+    compiled = tuple(len(loop.signatures) for loop in loops)
     assert min(compiled) >= 1
     now = time.time()
     recent = [Event("visitor", "A", "view", now - 60), Event("visitor", "B", "cart", now - 30)]
     assert service.for_user("u1", 2)["recommendations"]
     assert service.for_items(["A", "B"], 2)["recommendations"]
     assert service.page_you_made("visitor", recent, 2)["recommendations"]
-    assert (len(kernels.neighbour_sums.signatures), len(kernels.best_owners.signatures)) == compiled
+    assert tuple(len(loop.signatures) for loop in loops) == compiled

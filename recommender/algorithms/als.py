@@ -189,7 +189,7 @@ class ALS(Recommender):
         return np.asarray(solution).astype(np.float32)
 
     def _fold_in_few(
-        self, chosen: NDArray[np.float64], confidence: NDArray[np.float64]
+        self, chosen: NDArray[np.float64], confidence: NDArray[np.floating]
     ) -> NDArray[np.float32] | None:
         """``fold_in``'s solve for fewer items than factors, through the kept inverse of
         ``G = Y'Y + reg I`` (Woodbury): only an items x items system is solved.

@@ -1,15 +1,16 @@
 """Per-request loops compiled by numba, where numpy's per-call cost is the cost.
 
-A personal answer sums the item-to-item rows of a shopper's items per item reached, then
-matches the dozen chosen items against the history for their reasons: a few thousand
-entries each time. In numpy that is a dozen calls of 2-30 µs each (gathers, a sort, a
-binary search, a lexsort), most of it the calls' own overhead, not the work; one compiled
-pass over the same entries takes a few microseconds. The loops read the
-matrices' arrays as they are (memory-mapped), allocate only their small answers, and give
-exactly the numpy version's results: same products in float64, same tie rule.
+A personal answer sums the item-to-item rows of a shopper's items per item reached, blends
+those neighbours' parts and finds the bound of the pruned answer, then matches the dozen
+chosen items against the history for their reasons: a few thousand entries each time. In
+numpy that is a dozen calls of 2-30 µs each (gathers, a sort, a binary search, a lexsort),
+most of it the calls' own overhead, not the work; one compiled pass over the same entries
+takes a few microseconds. The loops read the matrices' arrays as they are (memory-mapped),
+allocate only their small answers, and give exactly the numpy version's results: the same
+float64 operations in the same order, the same tie rule.
 
 Compiled once per process and cached on disk (``cache=True``); the service compiles them at
-model load (``ReasonFinder.warm_up``), so no request waits for the compiler.
+model load (``Ranker.warm_up``), so no request waits for the compiler.
 """
 
 from __future__ import annotations
@@ -127,7 +128,55 @@ def _neighbour_sums(
     return items, sums[:count][order]
 
 
+def _neighbour_blend(
+    neighbours: NDArray[np.int64],
+    knn: NDArray[np.float64],
+    neighbour_als: NDArray[np.float32],
+    trend: NDArray[np.float64],
+    allowed: NDArray[np.bool_],
+    item_weight: float,
+    als_weight: float,
+    trend_weight: float,
+    als_scale: float,
+    depth: int,
+) -> tuple[NDArray[np.float64], float]:
+    """The neighbours' blended scores and the ``depth``-th best allowed one (NaN where fewer
+    than ``depth`` are allowed, or the item-to-item part is all zeros).
+
+    ``algorithms.blend.blend_scores`` with known scales, item by item: the item-to-item part
+    over its largest absolute value, times its weight, plus the ALS part (``neighbour_als``,
+    empty for none) over ``als_scale`` times its weight, plus the weighted trend; the same
+    float64 operations in the same order as numpy's, so the same bits as the whole catalog's
+    blend. One pass instead of a dozen numpy calls (the parts, the mask, the partition)."""
+    count = len(neighbours)
+    scores = np.empty(count, dtype=np.float64)
+    knn_scale = 0.0
+    for p in range(count):
+        knn_scale = max(knn_scale, abs(knn[p]))
+    if knn_scale == 0:
+        return scores, np.nan
+    kept = np.empty(count, dtype=np.float64)
+    allowed_count = 0
+    for p in range(count):
+        score = knn[p] / knn_scale * item_weight
+        if len(neighbour_als):
+            score += neighbour_als[p] / als_scale * als_weight if als_scale > 0 else 0.0
+        if trend_weight != 0:
+            score += trend_weight * trend[neighbours[p]]
+        scores[p] = score
+        if allowed[neighbours[p]]:
+            kept[allowed_count] = score
+            allowed_count += 1
+    if allowed_count < depth:
+        return scores, np.nan
+    cut = allowed_count - depth
+    return scores, np.partition(kept[:allowed_count], cut)[cut]
+
+
 best_owners: Callable[..., NDArray[np.int64]] = njit(cache=True, nogil=True)(_best_owners)
 neighbour_sums: Callable[..., tuple[NDArray[np.int64], NDArray[np.float64]]] = njit(
     cache=True, nogil=True
 )(_neighbour_sums)
+neighbour_blend: Callable[..., tuple[NDArray[np.float64], float]] = njit(cache=True, nogil=True)(
+    _neighbour_blend
+)

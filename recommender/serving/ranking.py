@@ -24,12 +24,15 @@ from ..algorithms.blend import blend_rows, blend_scores
 from ..data.idmap import IdMap
 from .catalog import Catalog, Filters
 from .inner_product import NormOrderedFactors, dot_rows
+from .kernels import neighbour_blend
 from .reasons import ReasonFinder
 
 # How deep the trending ranking is kept for topping answers up.
 POPULAR_DEPTH = 2000
 # Which parts had evidence (1: item-to-item, 2: ALS, both: 3) -> the strategy responses name.
 STRATEGIES = {0: "popular", 1: "item-knn", 2: "als", 3: "blend"}
+# The ALS part of a blend without one (``kernels.neighbour_blend`` takes an array either way).
+NO_ALS_PART = np.empty(0, dtype=np.float32)
 # How much one event says about what a shopper wants, by type.
 TYPE_WEIGHTS = {"view": 1.0, "cart": 2.0, "wishlist": 2.0, "purchase": 3.0}
 
@@ -97,6 +100,23 @@ class Ranker(ReasonFinder):
             weights if als is not None else BlendWeights(0.0, weights.trend, weights.item)
         )
 
+    def warm_up(self) -> None:
+        """Compile the per-request loops for this model's array types now (``ReasonFinder``'s
+        two and the neighbours' blend), not at a first request."""
+        super().warm_up()
+        neighbour_blend(
+            np.zeros(1, dtype=np.int64),
+            np.ones(1),
+            NO_ALS_PART,
+            self.trend,
+            np.ones(len(self.trend), dtype=np.bool_),
+            1.0,
+            0.0,
+            0.0,
+            0.0,
+            1,
+        )
+
     def vector(
         self, history: NDArray[np.int64], weights: NDArray[np.float64]
     ) -> NDArray[np.float32] | None:
@@ -155,10 +175,9 @@ class Ranker(ReasonFinder):
         neighbours, knn = summed
         if item_weight <= 0 or not len(neighbours):
             return None
-        knn_scale = float(np.abs(knn).max())
-        if knn_scale == 0:
-            return None
         scan = None
+        als_scale = 0.0
+        neighbour_als = NO_ALS_PART
         if (
             vector is not None
             and self.als_index is not None
@@ -167,23 +186,26 @@ class Ranker(ReasonFinder):
         ):
             scan = self.als_index.scan(vector)
             als_scale = scan.scale()
-        strategy = STRATEGIES[1 + 2 * (scan is not None)]
-        scales = (knn_scale, als_scale if scan is not None else 0.0)
-
-        neighbour_als = None
-        if scan is not None:
             # np.take: half the time of fancy indexing for a few hundred rows of factors.
             rows = np.take(self.als.item_factors_, neighbours, axis=0)  # type: ignore[union-attr]
             neighbour_als = dot_rows(rows, scan.vector)
-        scores = self._blend_part(neighbours, knn, neighbour_als, scales)
-        allowed_scores = scores[allowed[neighbours]]
-        if len(allowed_scores) < depth:
-            return None
-        cut = float(
-            np.partition(allowed_scores, len(allowed_scores) - depth)[len(allowed_scores) - depth]
+        strategy = STRATEGIES[1 + 2 * (scan is not None)]
+        scores, cut = neighbour_blend(
+            neighbours,
+            knn,
+            neighbour_als,
+            self.trend,
+            allowed,
+            float(item_weight),  # floats and an int always: one compiled signature
+            float(self.weights.als),
+            float(self.weights.trend),
+            float(als_scale),
+            int(depth),
         )
+        if np.isnan(cut):  # no item-to-item evidence, or fewer than depth allowed neighbours
+            return None
         # The most trending can add to an item that is not a neighbour; its ALS part must make up the rest.
-        rest = cut - self.weights.trend * self.trend_max
+        rest = float(cut) - self.weights.trend * self.trend_max
         if scan is not None and als_scale > 0:
             # A float32 comparison: the margin keeps an item at the cut inside (extra candidates
             # cost nothing). Only items whose factors are long enough to reach it are scored.
@@ -201,6 +223,7 @@ class Ranker(ReasonFinder):
         if not len(others):
             return neighbours, scores, strategy
         items = np.concatenate([neighbours, others])
+        scales = (float(np.abs(knn).max()), als_scale)
         extra = self._blend_part(others, np.zeros(len(others)), others_als, scales)
         scores = np.concatenate([scores, extra])
         order = np.argsort(items, kind="stable")
