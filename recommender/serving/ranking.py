@@ -102,19 +102,10 @@ class Ranker(ReasonFinder):
 
     def warm_up(self) -> None:
         """Compile the per-request loops for this model's array types now (``ReasonFinder``'s
-        two and the neighbours' blend), not at a first request."""
+        two, and the neighbours' blend through a one-item ``pruned``), not at a first request."""
         super().warm_up()
-        neighbour_blend(
-            np.zeros(1, dtype=np.int64),
-            np.ones(1),
-            NO_ALS_PART,
-            self.trend,
-            np.ones(len(self.trend), dtype=np.bool_),
-            1.0,
-            0.0,
-            0.0,
-            0.0,
-            1,
+        self.pruned(
+            (np.zeros(1, dtype=np.int64), np.ones(1)), None, np.ones(len(self.trend), bool), 1
         )
 
     def vector(
