@@ -198,6 +198,44 @@ def test_neighbours_equal_the_local_engine_up_to_ties(
         )
 
 
+def test_neighbours_counted_in_many_blocks_equal_one_count_and_the_local_engine(
+    spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Co-purchases are counted per block of rows and added up per pair: cut into a block
+    of about fifteen rows (string order ids as rows), the neighbours are those of the default blocks,
+    and those of the local engine (up to ties)."""
+    from recommender.spark import models as spark_models
+
+    rng = np.random.default_rng(17)
+    rows = [
+        (f"o{row}", int(item))
+        for row in range(120)
+        for item in np.unique(rng.zipf(1.6, size=int(rng.integers(1, 9))) % 40)
+    ]
+    frame = spark.createDataFrame(rows, "row string, item int")
+    knn = dict(neighbours=5, min_support=2, min_pair_support=1)
+    default = spark_models.SparkCosineNeighbours(**knn).fit(frame, 40)
+    monkeypatch.setattr(spark_models, "PAIRS_PER_BLOCK", 60)  # about 8 blocks
+    blocked = spark_models.SparkCosineNeighbours(**knn).fit(frame, 40)
+    for name in ("neighbour_ids_", "neighbour_scores_", "neighbour_support_", "item_support_"):
+        assert np.array_equal(getattr(default, name), getattr(blocked, name)), name
+    order = {order: position for position, order in enumerate(sorted({r for r, _ in rows}))}
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), ([order[r] for r, _ in rows], [i for _, i in rows])),
+        shape=(len(order), 40),
+    )
+    local = ItemKNN(**knn).fit(matrix)
+    assert np.array_equal(blocked.item_support_, local.item_support_)
+    assert (blocked.neighbour_ids_[:, 0] >= 0).sum() >= 10
+    for item in range(40):
+        assert _same_up_to_ties(
+            blocked.neighbour_ids_[item],
+            blocked.neighbour_scores_[item],
+            local.neighbour_ids_[item],
+            local.neighbour_scores_[item],
+        ), item
+
+
 def test_the_repeat_model_equals_the_local_engines(
     shipped_spark_model: artifacts.Artifact, shipped_local: tuple[pd.DataFrame, dict[str, object]]
 ) -> None:
