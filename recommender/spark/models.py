@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # one block of customers may hold: a block's sparse count matrix then stays within a few
 # hundred MB in its Python worker, and a log with more pairs is cut into more blocks.
 PAIRS_PER_BLOCK = 16_000_000
+# The most pairs (both ways) one partition of the ranking step may hold at most: its arrays in
+# the Python worker then stay under about 300 MB, where 8 partitions of the 20M-line log's
+# pairs held several GB each.
+RANKED_PER_PARTITION = 4_000_000
 
 
 class SparkCosineNeighbours(NeighbourModel):
@@ -44,8 +48,9 @@ class SparkCosineNeighbours(NeighbourModel):
 
     1. the rows are cut into blocks (by row); each block's ``X'X`` (scipy) gives its pairs'
        counts, which Spark adds up over the blocks per pair;
-    2. the pairs, both ways, are partitioned by item; each partition ranks its items'
-       candidates by score and keeps the top K of those with enough support.
+    2. the pairs, both ways, are partitioned by item (more partitions for more pairs,
+       ``RANKED_PER_PARTITION``); each partition ranks its items' candidates by score and
+       keeps the top K of those with enough support.
 
     ``fit`` takes a DataFrame of distinct ``(row, item)`` pairs (``item`` an integer index)
     and ``n_items``; the fitted attributes are those of ``NeighbourModel``.
@@ -88,8 +93,12 @@ class SparkCosineNeighbours(NeighbourModel):
         )
         counts = context.broadcast(support)
         ranking = top_candidates(counts, self.neighbours, self.min_support, self.min_pair_support)
+        partitions = max(
+            int(pairs.sparkSession.conf.get("spark.sql.shuffle.partitions") or 1),
+            int(np.ceil(2 * instances / RANKED_PER_PARTITION)),
+        )
         table = (
-            both_ways.repartition("a")
+            both_ways.repartition(partitions, "a")
             .mapInArrow(ranking, "a int, b int, score float, shared long, rank int")
             .collect()
         )  # n_items x K rows: small
