@@ -1,6 +1,6 @@
 """The evaluation's fits do less work and give the same tables to the last bit.
 
-``_largest_per_row`` orders each row's best entries on their own instead of one lexsort of
+``largest_per_row`` orders each row's best entries on their own instead of one lexsort of
 every pair; LLR looks ``x log x`` up for whole counts; the search keeps the runner-up of the
 decay stage's item models for the finalists instead of refitting it. Each is checked against
 what it replaced.
@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from recommender.algorithms import Cooccurrence
 from recommender.algorithms.cooccurrence import log_likelihood_ratio
-from recommender.algorithms.neighbours import _largest_per_row
+from recommender.algorithms.neighbours import largest_per_row
 
 
 def _lexsorted_best(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def test_largest_per_row_is_the_lexsort_order(seed: int) -> None:
         scores = rng.random(n)
     if seed % 5 == 0:
         scores[rng.random(n) < 0.1] = -np.inf
-    got = _largest_per_row(rows, cols, scores, n_rows, k)
+    got = largest_per_row(rows, cols, scores, n_rows, k)
     np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores, k))
 
 
@@ -50,7 +50,7 @@ def test_largest_per_row_with_rows_of_very_different_lengths() -> None:
     cols = np.concatenate([rng.permutation(length) for length in lengths])
     scores = np.round(rng.random(len(rows)) * 20) / 4
     for k in (1, 4, 6, 50):
-        got = _largest_per_row(rows, cols, scores, len(lengths), k)
+        got = largest_per_row(rows, cols, scores, len(lengths), k)
         np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores, k))
 
 
@@ -158,7 +158,7 @@ def test_largest_per_row_float32_and_long_rows_are_the_lexsort_order(seed: int) 
     if seed % 4 == 0:
         scores[rng.random(len(rows)) < 0.05] = -np.inf
     for dtype in (np.float32, np.float64):
-        got = _largest_per_row(rows, cols, scores.astype(dtype), len(lengths), k)
+        got = largest_per_row(rows, cols, scores.astype(dtype), len(lengths), k)
         np.testing.assert_array_equal(got, _lexsorted_best(rows, cols, scores.astype(dtype), k))
 
 

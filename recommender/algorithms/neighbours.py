@@ -128,16 +128,13 @@ class NeighbourModel(Recommender):
         # The best ``neighbours`` of each row, ties to the lower column, without sorting all
         # pairs (unranked: only in rows with more, the others as they are).
         order = (
-            _largest_per_row(rows, cols, scores, n_items, self.neighbours)
+            largest_per_row(rows, cols, scores, n_items, self.neighbours)
             if ranked
             else _best_of_long_rows(rows, cols, scores, n_items, self.neighbours)
         )
         if order is not None:
             rows, cols, scores, support = rows[order], cols[order], scores[order], support[order]
-        per_row = np.bincount(rows, minlength=n_items)
-        # Rows are sorted: an entry's rank is its distance from its row's first entry (a
-        # binary search per entry for that start costs as much as ranking them did).
-        rank = np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]
+        rank = places_in_rows(rows, n_items)
         kept = rank < self.neighbours
         shape = (n_items, self.neighbours)
         self.neighbour_ids_ = np.full(shape, -1, dtype=np.int32)
@@ -309,7 +306,7 @@ def sparse_top_pairs(
             stored = np.flatnonzero(valid)
             rows, cols, scores, counts = rows[stored], cols[stored], scores[stored], counts[stored]
         # Rows numbered from 0, those before ``start`` empty: no renumbered copy of them.
-        kept = _largest_per_row(rows, cols, scores, stop, k)
+        kept = largest_per_row(rows, cols, scores, stop, k)
         parts.append(
             (
                 rows[kept],
@@ -338,7 +335,7 @@ def _with_count(block: sp.csr_matrix, min_count: int) -> sp.csr_matrix:
     )
 
 
-def _largest_per_row(
+def largest_per_row(
     rows: NDArray[np.int64],
     cols: NDArray[np.int64],
     scores: NDArray[np.floating],
@@ -362,7 +359,7 @@ def _largest_per_row(
         # to the entries reaching a lower bound of their k-th largest score: the same best k.
         near = np.flatnonzero(scores >= _lower_bounds(lengths, scores, k)[rows])
         if len(near) <= len(scores) // 2:
-            return near[_largest_per_row(rows[near], cols[near], scores[near], n_rows, k)]
+            return near[largest_per_row(rows[near], cols[near], scores[near], n_rows, k)]
     threshold = np.full(n_rows, -np.inf)
     long_rows = np.flatnonzero(lengths > k)
     if len(long_rows):
@@ -397,6 +394,14 @@ def _largest_per_row(
     return out
 
 
+def places_in_rows(rows: NDArray[np.int64], n_rows: int) -> NDArray[np.int64]:
+    """Each entry's place in its row (``rows`` sorted, numbered from 0): its distance from its
+    row's first entry (a binary search per entry for that start costs as much as ranking
+    the entries did)."""
+    per_row = np.bincount(rows, minlength=n_rows)
+    return np.arange(len(rows)) - (np.cumsum(per_row) - per_row)[rows]
+
+
 def _best_of_long_rows(
     rows: NDArray[np.int64],
     cols: NDArray[np.int64],
@@ -404,14 +409,14 @@ def _best_of_long_rows(
     n_rows: int,
     k: int,
 ) -> NDArray[np.int64] | None:
-    """Positions of the entries ``_largest_per_row`` keeps, in their own order (rows sorted):
+    """Positions of the entries ``largest_per_row`` keeps, in their own order (rows sorted):
     every entry of a row with k or fewer, the best k of the others. None: all of them."""
     longer = np.bincount(rows, minlength=n_rows) > k
     if not longer.any():
         return None
     keep = ~longer[rows]
     inside = np.flatnonzero(~keep)
-    keep[inside[_largest_per_row(rows[inside], cols[inside], scores[inside], n_rows, k)]] = True
+    keep[inside[largest_per_row(rows[inside], cols[inside], scores[inside], n_rows, k)]] = True
     return np.flatnonzero(keep)
 
 

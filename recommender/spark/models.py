@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..algorithms.neighbours import NeighbourModel
+from ..algorithms.neighbours import NeighbourModel, largest_per_row, places_in_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -74,12 +74,11 @@ class SparkCosineNeighbours(NeighbourModel):
 
         started = time.perf_counter()
         pairs = pairs.select("row", F.col("item").cast("int").alias("item")).persist()
+        support = _dense(
+            pairs.groupBy("item").agg(F.count("*").alias("n")).collect(), n_items
+        ).astype(np.int64)
         sizes = pairs.groupBy("row").agg(F.count("*").alias("n"))
-        support_rows, instances = (
-            pairs.groupBy("item").agg(F.count("*").alias("n")).collect(),
-            sizes.agg(F.sum(F.col("n") * (F.col("n") - 1) / 2)).first()[0] or 0,
-        )
-        support = _dense(support_rows, n_items).astype(np.int64)
+        instances = sizes.agg(F.sum(F.col("n") * (F.col("n") - 1) / 2)).first()[0] or 0
         context = pairs.sparkSession.sparkContext
         blocks = max(context.defaultParallelism, int(np.ceil(instances / PAIRS_PER_BLOCK)))
         shared = (
@@ -180,24 +179,21 @@ def top_candidates(
             return
         part = pa.Table.from_batches(collected)
         counts = support.value
-        present = np.unique(part.column("a").to_numpy())
-        a = np.concatenate([part.column("a").to_numpy().astype(np.int64), present])
+        first = part.column("a").to_numpy().astype(np.int64)
+        present = np.unique(first)
+        a = np.concatenate([first, present])
         b = np.concatenate([part.column("b").to_numpy().astype(np.int64), present])
         shared = np.concatenate([part.column("shared").to_numpy(), counts[present]])
+        by_item = np.argsort(a, kind="stable")
+        a, b, shared = a[by_item], b[by_item], shared[by_item]
         n_a, n_b = counts[a], counts[b]
         score = (shared / np.sqrt((n_a * n_b).astype(np.float64))).astype(np.float32)
-        order = np.lexsort((b, -score, a))
-        a, b, shared, score, n_a, n_b = (x[order] for x in (a, b, shared, score, n_a, n_b))
-        candidate = _places_in_group(a) < 2 * neighbours + 1
-        kept = (
-            candidate
-            & (a != b)
-            & (n_a >= min_support)
-            & (n_b >= min_support)
-            & (shared >= min_pair_support)
-        )
+        # The local engine's selection: per item, best score first, ties to the lower item.
+        candidates = largest_per_row(a, b, score, len(counts), 2 * neighbours + 1)
+        a, b, shared, score, n_a, n_b = (x[candidates] for x in (a, b, shared, score, n_a, n_b))
+        kept = (a != b) & (n_a >= min_support) & (n_b >= min_support) & (shared >= min_pair_support)
         a, b, shared, score = a[kept], b[kept], shared[kept], score[kept]
-        place = _places_in_group(a)
+        place = places_in_rows(a, len(counts))
         best = place < neighbours
         yield pa.RecordBatch.from_arrays(
             [
@@ -211,15 +207,6 @@ def top_candidates(
         )
 
     return rank
-
-
-def _places_in_group(keys: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Each element's position within its run of equal ``keys`` (sorted): 0, 1, 2, ..."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    lengths = np.diff(np.r_[starts, len(keys)])
-    return np.arange(len(keys)) - np.repeat(starts, lengths)
 
 
 def capped_pairs(customer_items: DataFrame, max_history: int) -> DataFrame:
