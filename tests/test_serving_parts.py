@@ -17,7 +17,12 @@ from recommender.errors import ArtifactError
 from recommender.serving import responses
 from recommender.serving.batch import stream_lists, top_k_for_users
 from recommender.serving.catalog import Catalog, Filters
-from recommender.serving.ranking import BlendWeights, Ranker, activity_weights
+from recommender.serving.ranking import (
+    BlendWeights,
+    Ranker,
+    activity_weights,
+    best_at_or_above,
+)
 from recommender.serving.service import RecommendationService
 
 from helpers import collect_lists
@@ -460,6 +465,32 @@ def test_pruned_scoring_ranks_exactly_as_scoring_every_item() -> None:
             slow.strategy,
         ), case
     assert pruned_requests > 150
+
+
+def test_best_at_or_above_ranks_as_top_n_with_ties_at_the_cut() -> None:
+    """A pruned answer's top ``depth`` read off the scores at or above its bound equals
+    ``top_n`` of the allowed candidates, ties (at the cut too) broken by lower position; by
+    hand: scores 3, 2, 2, 2, 1 with the second not allowed and depth 2 give positions 0, 2."""
+    from recommender.algorithms.base import top_n
+
+    items = np.array([4, 7, 9, 12, 20])
+    allowed = np.ones(21, dtype=bool)
+    allowed[7] = False
+    scores = np.array([3.0, 2.0, 2.0, 2.0, 1.0])
+    assert best_at_or_above(items, scores, allowed, 2.0, 2).tolist() == [0, 2]
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        count = int(rng.integers(1, 40))
+        items = np.sort(rng.choice(60, count, replace=False))
+        scores = rng.integers(0, 5, count).astype(np.float64)  # many ties
+        allowed = rng.random(60) < 0.7
+        depth = int(rng.integers(1, 12))
+        kept = np.sort(scores[allowed[items]])[::-1]
+        if len(kept) < depth:
+            continue
+        expected, _ = top_n(np.where(allowed[items], scores, -np.inf), depth, positive_only=False)
+        found = best_at_or_above(items, scores, allowed, float(kept[depth - 1]), depth)
+        assert found.tolist() == expected.tolist()
 
 
 def test_blend_rows_equals_blend_scores_on_dense_rows_bit_for_bit() -> None:

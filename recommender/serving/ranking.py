@@ -131,11 +131,13 @@ class Ranker(ReasonFinder):
         if found is None:
             scores, strategy = self.scores(history, weights, vector, summed)
             items = None if scores is None else np.arange(len(scores))
+            if scores is not None:
+                best, _ = top_n(np.where(allowed, scores, -np.inf), depth, positive_only=False)
         else:
-            items, scores, strategy = found
+            items, scores, strategy, cut = found
+            best = best_at_or_above(items, scores, allowed, cut, depth)
         ranked = Ranked(strategy=strategy)
         if scores is not None:
-            best, _ = top_n(np.where(allowed[items], scores, -np.inf), depth, positive_only=False)
             chosen = self.catalog.diversify(items[best].tolist(), k, filters)  # type: ignore[index]
             score_of = dict(zip(items[best].tolist(), scores[best].tolist()))  # type: ignore[index]
             ranked.items = chosen
@@ -151,14 +153,14 @@ class Ranker(ReasonFinder):
         vector: NDArray[np.float32] | None,
         allowed: NDArray[np.bool_],
         depth: int,
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64], str] | None:
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], str, float] | None:
         """The blend on a few candidates instead of the whole catalog, with the same result.
 
         Candidates: the neighbours of the shopper's items, then every other item whose best
         possible score (its ALS part, plus the largest trending part) reaches the
         ``depth``-th best allowed neighbour's score. Any item left out scores below that, so
         the top ``depth`` of the candidates is the exhaustive one. Returns (candidate items in
-        ascending order, their blended scores, strategy), or None where no such bound exists
+        ascending order, their blended scores, strategy, that bound), or None where none exists
         (no neighbours, fewer than ``depth`` allowed ones, item-to-item not weighted): the
         caller scores everything.
         """
@@ -212,13 +214,13 @@ class Ranker(ReasonFinder):
             others = others[outside]
             others_als = None if others_als is None else others_als[outside]
         if not len(others):
-            return neighbours, scores, strategy
+            return neighbours, scores, strategy, float(cut)
         items = np.concatenate([neighbours, others])
         scales = (float(np.abs(knn).max()), als_scale)
         extra = self._blend_part(others, np.zeros(len(others)), others_als, scales)
         scores = np.concatenate([scores, extra])
         order = np.argsort(items, kind="stable")
-        return items[order], scores[order], strategy
+        return items[order], scores[order], strategy, float(cut)
 
     def _blend_part(
         self,
@@ -304,6 +306,21 @@ class Ranker(ReasonFinder):
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         """Top-k items for many known customers at once, as ``rank`` ranks one (``rank_batch``)."""
         return rank_batch(self, rows, user_factors, k)
+
+
+def best_at_or_above(
+    items: NDArray[np.int64],
+    scores: NDArray[np.float64],
+    allowed: NDArray[np.bool_],
+    cut: float,
+    depth: int,
+) -> NDArray[np.int64]:
+    """``top_n`` of the allowed candidates (positions in ``items``, best first, ties by lower
+    position), read off those scoring ``cut`` or more: ``Ranker.pruned``'s bound, which at
+    least ``depth`` allowed candidates reach, so the top ``depth`` are among them. A lexsort
+    of a few dozen instead of ``top_n``'s copy, mask and partition of every candidate."""
+    places = np.flatnonzero(allowed[items] & (scores >= cut))
+    return places[np.lexsort((places, -scores[places]))[:depth]]
 
 
 def activity_weights(
