@@ -550,21 +550,34 @@ def test_a_length_ordered_scan_finds_the_scale_and_every_item_over_a_threshold()
 
 
 def test_neighbour_sums_equal_numpys_bincount_bit_for_bit() -> None:
-    """The compiled sums (``kernels.neighbour_sums``) against what they replace: every entry of
-    the history's rows gathered, times its row's weight, summed per item by ``np.bincount``;
-    with a hand-made case first (A and B both reach C: 0.25 x 2 + 1.0 x 0.5)."""
+    """The compiled sums against what they replace: every entry of the history's rows
+    gathered, times its row's weight, summed per item by ``np.bincount``; with a hand-made
+    case first (A and B both reach C: 0.25 x 2 + 1.0 x 0.5). Short histories (up to
+    ``MERGED_ROWS``) have their rows merged, longer ones are placed and sorted; a matrix whose
+    rows are not in column order (the reversed copy) is always placed and sorted."""
+    from recommender.serving.reasons import MERGED_ROWS
+
     ranker = Ranker(uniform_catalog(4), PERSONAL, None, TRENDING, BlendWeights())
     items, sums = ranker.neighbour_sums(np.array([0, 1]), np.array([2.0, 0.5]))
     assert items.tolist() == [1, 2] and sums.tolist() == [1.0, 1.0]
     items, sums = ranker.neighbour_sums(np.array([2]), np.array([1.0]))  # C reaches nothing
     assert items.tolist() == [] and sums.tolist() == []
     rng = np.random.default_rng(3)
-    for dtype in (np.float32, np.float64):
+    merged = 0
+    for dtype, reverse in ((np.float32, False), (np.float64, False), (np.float64, True)):
         matrix = sp.random(300, 300, density=0.05, format="csr", random_state=4, dtype=dtype)
         matrix.data = matrix.data * 7 - 3.5
+        if reverse:  # the same matrix, each row's entries stored in descending column order
+            order = np.lexsort((-matrix.indices, np.repeat(np.arange(300), np.diff(matrix.indptr))))
+            matrix = sp.csr_matrix(
+                (matrix.data[order], matrix.indices[order], matrix.indptr), shape=matrix.shape
+            )
+            assert not matrix.has_sorted_indices
         ranker = Ranker(uniform_catalog(300), matrix, None, np.ones(300), BlendWeights())
         for _ in range(200):
-            history = rng.choice(300, int(rng.integers(1, 40)), replace=bool(rng.integers(2)))
+            length = int(rng.integers(1, 40 if rng.integers(2) else MERGED_ROWS + 1))
+            merged += not reverse and length <= MERGED_ROWS
+            history = rng.choice(300, length, replace=bool(rng.integers(2)))
             weights = rng.uniform(0.1, 3.0, len(history))
             rows = matrix[history]
             owners = np.repeat(np.arange(len(history)), np.diff(rows.indptr))
@@ -573,6 +586,7 @@ def test_neighbour_sums_equal_numpys_bincount_bit_for_bit() -> None:
             assert items.tolist() == np.unique(rows.indices).tolist()
             assert sums.tobytes() == expected[items].tobytes()
             assert (ranker._places() == -1).all()  # the scratch array is left as it was
+    assert merged > 100
 
 
 def test_blend_scores_with_known_scales_equal_the_whole_rows_bit_for_bit() -> None:
@@ -719,14 +733,21 @@ def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> No
 
 
 def test_the_compiled_loops_are_ready_before_the_first_request(shared_models: Path) -> None:
-    """Loading a model compiles (or reads from numba's cache) the three loops for its array types:
+    """Loading a model compiles (or reads from numba's cache) the five loops for its array types:
     answering a known customer, a cart and a page-you-made then compiles nothing more."""
     from recommender import artifacts
     from recommender.activity import Event
+    from recommender.algorithms import fold_in
     from recommender.serving import kernels
 
     service = RecommendationService(artifacts.load_current_bundle(shared_models))
-    loops = (kernels.neighbour_sums, kernels.best_owners, kernels.neighbour_blend)
+    loops = (
+        kernels.neighbour_sums,
+        kernels.merged_neighbour_sums,
+        kernels.best_owners,
+        kernels.neighbour_blend,
+        fold_in.fold_in_few,
+    )
     compiled = tuple(len(loop.signatures) for loop in loops)
     assert min(compiled) >= 1
     now = time.time()

@@ -18,6 +18,7 @@ from scipy.linalg.lapack import dgesv
 
 from ..config import CONFIDENCES
 from .base import Ranking, Recommender, check_csr, no_ranking, top_n
+from .fold_in import fold_in_few
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +175,15 @@ class ALS(Recommender):
             np.ones(len(item_indices)) if weights is None else np.asarray(weights, dtype=np.float64)
         )
         confidence = self.alpha * weights
-        chosen = np.take(self.item_factors_, item_indices, axis=0).astype(np.float64)
-        if len(item_indices) < chosen.shape[1]:
-            solution = self._fold_in_few(chosen, confidence)
-            if solution is not None:
+        if len(item_indices) < self.item_factors_.shape[1]:
+            # Fewer items than factors: an items x items system through the kept inverse of
+            # ``Y'Y + reg I`` (Woodbury; ``fold_in.fold_in_few``), one compiled pass.
+            solution, solved = fold_in_few(  # a plain array: the loop takes no memmap subclass
+                np.asarray(self.item_factors_), item_indices, confidence, self.gram_inverse()
+            )
+            if solved:
                 return solution
+        chosen = np.take(self.item_factors_, item_indices, axis=0).astype(np.float64)
         system = self.regularized_gram() + (chosen.T * (confidence - 1.0)) @ chosen
         rhs = chosen.T @ confidence
         # LAPACK's dgesv, as np.linalg.solve calls it, without numpy's generalised-ufunc
@@ -187,27 +192,6 @@ class ALS(Recommender):
         if info != 0:  # singular: numpy says so in its own words
             solution = np.linalg.solve(system, rhs)
         return np.asarray(solution).astype(np.float32)
-
-    def _fold_in_few(
-        self, chosen: NDArray[np.float64], confidence: NDArray[np.floating]
-    ) -> NDArray[np.float32] | None:
-        """``fold_in``'s solve for fewer items than factors, through the kept inverse of
-        ``G = Y'Y + reg I`` (Woodbury): only an items x items system is solved.
-
-        With ``U = Y_I'``, ``D = C - 1``, ``P = G^-1 U`` and ``M = U'P``, the solution of
-        ``(G + U D U') x = U c`` is ``x = P (c - z)`` where ``(I + D M) z = D M c``. A page
-        view's shopper has a handful of items: a 4 x 4 solve and three small products
-        instead of factoring the 64 x 64 system (about 15 µs against 50). None where the
-        small system is singular: the caller solves the whole one."""
-        projected = chosen @ self.gram_inverse()  # rows of P'
-        inner = projected @ chosen.T
-        extra = confidence - 1.0
-        small = extra[:, None] * inner
-        small.flat[:: len(extra) + 1] += 1.0  # + I, without np.diag_indices' 30 µs
-        _, _, z, info = dgesv(small, extra * (inner @ confidence))
-        if info != 0:
-            return None
-        return np.asarray((confidence - z) @ projected, dtype=np.float32)
 
     def fold_in_rows(self, rows: sp.csr_matrix) -> NDArray[np.float32]:
         """``fold_in`` for each row of a rows x items matrix (offline evaluation of held-out
@@ -242,7 +226,7 @@ class ALS(Recommender):
         return self._regularized_gram
 
     def gram_inverse(self) -> NDArray[np.float64]:
-        """``(Y'Y + reg I)^-1``, for fold-ins of a few items (``_fold_in_few``)."""
+        """``(Y'Y + reg I)^-1``, for fold-ins of a few items (``fold_in.fold_in_few``)."""
         if self._gram_inverse is None:
             self.gram()
         assert self._gram_inverse is not None

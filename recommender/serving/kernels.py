@@ -128,6 +128,71 @@ def _neighbour_sums(
     return items, sums[:count][order]
 
 
+def _merged_neighbour_sums(
+    indptr: NDArray[np.integer],
+    indices: NDArray[np.integer],
+    data: NDArray[np.floating],
+    history: NDArray[np.int64],
+    weights: NDArray[np.float64],
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """``_neighbour_sums`` over a matrix whose rows list their columns in ascending order:
+    the history's rows are merged (pairwise, in rounds, like a merge sort that starts from
+    sorted runs) instead of placed and then sorted, the sort having been most of the loop's
+    time (8 of 12 µs for a page view's four rows of 200). The merge is stable, so an item's
+    entries stay in history position order, then the row's, and are added in that order, as
+    there: the same sums, bit for bit."""
+    rows = len(history)
+    total = _entries(indptr, history)
+    columns = np.empty(total, dtype=np.int64)
+    values = np.empty(total, dtype=np.float64)
+    bounds = np.empty(rows + 1, dtype=np.int64)
+    filled = 0
+    for p in range(rows):
+        bounds[p] = filled
+        for entry in range(indptr[history[p]], indptr[history[p] + 1]):
+            columns[filled] = indices[entry]
+            values[filled] = data[entry] * weights[p]
+            filled += 1
+    bounds[rows] = filled
+    spare_columns = np.empty(total, dtype=np.int64)
+    spare_values = np.empty(total, dtype=np.float64)
+    runs = rows
+    while runs > 1:
+        for run in range(0, runs, 2):
+            low, middle = bounds[run], bounds[run + 1]
+            high = bounds[run + 2] if run + 1 < runs else middle
+            left, right, out = low, middle, low
+            while left < middle and right < high:
+                if columns[right] < columns[left]:  # ties: the left run (earlier rows) first
+                    spare_columns[out], spare_values[out] = columns[right], values[right]
+                    right += 1
+                else:
+                    spare_columns[out], spare_values[out] = columns[left], values[left]
+                    left += 1
+                out += 1
+            for rest in range(left, middle):
+                spare_columns[out], spare_values[out] = columns[rest], values[rest]
+                out += 1
+            for rest in range(right, high):
+                spare_columns[out], spare_values[out] = columns[rest], values[rest]
+                out += 1
+            bounds[run // 2] = low
+        bounds[(runs + 1) // 2] = filled
+        runs = (runs + 1) // 2
+        columns, spare_columns = spare_columns, columns
+        values, spare_values = spare_values, values
+    items = np.empty(total, dtype=np.int64)
+    sums = np.empty(total, dtype=np.float64)
+    count = -1
+    for position in range(total):
+        if count < 0 or columns[position] != items[count]:
+            count += 1
+            items[count] = columns[position]
+            sums[count] = 0.0
+        sums[count] += values[position]
+    return items[: count + 1], sums[: count + 1]
+
+
 def _neighbour_blend(
     neighbours: NDArray[np.int64],
     knn: NDArray[np.float64],
@@ -180,3 +245,6 @@ neighbour_sums: Callable[..., tuple[NDArray[np.int64], NDArray[np.float64]]] = n
 neighbour_blend: Callable[..., tuple[NDArray[np.float64], float]] = njit(cache=True, nogil=True)(
     _neighbour_blend
 )
+merged_neighbour_sums: Callable[..., tuple[NDArray[np.int64], NDArray[np.float64]]] = njit(
+    cache=True, nogil=True
+)(_merged_neighbour_sums)

@@ -101,9 +101,10 @@ class Ranker(ReasonFinder):
         )
 
     def warm_up(self) -> None:
-        """Compile the per-request loops for this model's array types now (``ReasonFinder``'s
-        two, and the neighbours' blend through a one-item ``pruned``), not at a first request."""
+        """Compile the per-request loops for this model's array types now (``ReasonFinder``'s,
+        the fold-in's, the neighbours' blend via a one-item ``pruned``), not at a request."""
         super().warm_up()
+        self.vector(np.zeros(1, dtype=np.int64), np.ones(1))  # the fold-in's loop
         self.pruned(
             (np.zeros(1, dtype=np.int64), np.ones(1)), None, np.ones(len(self.trend), bool), 1
         )
