@@ -546,6 +546,8 @@ def test_a_length_ordered_scan_finds_the_scale_and_every_item_over_a_threshold()
         assert np.array_equal(items, np.flatnonzero(every >= threshold))
         assert np.array_equal(scores, every[items])
         assert scan.done < len(factors)  # the short factors were never read
+        for above in (scan.largest, np.nextafter(scan.largest, np.inf), 2 * scan.largest):
+            assert np.array_equal(scan.at_least(above)[0], np.flatnonzero(every >= above))
     assert np.array_equal(index.scan(vector).at_least(-1.0)[0], np.flatnonzero(every >= -1.0))
 
 
@@ -718,6 +720,24 @@ def test_reasons_are_the_history_item_contributing_most_the_earliest_on_ties() -
             expected.append(int(history[owner]) if owner >= 0 else -1)
         for ranker in rankers:
             assert ranker.reasons(history, weights, chosen) == expected
+
+
+def test_a_reason_without_item_to_item_evidence_is_the_closest_history_item_by_als() -> None:
+    """By hand: item 3 reaches item 4 (the only entry); items 1 and 2 have no item-to-item
+    evidence, so their reason is the history item whose factors give the largest dot product
+    (item 1 with item 0's [1, 0]: 1.0 against 0.1; item 2 with item 3's [0, 1])."""
+    from recommender.algorithms.als import ALS
+
+    matrix = sp.csr_matrix(([1.0], ([3], [4])), shape=(5, 5), dtype=np.float32)
+    factors = np.array([[1, 0], [1, 0.1], [0.1, 1], [0, 1], [1, 1]], dtype=np.float32)
+    als = ALS.from_arrays(
+        {"user_factors": np.zeros((1, 2), np.float32), "item_factors": factors},
+        regularization=0.1,
+        alpha=1.0,
+    )
+    ranker = Ranker(uniform_catalog(5), matrix, als, np.ones(5), BlendWeights(0.5))
+    assert ranker.reasons(np.array([0, 3]), np.ones(2), [1, 4, 2]) == [0, 3, 3]
+    assert ranker.reasons(np.array([3, 0]), np.ones(2), [2, 1]) == [3, 0]
 
 
 def test_top_n_keeps_every_tie_at_the_nth_score_and_breaks_them_by_index() -> None:

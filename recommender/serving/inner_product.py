@@ -102,6 +102,8 @@ class Scan:
         """Every item scoring ``threshold`` or more (item indices ascending, their scores);
         a threshold of 0 or less needs the whole catalog scanned."""
         self.until(threshold)
+        if threshold > self.largest:  # nothing read reaches it (a pruned answer's usual case)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         hits = np.flatnonzero(self.scores[: self.done] >= threshold)
         items = self.index.order[hits]
         order = np.argsort(items, kind="stable")

@@ -57,15 +57,15 @@ class ReasonFinder:
             return [-1] * len(chosen)
         history = np.asarray(history, dtype=np.int64)
         columns = np.asarray(chosen, dtype=np.int64)
-        owner = best_owners(
+        owners = best_owners(  # ten or so: Python lists from here cost less than numpy calls
             *self._arrays, history, np.asarray(weights, dtype=np.float64), columns, self._places()
-        )
-        missing = owner < 0
-        if self.als is not None and missing.any():
+        ).tolist()
+        if self.als is not None and -1 in owners:
             factors = self.als.item_factors_
-            closest = (factors[history] @ factors[columns].T).argmax(axis=0)
-            owner, missing = np.where(missing, closest, owner), np.zeros_like(missing)
-        return np.where(missing, -1, history[owner]).tolist()
+            closest = (factors[history] @ factors[columns].T).argmax(axis=0).tolist()
+            owners = [near if position < 0 else position for position, near in zip(owners, closest)]
+        items = history.tolist()
+        return [items[position] if position >= 0 else -1 for position in owners]
 
     @cached_property
     def _rows_sorted(self) -> bool:
