@@ -38,6 +38,9 @@ class IdMap:
             else np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_)
         )
         self._width = self.ids_.dtype.itemsize // np.dtype("U1").itemsize
+        # The same memory as a plain array: a memmap's searchsorted and scalar reads go
+        # through its subclass hooks, three times the cost of one id's lookup (1.2 against 3.5 µs).
+        self._plain = np.asarray(self.ids_)
         self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
         self._index: dict[str, int] | None = None
         self._list: list[str] | None = None
@@ -109,7 +112,8 @@ class IdMap:
             return None if position < 0 else position
         if len(external_id) > self._width:  # longer than every id (and would be truncated below)
             return None
-        position = int(np.searchsorted(self.ids_, np.array(external_id, dtype=self.ids_.dtype)))
-        if position < len(self.ids_) and self.ids_[position] == external_id:
+        plain = self._plain
+        position = int(plain.searchsorted(np.array(external_id, dtype=plain.dtype)))
+        if position < len(plain) and plain.item(position) == external_id:
             return position
         return None
