@@ -38,8 +38,8 @@ class IdMap:
             else np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.str_)
         )
         self._width = self.ids_.dtype.itemsize // np.dtype("U1").itemsize
-        # The same memory as a plain array: a memmap's searchsorted and scalar reads go
-        # through its subclass hooks, three times the cost of one id's lookup (1.2 against 3.5 µs).
+        # The same memory as a plain array, which the searches read: a memmap's searchsorted
+        # and scalar reads go through its subclass hooks (one id: 2.7 against 3.5 µs).
         self._plain = np.asarray(self.ids_)
         self._sorted = bool(len(self.ids_) < 2 or (self.ids_[1:] > self.ids_[:-1]).all())
         self._index: dict[str, int] | None = None
@@ -88,9 +88,10 @@ class IdMap:
             return np.full(len(wanted), -1, dtype=np.int64)
         # Searched in the array's own dtype: a wider needle would make numpy convert (copy)
         # the whole id array on every call. Truncated needles fail the equality check below.
-        positions = np.searchsorted(self.ids_, wanted.astype(self.ids_.dtype))
-        clipped = np.minimum(positions, len(self.ids_) - 1)
-        return np.where(self.ids_[clipped] == wanted, clipped, -1).astype(np.int64)
+        plain = self._plain
+        positions = plain.searchsorted(wanted.astype(plain.dtype))
+        clipped = np.minimum(positions, len(plain) - 1)
+        return np.where(plain[clipped] == wanted, clipped, -1).astype(np.int64)
 
     def ids(self, indices: NDArray[np.integer] | Iterable[int]) -> list[str]:
         """External ids of indices, as Python strings."""

@@ -36,7 +36,9 @@ class ReasonFinder:
         self, history: NDArray[np.int64], weights: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """The items the history's rows of the item-to-item matrix reach (ascending) and their
-        weighted sums, in one compiled pass (``kernels.neighbour_sums``)."""
+        weighted sums, in one compiled pass: the rows merged for a short history over a
+        matrix in column order (``kernels.merged_neighbour_sums``), else placed and sorted
+        (``kernels.neighbour_sums``); the same sums either way."""
         history = np.asarray(history, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float64)
         if len(history) <= MERGED_ROWS and self._rows_sorted:
