@@ -115,7 +115,8 @@ bench: install install-bench
 	PYTHON=$(BIN)/python bash bench/run_all.sh
 
 ## Serving only, shorter (about 15 minutes): every endpoint against /health at saturation, and p50/p99
-## at 500, 1,000 and 2,000 req/s offered (hey), on the shipped model and the 50,000-item one;
+## at 500, 1,000 and 2,000 req/s offered at a constant rate (bench/constant_rate.py; at 1,000 also
+## under hey -c10 -q100, which sends bursts of 10), on the shipped model and the 50,000-item one;
 ## bench/results/serving.md.
 bench-serve: install install-bench
 	$(BIN)/python bench/serve_bench.py --models shipped,synthetic --repeat 2 --duration 5 --skip-memory --rates 500,1000,2000

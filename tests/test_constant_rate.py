@@ -1,0 +1,108 @@
+"""The benchmark's constant-rate client (bench/constant_rate.py) against a real socket server
+on 127.0.0.1 that records when each connection arrives: requests spread evenly over time (not
+in bursts, as hey's workers send them), answers with another status counted as failures, and
+the latency measured from the scheduled send, so a slow answer is not hidden by the client
+waiting for it."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import constant_rate  # noqa: E402
+
+
+class RecordingServer:
+    """Accepts connections, notes each arrival, and answers with ``status`` after ``delay``
+    seconds (answered in threads, so a slow answer does not hold the next arrival)."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port = self.listener.getsockname()[1]
+        self.status, self.delay = status, delay
+        self.arrivals: list[float] = []
+        self.requests: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop:
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.arrivals.append(time.perf_counter())
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            self.requests.append(connection.recv(65536))
+            time.sleep(self.delay)
+            connection.sendall(
+                f"HTTP/1.1 {self.status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
+            )
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.listener.close()
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    recording = RecordingServer()
+    yield recording
+    recording.close()
+
+
+def test_requests_arrive_one_at_a_time_at_the_rate(server: RecordingServer) -> None:
+    result = constant_rate.run(f"http://127.0.0.1:{server.port}/v1/x?k=10", 200, 1.5)
+    assert result["sent"] == 300 and result["failed"] == 0 and result["rps"] == 200.0
+    gaps = np.diff(server.arrivals) * 1000
+    # One every 5 ms: hey -c10 -q20 would send ten within a millisecond, then nothing for 50.
+    assert np.median(gaps) == pytest.approx(5.0, abs=1.0)
+    assert np.mean(gaps < 1.0) < 0.1
+    assert server.requests[0].startswith(b"GET /v1/x?k=10 HTTP/1.1\r\n")
+
+
+def test_a_post_carries_its_body_and_other_statuses_are_failures() -> None:
+    refusing = RecordingServer(status=503)
+    try:
+        result = constant_rate.run(
+            f"http://127.0.0.1:{refusing.port}/v1/recommendations", 50, 0.2, "POST", b'{"k": 3}'
+        )
+    finally:
+        refusing.close()
+    assert result["sent"] == 10 and result["failed"] == 10 and "p99_ms" not in result
+    assert refusing.requests[0].startswith(b"POST /v1/recommendations HTTP/1.1\r\n")
+    assert refusing.requests[0].endswith(b'Content-Length: 8\r\n\r\n{"k": 3}')
+
+
+def test_latency_counts_from_the_scheduled_send() -> None:
+    """Answers take 30 ms: every request is still sent on time (open loop), so at 100 a second
+    three are in flight at once, and each one's latency is at least the 30 ms."""
+    slow = RecordingServer(delay=0.03)
+    try:
+        result = constant_rate.run(f"http://127.0.0.1:{slow.port}/", 100, 1.0)
+    finally:
+        slow.close()
+    assert result["sent"] == 100 and result["failed"] == 0
+    assert 30.0 <= result["p50_ms"] <= result["p99_ms"]
+    assert slow.arrivals[-1] - slow.arrivals[0] == pytest.approx(0.99, abs=0.05)
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    ordered = [float(v) for v in range(1, 101)]
+    assert constant_rate.percentile(ordered, 0.50) == 50.0
+    assert constant_rate.percentile(ordered, 0.99) == 99.0
+    assert constant_rate.percentile([7.0], 0.99) == 7.0
