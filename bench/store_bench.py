@@ -12,8 +12,9 @@
    and with ``--models shipped,synthetic`` the 50,000-item model of ``make bench-serve``
    too, its shopper and items picked as serve_bench picks them) on each store, a throwaway PostgreSQL cluster on 127.0.0.1 (``recommender.testing``):
    per endpoint, throughput at saturation (``wrk -t2 -c32``) as a share of ``/health`` in
-   the same server, and p50/p99 at a constant offered rate (``hey -c10 -q100``: 1,000
-   requests/s); ``POST /v1/events`` with one event per request is the events acknowledged
+   the same server, and p50/p99 at a constant offered rate (``constant_rate.py``: 1,000
+   requests/s, one every millisecond; before 2026-12-07 ``hey -c10 -q100``, which sends
+   bursts of 10); ``POST /v1/events`` with one event per request is the events acknowledged
    per second. The client shares the 2 cores with the server and the database.
 -> bench/results/store.json and store.md
 """
@@ -31,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import constant_rate  # noqa: E402
+
 from common import CACHE, PYTHON, RESULTS, ROOT, git_state, machine, shown  # noqa: E402
-from serve_bench import Server, parse_hey, parse_wrk, request  # noqa: E402
+from serve_bench import Server, parse_wrk, request  # noqa: E402
 
 MODELS = CACHE / "models_shipped"
 SHOPPER = "17850"  # a customer of the shipped log
@@ -171,7 +174,6 @@ def measure(
     server: Server, endpoint: dict[str, Any], duration: int, rate: int, workdir: Path
 ) -> dict[str, Any]:
     wrk = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency"]
-    hey = ["hey", "-z", f"{duration}s", "-c", "10", "-q", str(rate // 10)]
     if endpoint["method"] == "POST":
         body = json.dumps(endpoint["body"])
         script = workdir / "post.lua"
@@ -179,7 +181,6 @@ def measure(
             f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n"
         )
         wrk += ["-s", str(script)]
-        hey += ["-m", "POST", "-T", "application/json", "-d", body]
     saturated = parse_wrk(
         subprocess.run(
             wrk + [server.base + endpoint["path"]],
@@ -188,14 +189,10 @@ def measure(
             timeout=duration + 60,
         ).stdout
     )
-    constant = parse_hey(
-        subprocess.run(
-            hey + [server.base + endpoint["path"]],
-            capture_output=True,
-            text=True,
-            timeout=duration + 60,
-        ).stdout
-    )
+    body_bytes = json.dumps(endpoint["body"]).encode() if endpoint["method"] == "POST" else b""
+    url = server.base + endpoint["path"]
+    constant_rate.run(url, rate, 1, endpoint["method"], body_bytes)  # unmeasured: cold caches
+    constant = constant_rate.run(url, rate, duration, endpoint["method"], body_bytes)
     return {"saturation": saturated, f"at {rate} req/s": constant}
 
 

@@ -75,17 +75,19 @@ def test_requests_arrive_one_at_a_time_at_the_rate(server: RecordingServer) -> N
     assert server.requests[0].startswith(b"GET /v1/x?k=10 HTTP/1.1\r\n")
 
 
-def test_a_post_carries_its_body_and_other_statuses_are_failures() -> None:
-    refusing = RecordingServer(status=503)
-    try:
-        result = constant_rate.run(
-            f"http://127.0.0.1:{refusing.port}/v1/recommendations", 50, 0.2, "POST", b'{"k": 3}'
-        )
-    finally:
-        refusing.close()
-    assert result["sent"] == 10 and result["failed"] == 10 and "p99_ms" not in result
-    assert refusing.requests[0].startswith(b"POST /v1/recommendations HTTP/1.1\r\n")
-    assert refusing.requests[0].endswith(b'Content-Length: 8\r\n\r\n{"k": 3}')
+def test_a_post_carries_its_body_and_a_status_not_2xx_is_a_failure() -> None:
+    for status, failed in ((201, 0), (503, 10)):
+        answering = RecordingServer(status=status)
+        try:
+            result = constant_rate.run(
+                f"http://127.0.0.1:{answering.port}/v1/events", 50, 0.2, "POST", b'{"k": 3}'
+            )
+        finally:
+            answering.close()
+        assert result["sent"] == 10 and result["failed"] == failed
+        assert ("p99_ms" in result) == (failed == 0)
+        assert answering.requests[0].startswith(b"POST /v1/events HTTP/1.1\r\n")
+        assert answering.requests[0].endswith(b'Content-Length: 8\r\n\r\n{"k": 3}')
 
 
 def test_latency_counts_from_the_scheduled_send() -> None:
