@@ -67,11 +67,14 @@ def server() -> Iterator[RecordingServer]:
 
 def test_requests_arrive_one_at_a_time_at_the_rate(server: RecordingServer) -> None:
     result = constant_rate.run(f"http://127.0.0.1:{server.port}/v1/x?k=10", 200, 1.5)
-    assert result["sent"] == 300 and result["failed"] == 0 and result["rps"] == 200.0
+    assert result["sent"] == 300 and result["failed"] == 0
+    assert result["rps"] == pytest.approx(200.0, rel=0.25)
     gaps = np.diff(server.arrivals) * 1000
-    # One every 5 ms: hey -c10 -q20 would send ten within a millisecond, then nothing for 50.
-    assert np.median(gaps) == pytest.approx(5.0, abs=1.0)
-    assert np.mean(gaps < 1.0) < 0.1
+    # One every 5 ms. hey -c10 -q20 would send ten within a millisecond, then nothing for 50:
+    # nine gaps in ten under a millisecond. The margins leave room for a busy machine, which
+    # can hold the client or this server's thread back and bunch a few arrivals.
+    assert 3.0 <= np.median(gaps) <= 7.0
+    assert np.mean(gaps < 1.0) < 0.4
     assert server.requests[0].startswith(b"GET /v1/x?k=10 HTTP/1.1\r\n")
 
 
@@ -92,7 +95,8 @@ def test_a_post_carries_its_body_and_a_status_not_2xx_is_a_failure() -> None:
 
 def test_latency_counts_from_the_scheduled_send() -> None:
     """Answers take 30 ms: every request is still sent on time (open loop), so at 100 a second
-    three are in flight at once, and each one's latency is at least the 30 ms."""
+    three are in flight at once, and each one's latency is at least the 30 ms. A client that
+    waited for each answer before the next request would take 3 s for the 100."""
     slow = RecordingServer(delay=0.03)
     try:
         result = constant_rate.run(f"http://127.0.0.1:{slow.port}/", 100, 1.0)
@@ -100,7 +104,7 @@ def test_latency_counts_from_the_scheduled_send() -> None:
         slow.close()
     assert result["sent"] == 100 and result["failed"] == 0
     assert 30.0 <= result["p50_ms"] <= result["p99_ms"]
-    assert slow.arrivals[-1] - slow.arrivals[0] == pytest.approx(0.99, abs=0.05)
+    assert 0.9 <= slow.arrivals[-1] - slow.arrivals[0] < 1.5
 
 
 def test_percentile_is_the_nearest_rank() -> None:
