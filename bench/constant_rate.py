@@ -21,6 +21,7 @@ python bench/constant_rate.py URL RATE SECONDS [--method POST --body JSON]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import resource
@@ -60,11 +61,9 @@ def run(
     in_flight = 0
     # An overloaded server leaves thousands of connections open at once (the open loop keeps
     # sending): allow as many as the system lets this process have.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit: the soft one stays
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):  # an unlimited hard limit some systems refuse as the soft one
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter() + 0.02
     sent = 0

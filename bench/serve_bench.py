@@ -420,11 +420,18 @@ def run_hey(
 def run_at_rate(
     server: Server, endpoint: dict[str, Any], duration: int, rate: int
 ) -> dict[str, Any]:
+    """``at_constant_rate`` once the machine is quiet."""
+    wait_for_quiet(max_wait=60)
+    return at_constant_rate(server, endpoint, duration, rate)
+
+
+def at_constant_rate(
+    server: Server, endpoint: dict[str, Any], duration: int, rate: int
+) -> dict[str, Any]:
     """p50/p99 at a constant offered rate: one request every 1/rate seconds, open loop
     (``constant_rate``), after one unmeasured second at the same rate (cold caches)."""
     body = json.dumps(endpoint["body"]).encode() if "body" in endpoint else b""
     url = server.base + endpoint["path"]
-    wait_for_quiet(max_wait=60)
     constant_rate.run(url, rate, 1, endpoint["method"], body)
     return constant_rate.run(url, rate, duration, endpoint["method"], body)
 

@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import constant_rate  # noqa: E402
-
 from common import CACHE, PYTHON, RESULTS, ROOT, git_state, machine, shown  # noqa: E402
-from serve_bench import Server, parse_wrk, request  # noqa: E402
+from serve_bench import Server, at_constant_rate, parse_wrk, request  # noqa: E402
 
 MODELS = CACHE / "models_shipped"
 SHOPPER = "17850"  # a customer of the shipped log
@@ -189,10 +187,7 @@ def measure(
             timeout=duration + 60,
         ).stdout
     )
-    body_bytes = json.dumps(endpoint["body"]).encode() if endpoint["method"] == "POST" else b""
-    url = server.base + endpoint["path"]
-    constant_rate.run(url, rate, 1, endpoint["method"], body_bytes)  # unmeasured: cold caches
-    constant = constant_rate.run(url, rate, duration, endpoint["method"], body_bytes)
+    constant = at_constant_rate(server, endpoint, duration, rate)
     return {"saturation": saturated, f"at {rate} req/s": constant}
 
 
