@@ -14,7 +14,6 @@ Nothing here is imported by the package or the tests; without the variable it do
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -39,7 +38,7 @@ if "ranking" in _CACHED:
         key = (history.tobytes(), k, filters, exclude.tobytes())
         if key not in _ranked:
             _ranked[key] = _rank(self, history, weights, vector, k, filters, exclude)
-        return copy.deepcopy(_ranked[key])  # the caller may extend the lists it gets
+        return _ranked[key]  # its callers read it only (``PersonalAnswers``): no copy to pay for
 
     ranking.Ranker.vector = _cached_vector  # type: ignore[method-assign]
     ranking.Ranker.rank = _cached_rank  # type: ignore[method-assign]
