@@ -70,6 +70,7 @@ def run(
     while sent < total or in_flight:
         now = time.perf_counter()
         while sent < total and start + sent * interval <= now:
+            due = start + sent * interval
             sent += 1
             try:
                 connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -79,9 +80,7 @@ def run(
             connection.setblocking(False)
             connection.connect_ex(address)
             # [when it should have gone out, the status line's first bytes]
-            selector.register(
-                connection, selectors.EVENT_WRITE, [start + (sent - 1) * interval, b""]
-            )
+            selector.register(connection, selectors.EVENT_WRITE, [due, b""])
             in_flight += 1
         wait = max(0.0, start + sent * interval - time.perf_counter()) if sent < total else 1.0
         for key, events in selector.select(wait):

@@ -81,11 +81,11 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
-def markdown(summary: dict[str, Any], command: str, about: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], about: dict[str, Any]) -> str:
     lines = [
         "# A personal answer's share of /health with parts of its work cached",
         "",
-        f"`{command}` ({about['git']}, {about['when']}). Shares of the same server's /health at "
+        f"`{about['command']}` ({about['git']}, {about['when']}). Shares of the same server's /health at "
         f"saturation (wrk -t2 -c32, 2 sync gunicorn workers, client on the same 2 cores), one "
         f"figure per round; server CPU in ms per request. Target: {TARGET_SHARE:.2f}.",
         "",
@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="rounds (every server each round)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     args = parser.parse_args(argv)
-    serve_bench.ensure_model(args.model, retrain=False)
-    serve_bench.MODELS = serve_bench.MODEL_DIRS[args.model]
+    serve_bench.ensure_model(args.model, retrain=False)  # and points serve_bench at it
     ids = serve_bench.pick_ids()
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as scratch:
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "personal_floor.json").write_text(
         json.dumps({"about": about, "summary": summary, "runs": runs}, indent=2) + "\n"
     )
-    (RESULTS / "personal_floor.md").write_text(markdown(summary, about["command"], about))
+    (RESULTS / "personal_floor.md").write_text(markdown(summary, about))
     print((RESULTS / "personal_floor.md").read_text())
     return 0
 
